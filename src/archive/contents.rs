@@ -1,0 +1,292 @@
+//! From a scan to verified contents: the images, their manifest graphs, and where every blob is.
+//!
+//! This is where "complete and unaltered" is decided: the sidecar matches the file, every blob matched its
+//! name during the scan, every manifest reachable from `index.json` is present with the size its parent
+//! declares, every blob a manifest needs is present with its declared size, `bundle.json` agrees with all of
+//! that, and nothing else is in the archive.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
+
+use super::reader::{BlobEntry, Problem, Scan};
+use crate::digest::Digest;
+use crate::layout::{BundleMetadata, CONTAINERD_NAME, FORMAT_VERSION, LayoutIndex, REF_NAME};
+use crate::manifest::{self, ManifestLinks};
+use crate::reference::ImageRef;
+
+/// One image of the archive, with its graph in push order.
+#[derive(Debug, Clone)]
+pub struct ArchiveImage {
+    pub source: ImageRef,
+    pub digest: Digest,
+    pub media_type: String,
+    pub platforms: Vec<String>,
+    /// Bytes of every distinct manifest and blob the image needs.
+    pub size: u64,
+    /// Manifests, children before the indexes that list them; the root is last.
+    pub manifests: Vec<Digest>,
+    /// Config and layer blobs, without duplicates.
+    pub blobs: Vec<Digest>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub media_type: String,
+    pub bytes: Bytes,
+    pub links: ManifestLinks,
+}
+
+/// A verified archive's contents.
+#[derive(Debug, Clone)]
+pub struct BundleContents {
+    pub images: Vec<ArchiveImage>,
+    pub manifests: HashMap<Digest, StoredManifest>,
+    pub blobs: BTreeMap<Digest, BlobEntry>,
+    /// `None` for archives another tool wrote (skopeo's oci-archive).
+    pub metadata: Option<BundleMetadata>,
+    pub file_digest: Digest,
+    pub file_len: u64,
+}
+
+impl BundleContents {
+    pub fn total_bytes(&self) -> u64 {
+        self.blobs.values().map(|b| b.size).sum()
+    }
+}
+
+/// Check a scan. Returns the contents when the archive is sound (no problems), and every problem found.
+pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, Vec<Problem>) {
+    let mut problems = scan.problems.clone();
+
+    if let Some(expected) = sidecar {
+        if expected != &scan.file_digest {
+            add(&mut problems, 
+                "archive",
+                format!("its sha256 is {} but the .sha256 file says {}; the file was altered or is incomplete", scan.file_digest.hex(), expected.hex()),
+            );
+        }
+    }
+    match &scan.oci_layout {
+        None => add(&mut problems, "oci-layout", "is missing".into()),
+        Some(b) => {
+            let ok = serde_json::from_slice::<serde_json::Value>(b)
+                .ok()
+                .and_then(|v| v.get("imageLayoutVersion").and_then(|x| x.as_str()).map(|s| s == "1.0.0"))
+                .unwrap_or(false);
+            if !ok {
+                add(&mut problems, "oci-layout", "is not `{\"imageLayoutVersion\":\"1.0.0\"}`".into());
+            }
+        }
+    }
+    let index = match &scan.index {
+        None => {
+            add(&mut problems, "index.json", "is missing".into());
+            None
+        }
+        Some(b) => match serde_json::from_slice::<LayoutIndex>(b) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                add(&mut problems, "index.json", format!("is not a valid image index: {e}"));
+                None
+            }
+        },
+    };
+    let metadata = match &scan.metadata {
+        None => None,
+        Some(b) => {
+            let version = serde_json::from_slice::<serde_json::Value>(b)
+                .ok()
+                .and_then(|v| v.get("formatVersion").and_then(|x| x.as_u64()));
+            match version {
+                Some(v) if v != FORMAT_VERSION as u64 => {
+                    add(&mut problems, 
+                        "bundle.json",
+                        format!("has format version {v}, but this bundle reads version {FORMAT_VERSION}; use the bundle release that wrote it"),
+                    );
+                    None
+                }
+                _ => match serde_json::from_slice::<BundleMetadata>(b) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        add(&mut problems, "bundle.json", format!("is not valid: {e}"));
+                        None
+                    }
+                },
+            }
+        }
+    };
+    let Some(index) = index else { return (None, problems) };
+
+    // Walk every image's graph.
+    let mut manifests: HashMap<Digest, StoredManifest> = HashMap::new();
+    let mut referenced: BTreeSet<Digest> = BTreeSet::new();
+    let mut images = Vec::new();
+    for (i, desc) in index.manifests.iter().enumerate() {
+        let entry = format!("index.json manifests[{i}]");
+        let name = desc
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME).or_else(|| a.get(CONTAINERD_NAME)))
+            .cloned();
+        let name = metadata.as_ref().and_then(|m| m.images.get(i)).map(|img| img.source.clone()).or(name);
+        let source = match name.as_deref().map(|n| (n, parse_image_name(n))) {
+            Some((_, Ok(r))) => Some(r),
+            Some((n, Err(msg))) => {
+                add(&mut problems, &entry, format!("names the image `{n}`, which {msg}; import needs the full source reference (re-create the archive with `skopeo copy … oci-archive:FILE:REGISTRY/REPO:TAG`)"));
+                None
+            }
+            None => {
+                add(&mut problems, &entry, format!("has no `{REF_NAME}` annotation, so the image has no name to import it under"));
+                None
+            }
+        };
+        let mut walk = Walk { scan: &scan, manifests: &mut manifests, order: Vec::new(), blobs: Vec::new(), seen: BTreeSet::new(), problems: Vec::new(), platforms: Vec::new() };
+        walk.visit(&desc.digest, Some(&desc.media_type), desc.size, &entry, true);
+        let Walk { order, blobs, seen, problems: walk_problems, platforms, .. } = walk;
+        problems.extend(walk_problems);
+        let size = seen.iter().filter_map(|d| scan.blobs.get(d)).map(|b| b.size).sum();
+        referenced.extend(seen);
+        if let Some(source) = source {
+            images.push(ArchiveImage {
+                source,
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+                platforms,
+                size,
+                manifests: order,
+                blobs,
+            });
+        }
+    }
+    for d in scan.blobs.keys().filter(|d| !referenced.contains(*d)) {
+        problems.push(Problem { entry: d.layout_path(), message: "is not referenced by any image in index.json".into() });
+    }
+
+    if let Some(meta) = &metadata {
+        check_metadata(meta, &index, &scan, &images, &mut problems);
+    }
+    if !problems.is_empty() {
+        return (None, problems);
+    }
+    let contents = BundleContents {
+        images,
+        manifests,
+        blobs: scan.blobs.clone(),
+        metadata,
+        file_digest: scan.file_digest.clone(),
+        file_len: scan.file_len,
+    };
+    (Some(contents), problems)
+}
+
+/// A name from index.json, accepted only when it is a real reference (not a bare tag like `1.0`).
+fn parse_image_name(name: &str) -> Result<ImageRef, String> {
+    if !name.contains(['/', ':', '@']) {
+        return Err("is not a full image reference".into());
+    }
+    ImageRef::parse(name).map_err(|e| format!("is not a valid image reference ({e})"))
+}
+
+fn check_metadata(meta: &BundleMetadata, index: &LayoutIndex, scan: &Scan, images: &[ArchiveImage], problems: &mut Vec<Problem>) {
+    let mut problem = |message: String| problems.push(Problem { entry: "bundle.json".into(), message });
+    if meta.images.len() != index.manifests.len() {
+        problem(format!("lists {} images but index.json lists {}", meta.images.len(), index.manifests.len()));
+    }
+    for (img, desc) in meta.images.iter().zip(&index.manifests) {
+        if img.digest != desc.digest || img.media_type != desc.media_type || img.manifest_size != desc.size {
+            problem(format!("image `{}` does not match its index.json entry (digest, media type or size)", img.source));
+        }
+    }
+    for (img, found) in meta.images.iter().zip(images) {
+        if img.size != found.size {
+            problem(format!("image `{}` is said to be {} bytes, its content adds up to {}", img.source, img.size, found.size));
+        }
+    }
+    let listed: BTreeMap<&Digest, u64> = meta.blobs.iter().map(|b| (&b.digest, b.size)).collect();
+    for (d, size) in &listed {
+        match scan.blobs.get(*d) {
+            None if !scan.problems.iter().any(|p| p.entry == d.layout_path()) => {
+                problem(format!("lists blob {d}, which is missing from the archive"))
+            }
+            Some(e) if e.size != *size => problem(format!("lists blob {d} as {size} bytes, the archive holds {}", e.size)),
+            _ => {}
+        }
+    }
+    for d in scan.blobs.keys().filter(|d| !listed.contains_key(d)) {
+        problem(format!("does not list blob {d}, which the archive holds"));
+    }
+}
+
+struct Walk<'a> {
+    scan: &'a Scan,
+    manifests: &'a mut HashMap<Digest, StoredManifest>,
+    order: Vec<Digest>,
+    blobs: Vec<Digest>,
+    seen: BTreeSet<Digest>,
+    problems: Vec<Problem>,
+    platforms: Vec<String>,
+}
+
+impl Walk<'_> {
+    fn visit(&mut self, digest: &Digest, declared: Option<&str>, size: u64, parent: &str, root: bool) {
+        if !self.seen.insert(digest.clone()) {
+            return;
+        }
+        let path = digest.layout_path();
+        let Some(entry) = self.scan.blobs.get(digest) else {
+            if !self.scan.problems.iter().any(|p| p.entry == path) {
+                self.problems.push(Problem { entry: path, message: format!("is missing (a manifest referenced by {parent})") });
+            }
+            return;
+        };
+        if entry.size != size {
+            self.problems.push(Problem { entry: path, message: format!("is {} bytes but {parent} says {size}", entry.size) });
+            return;
+        }
+        let Some(bytes) = self.scan.json_blobs.get(digest) else {
+            self.problems.push(Problem { entry: path, message: format!("is not a JSON manifest, but {parent} references it as one") });
+            return;
+        };
+        let links = match manifest::parse(digest, declared, bytes) {
+            Ok(l) => l,
+            Err(e) => {
+                self.problems.push(Problem { entry: path, message: e.to_string() });
+                return;
+            }
+        };
+        let here = format!("manifest {digest}");
+        for child in &links.children {
+            if root {
+                if let Some(p) = &child.platform {
+                    self.platforms.push(p.to_string());
+                }
+            }
+            self.visit(&child.digest, Some(&child.media_type), child.size, &here, false);
+        }
+        for blob in &links.blobs {
+            if !self.seen.insert(blob.digest.clone()) {
+                continue;
+            }
+            let bpath = blob.digest.layout_path();
+            match self.scan.blobs.get(&blob.digest) {
+                None if self.scan.problems.iter().any(|p| p.entry == bpath) => {}
+                None => self.problems.push(Problem { entry: bpath, message: format!("is missing (referenced by {here})") }),
+                Some(e) if e.size != blob.size => self.problems.push(Problem {
+                    entry: bpath,
+                    message: format!("is {} bytes but {here} says {}", e.size, blob.size),
+                }),
+                Some(_) => self.blobs.push(blob.digest.clone()),
+            }
+        }
+        self.manifests.insert(
+            digest.clone(),
+            StoredManifest { media_type: links.media_type.clone(), bytes: bytes.clone(), links },
+        );
+        self.order.push(digest.clone());
+    }
+}
+
+fn add(problems: &mut Vec<Problem>, entry: &str, message: String) {
+    problems.push(Problem { entry: entry.to_string(), message });
+}

@@ -1,0 +1,12 @@
+//! The archive: a tar of an OCI image layout, compressed as seekable zstd, with a `sha256sum` sidecar.
+//! See docs/archive-format.md for the format and the rules a valid archive follows.
+
+pub mod checksum;
+pub mod contents;
+pub mod reader;
+pub mod seekable;
+pub mod writer;
+
+pub use contents::{ArchiveImage, BundleContents};
+pub use reader::{ArchiveFile, BlobEntry, Problem};
+pub use writer::ArchiveWriter;

@@ -1,0 +1,416 @@
+//! Reads an archive: one streaming pass that checks every entry (`scan`), and random access to a blob's bytes
+//! afterwards (`ArchiveFile::open_blob`) so import can read many blobs at once without extracting anything.
+//!
+//! Accepted inputs: our seekable `.tar.zst`, any other zstd-compressed tar (read by streaming), and a plain
+//! tar such as skopeo's `oci-archive`. The scan trusts nothing: entry types, paths, sizes and digests are all
+//! checked, and problems are collected rather than stopping at the first, so `verify` can report them all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::seekable::{SeekTable, SeekTableError};
+use crate::digest::{Digest, DigestWriter};
+use crate::layout::{self, BUNDLE_FILE, INDEX_FILE, OCI_LAYOUT_FILE};
+use crate::manifest::MAX_MANIFEST_BYTES;
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// Metadata files larger than this are refused rather than read into memory.
+const MAX_METADATA_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot open the archive {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a tar or zstd-compressed tar archive")]
+    UnknownFormat { path: PathBuf },
+    #[error("the seek table of {path} is damaged")]
+    SeekTable {
+        path: PathBuf,
+        #[source]
+        source: SeekTableError,
+    },
+}
+
+/// Something wrong with one entry (or the archive as a whole, with `entry` = "archive").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub entry: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.entry, self.message)
+    }
+}
+
+/// Where a blob's bytes are in the uncompressed tar stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub offset: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Access {
+    /// Our format: any offset through the seek table.
+    Seekable(SeekTable),
+    /// Uncompressed tar: offsets are file offsets.
+    PlainTar,
+    /// Compressed without a seek table: reading a blob means decompressing from the start.
+    StreamOnly,
+}
+
+/// An archive file on disk and how its contents can be reached.
+#[derive(Debug, Clone)]
+pub struct ArchiveFile {
+    path: PathBuf,
+    access: Access,
+}
+
+/// What one pass over the archive found.
+pub struct Scan {
+    pub oci_layout: Option<Bytes>,
+    pub index: Option<Bytes>,
+    pub metadata: Option<Bytes>,
+    /// Every blob entry whose content matched its name.
+    pub blobs: BTreeMap<Digest, BlobEntry>,
+    /// Small JSON blobs (manifests and configs), kept so the graph can be walked without a second pass.
+    pub json_blobs: HashMap<Digest, Bytes>,
+    pub problems: Vec<Problem>,
+    /// sha256 of the archive file's bytes, as read.
+    pub file_digest: Digest,
+    pub file_len: u64,
+    /// Order in which metadata and blobs appeared (for the layout rule that metadata comes first).
+    pub first_blob_before_metadata: bool,
+}
+
+impl ArchiveFile {
+    pub fn open(path: &Path) -> Result<ArchiveFile, ArchiveError> {
+        let open_err = |source| ArchiveError::Open { path: path.to_path_buf(), source };
+        let mut file = File::open(path).map_err(open_err)?;
+        let mut magic = [0u8; 4];
+        let n = read_up_to(&mut file, &mut magic).map_err(open_err)?;
+        let access = if n == 4 && magic == ZSTD_MAGIC {
+            match SeekTable::read(&mut file) {
+                Ok(Some(t)) => Access::Seekable(t),
+                Ok(None) => Access::StreamOnly,
+                Err(source) => return Err(ArchiveError::SeekTable { path: path.to_path_buf(), source }),
+            }
+        } else {
+            // A tar header has "ustar" at offset 257.
+            let mut header = [0u8; 512];
+            file.seek(SeekFrom::Start(0)).map_err(open_err)?;
+            let n = read_up_to(&mut file, &mut header).map_err(open_err)?;
+            if n < 512 || &header[257..262] != b"ustar" {
+                return Err(ArchiveError::UnknownFormat { path: path.to_path_buf() });
+            }
+            Access::PlainTar
+        };
+        Ok(ArchiveFile { path: path.to_path_buf(), access })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether blobs can be read in any order without decompressing what precedes them.
+    pub fn is_random_access(&self) -> bool {
+        !matches!(self.access, Access::StreamOnly)
+    }
+
+    /// The decompressed tar stream from its beginning.
+    fn tar_stream<'r>(&self, file: impl Read + 'r) -> io::Result<Box<dyn Read + 'r>> {
+        Ok(match self.access {
+            Access::PlainTar => Box::new(file),
+            _ => Box::new(zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, file))?),
+        })
+    }
+
+    /// Read `entry`'s bytes (unverified: callers hash what they read).
+    pub fn open_blob(&self, entry: BlobEntry) -> io::Result<Box<dyn Read + Send>> {
+        match &self.access {
+            Access::Seekable(table) => Ok(Box::new(table.open_range(&self.path, entry.offset, entry.size)?)),
+            Access::PlainTar => {
+                let mut f = File::open(&self.path)?;
+                f.seek(SeekFrom::Start(entry.offset))?;
+                Ok(Box::new(BufReader::with_capacity(1 << 20, f).take(entry.size)))
+            }
+            Access::StreamOnly => {
+                let f = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(f)?;
+                io::copy(&mut (&mut decoder).take(entry.offset), &mut io::sink())?;
+                Ok(Box::new(decoder.take(entry.size)))
+            }
+        }
+    }
+
+    /// `bundle.json`, read from the start of the archive and stopping at the first blob; `None` when the
+    /// archive has none before its blobs (another tool's archive).
+    pub fn read_metadata(&self) -> Result<Option<layout::BundleMetadata>, ArchiveError> {
+        let open_err = |source| ArchiveError::Open { path: self.path.clone(), source };
+        let file = File::open(&self.path).map_err(open_err)?;
+        let mut tar = tar::Archive::new(self.tar_stream(file).map_err(open_err)?);
+        for entry in tar.entries().map_err(open_err)? {
+            let mut entry = entry.map_err(open_err)?;
+            let path = String::from_utf8_lossy(&entry.path_bytes()).to_string();
+            match normalise(&path).as_deref() {
+                Some(BUNDLE_FILE) if entry.size() <= MAX_METADATA_BYTES => {
+                    let mut buf = Vec::new();
+                    entry.read_to_end(&mut buf).map_err(open_err)?;
+                    return serde_json::from_slice(&buf).map(Some).map_err(|e| {
+                        open_err(io::Error::new(io::ErrorKind::InvalidData, format!("bundle.json is not valid: {e}")))
+                    });
+                }
+                Some(p) if p.starts_with(layout::SHA256_DIR) => return Ok(None),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// One pass over the whole archive; see the module docs. `on_bytes` is told about progress (file bytes).
+    pub fn scan(&self, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Scan, ArchiveError> {
+        let file = File::open(&self.path).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
+        let hashed = HashingReader::new(file, on_bytes);
+        let digest_handle = hashed.state.clone();
+        let mut scan = Scan {
+            oci_layout: None,
+            index: None,
+            metadata: None,
+            blobs: BTreeMap::new(),
+            json_blobs: HashMap::new(),
+            problems: Vec::new(),
+            file_digest: Digest::of(b""),
+            file_len: 0,
+            first_blob_before_metadata: false,
+        };
+        let stream = self.tar_stream(hashed).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
+        let mut tar = tar::Archive::new(stream);
+        if let Err(e) = scan_entries(&mut tar, &mut scan) {
+            scan.problems.push(Problem { entry: "archive".into(), message: describe_stream_error(&e) });
+        }
+        // Read whatever follows the end-of-archive marker: it must be zero padding. This also pulls the rest
+        // of the compressed file through the hasher.
+        let mut rest = tar.into_inner();
+        match count_nonzero(&mut rest) {
+            Ok(0) => {}
+            Ok(n) => scan.problems.push(Problem {
+                entry: "archive".into(),
+                message: format!("{n} bytes of data follow the end of the tar archive"),
+            }),
+            Err(e) => scan.problems.push(Problem { entry: "archive".into(), message: describe_stream_error(&e) }),
+        }
+        drop(rest);
+        let (digest, len) = finish_file_digest(&digest_handle, &self.path);
+        scan.file_digest = digest;
+        scan.file_len = len;
+        Ok(scan)
+    }
+}
+
+fn describe_stream_error(e: &io::Error) -> String {
+    let msg = e.to_string();
+    if e.kind() == io::ErrorKind::UnexpectedEof || msg.contains("incomplete") || msg.contains("EOF") {
+        format!("the archive ends too early (truncated?): {msg}")
+    } else {
+        format!("the archive's data is damaged: {msg}")
+    }
+}
+
+fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> io::Result<()> {
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).to_string();
+        let problem = |message: String| Problem { entry: raw_path.clone(), message };
+        let Some(path) = normalise(&raw_path) else {
+            scan.problems.push(problem("the path is absolute or leaves the archive (`..`); refusing it".into()));
+            continue;
+        };
+        if seen.insert(path.clone(), ()).is_some() {
+            scan.problems.push(problem("appears twice in the archive".into()));
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        let size = entry.size();
+        match kind {
+            tar::EntryType::Directory => {
+                if !matches!(path.as_str(), "blobs" | "blobs/sha256") {
+                    scan.problems.push(problem("unexpected directory".into()));
+                }
+                continue;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            other => {
+                scan.problems.push(problem(format!(
+                    "is a {}, but an image layout holds only regular files and directories",
+                    entry_kind(other)
+                )));
+                continue;
+            }
+        }
+        let metadata_slot = match path.as_str() {
+            OCI_LAYOUT_FILE => Some(&mut scan.oci_layout),
+            INDEX_FILE => Some(&mut scan.index),
+            BUNDLE_FILE => Some(&mut scan.metadata),
+            _ => None,
+        };
+        if let Some(slot) = metadata_slot {
+            if size > MAX_METADATA_BYTES {
+                scan.problems.push(problem(format!("is {size} bytes, more than the {MAX_METADATA_BYTES}-byte limit")));
+                continue;
+            }
+            let mut buf = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut buf)?;
+            *slot = Some(Bytes::from(buf));
+            continue;
+        }
+        let Some(digest) = layout::blob_digest(&path) else {
+            scan.problems.push(problem("is not part of an OCI image layout".into()));
+            continue;
+        };
+        if scan.metadata.is_none() && scan.index.is_none() && scan.blobs.is_empty() {
+            scan.first_blob_before_metadata = true;
+        }
+        let offset = entry.raw_file_position();
+        let mut hasher = DigestWriter::new();
+        let mut json = (size <= MAX_MANIFEST_BYTES as u64).then(Vec::new);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = entry.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            if let Some(j) = json.as_mut() {
+                // Only JSON documents can be manifests or configs; layers are never kept in memory.
+                if j.is_empty() && buf[..n].first() != Some(&b'{') {
+                    json = None;
+                } else {
+                    j.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+        if hasher.len() != size {
+            scan.problems.push(problem(format!("the header says {size} bytes but {} were read", hasher.len())));
+            continue;
+        }
+        let actual = hasher.finish();
+        if actual != digest {
+            scan.problems.push(problem(format!("content does not match its name: expected {digest}, found {actual}")));
+            continue;
+        }
+        if let Some(j) = json {
+            scan.json_blobs.insert(digest.clone(), Bytes::from(j));
+        }
+        scan.blobs.insert(digest, BlobEntry { offset, size });
+    }
+    Ok(())
+}
+
+/// `./a/b` → `a/b`; `None` for absolute paths or `..`.
+fn normalise(path: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str()?.to_string()),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    if parts.is_empty() { Some(".".into()) } else { Some(parts.join("/")) }
+}
+
+fn entry_kind(t: tar::EntryType) -> &'static str {
+    match t {
+        tar::EntryType::Symlink => "symbolic link",
+        tar::EntryType::Link => "hard link",
+        tar::EntryType::Char => "character device",
+        tar::EntryType::Block => "block device",
+        tar::EntryType::Fifo => "FIFO",
+        _ => "special entry",
+    }
+}
+
+fn count_nonzero(r: &mut dyn Read) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut nonzero = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(nonzero);
+        }
+        nonzero += buf[..n].iter().filter(|b| **b != 0).count() as u64;
+    }
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+type SharedDigest = std::sync::Arc<std::sync::Mutex<DigestWriter>>;
+
+/// Hashes every byte read from the file, so the sidecar check costs no second read.
+struct HashingReader<'a> {
+    file: File,
+    state: SharedDigest,
+    on_bytes: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<'a> HashingReader<'a> {
+    fn new(file: File, on_bytes: &'a (dyn Fn(u64) + Sync)) -> Self {
+        HashingReader { file, state: Default::default(), on_bytes }
+    }
+}
+
+impl Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.state.lock().expect("hash lock").update(&buf[..n]);
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
+}
+
+/// The decoder may stop before the end of the file (the seek table, a truncated frame): hash the rest from
+/// where the reader stopped, so the digest covers the whole file as the sidecar does.
+fn finish_file_digest(state: &SharedDigest, path: &Path) -> (Digest, u64) {
+    let mut hasher = state.lock().expect("hash lock");
+    let read_so_far = hasher.len();
+    if let Ok(mut f) = File::open(path) {
+        if f.seek(SeekFrom::Start(read_so_far)).is_ok() {
+            let _ = io::copy(&mut f, &mut *hasher);
+        }
+    }
+    let len = hasher.len();
+    (hasher.clone().finish(), len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalise_rejects_escapes() {
+        assert_eq!(normalise("./blobs/sha256/ab").as_deref(), Some("blobs/sha256/ab"));
+        assert_eq!(normalise("../etc/passwd"), None);
+        assert_eq!(normalise("/etc/passwd"), None);
+        assert_eq!(normalise("blobs/../../x"), None);
+    }
+}

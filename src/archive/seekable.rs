@@ -1,0 +1,273 @@
+//! The zstd "seekable format": a normal zstd stream cut into independent frames, followed by a seek table in a
+//! skippable frame that any zstd decoder ignores.
+//!
+//! It is why `bundle import` and `verify` never extract the archive: the seek table maps an offset in the
+//! tar stream to the frame that holds it, so a blob can be read (and re-read on a retry) from the middle of a
+//! multi-gigabyte `.tar.zst`. Frames are cut at fixed uncompressed sizes and compressed independently, so
+//! the output is byte-identical whatever the number of threads.
+//!
+//! Layout of the seek table (zstd's contrib/seekable_format spec): skippable-frame magic `0x184D2A5E`, frame
+//! size (u32 LE), then per frame `compressed_size: u32, decompressed_size: u32`, then the footer
+//! `frame_count: u32, descriptor: u8 (0 = no per-frame checksums), magic 0x8F92EAB1`.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
+const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
+const FOOTER_LEN: u64 = 9;
+/// Frames larger than this in the table are refused: a lie here could make us allocate or seek wildly.
+const MAX_FRAME_BYTES: u32 = 1 << 30;
+
+/// Uncompressed bytes per frame: small enough for fine-grained random access, large enough that the
+/// per-frame overhead (12 bytes of header and table, a fresh compression window) is negligible.
+pub const FRAME_SIZE: usize = 4 << 20;
+/// Fixed compression level: part of the byte-identical-output contract. Layers are already compressed,
+/// so a higher level buys almost nothing and costs a lot of time.
+pub const LEVEL: i32 = 3;
+
+/// Writes a seekable zstd stream to `W`; call `finish` to write the seek table.
+pub struct SeekableWriter<W: Write> {
+    inner: W,
+    threads: usize,
+    pending: Vec<Vec<u8>>,
+    current: Vec<u8>,
+    frames: Vec<(u32, u32)>,
+}
+
+impl<W: Write> SeekableWriter<W> {
+    pub fn new(inner: W, threads: usize) -> Self {
+        SeekableWriter {
+            inner,
+            threads: threads.max(1),
+            pending: Vec::new(),
+            current: Vec::with_capacity(FRAME_SIZE),
+            frames: Vec::new(),
+        }
+    }
+
+    /// Compress the pending chunks in parallel and write them in order.
+    fn flush_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut self.pending);
+        let compressed: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks.iter().map(|c| s.spawn(move || compress_frame(c))).collect();
+            handles.into_iter().map(|h| h.join().expect("compression thread panicked")).collect()
+        });
+        for (chunk, frame) in chunks.iter().zip(compressed) {
+            let frame = frame?;
+            self.inner.write_all(&frame)?;
+            self.frames.push((frame.len() as u32, chunk.len() as u32));
+        }
+        Ok(())
+    }
+
+    fn cut_frame(&mut self) -> io::Result<()> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.current, Vec::with_capacity(FRAME_SIZE));
+        self.pending.push(chunk);
+        if self.pending.len() >= self.threads {
+            self.flush_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Write the last frame and the seek table; returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.cut_frame()?;
+        self.flush_pending()?;
+        let entries = self.frames.len() as u32;
+        let mut table = Vec::with_capacity(8 + self.frames.len() * 8 + FOOTER_LEN as usize);
+        table.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+        table.extend_from_slice(&(entries * 8 + FOOTER_LEN as u32).to_le_bytes());
+        for (c, d) in &self.frames {
+            table.extend_from_slice(&c.to_le_bytes());
+            table.extend_from_slice(&d.to_le_bytes());
+        }
+        table.extend_from_slice(&entries.to_le_bytes());
+        table.push(0);
+        table.extend_from_slice(&SEEKABLE_MAGIC.to_le_bytes());
+        self.inner.write_all(&table)?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+fn compress_frame(chunk: &[u8]) -> io::Result<Vec<u8>> {
+    let mut c = zstd::bulk::Compressor::new(LEVEL)?;
+    c.include_checksum(true)?;
+    c.include_contentsize(true)?;
+    c.compress(chunk)
+}
+
+impl<W: Write> Write for SeekableWriter<W> {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len();
+        while !buf.is_empty() {
+            let room = FRAME_SIZE - self.current.len();
+            let take = room.min(buf.len());
+            self.current.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.current.len() == FRAME_SIZE {
+                self.cut_frame()?;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where each frame starts, compressed and decompressed.
+#[derive(Debug, Clone)]
+pub struct SeekTable {
+    /// (compressed start, decompressed start) of each frame, plus a final entry for the ends.
+    starts: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeekTableError {
+    #[error("the seek table is damaged: {0}")]
+    Damaged(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl SeekTable {
+    /// Read the seek table at the end of `file`; `Ok(None)` if the stream has none (another tool's archive).
+    pub fn read(file: &mut File) -> Result<Option<SeekTable>, SeekTableError> {
+        let len = file.seek(SeekFrom::End(0))?;
+        if len < FOOTER_LEN + 8 {
+            return Ok(None);
+        }
+        let mut footer = [0u8; FOOTER_LEN as usize];
+        file.seek(SeekFrom::Start(len - FOOTER_LEN))?;
+        file.read_exact(&mut footer)?;
+        if u32::from_le_bytes(footer[5..9].try_into().expect("4 bytes")) != SEEKABLE_MAGIC {
+            return Ok(None);
+        }
+        let damaged = |m: &str| SeekTableError::Damaged(m.to_string());
+        let frames = u32::from_le_bytes(footer[0..4].try_into().expect("4 bytes")) as u64;
+        let descriptor = footer[4];
+        if descriptor & 0x7c != 0 {
+            return Err(damaged("reserved descriptor bits are set"));
+        }
+        let entry_len = if descriptor & 0x80 != 0 { 12 } else { 8 };
+        let table_len = 8 + frames * entry_len + FOOTER_LEN;
+        if table_len > len {
+            return Err(damaged("it claims more frames than the file can hold"));
+        }
+        file.seek(SeekFrom::Start(len - table_len))?;
+        let mut table = vec![0u8; table_len as usize];
+        file.read_exact(&mut table)?;
+        let u32_at = |i: usize| u32::from_le_bytes(table[i..i + 4].try_into().expect("4 bytes"));
+        if u32_at(0) != SKIPPABLE_MAGIC || u32_at(4) as u64 != table_len - 8 {
+            return Err(damaged("its skippable-frame header does not match its footer"));
+        }
+        let mut starts = Vec::with_capacity(frames as usize + 1);
+        let (mut c, mut d) = (0u64, 0u64);
+        for i in 0..frames as usize {
+            starts.push((c, d));
+            let at = 8 + i * entry_len as usize;
+            let (fc, fd) = (u32_at(at), u32_at(at + 4));
+            if fc > MAX_FRAME_BYTES || fd > MAX_FRAME_BYTES {
+                return Err(damaged("a frame is implausibly large"));
+            }
+            c += fc as u64;
+            d += fd as u64;
+        }
+        starts.push((c, d));
+        if c != len - table_len {
+            return Err(damaged("the frames it lists do not add up to the file's size (truncated or altered?)"));
+        }
+        Ok(Some(SeekTable { starts }))
+    }
+
+    /// Total decompressed size (the tar stream's length).
+    pub fn decompressed_len(&self) -> u64 {
+        self.starts.last().map_or(0, |s| s.1)
+    }
+
+    /// Compressed length of the frames, excluding the table.
+    pub fn frames_len(&self) -> u64 {
+        self.starts.last().map_or(0, |s| s.0)
+    }
+
+    /// A reader of `len` decompressed bytes starting at decompressed `offset`, opened on its own file handle.
+    pub fn open_range(&self, path: &Path, offset: u64, len: u64) -> io::Result<impl Read + Send + use<>> {
+        if offset.checked_add(len).is_none_or(|end| end > self.decompressed_len()) {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "range is beyond the end of the archive"));
+        }
+        // The frame holding `offset`: the last one starting at or before it.
+        let i = self.starts.partition_point(|s| s.1 <= offset).saturating_sub(1);
+        let (cstart, dstart) = self.starts[i];
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(cstart))?;
+        let compressed = BufReader::with_capacity(1 << 20, file.take(self.frames_len() - cstart));
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed)?;
+        io::copy(&mut (&mut decoder).take(offset - dstart), &mut io::sink())?;
+        Ok(decoder.take(len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (0..n).map(|_| rng.u8(..)).collect()
+    }
+
+    #[test]
+    fn output_is_identical_whatever_the_thread_count_and_decodes_with_plain_zstd() {
+        let data = pseudo_random(FRAME_SIZE * 3 + 12345, 7);
+        let write = |threads| {
+            let mut w = SeekableWriter::new(Vec::new(), threads);
+            w.write_all(&data).unwrap();
+            w.finish().unwrap()
+        };
+        let one = write(1);
+        assert_eq!(one, write(3));
+        assert_eq!(zstd::stream::decode_all(&one[..]).unwrap(), data);
+    }
+
+    #[test]
+    fn random_access_reads_any_range() {
+        let data = pseudo_random(FRAME_SIZE * 2 + 999, 9);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.zst");
+        let mut w = SeekableWriter::new(File::create(&path).unwrap(), 2);
+        w.write_all(&data).unwrap();
+        w.finish().unwrap();
+        let table = SeekTable::read(&mut File::open(&path).unwrap()).unwrap().unwrap();
+        assert_eq!(table.decompressed_len(), data.len() as u64);
+        for (off, len) in [(0, 10), (FRAME_SIZE as u64 - 5, 10), (FRAME_SIZE as u64 * 2, 999), (123, FRAME_SIZE as u64 * 2)] {
+            let mut got = Vec::new();
+            table.open_range(&path, off, len).unwrap().read_to_end(&mut got).unwrap();
+            assert_eq!(got, &data[off as usize..(off + len) as usize]);
+        }
+        assert!(table.open_range(&path, data.len() as u64, 1).is_err());
+    }
+
+    #[test]
+    fn a_plain_zstd_stream_has_no_table_and_a_truncated_one_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plain.zst");
+        std::fs::write(&path, zstd::stream::encode_all(&pseudo_random(1000, 1)[..], 3).unwrap()).unwrap();
+        assert!(SeekTable::read(&mut File::open(&path).unwrap()).unwrap().is_none());
+
+        let mut w = SeekableWriter::new(Vec::new(), 1);
+        w.write_all(&pseudo_random(FRAME_SIZE + 10, 2)).unwrap();
+        let mut bytes = w.finish().unwrap();
+        bytes.remove(100); // drop one byte from the first frame
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(SeekTable::read(&mut File::open(&path).unwrap()).is_err());
+    }
+}

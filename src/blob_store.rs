@@ -1,0 +1,62 @@
+//! A content-addressed directory of blobs (`sha256/<hex>`), where export stages what it downloads.
+//!
+//! A blob appears under its final name only after its bytes matched its digest; partial downloads live
+//! under a temporary name that is removed on failure, so the store never holds unverified content.
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+use crate::registry::{RegistryClient, RegistryError};
+
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+impl BlobStore {
+    pub fn open(dir: &Path) -> std::io::Result<BlobStore> {
+        std::fs::create_dir_all(dir.join("sha256"))?;
+        Ok(BlobStore { dir: dir.to_path_buf() })
+    }
+
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("sha256").join(digest.hex())
+    }
+
+    /// Whether a complete blob of `size` bytes is stored.
+    pub fn contains(&self, digest: &Digest, size: u64) -> bool {
+        std::fs::metadata(self.path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Download `digest` from `repository` unless it is stored already.
+    pub async fn fetch(
+        &self,
+        client: &RegistryClient,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        progress: &(dyn Fn(i64) + Sync),
+    ) -> Result<(), RegistryError> {
+        if self.contains(digest, size) {
+            progress(size as i64);
+            return Ok(());
+        }
+        let what = format!("staging blob {digest}");
+        let partial = tempfile::Builder::new()
+            .prefix(&format!(".{}-", digest.hex()))
+            .suffix(".partial")
+            .tempfile_in(self.dir.join("sha256"))
+            .map_err(|e| RegistryError::Io { what: what.clone(), source: e })?;
+        let (std_file, partial_path) = partial.into_parts();
+        let mut file = tokio::fs::File::from_std(std_file);
+        let result = client.download_blob(repository, digest, size, &mut file, progress).await;
+        drop(file);
+        match result {
+            Ok(()) => partial_path
+                .persist(self.path(digest))
+                .map_err(|e| RegistryError::Io { what, source: e.error })
+                .map(|_| ()),
+            // Dropping the TempPath removes the partial file.
+            Err(e) => Err(e),
+        }
+    }
+}

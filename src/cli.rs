@@ -1,0 +1,187 @@
+//! The command line, parsed once into validated settings (clap derive). Help texts are the man pages.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::env_vars;
+
+const ABOUT: &str = "Move the container images of a Helm chart into an air-gapped network as one verified archive";
+
+const LONG_ABOUT: &str = "\
+Move container images into an air-gapped network as one verified archive.
+
+On a connected host, `bundle export` resolves every image (all platforms of multi-arch images, exact digests),
+downloads each distinct blob once, and writes ONE zstd-compressed OCI image layout with a sha256sum sidecar.
+Carry the two files across the air gap. `bundle verify` proves, offline, that the archive is complete and
+unaltered; `bundle import` verifies again and pushes every image into the local registry, uploading only what
+is missing, so re-runs are safe and fast.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  bundle export --images-file images.txt -o images.tar.zst
+  sha256sum -c images.tar.zst.sha256         # on a machine without bundle
+  bundle verify images.tar.zst
+  bundle import -d registry.internal:5000/mirror images.tar.zst
+
+Registries on loopback addresses are spoken to over plain HTTP; every other registry over HTTPS with the system's
+roots, unless the registry config (--registry-config) says otherwise. Credentials come from the registry config,
+STS_REGISTRY_USERNAME/PASSWORD (source quay.io), DST_REGISTRY_USERNAME/PASSWORD (import destination), podman's
+REGISTRY_AUTH_FILE and docker's config.json (DOCKER_CONFIG), including credential helpers.
+
+Exit status: 0 on success, 1 when the operation failed (or verify found problems), 2 for invalid usage,
+130 when interrupted.";
+
+#[derive(Debug, Parser)]
+#[command(name = "bundle", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Registry config file (TOML): endpoints, mirrors, CAs, client certificates and credentials per registry.
+    #[arg(long, global = true, value_name = "FILE", env = env_vars::BUNDLE_REGISTRY_CONFIG)]
+    pub registry_config: Option<PathBuf>,
+
+    /// Print more detail about each step (repeat for no more: one level is all there is).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Print nothing but errors (and the results a command exists to print).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// How many blobs or manifests to transfer at once.
+    #[arg(long, global = true, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+
+    /// Directory for temporary files (staged downloads). Defaults to $TMPDIR or /tmp.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub tmp_dir: Option<PathBuf>,
+
+    /// Retries of a failed request (connection errors, 408, 429, 5xx) before giving up.
+    #[arg(long, global = true, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+
+    /// Seconds to wait for a connection to a registry.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
+    pub connect_timeout: u64,
+
+    /// Seconds to wait for the next bytes of a response before the attempt counts as failed.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60)]
+    pub read_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull images into one compressed, checksummed archive.
+    #[command(
+        long_about = "\
+Pull images into one compressed, checksummed archive.
+
+Every reference is resolved to its exact digest; multi-arch indexes are kept whole (all platforms) and Docker
+media types are kept as they are, so digests never change. Each distinct blob is downloaded once, verified
+against its digest, staged under --tmp-dir, and written into OUT as a tar of an OCI image layout, compressed
+with seekable zstd. OUT.sha256 is written next to it in sha256sum format. OUT appears only when complete; an
+existing OUT is never overwritten unless --force is given. The same images always give a byte-identical
+archive.",
+        after_help = "\
+Examples:
+  bundle export --image nginx:1.25 --image quay.io/stackstate/wait:1.0.0 -o images.tar.zst
+  bundle export --images-file o11y-agent-images.txt -o agent.tar.zst
+  bundle export --images-file images.txt -t          # show digests and sizes, write nothing"
+    )]
+    Export(ExportArgs),
+
+    /// Check, offline, that an archive is complete and unaltered.
+    #[command(long_about = "\
+Check, offline, that an archive is complete and unaltered.
+
+Checks the sidecar checksum (FILE.sha256) when it is present, then reads the archive once: every blob's sha256
+and size, every manifest reachable from index.json and every blob they reference, bundle.json against both,
+and that nothing else is in it. Writes nothing. Exits 0 only when all of it holds; otherwise lists each
+problem (entry, expected, found) and exits 1.")]
+    Verify(VerifyArgs),
+
+    /// Push every image of an archive into a registry.
+    #[command(
+        long_about = "\
+Push every image of an archive into a registry.
+
+The archive is verified first; a damaged archive pushes nothing. Each image goes to the destination with the
+source registry host dropped and the path kept (quay.io/stackstate/wait:1.0.0 -> DEST/stackstate/wait:1.0.0;
+official Docker Hub images keep library/). Blobs are read straight from the archive, never extracted. What the
+destination already has is skipped, so a re-run (after an interruption, or of the same bundle) only checks.",
+        after_help = "\
+Examples:
+  bundle import -d registry.internal:5000 images.tar.zst
+  bundle import -d registry.internal/mirror images.tar.zst -t     # show the plan, change nothing"
+    )]
+    Import(ImportArgs),
+
+    /// List the images of an archive.
+    #[command(long_about = "\
+List the images of an archive: source reference, digest, media type, platforms and size, then totals.
+Reads only the archive's metadata, so it is fast on any size; run `bundle verify` to check the content.")]
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// An image to export (repeatable), e.g. `nginx:1.25` or `quay.io/org/app:1.0@sha256:…`.
+    #[arg(long = "image", value_name = "REF")]
+    pub images: Vec<String>,
+
+    /// A file of image references, one per line; blank lines and `#` comments are ignored (repeatable).
+    #[arg(long = "images-file", value_name = "FILE")]
+    pub images_files: Vec<PathBuf>,
+
+    /// The archive to write (conventionally NAME.tar.zst).
+    #[arg(short, long, value_name = "OUT", required_unless_present = "dry_run")]
+    pub output: Option<PathBuf>,
+
+    /// Resolve every image and print digests, sizes and what would be written; download and write nothing.
+    #[arg(short = 't', long)]
+    pub dry_run: bool,
+
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The archive to check.
+    #[arg(value_name = "FILE")]
+    pub archive: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Destination registry, optionally with a path prefix: `host[:port][/prefix]`.
+    #[arg(short, long, value_name = "REGISTRY[/PREFIX]")]
+    pub destination: String,
+
+    /// The archive to import.
+    #[arg(value_name = "FILE")]
+    pub archive: PathBuf,
+
+    /// Print one `Copying SRC to DST (dry-run)` line per image and the plan; change nothing.
+    #[arg(short = 't', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The archive to inspect.
+    #[arg(value_name = "FILE")]
+    pub archive: PathBuf,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,243 @@
+//! `bundle export`: references → resolved graphs → staged blobs → one archive, published atomically.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use futures_util::{StreamExt, stream};
+
+use super::{Context, human, user_error};
+use crate::archive::checksum::{sidecar_line, sidecar_path};
+use crate::blob_store::BlobStore;
+use crate::cli::ExportArgs;
+use crate::env_vars;
+use crate::reference::ImageRef;
+use crate::resolve::{ResolvedImage, resolve};
+use crate::{pack, pull};
+
+pub async fn run(ctx: &Context, args: ExportArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let refs = collect_references(&args.images, &args.images_files)?;
+    if refs.is_empty() {
+        return Err(user_error(
+            "no images to export",
+            "name images with --image REF (repeatable) or --images-file FILE (one reference per line)",
+        ));
+    }
+    let output = match (&args.output, args.dry_run) {
+        (Some(o), _) => Some(check_output(o, args.force)?),
+        (None, true) => None,
+        (None, false) => unreachable!("clap requires --output unless --dry-run"),
+    };
+
+    ctx.printer.info(format!("Resolving {} images", refs.len()));
+    let images = resolve_all(ctx, &refs).await?;
+    let meta = pack::metadata(&images, created_from_env()?);
+    let jobs = pull::jobs(&images);
+    let blob_bytes: u64 = jobs.iter().map(|j| j.size).sum();
+
+    if args.dry_run {
+        print_plan(&images);
+        println!(
+            "{} images, {} distinct blobs, {} to download{}; nothing written (dry run)",
+            images.len(),
+            meta.blobs.len(),
+            human(blob_bytes),
+            output.as_ref().map(|o| format!(", would write {}", o.display())).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let output = output.expect("set unless dry run");
+    for img in &images {
+        ctx.printer.detail(format!("{} -> {} ({})", img.source, img.digest, human(img.size())));
+    }
+
+    // Staging area for verified blobs; removed when dropped, on success, failure or interruption.
+    std::fs::create_dir_all(&ctx.tmp_dir).with_context(|| format!("cannot create the temporary directory {}", ctx.tmp_dir.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix("bundle-export-")
+        .tempdir_in(&ctx.tmp_dir)
+        .with_context(|| format!("cannot create a staging directory under {}", ctx.tmp_dir.display()))?;
+    let store = BlobStore::open(staging.path()).context("cannot prepare the staging directory")?;
+
+    let progress = ctx.printer.transfer("pull", blob_bytes, jobs.len() as u64);
+    pull::pull_all(&ctx.registries, &store, &jobs, ctx.concurrency, &progress).await?;
+    progress.finish();
+    ctx.printer.info(format!("Pulled {} blobs ({}) in {:.1?}", jobs.len(), human(blob_bytes), progress.elapsed()));
+
+    // The archive is written under a temporary name next to OUT (same filesystem, so the rename is atomic).
+    let dir = output.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let file_name = output.file_name().unwrap_or_default().to_string_lossy().to_string();
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".partial")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let file = temp.as_file().try_clone().context("cannot open the temporary archive")?;
+    let total = meta.total_blob_bytes();
+    let writing = ctx.printer.transfer("write", total, meta.blobs.len() as u64);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let w = writing.clone();
+    let written = {
+        let images = images.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || pack::write(file, &images, &meta, &store, threads, &|n| w.add(n as i64)))
+            .await
+            .context("the archive writer failed")?
+            .with_context(|| format!("cannot write the archive {}", output.display()))?
+    };
+    writing.finish();
+
+    let sidecar = sidecar_path(&output);
+    let mut side_temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}.sha256."))
+        .suffix(".partial")
+        .tempfile_in(&dir)
+        .context("cannot create the checksum file")?;
+    side_temp.write_all(sidecar_line(&output, &written.digest).as_bytes()).context("cannot write the checksum file")?;
+    side_temp.as_file().sync_all().context("cannot write the checksum file")?;
+    // Temporary files are created private (0600); the results are ordinary files.
+    for f in [temp.as_file(), side_temp.as_file()] {
+        set_readable(f).context("cannot set the archive's permissions")?;
+    }
+    publish(temp, &output, args.force)?;
+    publish(side_temp, &sidecar, true)?;
+
+    ctx.printer.info(format!(
+        "Exported {} images ({} blobs, {} of content, {} compressed) to {} in {:.1?}",
+        images.len(),
+        meta.blobs.len(),
+        human(total),
+        human(written.compressed_len),
+        output.display(),
+        started.elapsed()
+    ));
+    ctx.printer.info(format!("sha256 {}  (in {})", written.digest.hex(), sidecar.display()));
+    drop(staging);
+    Ok(())
+}
+
+/// `--image` values and the lines of every `--images-file`, normalised, de-duplicated and sorted (so the
+/// archive does not depend on the order they were listed in).
+pub fn collect_references(images: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<ImageRef>> {
+    let mut refs = Vec::new();
+    for (i, s) in images.iter().enumerate() {
+        let r = ImageRef::parse(s).with_context(|| format!("--image #{}", i + 1))?;
+        refs.push(r);
+    }
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the images file {}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let r = ImageRef::parse(line).map_err(|e| {
+                user_error(
+                    format!("{}:{}: {e}", file.display(), n + 1),
+                    "fix or remove that line; references look like `registry/path/name:tag` or `name@sha256:<digest>`",
+                )
+            })?;
+            refs.push(r);
+        }
+    }
+    refs.sort();
+    refs.dedup();
+    Ok(refs)
+}
+
+fn check_output(output: &Path, force: bool) -> anyhow::Result<PathBuf> {
+    if output.is_dir() {
+        return Err(user_error(format!("{} is a directory", output.display()), "give the archive's file name, e.g. -o images.tar.zst"));
+    }
+    if output.exists() && !force {
+        return Err(user_error(
+            format!("{} already exists", output.display()),
+            "choose another name with -o, or pass --force to replace it",
+        ));
+    }
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(user_error(format!("the directory {} does not exist", dir.display()), "create it first, or choose another -o path"));
+    }
+    Ok(output.to_path_buf())
+}
+
+async fn resolve_all(ctx: &Context, refs: &[ImageRef]) -> anyhow::Result<Vec<ResolvedImage>> {
+    let results: Vec<_> = stream::iter(refs.iter().enumerate())
+        .map(|(i, r)| async move { (i, resolve(&ctx.registries, r).await) })
+        .buffer_unordered(ctx.concurrency)
+        .collect()
+        .await;
+    let mut ok = vec![None; refs.len()];
+    let mut failed = Vec::new();
+    for (i, result) in results {
+        match result {
+            Ok(img) => ok[i] = Some(img),
+            Err(e) => failed.push((i, e)),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(ok.into_iter().map(|x| x.expect("resolved")).collect());
+    }
+    failed.sort_by_key(|(i, _)| *i);
+    if failed.len() == 1 {
+        let (_, e) = failed.pop().expect("one failure");
+        return Err(anyhow::Error::new(e));
+    }
+    // Report every image that failed, so one run tells the user everything to fix.
+    let mut message = format!("{} of {} images could not be resolved:", failed.len(), refs.len());
+    for (_, e) in &failed {
+        message.push_str(&format!("\n  - {}", error_line(e)));
+    }
+    let hint = failed.iter().find_map(|(_, e)| e.registry_error().and_then(|r| r.hint()));
+    Err(anyhow::Error::new(super::UserError { message, hint }))
+}
+
+fn error_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn print_plan(images: &[ResolvedImage]) {
+    let rows: Vec<_> =
+        images.iter().map(|i| super::image_row(&i.source.to_string(), &i.digest, &i.media_type, &i.platforms, i.size())).collect();
+    super::print_image_table(&rows);
+}
+
+/// `created` for bundle.json: only from SOURCE_DATE_EPOCH, so archives carry no timestamp otherwise.
+fn created_from_env() -> anyhow::Result<Option<String>> {
+    let Ok(v) = std::env::var(env_vars::SOURCE_DATE_EPOCH) else { return Ok(None) };
+    let secs: u64 = v.trim().parse().map_err(|_| {
+        user_error(format!("{}=`{v}` is not a number of seconds", env_vars::SOURCE_DATE_EPOCH), "set it to a Unix time, e.g. `date +%s`, or unset it")
+    })?;
+    Ok(Some(httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))))
+}
+
+/// Rename a finished temporary file to its final name; `replace` decides whether an existing file may go.
+fn publish(temp: tempfile::NamedTempFile, path: &Path, replace: bool) -> anyhow::Result<()> {
+    let result = if replace { temp.persist(path) } else { temp.persist_noclobber(path) };
+    result.map(|_| ()).map_err(|e| {
+        user_error(
+            format!("cannot move the finished file to {}: {}", path.display(), e.error),
+            if path.exists() { "it appeared while the export ran; choose another name or pass --force" } else { "check the permissions of its directory" },
+        )
+    })
+}
+
+#[cfg(unix)]
+fn set_readable(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+}
+
+#[cfg(not(unix))]
+fn set_readable(_: &std::fs::File) -> std::io::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! Every environment variable `bundle` reads, in one place, so the docs and the code cannot drift apart.
+
+/// Path of the registry config file (TOML), same as `--registry-config`.
+pub const BUNDLE_REGISTRY_CONFIG: &str = "BUNDLE_REGISTRY_CONFIG";
+/// Directory holding docker's `config.json` (docker's own variable).
+pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
+/// Podman's credentials file (`auth.json`), read after docker's config.
+pub const REGISTRY_AUTH_FILE: &str = "REGISTRY_AUTH_FILE";
+/// Credentials for the source registry `quay.io`, as the vendor's `copy_images.sh` takes them.
+pub const STS_REGISTRY_USERNAME: &str = "STS_REGISTRY_USERNAME";
+pub const STS_REGISTRY_PASSWORD: &str = "STS_REGISTRY_PASSWORD";
+/// Credentials for the `bundle import` destination registry, as the vendor's script takes them.
+pub const DST_REGISTRY_USERNAME: &str = "DST_REGISTRY_USERNAME";
+pub const DST_REGISTRY_PASSWORD: &str = "DST_REGISTRY_PASSWORD";
+/// Reproducible-builds convention: when set, `bundle.json` records this time as the creation time.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+/// Where temporary files go when `--tmp-dir` is not given (the platform's usual variable).
+pub const TMPDIR: &str = "TMPDIR";
+/// Home directory, for `~/.docker/config.json`.
+pub const HOME: &str = "HOME";
+
+/// The registry the vendor's `STS_REGISTRY_*` variables are meant for.
+pub const STS_REGISTRY: &str = "quay.io";

@@ -1,0 +1,120 @@
+//! The OCI image layout inside the archive: `oci-layout`, `index.json`, our `bundle.json`, and blob paths.
+//!
+//! `index.json` names each image by its full normalised source reference, in both the OCI annotation (skopeo
+//! picks images by it) and containerd's (`ctr import` names images by it). `bundle.json` is ours: the format
+//! version and, per image, what a reader needs to plan an import before any blob streams past.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::manifest::{Descriptor, OCI_INDEX};
+
+pub const OCI_LAYOUT_FILE: &str = "oci-layout";
+pub const INDEX_FILE: &str = "index.json";
+pub const BUNDLE_FILE: &str = "bundle.json";
+pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+pub const BLOBS_DIR: &str = "blobs/";
+pub const SHA256_DIR: &str = "blobs/sha256/";
+
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// Version of the `bundle.json` schema and the archive's layout rules (docs/archive-format.md).
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LayoutIndex {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub manifests: Vec<Descriptor>,
+}
+
+impl LayoutIndex {
+    /// One descriptor per image, in the order given.
+    pub fn new(images: &[BundleImage]) -> LayoutIndex {
+        let manifests = images
+            .iter()
+            .map(|img| Descriptor {
+                media_type: img.media_type.clone(),
+                digest: img.digest.clone(),
+                size: img.manifest_size,
+                platform: None,
+                annotations: Some(BTreeMap::from([
+                    (CONTAINERD_NAME.to_string(), img.source.clone()),
+                    (REF_NAME.to_string(), img.source.clone()),
+                ])),
+            })
+            .collect();
+        LayoutIndex { schema_version: 2, media_type: Some(OCI_INDEX.to_string()), manifests }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("index serialises");
+        v.push(b'\n');
+        v
+    }
+}
+
+/// `bundle.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleMetadata {
+    pub format_version: u32,
+    pub tool: ToolInfo,
+    /// RFC 3339, only when `SOURCE_DATE_EPOCH` was set: the archive is otherwise free of timestamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    pub images: Vec<BundleImage>,
+    /// Every blob in the archive (manifests included), sorted by digest.
+    pub blobs: Vec<BundleBlob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolInfo {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleImage {
+    /// Full normalised source reference, as the user asked for it (tag kept, digest if pinned).
+    pub source: String,
+    pub digest: Digest,
+    pub media_type: String,
+    /// Size of the root manifest itself (the index.json descriptor's size).
+    pub manifest_size: u64,
+    /// `os/arch[/variant]` of each platform; empty for a single-platform image without platform info.
+    pub platforms: Vec<String>,
+    /// Bytes of every distinct manifest and blob this image needs.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleBlob {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl BundleMetadata {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("metadata serialises");
+        v.push(b'\n');
+        v
+    }
+
+    pub fn total_blob_bytes(&self) -> u64 {
+        self.blobs.iter().map(|b| b.size).sum()
+    }
+}
+
+/// The digest named by a `blobs/sha256/<hex>` path, if it is one.
+pub fn blob_digest(path: &str) -> Option<Digest> {
+    path.strip_prefix(SHA256_DIR).and_then(|hex| format!("sha256:{hex}").parse().ok())
+}

@@ -1,0 +1,21 @@
+//! `bundle`: move the container images of a Helm chart into an air-gapped network as one verified archive.
+//!
+//! The binary (`src/main.rs`) only parses flags and dispatches to `commands`; the work lives in modules with
+//! one job each: `reference` (image names), `registry` (our distribution client), `resolve` (manifest
+//! graphs), `pull` and `blob_store` (downloads), `pack` and `archive` (the archive format), `push` (import).
+
+pub mod archive;
+pub mod blob_store;
+pub mod cli;
+pub mod commands;
+pub mod digest;
+pub mod env_vars;
+pub mod layout;
+pub mod manifest;
+pub mod pack;
+pub mod printer;
+pub mod pull;
+pub mod push;
+pub mod reference;
+pub mod registry;
+pub mod resolve;

@@ -1,0 +1,106 @@
+//! Writes resolved images and their staged blobs as the archive (docs/archive-format.md).
+//!
+//! Entry order is fixed: `oci-layout`, `index.json`, `bundle.json`, the two directories, every manifest
+//! (sorted by digest), then every other blob (sorted by digest). Metadata first lets a streaming reader plan
+//! before the large blobs pass; sorting makes the bytes depend only on the content.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+
+use crate::archive::writer::{ArchiveWriter, WrittenArchive};
+use crate::blob_store::BlobStore;
+use crate::digest::{Digest, DigestWriter};
+use crate::layout::{
+    BLOBS_DIR, BUNDLE_FILE, BundleBlob, BundleImage, BundleMetadata, FORMAT_VERSION, INDEX_FILE, LayoutIndex,
+    OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, SHA256_DIR, ToolInfo,
+};
+use crate::resolve::ResolvedImage;
+
+/// `bundle.json` for `images`; `created` is set only from SOURCE_DATE_EPOCH.
+pub fn metadata(images: &[ResolvedImage], created: Option<String>) -> BundleMetadata {
+    let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
+    for img in images {
+        for m in &img.manifests {
+            blobs.insert(m.digest.clone(), m.bytes.len() as u64);
+        }
+        for b in &img.blobs {
+            blobs.insert(b.digest.clone(), b.size);
+        }
+    }
+    BundleMetadata {
+        format_version: FORMAT_VERSION,
+        tool: ToolInfo { name: "bundle".into(), version: env!("CARGO_PKG_VERSION").into() },
+        created,
+        images: images
+            .iter()
+            .map(|img| BundleImage {
+                source: img.source.to_string(),
+                digest: img.digest.clone(),
+                media_type: img.media_type.clone(),
+                manifest_size: img.manifest_size,
+                platforms: img.platforms.clone(),
+                size: img.size(),
+            })
+            .collect(),
+        blobs: blobs.into_iter().map(|(digest, size)| BundleBlob { digest, size }).collect(),
+    }
+}
+
+/// Write the archive into `file`. Every staged blob is hashed again on its way in, so a damaged staging
+/// area can never produce an archive that lies.
+pub fn write(
+    file: File,
+    images: &[ResolvedImage],
+    meta: &BundleMetadata,
+    store: &BlobStore,
+    threads: usize,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> io::Result<WrittenArchive> {
+    let mut w = ArchiveWriter::new(file, threads);
+    w.add_bytes(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
+    w.add_bytes(INDEX_FILE, &LayoutIndex::new(&meta.images).to_json())?;
+    w.add_bytes(BUNDLE_FILE, &meta.to_json())?;
+    w.add_dir(BLOBS_DIR)?;
+    w.add_dir(SHA256_DIR)?;
+
+    let mut manifests = BTreeMap::new();
+    for img in images {
+        for m in &img.manifests {
+            manifests.insert(m.digest.clone(), m.bytes.clone());
+        }
+    }
+    for (digest, bytes) in &manifests {
+        w.add_bytes(&digest.layout_path(), bytes)?;
+        on_bytes(bytes.len() as u64);
+    }
+    for blob in meta.blobs.iter().filter(|b| !manifests.contains_key(&b.digest)) {
+        let path = store.path(&blob.digest);
+        let f = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("staged blob {}: {e}", path.display())))?;
+        let mut reader = VerifyingReader { inner: io::BufReader::with_capacity(1 << 20, f), hasher: DigestWriter::new(), on_bytes };
+        w.add_reader(&blob.digest.layout_path(), blob.size, &mut reader)?;
+        let actual = reader.hasher.finish();
+        if actual != blob.digest {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("staged blob {} changed on disk (now {actual}); refusing to write it", blob.digest),
+            ));
+        }
+    }
+    w.finish()
+}
+
+struct VerifyingReader<'a, R> {
+    inner: R,
+    hasher: DigestWriter,
+    on_bytes: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<R: Read> Read for VerifyingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
+}

@@ -1,0 +1,192 @@
+//! All user-facing output goes through the `Printer`: messages to stderr (stdout is for results such as
+//! `inspect` tables and dry-run plans, so they can be piped), progress bars on a terminal, plain periodic
+//! lines when stderr is a file or pipe (CI logs), and nothing but errors with `--quiet`.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+#[derive(Clone)]
+pub struct Printer {
+    verbosity: Verbosity,
+    terminal: bool,
+    multi: MultiProgress,
+}
+
+/// How often a non-terminal progress line is printed.
+const PLAIN_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Printer {
+    pub fn new(verbosity: Verbosity) -> Printer {
+        let terminal = std::io::stderr().is_terminal();
+        let target = if terminal && verbosity != Verbosity::Quiet {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        Printer { verbosity, terminal, multi: MultiProgress::with_draw_target(target) }
+    }
+
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
+    fn emit(&self, line: &str) {
+        if self.terminal {
+            // Keeps bars intact: the line is printed above them.
+            let _ = self.multi.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// A normal progress message (hidden with --quiet).
+    pub fn info(&self, line: impl AsRef<str>) {
+        if self.verbosity >= Verbosity::Normal {
+            self.emit(line.as_ref());
+        }
+    }
+
+    /// Detail for --verbose.
+    pub fn detail(&self, line: impl AsRef<str>) {
+        if self.verbosity >= Verbosity::Verbose {
+            self.emit(line.as_ref());
+        }
+    }
+
+    pub fn warn(&self, line: impl AsRef<str>) {
+        if self.verbosity >= Verbosity::Normal {
+            self.emit(&format!("warning: {}", line.as_ref()));
+        }
+    }
+
+    /// Progress of a transfer of `total` bytes in `items` blobs.
+    pub fn transfer(&self, verb: &'static str, total: u64, items: u64) -> Transfer {
+        let bar = if self.terminal && self.verbosity != Verbosity::Quiet {
+            let bar = self.multi.add(ProgressBar::new(total));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(verb);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            Some(bar)
+        } else {
+            None
+        };
+        Transfer {
+            inner: Arc::new(TransferInner {
+                verb,
+                total,
+                items,
+                bytes: AtomicI64::new(0),
+                done_items: AtomicU64::new(0),
+                in_flight: AtomicI64::new(0),
+                started: Instant::now(),
+                last_plain: Mutex::new(Instant::now()),
+                bar,
+                plain: !self.terminal && self.verbosity != Verbosity::Quiet,
+            }),
+        }
+    }
+}
+
+/// A shared, cheap-to-clone progress handle for one transfer.
+#[derive(Clone)]
+pub struct Transfer {
+    inner: Arc<TransferInner>,
+}
+
+struct TransferInner {
+    verb: &'static str,
+    total: u64,
+    items: u64,
+    bytes: AtomicI64,
+    done_items: AtomicU64,
+    in_flight: AtomicI64,
+    started: Instant,
+    last_plain: Mutex<Instant>,
+    bar: Option<ProgressBar>,
+    plain: bool,
+}
+
+impl Transfer {
+    /// Count `delta` bytes (negative when a retry discards what was counted).
+    pub fn add(&self, delta: i64) {
+        let i = &self.inner;
+        let now = i.bytes.fetch_add(delta, Ordering::Relaxed) + delta;
+        if let Some(bar) = &i.bar {
+            bar.set_position(now.max(0) as u64);
+        }
+        if i.plain {
+            let mut last = i.last_plain.lock().expect("progress lock");
+            if last.elapsed() >= PLAIN_INTERVAL {
+                *last = Instant::now();
+                drop(last);
+                eprintln!("{}", self.line());
+            }
+        }
+    }
+
+    pub fn item_started(&self) {
+        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.refresh_message();
+    }
+
+    pub fn item_done(&self) {
+        self.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.inner.done_items.fetch_add(1, Ordering::Relaxed);
+        self.refresh_message();
+    }
+
+    fn refresh_message(&self) {
+        if let Some(bar) = &self.inner.bar {
+            bar.set_message(format!(
+                "{}/{} blobs, {} in flight",
+                self.inner.done_items.load(Ordering::Relaxed),
+                self.inner.items,
+                self.inner.in_flight.load(Ordering::Relaxed).max(0)
+            ));
+        }
+    }
+
+    fn line(&self) -> String {
+        let i = &self.inner;
+        let bytes = i.bytes.load(Ordering::Relaxed).max(0) as u64;
+        let secs = i.started.elapsed().as_secs_f64().max(0.001);
+        let pct = if i.total == 0 { 100.0 } else { bytes as f64 * 100.0 / i.total as f64 };
+        format!(
+            "{} {} of {} ({pct:.0}%), {}/s, {}/{} blobs",
+            i.verb,
+            HumanBytes(bytes),
+            HumanBytes(i.total),
+            HumanBytes((bytes as f64 / secs) as u64),
+            i.done_items.load(Ordering::Relaxed),
+            i.items
+        )
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.inner.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+}

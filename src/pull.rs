@@ -1,0 +1,75 @@
+//! Downloads every distinct blob of a set of resolved images into a `BlobStore`, concurrently and within a
+//! bound. A blob shared by many images (a base layer) is fetched once.
+
+use std::collections::BTreeMap;
+
+use futures_util::{TryStreamExt, stream};
+
+use crate::blob_store::BlobStore;
+use crate::digest::Digest;
+use crate::printer::Transfer;
+use crate::reference::ImageRef;
+use crate::registry::{PoolError, RegistryError, Registries, Role};
+use crate::resolve::ResolvedImage;
+
+/// One blob to fetch, and the image repository to fetch it from.
+#[derive(Debug, Clone)]
+pub struct PullJob {
+    pub digest: Digest,
+    pub size: u64,
+    pub from: ImageRef,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("cannot download blob {digest} of {image}")]
+    Registry {
+        digest: Digest,
+        image: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+}
+
+/// Distinct blobs of `images`, largest first so the long transfers start early.
+pub fn jobs(images: &[ResolvedImage]) -> Vec<PullJob> {
+    let mut unique: BTreeMap<Digest, PullJob> = BTreeMap::new();
+    for img in images {
+        for b in &img.blobs {
+            unique.entry(b.digest.clone()).or_insert_with(|| PullJob {
+                digest: b.digest.clone(),
+                size: b.size,
+                from: img.source.clone(),
+            });
+        }
+    }
+    let mut jobs: Vec<PullJob> = unique.into_values().collect();
+    jobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
+    jobs
+}
+
+pub async fn pull_all(
+    registries: &Registries,
+    store: &BlobStore,
+    jobs: &[PullJob],
+    concurrency: usize,
+    progress: &Transfer,
+) -> Result<(), PullError> {
+    stream::iter(jobs.iter().map(Ok::<_, PullError>))
+        .try_for_each_concurrent(concurrency.max(1), |job| async move {
+            let client = registries.client(job.from.registry(), Role::Source)?;
+            progress.item_started();
+            let count = |n: i64| progress.add(n);
+            let result = store.fetch(&client, job.from.repository(), &job.digest, job.size, &count).await;
+            progress.item_done();
+            result.map_err(|source| PullError::Registry {
+                digest: job.digest.clone(),
+                image: job.from.to_string(),
+                source,
+            })
+        })
+        .await?;
+    Ok(())
+}

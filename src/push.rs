@@ -1,0 +1,399 @@
+//! Import: map every image of a verified archive to the destination registry and push what is missing.
+//!
+//! Order is what registries require and what makes an interrupted import resumable: blobs, then child
+//! manifests, then indexes, then tags. Existence is probed first, so a re-run only HEADs what is there. A blob
+//! is uploaded once per destination and mounted into the other repositories that need it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use tokio::sync::Mutex;
+
+use crate::archive::{ArchiveFile, BlobEntry, BundleContents};
+use crate::digest::{Digest, DigestWriter};
+use crate::printer::Transfer;
+use crate::reference::{ImageRef, ReferenceError};
+use crate::registry::{BlobSource, PoolError, RegistryClient, RegistryError};
+
+/// `-d REGISTRY[/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub registry: String,
+    pub prefix: Option<String>,
+}
+
+impl Destination {
+    pub fn parse(s: &str) -> Result<Destination, ReferenceError> {
+        let s = s.trim().trim_end_matches('/');
+        let invalid = |reason: &str| ReferenceError::Invalid { input: s.to_string(), reason: reason.to_string() };
+        if s.contains("://") {
+            return Err(invalid("give the registry as host[:port][/prefix], without a scheme"));
+        }
+        let (registry, prefix) = match s.split_once('/') {
+            Some((r, p)) => (r, Some(p.to_string())),
+            None => (s, None),
+        };
+        if registry.is_empty() {
+            return Err(invalid("the registry host is missing"));
+        }
+        // Validate host and prefix with the reference grammar.
+        let probe = format!("{registry}/{}x:t", prefix.as_deref().map(|p| format!("{p}/")).unwrap_or_default());
+        let parsed = ImageRef::parse(&probe).map_err(|_| invalid("expected host[:port][/path], like reg.local:5000/mirror"))?;
+        if parsed.registry() != registry {
+            return Err(invalid("the first component must be a registry host (with a `.` or `:` or `localhost`)"));
+        }
+        Ok(Destination { registry: registry.to_string(), prefix })
+    }
+
+    /// Drop the source registry host, keep the path, put it under the prefix (`quay.io/a/b:1` → `DEST/a/b:1`).
+    pub fn map(&self, source: &ImageRef) -> ImageRef {
+        let repo = match &self.prefix {
+            Some(p) => format!("{p}/{}", source.repository()),
+            None => source.repository().to_string(),
+        };
+        source.with_location(&self.registry, &repo)
+    }
+}
+
+/// One image's push: where it goes and the index of the image in the archive.
+#[derive(Debug, Clone)]
+pub struct ImagePush {
+    pub source: ImageRef,
+    pub target: ImageRef,
+    pub image: usize,
+}
+
+/// Everything an import will do, before it does it.
+#[derive(Debug)]
+pub struct PushPlan {
+    pub images: Vec<ImagePush>,
+    /// Destination repository → blobs it needs.
+    pub repositories: BTreeMap<String, BTreeSet<Digest>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("two images would be pushed to {target} with different content: {first} ({first_digest}) and {second} ({second_digest})")]
+    Collision { target: String, first: String, first_digest: Digest, second: String, second_digest: Digest },
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl PushPlan {
+    pub fn new(contents: &BundleContents, dest: &Destination) -> Result<PushPlan, PushError> {
+        let mut images = Vec::new();
+        let mut targets: HashMap<String, (String, Digest)> = HashMap::new();
+        for (i, img) in contents.images.iter().enumerate() {
+            let target = dest.map(&img.source);
+            // The tag (or, for digest-only references, the repository and digest) is what could collide.
+            let key = match target.tag() {
+                Some(t) => format!("{}:{t}", target.name()),
+                None => format!("{}@{}", target.name(), img.digest),
+            };
+            if let Some((first, first_digest)) = targets.get(&key) {
+                if first_digest != &img.digest {
+                    return Err(PushError::Collision {
+                        target: key,
+                        first: first.clone(),
+                        first_digest: first_digest.clone(),
+                        second: img.source.to_string(),
+                        second_digest: img.digest.clone(),
+                    });
+                }
+            }
+            targets.insert(key, (img.source.to_string(), img.digest.clone()));
+            images.push(ImagePush { source: img.source.clone(), target, image: i });
+        }
+        let mut repositories: BTreeMap<String, BTreeSet<Digest>> = BTreeMap::new();
+        for p in &images {
+            repositories.entry(p.target.repository().to_string()).or_default().extend(contents.images[p.image].blobs.iter().cloned());
+        }
+        Ok(PushPlan { images, repositories })
+    }
+}
+
+/// What the destination already has, learnt by HEAD requests.
+#[derive(Debug, Default)]
+pub struct Presence {
+    /// (repository, manifest digest) present.
+    pub manifests: BTreeSet<(String, Digest)>,
+    /// Tags that already point at our digest.
+    pub tags_current: BTreeSet<String>,
+    /// (repository, blob) pairs that must be pushed.
+    pub missing_blobs: BTreeMap<Digest, BTreeSet<String>>,
+    /// Blobs already somewhere in the destination, with one repository that has them (a mount source).
+    pub present_somewhere: BTreeMap<Digest, String>,
+    pub blobs_present: usize,
+}
+
+impl Presence {
+    /// Images whose root manifest is already in its destination repository.
+    pub fn images_complete(&self, plan: &PushPlan, contents: &BundleContents) -> usize {
+        plan.images
+            .iter()
+            .filter(|p| self.manifests.contains(&(p.target.repository().to_string(), contents.images[p.image].digest.clone())))
+            .count()
+    }
+
+    pub fn bytes_to_upload(&self, contents: &BundleContents) -> u64 {
+        self.missing_blobs
+            .keys()
+            .filter(|d| !self.present_somewhere.contains_key(*d))
+            .filter_map(|d| contents.blobs.get(d))
+            .map(|b| b.size)
+            .sum()
+    }
+    pub fn blobs_to_upload(&self) -> usize {
+        self.missing_blobs.keys().filter(|d| !self.present_somewhere.contains_key(*d)).count()
+    }
+    pub fn blobs_to_mount(&self) -> usize {
+        self.missing_blobs.iter().map(|(d, repos)| repos.len() - usize::from(!self.present_somewhere.contains_key(d))).sum()
+    }
+}
+
+/// Probe the destination. An image whose root manifest is already in its repository needs nothing else:
+/// registries accept a manifest only once everything it references is present.
+pub async fn probe(
+    client: &RegistryClient,
+    plan: &PushPlan,
+    contents: &BundleContents,
+    concurrency: usize,
+) -> Result<Presence, PushError> {
+    let mut presence = Presence::default();
+    // Roots and tags first.
+    let roots: Vec<(usize, bool, bool)> = stream::iter(plan.images.iter().enumerate())
+        .map(|(i, p)| async move {
+            let img = &contents.images[p.image];
+            let repo = p.target.repository();
+            let by_digest = client.head_manifest(repo, img.digest.as_str()).await?.is_some();
+            let tag_current = match p.target.tag() {
+                Some(t) if by_digest => client.head_manifest(repo, t).await?.and_then(|h| h.digest) == Some(img.digest.clone()),
+                Some(_) => false,
+                None => true,
+            };
+            Ok::<_, RegistryError>((i, by_digest, tag_current))
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    let mut needed: BTreeMap<String, BTreeSet<Digest>> = BTreeMap::new();
+    for (i, root_present, tag_current) in roots {
+        let p = &plan.images[i];
+        let img = &contents.images[p.image];
+        let repo = p.target.repository().to_string();
+        if root_present {
+            presence.manifests.extend(img.manifests.iter().map(|m| (repo.clone(), m.clone())));
+            if tag_current {
+                if let Some(t) = p.target.tag() {
+                    presence.tags_current.insert(format!("{repo}:{t}"));
+                }
+            }
+        } else {
+            needed.entry(repo).or_default().extend(img.blobs.iter().cloned());
+        }
+    }
+    // Blobs of images that are not complete yet.
+    let pairs: Vec<(String, Digest)> =
+        needed.iter().flat_map(|(r, ds)| ds.iter().map(move |d| (r.clone(), d.clone()))).collect();
+    let found: Vec<(String, Digest, bool)> = stream::iter(pairs)
+        .map(|(repo, d)| async move {
+            let present = client.head_blob(&repo, &d).await?.is_some();
+            Ok::<_, RegistryError>((repo, d, present))
+        })
+        .buffer_unordered(concurrency.max(1) * 2)
+        .try_collect()
+        .await?;
+    for (repo, d, present) in found {
+        if present {
+            presence.blobs_present += 1;
+            presence.present_somewhere.entry(d).or_insert(repo);
+        } else {
+            presence.missing_blobs.entry(d).or_default().insert(repo);
+        }
+    }
+    Ok(presence)
+}
+
+/// Run the push. Returns (blobs uploaded, blobs mounted, manifests pushed).
+pub async fn execute(
+    client: &RegistryClient,
+    archive: Arc<ArchiveFile>,
+    plan: &PushPlan,
+    contents: &BundleContents,
+    presence: &Presence,
+    concurrency: usize,
+    progress: &Transfer,
+) -> Result<PushStats, PushError> {
+    let stats = Mutex::new(PushStats::default());
+    // Sequential access is all a stream-only archive allows; parallel readers would each decompress from
+    // the start.
+    let concurrency = if archive.is_random_access() { concurrency.max(1) } else { 1 };
+    stream::iter(presence.missing_blobs.iter().map(Ok::<_, PushError>))
+        .try_for_each_concurrent(concurrency, |(digest, repos)| {
+            let archive = archive.clone();
+            let stats = &stats;
+            async move {
+                let entry = contents.blobs[digest];
+                let mut mount_from = presence.present_somewhere.get(digest).cloned();
+                for repo in repos {
+                    if let Some(from) = &mount_from {
+                        match client.mount_blob(repo, digest, from).await? {
+                            None => {
+                                stats.lock().await.mounted += 1;
+                                continue;
+                            }
+                            Some(session) => {
+                                // The registry would not mount (ECR without blob mounting, another
+                                // account): upload into the session it opened.
+                                upload(client, &archive, repo, digest, entry, Some(session), progress).await?;
+                                stats.lock().await.uploaded += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    upload(client, &archive, repo, digest, entry, None, progress).await?;
+                    stats.lock().await.uploaded += 1;
+                    mount_from = Some(repo.clone());
+                }
+                Ok(())
+            }
+        })
+        .await?;
+
+    // Manifests: per image, children first and the root last; the root goes under its tag.
+    let done: Mutex<BTreeSet<(String, Digest)>> = Mutex::new(presence.manifests.clone());
+    stream::iter(plan.images.iter().map(Ok::<_, PushError>))
+        .try_for_each_concurrent(concurrency.max(1), |p| {
+            let done = &done;
+            let stats = &stats;
+            async move {
+                let img = &contents.images[p.image];
+                let repo = p.target.repository().to_string();
+                for m in &img.manifests {
+                    let is_root = m == &img.digest;
+                    let key = (repo.clone(), m.clone());
+                    let stored = &contents.manifests[m];
+                    if is_root {
+                        continue;
+                    }
+                    if done.lock().await.contains(&key) {
+                        continue;
+                    }
+                    client.put_manifest(&repo, m.as_str(), &stored.media_type, &stored.bytes).await?;
+                    stats.lock().await.manifests += 1;
+                    done.lock().await.insert(key);
+                }
+                let stored = &contents.manifests[&img.digest];
+                let tag_key = p.target.tag().map(|t| format!("{repo}:{t}"));
+                let current = tag_key.as_ref().is_some_and(|k| presence.tags_current.contains(k));
+                if !current {
+                    let reference = p.target.tag().map(str::to_string).unwrap_or_else(|| img.digest.to_string());
+                    client.put_manifest(&repo, &reference, &stored.media_type, &stored.bytes).await?;
+                    stats.lock().await.manifests += 1;
+                }
+                Ok(())
+            }
+        })
+        .await?;
+    Ok(stats.into_inner())
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PushStats {
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub manifests: usize,
+}
+
+async fn upload(
+    client: &RegistryClient,
+    archive: &Arc<ArchiveFile>,
+    repo: &str,
+    digest: &Digest,
+    entry: BlobEntry,
+    session: Option<url::Url>,
+    progress: &Transfer,
+) -> Result<(), RegistryError> {
+    progress.item_started();
+    let source = ArchiveBlob { archive: archive.clone(), entry, digest: digest.clone(), progress: progress.clone(), counted: Arc::new(AtomicI64::new(0)) };
+    let result = client.upload_blob(repo, digest, entry.size, &source, session).await;
+    progress.item_done();
+    result
+}
+
+/// A blob's bytes read straight from the archive, hashed as they go: a mismatch fails the upload body, so
+/// the registry never receives a complete blob that differs from its digest.
+struct ArchiveBlob {
+    archive: Arc<ArchiveFile>,
+    entry: BlobEntry,
+    digest: Digest,
+    progress: Transfer,
+    /// Bytes this source has reported to `progress`, taken back when an attempt restarts.
+    counted: Arc<AtomicI64>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl BlobSource for ArchiveBlob {
+    fn open(&self) -> std::io::Result<reqwest::Body> {
+        let previous = self.counted.swap(0, Ordering::Relaxed);
+        self.progress.add(-previous);
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+        let archive = self.archive.clone();
+        let entry = self.entry;
+        let digest = self.digest.clone();
+        let progress = self.progress.clone();
+        let counted = self.counted.clone();
+        std::thread::spawn(move || {
+            let run = || -> std::io::Result<()> {
+                let mut reader = archive.open_blob(entry)?;
+                let mut hasher = DigestWriter::new();
+                loop {
+                    let mut buf = vec![0u8; CHUNK];
+                    let n = read_full(&mut reader, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.truncate(n);
+                    hasher.update(&buf);
+                    if hasher.len() == entry.size && hasher.clone().finish() != digest {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("blob {digest} read back from the archive does not match its digest"),
+                        ));
+                    }
+                    progress.add(n as i64);
+                    counted.fetch_add(n as i64, Ordering::Relaxed);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        return Ok(()); // the request was dropped
+                    }
+                }
+                if hasher.len() != entry.size {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("blob {digest} is short in the archive")));
+                }
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let stream = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        Ok(reqwest::Body::wrap_stream(stream))
+    }
+}
+
+fn read_full(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,757 @@
+//! One registry, spoken to over the distribution API: auth, manifests, blobs, retries.
+//!
+//! Every request names the repository scopes it needs; the client answers 401 challenges itself (Basic, or
+//! the docker token flow with a token cached per scope set and refreshed on the next 401), retries transient
+//! failures, and verifies everything it downloads against its digest before anyone else sees it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION, RANGE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::{Mutex, OnceCell};
+use url::Url;
+
+use super::challenge::{self, Challenge};
+use super::config::Endpoint;
+use super::credentials::Credentials;
+use super::error::RegistryError;
+use super::retry::{RetryPolicy, is_retryable_status, retry_after};
+use crate::digest::{Digest, DigestWriter};
+use crate::manifest::{ACCEPT as MANIFEST_TYPES, MAX_MANIFEST_BYTES};
+use crate::reference::is_loopback_host;
+
+/// Network behaviour shared by all registry clients of one run.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub retry: RetryPolicy,
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of a response before the attempt counts as failed.
+    pub read_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Repository access a request needs, as docker token scopes name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope {
+    /// The repository as the registry sees it (with the endpoint's prefix).
+    repository: String,
+    push: bool,
+}
+
+impl Scope {
+    fn as_param(&self) -> String {
+        format!("repository:{}:{}", self.repository, if self.push { "pull,push" } else { "pull" })
+    }
+}
+
+#[derive(Default)]
+struct AuthState {
+    scheme: Option<Scheme>,
+    /// Bearer tokens by the scope set they were issued for.
+    tokens: HashMap<String, String>,
+}
+
+#[derive(Clone)]
+enum Scheme {
+    Anonymous,
+    Basic,
+    Bearer { realm: Url, service: Option<String> },
+}
+
+/// A manifest as pulled: its exact bytes, media type and verified digest.
+#[derive(Debug, Clone)]
+pub struct PulledManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// What a HEAD on a manifest told us.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    pub digest: Option<Digest>,
+    pub media_type: Option<String>,
+}
+
+/// A blob body that can be produced again for each attempt (uploads restart from the first byte).
+pub trait BlobSource: Sync {
+    fn open(&self) -> std::io::Result<reqwest::Body>;
+}
+
+pub struct RegistryClient {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    credentials: Option<Credentials>,
+    auth: Mutex<AuthState>,
+    pinged: OnceCell<()>,
+    options: ClientOptions,
+}
+
+impl RegistryClient {
+    pub fn new(
+        endpoint: Endpoint,
+        credentials: Option<Credentials>,
+        options: ClientOptions,
+    ) -> Result<RegistryClient, RegistryError> {
+        let tls_err = |message: String| RegistryError::Tls { registry: endpoint.name.clone(), message };
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("bundle/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .pool_max_idle_per_host(64);
+        if let Some(ca) = &endpoint.tls.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| tls_err(format!("cannot read ca_file {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| tls_err(format!("ca_file {} is not a PEM certificate bundle: {e}", ca.display())))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let (Some(cert), Some(key)) = (&endpoint.tls.client_cert, &endpoint.tls.client_key) {
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| tls_err(format!("cannot read client_cert {}: {e}", cert.display())))?;
+            pem.push(b'\n');
+            pem.extend(
+                std::fs::read(key).map_err(|e| tls_err(format!("cannot read client_key {}: {e}", key.display())))?,
+            );
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| tls_err(format!("client_cert/client_key are not a PEM certificate and key: {e}")))?;
+            builder = builder.identity(identity);
+        }
+        if endpoint.tls.insecure_skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let http = builder.build().map_err(|e| tls_err(e.to_string()))?;
+        Ok(RegistryClient {
+            http,
+            endpoint,
+            credentials,
+            auth: Mutex::new(AuthState::default()),
+            pinged: OnceCell::new(),
+            options,
+        })
+    }
+
+    /// The registry name as written in image references.
+    pub fn name(&self) -> &str {
+        &self.endpoint.name
+    }
+
+    /// The repository name as the registry sees it (mirror prefix applied).
+    fn remote(&self, repository: &str) -> String {
+        match &self.endpoint.prefix {
+            Some(p) => format!("{p}/{repository}"),
+            None => repository.to_string(),
+        }
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.endpoint.base.clone();
+        let base_path = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base_path}{path}"));
+        url
+    }
+
+    fn scope(&self, repository: &str, push: bool) -> Scope {
+        Scope { repository: self.remote(repository), push }
+    }
+
+    /// `GET /v2/`: proves the registry answers and learns its auth scheme, once per client.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        self.pinged
+            .get_or_try_init(|| async {
+                let what = "API check (GET /v2/)".to_string();
+                let url = self.url("/v2/");
+                let resp = self.send_with_retries(&what, &[], &|| self.http.get(url.clone())).await;
+                match resp {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(self.status_error(&what, r).await),
+                    // A registry that wants credentials we lack still proved it is there; the request that
+                    // needs them will report it with its own scope.
+                    Err(RegistryError::NoCredentials { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    // ----- manifests -----
+
+    pub async fn get_manifest(&self, repository: &str, reference: &str) -> Result<PulledManifest, RegistryError> {
+        self.ping().await?;
+        let what = format!("manifest {}/{}:{}", self.name(), repository, reference).replace(":sha256:", "@sha256:");
+        let url = self.url(&format!("/v2/{}/manifests/{}", self.remote(repository), reference));
+        let scope = [self.scope(repository, false)];
+        let resp = self
+            .send_with_retries(&what, &scope, &|| self.http.get(url.clone()).header(ACCEPT, MANIFEST_TYPES.join(", ")))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(&what, resp).await);
+        }
+        let header_digest = header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
+        let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str()).map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+        if resp.content_length().is_some_and(|l| l > MAX_MANIFEST_BYTES as u64) {
+            return Err(RegistryError::Protocol { what, message: format!("the manifest is larger than {MAX_MANIFEST_BYTES} bytes") });
+        }
+        let bytes = read_limited(resp, MAX_MANIFEST_BYTES).await.map_err(|e| self.connect_error(&what, e))?;
+        let actual = Digest::of(&bytes);
+        let expected = reference.parse::<Digest>().ok().or(header_digest);
+        if let Some(expected) = expected {
+            if expected != actual {
+                return Err(RegistryError::DigestMismatch { what, expected, actual, size: bytes.len() as u64 });
+            }
+        }
+        let media_type = media_type_of(&bytes).or(content_type).unwrap_or_default();
+        Ok(PulledManifest { digest: actual, media_type, bytes })
+    }
+
+    pub async fn head_manifest(&self, repository: &str, reference: &str) -> Result<Option<ManifestHead>, RegistryError> {
+        self.ping().await?;
+        let what = format!("manifest {}/{}:{}", self.name(), repository, reference).replace(":sha256:", "@sha256:");
+        let url = self.url(&format!("/v2/{}/manifests/{}", self.remote(repository), reference));
+        let scope = [self.scope(repository, false)];
+        let resp = self
+            .send_with_retries(&what, &scope, &|| self.http.head(url.clone()).header(ACCEPT, MANIFEST_TYPES.join(", ")))
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(ManifestHead {
+                digest: header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse().ok()),
+                media_type: header_str(resp.headers(), CONTENT_TYPE.as_str()).map(str::to_string),
+            })),
+            _ => Err(self.status_error(&what, resp).await),
+        }
+    }
+
+    /// PUT the exact bytes under `reference` (a tag or the manifest's digest).
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &Bytes,
+    ) -> Result<(), RegistryError> {
+        self.ping().await?;
+        let what = format!("push of manifest {}/{}:{}", self.name(), repository, reference).replace(":sha256:", "@sha256:");
+        let url = self.url(&format!("/v2/{}/manifests/{}", self.remote(repository), reference));
+        let scope = [self.scope(repository, true)];
+        let resp = self
+            .send_with_retries(&what, &scope, &|| {
+                self.http.put(url.clone()).header(CONTENT_TYPE, media_type).body(bytes.clone())
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(&what, resp).await);
+        }
+        // Some registries (ECR) omit Location and even the digest header; when the digest is there it must match.
+        if let Some(d) = header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok()) {
+            let ours = Digest::of(bytes);
+            if d != ours {
+                return Err(RegistryError::DigestMismatch { what, expected: ours, actual: d, size: bytes.len() as u64 });
+            }
+        }
+        Ok(())
+    }
+
+    // ----- blobs -----
+
+    /// The blob's size if the repository has it.
+    pub async fn head_blob(&self, repository: &str, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        self.ping().await?;
+        let what = format!("blob {digest} in {}/{repository}", self.name());
+        let url = self.url(&format!("/v2/{}/blobs/{digest}", self.remote(repository)));
+        let scope = [self.scope(repository, false)];
+        let resp = self.send_with_retries(&what, &scope, &|| self.http.head(url.clone())).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(resp.content_length().unwrap_or(0))),
+            _ => Err(self.status_error(&what, resp).await),
+        }
+    }
+
+    /// Stream a blob into `file` (from its start), verifying size and digest; a broken transfer resumes with
+    /// `Range` where the registry supports it. `progress` is told about every byte that is kept.
+    pub async fn download_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        file: &mut tokio::fs::File,
+        progress: &(dyn Fn(i64) + Sync),
+    ) -> Result<(), RegistryError> {
+        self.ping().await?;
+        let what = format!("blob {digest} of {}/{repository}", self.name());
+        let url = self.url(&format!("/v2/{}/blobs/{digest}", self.remote(repository)));
+        let scope = [self.scope(repository, false)];
+        let policy = self.options.retry;
+        let mut hasher = DigestWriter::new();
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, &mut *file);
+        let mut broken_streams = 0u32;
+        let mut mismatches = 0u32;
+        loop {
+            let offset = hasher.len();
+            let resp = self
+                .send_with_retries(&what, &scope, &|| {
+                    let req = self.http.get(url.clone());
+                    if offset > 0 { req.header(RANGE, format!("bytes={offset}-")) } else { req }
+                })
+                .await?;
+            match resp.status() {
+                StatusCode::PARTIAL_CONTENT if offset > 0 && content_range_start(resp.headers()) == Some(offset) => {}
+                s if s.is_success() => {
+                    if offset > 0 {
+                        // The server ignored our Range: start over.
+                        progress(-(offset as i64));
+                        out.flush().await.map_err(|e| RegistryError::io(&what, e))?;
+                        out.get_mut().set_len(0).await.map_err(|e| RegistryError::io(&what, e))?;
+                        out.get_mut().seek(std::io::SeekFrom::Start(0)).await.map_err(|e| RegistryError::io(&what, e))?;
+                        hasher = DigestWriter::new();
+                    }
+                }
+                _ => return Err(self.status_error(&what, resp).await),
+            }
+            let mut stream = resp.bytes_stream();
+            let mut broke = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(chunk) => {
+                        if hasher.len() + chunk.len() as u64 > size {
+                            return Err(RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() + chunk.len() as u64 });
+                        }
+                        hasher.update(&chunk);
+                        out.write_all(&chunk).await.map_err(|e| RegistryError::io(&what, e))?;
+                        progress(chunk.len() as i64);
+                    }
+                    Err(e) => {
+                        broke = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = broke {
+                broken_streams += 1;
+                if broken_streams > policy.max_retries {
+                    return Err(self.connect_error(&what, e));
+                }
+                tokio::time::sleep(policy.backoff(broken_streams - 1)).await;
+                continue;
+            }
+            if hasher.len() != size {
+                // A body that ended early without an error: resume from where it stopped.
+                broken_streams += 1;
+                if broken_streams > policy.max_retries {
+                    return Err(RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() });
+                }
+                continue;
+            }
+            let actual = hasher.clone().finish();
+            if &actual != digest {
+                // Never keep bad bytes; fetch once more from scratch in case they were damaged in transit.
+                mismatches += 1;
+                progress(-(size as i64));
+                if mismatches > 1 {
+                    return Err(RegistryError::DigestMismatch { what, expected: digest.clone(), actual, size });
+                }
+                out.flush().await.map_err(|e| RegistryError::io(&what, e))?;
+                out.get_mut().set_len(0).await.map_err(|e| RegistryError::io(&what, e))?;
+                out.get_mut().seek(std::io::SeekFrom::Start(0)).await.map_err(|e| RegistryError::io(&what, e))?;
+                hasher = DigestWriter::new();
+                continue;
+            }
+            out.flush().await.map_err(|e| RegistryError::io(&what, e))?;
+            return Ok(());
+        }
+    }
+
+    /// Try to mount `digest` from `from` (a repository of the same registry). `Ok(None)` means it is mounted;
+    /// `Ok(Some(location))` means the registry opened an upload session instead.
+    pub async fn mount_blob(&self, repository: &str, digest: &Digest, from: &str) -> Result<Option<Url>, RegistryError> {
+        self.ping().await?;
+        let what = format!("mount of blob {digest} into {}/{repository} from {from}", self.name());
+        let mut url = self.url(&format!("/v2/{}/blobs/uploads/", self.remote(repository)));
+        url.query_pairs_mut().append_pair("mount", digest.as_str()).append_pair("from", &self.remote(from));
+        let scopes = [self.scope(repository, true), self.scope(from, false)];
+        let resp = self
+            .send_with_retries(&what, &scopes, &|| self.http.post(url.clone()).header(CONTENT_LENGTH, 0))
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(None),
+            StatusCode::ACCEPTED => Ok(Some(self.location(&what, &resp)?)),
+            _ => Err(self.status_error(&what, resp).await),
+        }
+    }
+
+    /// Upload a blob: POST for a session (or use `session`, e.g. from a refused mount), then one monolithic PUT
+    /// with Content-Length. Each retry starts a new session and reopens the source.
+    pub async fn upload_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        source: &dyn BlobSource,
+        mut session: Option<Url>,
+    ) -> Result<(), RegistryError> {
+        self.ping().await?;
+        let what = format!("upload of blob {digest} to {}/{repository}", self.name());
+        let scopes = [self.scope(repository, true)];
+        let policy = self.options.retry;
+        let mut attempt = 0;
+        loop {
+            let location = match session.take() {
+                Some(l) => l,
+                None => {
+                    let url = self.url(&format!("/v2/{}/blobs/uploads/", self.remote(repository)));
+                    let resp = self
+                        .send_with_retries(&what, &scopes, &|| self.http.post(url.clone()).header(CONTENT_LENGTH, 0))
+                        .await?;
+                    if resp.status() != StatusCode::ACCEPTED {
+                        return Err(self.status_error(&what, resp).await);
+                    }
+                    self.location(&what, &resp)?
+                }
+            };
+            let mut put_url = location;
+            put_url.query_pairs_mut().append_pair("digest", digest.as_str());
+            self.prepare_auth(&what, &scopes).await?;
+            let body = source.open().map_err(|e| RegistryError::io(&what, e))?;
+            let req = self
+                .http
+                .put(put_url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, size)
+                .body(body);
+            let result = self.send_once(&scopes, req).await;
+            let retryable = match &result {
+                Ok(r) if r.status() == StatusCode::CREATED || r.status().is_success() => return Ok(()),
+                Ok(r) => is_retryable_status(r.status()) || r.status() == StatusCode::UNAUTHORIZED,
+                Err(_) => true,
+            };
+            attempt += 1;
+            if !retryable || attempt > policy.max_retries {
+                return match result {
+                    Ok(r) => Err(self.status_error(&what, r).await),
+                    Err(e) => Err(self.connect_error(&what, e)),
+                };
+            }
+            let delay = match &result {
+                Ok(r) => retry_after(r.headers()).filter(|d| *d <= policy.max_retry_after),
+                Err(_) => None,
+            };
+            tokio::time::sleep(delay.unwrap_or_else(|| policy.backoff(attempt - 1))).await;
+            if let Ok(r) = &result {
+                if r.status() == StatusCode::UNAUTHORIZED {
+                    if let Some(c) = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).and_then(challenge::parse) {
+                        self.authenticate(&what, &c, &scopes).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- plumbing -----
+
+    fn location(&self, what: &str, resp: &Response) -> Result<Url, RegistryError> {
+        let loc = header_str(resp.headers(), LOCATION.as_str()).ok_or_else(|| RegistryError::Protocol {
+            what: what.to_string(),
+            message: "the registry opened an upload session without a Location header".into(),
+        })?;
+        // Relative locations are resolved against the URL that answered.
+        resp.url().join(loc).map_err(|e| RegistryError::Protocol {
+            what: what.to_string(),
+            message: format!("the upload Location `{loc}` is not a valid URL: {e}"),
+        })
+    }
+
+    /// Send one request, adding the Authorization header for `scopes` if the scheme is known.
+    async fn send_once(&self, scopes: &[Scope], req: RequestBuilder) -> Result<Response, reqwest::Error> {
+        let header = self.auth_header(scopes).await;
+        let req = match header {
+            Some(h) => req.header(AUTHORIZATION, h),
+            None => req,
+        };
+        req.send().await
+    }
+
+    /// Send with retries on transient failures and one re-authentication per attempt on 401.
+    async fn send_with_retries(
+        &self,
+        what: &str,
+        scopes: &[Scope],
+        build: &(dyn Fn() -> RequestBuilder + Sync),
+    ) -> Result<Response, RegistryError> {
+        let policy = self.options.retry;
+        let mut retries = 0;
+        let mut reauthenticated = false;
+        self.prepare_auth(what, scopes).await?;
+        loop {
+            let result = self.send_once(scopes, build()).await;
+            match result {
+                Err(e) => {
+                    if retries >= policy.max_retries || !is_retryable_error(&e) {
+                        return Err(self.connect_error(what, e));
+                    }
+                }
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    let challenge =
+                        resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).and_then(challenge::parse);
+                    match challenge {
+                        Some(c) if !reauthenticated => {
+                            self.authenticate(what, &c, scopes).await?;
+                            reauthenticated = true;
+                            continue;
+                        }
+                        _ => return Err(self.unauthorized(what)),
+                    }
+                }
+                Ok(resp) if resp.status() == StatusCode::FORBIDDEN => {
+                    let detail = error_detail(resp).await;
+                    return Err(RegistryError::Denied { registry: self.name().to_string(), what: what.to_string(), detail });
+                }
+                Ok(resp) if is_retryable_status(resp.status()) && retries < policy.max_retries => {
+                    let wait = retry_after(resp.headers());
+                    if let Some(w) = wait {
+                        if w > policy.max_retry_after {
+                            return Ok(resp);
+                        }
+                        tokio::time::sleep(w).await;
+                        retries += 1;
+                        continue;
+                    }
+                }
+                Ok(resp) => return Ok(resp),
+            }
+            tokio::time::sleep(policy.backoff(retries)).await;
+            retries += 1;
+        }
+    }
+
+    /// Once a registry is known to use tokens, fetch the token for a new scope set before the request rather
+    /// than after a 401 (one handshake per scope set instead of one per request kind).
+    async fn prepare_auth(&self, what: &str, scopes: &[Scope]) -> Result<(), RegistryError> {
+        let pending = {
+            let state = self.auth.lock().await;
+            match &state.scheme {
+                Some(Scheme::Bearer { realm, service }) if !state.tokens.contains_key(&scope_key(scopes)) => {
+                    Some(Challenge::Bearer { realm: realm.to_string(), service: service.clone(), scope: None })
+                }
+                _ => None,
+            }
+        };
+        match pending {
+            Some(challenge) => self.authenticate(what, &challenge, scopes).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn auth_header(&self, scopes: &[Scope]) -> Option<String> {
+        let state = self.auth.lock().await;
+        match state.scheme.as_ref()? {
+            Scheme::Anonymous => None,
+            Scheme::Basic => self.credentials.as_ref().map(Credentials::basic_header),
+            Scheme::Bearer { .. } => state.tokens.get(&scope_key(scopes)).map(|t| format!("Bearer {t}")),
+        }
+    }
+
+    /// Answer a challenge: remember Basic, or fetch a bearer token for exactly these scopes.
+    async fn authenticate(&self, what: &str, challenge: &Challenge, scopes: &[Scope]) -> Result<(), RegistryError> {
+        match challenge {
+            Challenge::Basic => {
+                let mut state = self.auth.lock().await;
+                if self.credentials.is_none() {
+                    state.scheme = Some(Scheme::Anonymous);
+                    return Err(self.unauthorized(what));
+                }
+                if matches!(state.scheme, Some(Scheme::Basic)) {
+                    // We already sent these credentials and they were refused.
+                    return Err(self.unauthorized(what));
+                }
+                state.scheme = Some(Scheme::Basic);
+                Ok(())
+            }
+            Challenge::Bearer { realm, service, .. } => {
+                let realm_url = Url::parse(realm).map_err(|e| RegistryError::Protocol {
+                    what: what.to_string(),
+                    message: format!("the token realm `{realm}` is not a URL: {e}"),
+                })?;
+                let realm_host = realm_url.host_str().unwrap_or_default().to_string();
+                if realm_url.scheme() != "https" && !is_loopback_host(&realm_host) && self.endpoint.base.scheme() == "https" {
+                    return Err(RegistryError::Protocol {
+                        what: what.to_string(),
+                        message: format!("the token realm `{realm}` is not HTTPS; refusing to send credentials over plain HTTP"),
+                    });
+                }
+                let mut url = realm_url.clone();
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(s) = service {
+                        q.append_pair("service", s);
+                    }
+                    for s in scopes {
+                        q.append_pair("scope", &s.as_param());
+                    }
+                }
+                let token_what = format!("token request to {}", realm_url.origin().ascii_serialization());
+                let policy = self.options.retry;
+                let mut retries = 0;
+                let resp = loop {
+                    let mut req = self.http.get(url.clone());
+                    if let Some(c) = &self.credentials {
+                        req = req.header(AUTHORIZATION, c.basic_header());
+                    }
+                    match req.send().await {
+                        Ok(r) if is_retryable_status(r.status()) && retries < policy.max_retries => {}
+                        Ok(r) => break r,
+                        Err(e) if is_retryable_error(&e) && retries < policy.max_retries => {}
+                        Err(e) => return Err(self.connect_error(&token_what, e)),
+                    }
+                    tokio::time::sleep(policy.backoff(retries)).await;
+                    retries += 1;
+                };
+                if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+                    return Err(self.unauthorized(what));
+                }
+                if !resp.status().is_success() {
+                    return Err(self.status_error(&token_what, resp).await);
+                }
+                #[derive(serde::Deserialize)]
+                struct TokenReply {
+                    token: Option<String>,
+                    access_token: Option<String>,
+                }
+                let body = read_limited(resp, 1 << 20).await.map_err(|e| self.connect_error(&token_what, e))?;
+                let reply: TokenReply = serde_json::from_slice(&body).map_err(|_| RegistryError::Protocol {
+                    what: token_what.clone(),
+                    message: "the token service's answer is not the expected JSON".into(),
+                })?;
+                let token = reply.token.or(reply.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
+                    RegistryError::Protocol { what: token_what.clone(), message: "the token service returned no token".into() }
+                })?;
+                let mut state = self.auth.lock().await;
+                state.scheme = Some(Scheme::Bearer { realm: realm_url, service: service.clone() });
+                state.tokens.insert(scope_key(scopes), token);
+                Ok(())
+            }
+        }
+    }
+
+    fn unauthorized(&self, what: &str) -> RegistryError {
+        match &self.credentials {
+            Some(c) => RegistryError::BadCredentials {
+                registry: self.name().to_string(),
+                what: what.to_string(),
+                origin: c.origin.clone(),
+            },
+            None => RegistryError::NoCredentials { registry: self.name().to_string(), what: what.to_string() },
+        }
+    }
+
+    fn connect_error(&self, what: &str, source: reqwest::Error) -> RegistryError {
+        RegistryError::Connect {
+            registry: self.name().to_string(),
+            endpoint: self.endpoint.base.origin().ascii_serialization(),
+            what: what.to_string(),
+            source,
+        }
+    }
+
+    async fn status_error(&self, what: &str, resp: Response) -> RegistryError {
+        let status = resp.status().as_u16();
+        let detail = error_detail(resp).await;
+        if status == 404 {
+            return RegistryError::NotFound { registry: self.name().to_string(), what: what.to_string(), detail };
+        }
+        RegistryError::Status { registry: self.name().to_string(), what: what.to_string(), status, detail }
+    }
+}
+
+fn scope_key(scopes: &[Scope]) -> String {
+    let mut s: Vec<String> = scopes.iter().map(Scope::as_param).collect();
+    s.sort();
+    s.join(" ")
+}
+
+fn is_retryable_error(e: &reqwest::Error) -> bool {
+    // Builder errors (a bad URL) will not get better; everything on the wire may.
+    !e.is_builder() && !e.is_redirect()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn content_range_start(headers: &HeaderMap) -> Option<u64> {
+    // "bytes 100-199/200"
+    let v = header_str(headers, "content-range")?;
+    v.strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
+}
+
+/// The manifest's own `mediaType` field, which is what registries validate a push against.
+fn media_type_of(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+    }
+    serde_json::from_slice::<Probe>(bytes).ok()?.media_type
+}
+
+async fn read_limited(resp: Response, limit: usize) -> Result<Bytes, reqwest::Error> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if out.len() + chunk.len() > limit {
+            out.extend_from_slice(&chunk[..limit - out.len()]);
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The distribution error body (`{"errors":[{"code","message"}]}`) in a few words, if there is one.
+async fn error_detail(resp: Response) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let Ok(body) = read_limited(resp, 64 * 1024).await else { return String::new() };
+    if let Ok(errs) = serde_json::from_slice::<Errors>(&body) {
+        let parts: Vec<String> = errs
+            .errors
+            .iter()
+            .map(|e| match (&e.code, &e.message) {
+                (Some(c), Some(m)) => format!("{c}: {m}"),
+                (Some(c), None) => c.clone(),
+                (None, Some(m)) => m.clone(),
+                (None, None) => String::new(),
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        return parts.join("; ");
+    }
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    if text.is_empty() || text.starts_with('<') {
+        return String::new();
+    }
+    text.chars().take(200).collect()
+}
+

@@ -1,0 +1,69 @@
+//! The command line itself: help, usage errors, and input errors that point at the offending line.
+
+use crate::harness::*;
+
+#[test]
+fn help_reads_like_a_man_page() {
+    let ws = Workspace::new();
+    let top = ws.bundle(&["--help"]).success();
+    for word in ["export", "verify", "import", "inspect", "Examples:", "--registry-config", "Exit status"] {
+        assert!(top.stdout.contains(word), "--help lacks {word}:\n{}", top.stdout);
+    }
+    for (cmd, words) in [
+        ("export", &["--images-file", "--dry-run", "byte-identical", "Examples:"][..]),
+        ("import", &["--destination", "Copying SRC to DST (dry-run)", "library/"][..]),
+        ("verify", &["sidecar", "exits 1"][..]),
+        ("inspect", &["--json"][..]),
+    ] {
+        let h = ws.bundle(&[cmd, "--help"]).success();
+        for w in words {
+            assert!(h.stdout.contains(w), "`{cmd} --help` lacks {w}:\n{}", h.stdout);
+        }
+    }
+}
+
+#[test]
+fn invalid_flags_are_usage_errors() {
+    let ws = Workspace::new();
+    for args in [&["export", "--image", "nginx"][..], &["import", "x.tar.zst"][..], &["verify"][..], &["--concurrency", "0", "verify", "x"][..], &["frobnicate"][..]] {
+        let r = ws.bundle(args);
+        assert_eq!(r.code, 2, "{args:?} should be a usage error:\n{}", r.stderr);
+        assert!(r.stderr.contains("error:"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn a_bad_line_in_the_images_file_is_pointed_at() {
+    let ws = Workspace::new();
+    ws.write("images.txt", "# images\nquay.io/stackstate/wait:1.0.0\n\nquay.io/StackState/agent:7\n");
+    let r = ws.bundle(&["export", "--images-file", "images.txt", "-o", "x.tar.zst"]).failure();
+    insta::assert_snapshot!("bad_images_file_line", r.stderr);
+    assert!(!ws.path("x.tar.zst").exists());
+}
+
+#[test]
+fn a_bad_destination_is_explained() {
+    let ws = Workspace::new();
+    let r = ws.bundle(&["import", "-d", "https://reg.local:5000", "x.tar.zst"]).failure();
+    assert!(r.stderr.contains("invalid destination"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: write it as host[:port]"), "{}", r.stderr);
+}
+
+#[test]
+fn a_missing_archive_is_a_clear_error() {
+    let ws = Workspace::new();
+    let r = ws.bundle(&["verify", "nope.tar.zst"]).failure();
+    assert!(r.stderr.contains("cannot open the archive nope.tar.zst"), "{}", r.stderr);
+    ws.write("junk.tar.zst", "this is not an archive at all, not even close to 512 bytes");
+    let r = ws.bundle(&["verify", "junk.tar.zst"]).failure();
+    assert!(r.stderr.contains("is not a tar or zstd-compressed tar archive"), "{}", r.stderr);
+}
+
+#[test]
+fn a_broken_registry_config_names_the_key() {
+    let ws = Workspace::new();
+    ws.write("r.toml", "[[registry]]\nname = \"quay.io\"\nendpont = \"http://127.0.0.1:1\"\n");
+    let r = ws.bundle(&["--registry-config", "r.toml", "verify", "x.tar.zst"]).failure();
+    assert!(r.stderr.contains("endpont"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint:"), "{}", r.stderr);
+}

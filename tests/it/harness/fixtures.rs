@@ -1,0 +1,272 @@
+//! Test images built in code and pushed with a minimal, independent distribution client (so a bug in
+//! `bundle`'s own client cannot hide itself), plus helpers that pull content back for assertions.
+
+use std::io::Write;
+
+use sha2::{Digest as _, Sha256};
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A blob: content and digest.
+#[derive(Clone, Debug)]
+pub struct Blob {
+    pub bytes: Vec<u8>,
+    pub digest: String,
+}
+
+impl Blob {
+    pub fn new(bytes: Vec<u8>) -> Blob {
+        let digest = sha256(&bytes);
+        Blob { bytes, digest }
+    }
+}
+
+/// A gzip'd tar holding one file of `size` random (incompressible) bytes: a realistic layer.
+pub fn random_layer(size: usize, seed: u64) -> (Blob, String) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let data: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_path(format!("data-{seed}.bin")).unwrap();
+    h.set_size(size as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append(&h, &data[..]).unwrap();
+    let tar = tar.into_inner().unwrap();
+    let diff_id = sha256(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    (Blob::new(gz.finish().unwrap()), diff_id)
+}
+
+/// One platform's image: manifest + config + layers.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub manifest: Blob,
+    pub media_type: String,
+    pub config: Blob,
+    pub layers: Vec<Blob>,
+}
+
+/// Build an image from layers (`(blob, diff_id)`), in OCI or Docker media types.
+pub fn image(layers: &[(Blob, String)], arch: &str, docker: bool) -> Image {
+    let (mt, cfg_mt, layer_mt) =
+        if docker { (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER) } else { (OCI_MANIFEST, OCI_CONFIG, OCI_LAYER) };
+    let diff_ids: Vec<&String> = layers.iter().map(|(_, d)| d).collect();
+    let config = Blob::new(
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": arch, "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap(),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": mt,
+        "config": {"mediaType": cfg_mt, "digest": config.digest, "size": config.bytes.len()},
+        "layers": layers.iter().map(|(b, _)| serde_json::json!({"mediaType": layer_mt, "digest": b.digest, "size": b.bytes.len()})).collect::<Vec<_>>(),
+    });
+    Image {
+        manifest: Blob::new(serde_json::to_vec_pretty(&manifest).unwrap()),
+        media_type: mt.to_string(),
+        config,
+        layers: layers.iter().map(|(b, _)| b.clone()).collect(),
+    }
+}
+
+/// A multi-platform index (OCI index or Docker manifest list) over `images` with their architectures.
+pub fn index(images: &[(&Image, &str)], docker: bool) -> Blob {
+    let mt = if docker { DOCKER_LIST } else { OCI_INDEX };
+    let manifests: Vec<_> = images
+        .iter()
+        .map(|(img, arch)| {
+            serde_json::json!({
+                "mediaType": img.media_type, "digest": img.manifest.digest, "size": img.manifest.bytes.len(),
+                "platform": {"architecture": arch, "os": "linux"},
+            })
+        })
+        .collect();
+    Blob::new(serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": mt, "manifests": manifests})).unwrap())
+}
+
+/// A minimal pusher: POST + monolithic PUT per blob, PUT per manifest.
+pub struct Pusher {
+    http: reqwest::blocking::Client,
+    base: String,
+    auth: Option<(String, String)>,
+}
+
+impl Pusher {
+    pub fn new(base: &str) -> Pusher {
+        Pusher { http: reqwest::blocking::Client::new(), base: base.to_string(), auth: None }
+    }
+
+    pub fn with_tls(base: &str, ca_pem: &[u8], user: &str, password: &str) -> Pusher {
+        let cert = reqwest::Certificate::from_pem(ca_pem).unwrap();
+        let http = reqwest::blocking::Client::builder().tls_certs_only([cert]).build().unwrap();
+        Pusher { http, base: base.to_string(), auth: Some((user.into(), password.into())) }
+    }
+
+    fn req(&self, m: reqwest::Method, url: &str) -> reqwest::blocking::RequestBuilder {
+        let r = self.http.request(m, url);
+        match &self.auth {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        }
+    }
+
+    pub fn blob(&self, repo: &str, blob: &Blob) {
+        let head = self.req(reqwest::Method::HEAD, &format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest)).send().unwrap();
+        if head.status().is_success() {
+            return;
+        }
+        let r = self.req(reqwest::Method::POST, &format!("{}/v2/{repo}/blobs/uploads/", self.base)).send().unwrap();
+        assert_eq!(r.status().as_u16(), 202, "upload start: {:?}", r.text());
+        let loc = r.headers()["location"].to_str().unwrap().to_string();
+        let loc = if loc.starts_with('/') { format!("{}{loc}", self.base) } else { loc };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = self
+            .req(reqwest::Method::PUT, &format!("{loc}{sep}digest={}", blob.digest))
+            .header("content-type", "application/octet-stream")
+            .body(blob.bytes.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "blob put: {:?}", r.text());
+    }
+
+    pub fn manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+        let r = self
+            .req(reqwest::Method::PUT, &format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .header("content-type", media_type)
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "manifest put {repo}:{reference}: {:?}", r.text());
+    }
+
+    pub fn image(&self, repo: &str, reference: &str, img: &Image) {
+        for b in img.layers.iter().chain([&img.config]) {
+            self.blob(repo, b);
+        }
+        self.manifest(repo, reference, &img.media_type, &img.manifest.bytes);
+    }
+
+    /// Push the platform images by digest, then the index under `tag`.
+    pub fn index(&self, repo: &str, tag: &str, images: &[&Image], index: &Blob, media_type: &str) {
+        for img in images {
+            self.image(repo, &img.manifest.digest, img);
+        }
+        self.manifest(repo, tag, media_type, &index.bytes);
+    }
+}
+
+/// Pull a manifest's exact bytes and its Docker-Content-Digest from a registry (no auth, plain HTTP).
+pub fn get_manifest(base: &str, repo: &str, reference: &str) -> Option<(Vec<u8>, String)> {
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{base}/v2/{repo}/manifests/{reference}"))
+        .header("accept", [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", "))
+        .send()
+        .unwrap();
+    if r.status().as_u16() == 404 {
+        return None;
+    }
+    assert!(r.status().is_success(), "GET manifest {repo}:{reference}: {}", r.status());
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    Some((r.bytes().unwrap().to_vec(), ct))
+}
+
+/// A blob's bytes from a registry.
+pub fn get_blob(base: &str, repo: &str, digest: &str) -> Option<Vec<u8>> {
+    let r = reqwest::blocking::Client::new().get(format!("{base}/v2/{repo}/blobs/{digest}")).send().unwrap();
+    if r.status().as_u16() == 404 {
+        return None;
+    }
+    assert!(r.status().is_success());
+    Some(r.bytes().unwrap().to_vec())
+}
+
+/// The sample set most tests use, pushed to `reg`: a multi-arch OCI index, a Docker manifest list, two
+/// single-platform images sharing a base layer (one Docker, one OCI), under realistic paths.
+pub struct SampleSet {
+    /// (reference as a user writes it, root manifest bytes, every manifest and blob it needs)
+    pub images: Vec<SampleImage>,
+}
+
+pub struct SampleImage {
+    pub repo: String,
+    pub tag: String,
+    pub root: Blob,
+    pub root_media_type: String,
+    pub manifests: Vec<Blob>,
+    pub blobs: Vec<Blob>,
+}
+
+impl SampleImage {
+    pub fn reference(&self, registry: &str) -> String {
+        format!("{registry}/{}:{}", self.repo, self.tag)
+    }
+}
+
+pub fn seed_sample(base: &str, seed: u64, layer_size: usize) -> SampleSet {
+    let p = Pusher::new(base);
+    let shared = random_layer(layer_size, seed);
+    let mut images = Vec::new();
+
+    // Multi-arch OCI index.
+    let amd = image(&[shared.clone(), random_layer(layer_size / 2, seed + 1)], "amd64", false);
+    let arm = image(&[shared.clone(), random_layer(layer_size / 2, seed + 2)], "arm64", false);
+    let idx = index(&[(&amd, "amd64"), (&arm, "arm64")], false);
+    p.index("stackstate/agent", "7.51.1", &[&amd, &arm], &idx, OCI_INDEX);
+    images.push(sample("stackstate/agent", "7.51.1", idx, OCI_INDEX, &[&amd, &arm]));
+
+    // Docker manifest list (schema 2).
+    let d_amd = image(&[shared.clone(), random_layer(layer_size / 3, seed + 3)], "amd64", true);
+    let d_arm = image(&[random_layer(layer_size / 3, seed + 4)], "arm64", true);
+    let list = index(&[(&d_amd, "amd64"), (&d_arm, "arm64")], true);
+    p.index("stackstate/wait", "1.0.0", &[&d_amd, &d_arm], &list, DOCKER_LIST);
+    images.push(sample("stackstate/wait", "1.0.0", list, DOCKER_LIST, &[&d_amd, &d_arm]));
+
+    // Single-platform images sharing the base layer.
+    let single = image(&[shared.clone(), random_layer(1024, seed + 5)], "amd64", true);
+    p.image("library/nginx", "1.25", &single);
+    images.push(sample_single("library/nginx", "1.25", &single));
+    let oci_single = image(&[shared, random_layer(2048, seed + 6)], "amd64", false);
+    p.image("prometheus-operator/prometheus-config-reloader", "v0.73.0", &oci_single);
+    images.push(sample_single("prometheus-operator/prometheus-config-reloader", "v0.73.0", &oci_single));
+    SampleSet { images }
+}
+
+fn sample(repo: &str, tag: &str, root: Blob, mt: &str, imgs: &[&Image]) -> SampleImage {
+    let mut manifests = vec![root.clone()];
+    let mut blobs = Vec::new();
+    for i in imgs {
+        manifests.push(i.manifest.clone());
+        blobs.push(i.config.clone());
+        blobs.extend(i.layers.iter().cloned());
+    }
+    SampleImage { repo: repo.into(), tag: tag.into(), root, root_media_type: mt.into(), manifests, blobs }
+}
+
+fn sample_single(repo: &str, tag: &str, img: &Image) -> SampleImage {
+    let mut blobs = vec![img.config.clone()];
+    blobs.extend(img.layers.iter().cloned());
+    SampleImage {
+        repo: repo.into(),
+        tag: tag.into(),
+        root: img.manifest.clone(),
+        root_media_type: img.media_type.clone(),
+        manifests: vec![img.manifest.clone()],
+        blobs,
+    }
+}

@@ -1,0 +1,122 @@
+//! Shared test harness: real registries, fixture images, and a runner for the `bundle` binary.
+
+pub mod fixtures;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use fixtures::*;
+pub use registry::*;
+
+/// The result of one `bundle` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn success(self) -> Run {
+        assert_eq!(self.code, 0, "bundle failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn failure(self) -> Run {
+        assert_ne!(self.code, 0, "bundle should have failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(self.code, 1, "failures exit 1\nstderr:\n{}", self.stderr);
+        self
+    }
+}
+
+/// A scratch directory that is also the `bundle` process's HOME, DOCKER_CONFIG and TMPDIR, so nothing of
+/// the machine running the tests leaks in.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        Workspace { dir, env: Vec::new() }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn env(&mut self, k: &str, v: &str) {
+        self.env.push((k.into(), v.into()));
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bundle"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("DOCKER_CONFIG", self.dir.path().join(".docker"))
+            .env("TMPDIR", self.dir.path().join("tmp"));
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn bundle(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run bundle"))
+    }
+
+    /// Files left in TMPDIR (there should be none after any run).
+    pub fn tmp_leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.path("tmp")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    }
+}
+
+/// Everything in `dir` (names), for "nothing half-written" checks.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// Replace volatile parts of output (ports, temp paths, durations, digests) for snapshots.
+pub fn normalise(s: &str, ws: &Workspace, registries: &[&Registry]) -> String {
+    let mut out = s.replace(&ws.dir.path().display().to_string(), "[WS]");
+    for r in registries {
+        out = out.replace(&r.port.to_string(), "[PORT]");
+    }
+    let re_digest = |s: &str| {
+        let mut res = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find("sha256:") {
+            res.push_str(&rest[..i]);
+            let tail = &rest[i + 7..];
+            let n = tail.bytes().take_while(|b| b.is_ascii_hexdigit()).count();
+            res.push_str(if n >= 12 { "sha256:[HEX]" } else { &rest[i..i + 7 + n] });
+            rest = &tail[n..];
+        }
+        res.push_str(rest);
+        res
+    };
+    re_digest(&out)
+}

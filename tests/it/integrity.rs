@@ -1,0 +1,82 @@
+//! Damaged archives are refused by verify and push nothing on import; outputs are never half-written.
+
+use crate::harness::*;
+
+fn exported(layer: usize, seed: u64) -> (Registry, Registry, Workspace, SampleSet) {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let set = seed_sample(&src.base_url(), seed, layer);
+    let ws = Workspace::new();
+    let refs: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).collect();
+    let mut args = vec!["export"];
+    for r in &refs {
+        args.extend(["--image", r.as_str()]);
+    }
+    args.extend(["-o", "s.tar.zst"]);
+    ws.bundle(&args).success();
+    (src, dst, ws, set)
+}
+
+fn flip_byte(path: &std::path::Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn flipped_byte_fails_verify_and_import_pushes_nothing() {
+    let (_src, dst, ws, _) = exported(256 * 1024, 11);
+    let len = std::fs::metadata(ws.path("s.tar.zst")).unwrap().len() as usize;
+    flip_byte(&ws.path("s.tar.zst"), len / 2);
+
+    let r = ws.bundle(&["verify", "s.tar.zst"]).failure();
+    assert!(r.stderr.contains("s.tar.zst failed verification"), "{}", r.stderr);
+    assert!(r.stderr.contains("the .sha256 file says"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: the archive is damaged"), "{}", r.stderr);
+
+    let r = ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).failure();
+    assert!(r.stderr.contains("failed verification"), "{}", r.stderr);
+    assert_eq!(dst.repositories(), Vec::<String>::new(), "a damaged archive pushed something");
+}
+
+#[test]
+fn flipped_byte_is_found_by_content_checks_without_the_sidecar() {
+    let (_src, dst, ws, _) = exported(256 * 1024, 12);
+    std::fs::remove_file(ws.path("s.tar.zst.sha256")).unwrap();
+    let len = std::fs::metadata(ws.path("s.tar.zst")).unwrap().len() as usize;
+    flip_byte(&ws.path("s.tar.zst"), len / 3);
+    let r = ws.bundle(&["verify", "s.tar.zst"]).failure();
+    assert!(r.stderr.contains("not found; checking the archive's content"), "{}", r.stderr);
+    assert!(r.stderr.contains("failed verification"), "{}", r.stderr);
+    ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).failure();
+    assert_eq!(dst.repositories(), Vec::<String>::new());
+}
+
+#[test]
+fn truncated_archive_fails_verify_and_import_pushes_nothing() {
+    let (_src, dst, ws, _) = exported(256 * 1024, 13);
+    let bytes = std::fs::read(ws.path("s.tar.zst")).unwrap();
+    std::fs::write(ws.path("s.tar.zst"), &bytes[..bytes.len() / 2]).unwrap();
+    let r = ws.bundle(&["verify", "s.tar.zst"]).failure();
+    assert!(r.stderr.contains("s.tar.zst"), "{}", r.stderr);
+    // Without the sidecar, the content checks alone must notice.
+    std::fs::remove_file(ws.path("s.tar.zst.sha256")).unwrap();
+    let r = ws.bundle(&["verify", "s.tar.zst"]).failure();
+    assert!(r.stderr.contains("truncated") || r.stderr.contains("missing"), "{}", r.stderr);
+    ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).failure();
+    assert_eq!(dst.repositories(), Vec::<String>::new());
+}
+
+#[test]
+fn an_existing_output_is_not_overwritten() {
+    let (src, _dst, ws, set) = exported(4096, 14);
+    let before = std::fs::read(ws.path("s.tar.zst")).unwrap();
+    let r = ws.bundle(&["export", "--image", &set.images[2].reference(&src.host()), "-o", "s.tar.zst"]).failure();
+    assert!(r.stderr.contains("s.tar.zst already exists"), "{}", r.stderr);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    assert_eq!(std::fs::read(ws.path("s.tar.zst")).unwrap(), before);
+    ws.bundle(&["export", "--image", &set.images[2].reference(&src.host()), "-o", "s.tar.zst", "--force"]).success();
+    assert_ne!(std::fs::read(ws.path("s.tar.zst")).unwrap(), before);
+    ws.bundle(&["verify", "s.tar.zst"]).success();
+    assert_eq!(listing(ws.dir.path()).iter().filter(|n| n.contains(".partial")).count(), 0);
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the `bundle` binary against real registry processes (docker-registry) and skopeo.
+
+mod harness;
+
+mod auth;
+mod cli;
+mod integrity;
+mod interop;
+mod roundtrip;

@@ -1,0 +1,196 @@
+//! Export → verify → import between two real registries, and what re-runs and interruptions do.
+
+use crate::harness::*;
+
+const LAYER: usize = 512 * 1024;
+
+/// Every manifest and blob of `img` is in `base`/`repo`, byte for byte, and the tag points at the root with
+/// the source's media type.
+#[track_caller]
+fn assert_image_at(base: &str, repo: &str, reference: &str, img: &SampleImage) {
+    let (bytes, ct) = get_manifest(base, repo, reference).unwrap_or_else(|| panic!("{repo}:{reference} missing"));
+    assert_eq!(sha256(&bytes), img.root.digest, "{repo}:{reference} has another digest");
+    assert_eq!(bytes, img.root.bytes);
+    assert_eq!(ct, img.root_media_type);
+    for m in &img.manifests {
+        let (b, _) = get_manifest(base, repo, &m.digest).unwrap_or_else(|| panic!("{repo}@{} missing", m.digest));
+        assert_eq!(b, m.bytes, "manifest {} differs", m.digest);
+    }
+    for b in &img.blobs {
+        let got = get_blob(base, repo, &b.digest).unwrap_or_else(|| panic!("blob {} missing in {repo}", b.digest));
+        assert_eq!(sha256(&got), b.digest);
+        assert_eq!(got.len(), b.bytes.len());
+    }
+}
+
+fn export_sample(ws: &Workspace, src: &Registry, set: &SampleSet, out: &str) -> Run {
+    let list: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).collect();
+    let file = ws.write("images.txt", &format!("# sample images\n\n{}\n", list.join("\n")));
+    ws.bundle(&["export", "--images-file", file.to_str().unwrap(), "-o", out]).success()
+}
+
+#[test]
+fn export_verify_import_roundtrip_preserves_every_digest() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let set = seed_sample(&src.base_url(), 1, LAYER);
+    let ws = Workspace::new();
+
+    // A digest-pinned reference (tag@digest) and a digest-only one travel too.
+    let nginx = &set.images[2];
+    let pinned_tag = format!("{}/library/nginx:1.25@{}", src.host(), nginx.root.digest);
+    let reloader = &set.images[3];
+    let digest_only = format!("{}/{}@{}", src.host(), reloader.repo, reloader.root.digest);
+    let list: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).chain([pinned_tag.clone(), digest_only]).collect();
+    let file = ws.write("images.txt", &list.join("\n"));
+    let run = ws.bundle(&["export", "--images-file", file.to_str().unwrap(), "-o", "sample.tar.zst"]).success();
+    assert!(run.stderr.contains("Exported 6 images"), "{}", run.stderr);
+    assert_eq!(listing(ws.dir.path()).iter().filter(|n| n.starts_with("sample")).count(), 2);
+    assert!(ws.tmp_leftovers().is_empty(), "staging left behind: {:?}", ws.tmp_leftovers());
+
+    // The sidecar works with plain sha256sum.
+    let check = std::process::Command::new("sha256sum").args(["-c", "sample.tar.zst.sha256"]).current_dir(ws.dir.path()).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+
+    let verify = ws.bundle(&["verify", "sample.tar.zst"]).success();
+    assert!(verify.stdout.contains("OK, 6 images"), "{}", verify.stdout);
+
+    let inspect = ws.bundle(&["inspect", "sample.tar.zst", "--json"]).success();
+    let json: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+    let agent = json["images"].as_array().unwrap().iter().find(|i| i["source"].as_str().unwrap().ends_with("agent:7.51.1")).unwrap();
+    assert_eq!(agent["digest"], set.images[0].root.digest);
+    assert_eq!(agent["platforms"], serde_json::json!(["linux/amd64", "linux/arm64"]));
+
+    ws.bundle(&["import", "-d", &dst.host(), "sample.tar.zst"]).success();
+    for img in &set.images {
+        assert_image_at(&dst.base_url(), &img.repo, &img.tag, img);
+    }
+    // The digest-only reference is pushed by digest, and the pinned one keeps its tag.
+    assert_image_at(&dst.base_url(), &reloader.repo, &reloader.root.digest, reloader);
+    assert_image_at(&dst.base_url(), "library/nginx", "1.25", nginx);
+
+    // A path prefix on the destination.
+    ws.bundle(&["import", "-d", &format!("{}/mirror/team", dst.host()), "sample.tar.zst"]).success();
+    assert_image_at(&dst.base_url(), "mirror/team/stackstate/agent", "7.51.1", &set.images[0]);
+}
+
+#[test]
+fn export_is_deterministic_whatever_the_order_of_images() {
+    let src = Registry::start();
+    let set = seed_sample(&src.base_url(), 2, LAYER);
+    let ws = Workspace::new();
+    let refs: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).collect();
+    let mut a = vec!["export"];
+    for r in &refs {
+        a.extend(["--image", r.as_str()]);
+    }
+    a.extend(["-o", "a.tar.zst"]);
+    ws.bundle(&a).success();
+    let mut b = vec!["export", "--concurrency", "1"];
+    for r in refs.iter().rev() {
+        b.extend(["--image", r.as_str()]);
+    }
+    b.extend(["-o", "b.tar.zst"]);
+    ws.bundle(&b).success();
+    let (x, y) = (std::fs::read(ws.path("a.tar.zst")).unwrap(), std::fs::read(ws.path("b.tar.zst")).unwrap());
+    assert_eq!(x.len(), y.len());
+    assert!(x == y, "the two archives differ");
+}
+
+#[test]
+fn dry_runs_change_nothing() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let set = seed_sample(&src.base_url(), 3, LAYER);
+    let ws = Workspace::new();
+
+    let r = ws.bundle(&["export", "--image", &set.images[0].reference(&src.host()), "-o", "x.tar.zst", "-t"]).success();
+    assert!(r.stdout.contains(&set.images[0].root.digest[..19]), "{}", r.stdout);
+    assert!(r.stdout.contains("linux/amd64,linux/arm64"), "{}", r.stdout);
+    assert!(r.stdout.contains("nothing written"), "{}", r.stdout);
+    assert!(!ws.path("x.tar.zst").exists());
+
+    export_sample(&ws, &src, &set, "s.tar.zst");
+    let before = src.count_requests("\"PUT ") + dst.count_requests("\"PUT ") + dst.count_requests("\"POST ");
+    let r = ws.bundle(&["import", "-d", &format!("{}/mirror", dst.host()), "s.tar.zst", "-t"]).success();
+    let line = format!("Copying {}/stackstate/wait:1.0.0 to {}/mirror/stackstate/wait:1.0.0 (dry-run)", src.host(), dst.host());
+    assert!(r.stdout.contains(&line), "{}", r.stdout);
+    assert!(r.stdout.contains("0 blobs already present"), "{}", r.stdout);
+    assert!(r.stdout.contains("nothing changed"), "{}", r.stdout);
+    assert_eq!(dst.repositories(), Vec::<String>::new());
+    assert_eq!(before, src.count_requests("\"PUT ") + dst.count_requests("\"PUT ") + dst.count_requests("\"POST "));
+}
+
+#[test]
+fn reimport_uploads_nothing_and_only_checks() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let set = seed_sample(&src.base_url(), 4, LAYER);
+    let ws = Workspace::new();
+    export_sample(&ws, &src, &set, "s.tar.zst");
+    let first = ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).success();
+    assert!(!first.stderr.contains(" 0 blobs uploaded"), "{}", first.stderr);
+    let writes = |r: &Registry| r.count_requests("\"PUT ") + r.count_requests("\"POST ") + r.count_requests("\"PATCH ");
+    let before = writes(&dst);
+    let second = ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).success();
+    assert!(second.stderr.contains("0 blobs uploaded"), "{}", second.stderr);
+    assert!(second.stderr.contains("0 manifests pushed"), "{}", second.stderr);
+    assert_eq!(writes(&dst), before, "a re-import wrote to the registry");
+    let dry = ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst", "-t"]).success();
+    assert!(dry.stdout.contains("(4 already complete)"), "{}", dry.stdout);
+}
+
+#[test]
+fn interrupted_import_completes_on_rerun() {
+    let src = Registry::start();
+    let mut dst = Registry::start();
+    let set = seed_sample(&src.base_url(), 5, 6 << 20);
+    let ws = Workspace::new();
+    export_sample(&ws, &src, &set, "s.tar.zst");
+
+    let child = ws
+        .command(&["import", "-d", &dst.host(), "s.tar.zst", "--concurrency", "1", "--retries", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the registry as soon as the first blob has landed: the import is then mid-push.
+    assert!(dst.wait_for_log("\"PUT /v2/"), "no upload seen:\n{}", dst.log_text());
+    dst.stop();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+
+    dst.restart();
+    ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).success();
+    for img in &set.images {
+        assert_image_at(&dst.base_url(), &img.repo, &img.tag, img);
+    }
+}
+
+#[test]
+fn unknown_image_is_a_clear_error_and_nothing_is_written() {
+    let src = Registry::start();
+    let set = seed_sample(&src.base_url(), 6, 4096);
+    let ws = Workspace::new();
+    let good = set.images[2].reference(&src.host());
+    let missing = format!("{}/stackstate/does-not-exist:1.0", src.host());
+    let r = ws.bundle(&["export", "--image", &good, "--image", &missing, "-o", "x.tar.zst"]).failure();
+    assert!(r.stderr.contains(&format!("cannot resolve {missing}")), "{}", r.stderr);
+    assert!(r.stderr.contains("not found"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: check the image name and tag"), "{}", r.stderr);
+    assert!(!r.stderr.contains(&format!("cannot resolve {good}")), "{}", r.stderr);
+    assert_eq!(listing(ws.dir.path()).iter().filter(|n| n.contains("x.tar")).count(), 0);
+    assert!(ws.tmp_leftovers().is_empty());
+}
+
+#[test]
+fn unreachable_registry_is_a_clear_error() {
+    let ws = Workspace::new();
+    let port = free_port();
+    let r = ws.bundle(&["export", "--image", &format!("127.0.0.1:{port}/a/b:1"), "-o", "x.tar.zst", "--retries", "1"]).failure();
+    assert!(r.stderr.contains(&format!("cannot reach registry 127.0.0.1:{port} at http://127.0.0.1:{port}")), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: check that 127.0.0.1:"), "{}", r.stderr);
+    assert!(!ws.path("x.tar.zst").exists());
+}
