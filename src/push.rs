@@ -397,3 +397,33 @@ fn read_full(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> ImageRef {
+        ImageRef::parse(s).unwrap()
+    }
+
+    #[test]
+    fn mapping_drops_the_source_host_and_keeps_the_path() {
+        let d = Destination::parse("reg.local:5000").unwrap();
+        assert_eq!(d.map(&r("quay.io/stackstate/wait:1.0.0")).to_string(), "reg.local:5000/stackstate/wait:1.0.0");
+        assert_eq!(d.map(&r("justwatch/x:1")).to_string(), "reg.local:5000/justwatch/x:1");
+        assert_eq!(d.map(&r("nginx")).to_string(), "reg.local:5000/library/nginx:latest");
+        let p = Destination::parse("reg.local:5000/mirror/").unwrap();
+        assert_eq!(p.prefix.as_deref(), Some("mirror"));
+        assert_eq!(p.map(&r("registry.k8s.io/a/b:v1")).to_string(), "reg.local:5000/mirror/a/b:v1");
+        let pinned = r("quay.io/a/b@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(p.map(&pinned).tag(), None);
+    }
+
+    #[test]
+    fn bad_destinations_are_refused() {
+        for bad in ["", "https://reg.local", "mirror", "reg.local:5000/Upper", "reg.local:99999"] {
+            assert!(Destination::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Destination::parse("localhost/x").is_ok());
+    }
+}

@@ -194,3 +194,20 @@ fn unreachable_registry_is_a_clear_error() {
     assert!(r.stderr.contains("hint: check that 127.0.0.1:"), "{}", r.stderr);
     assert!(!ws.path("x.tar.zst").exists());
 }
+
+#[test]
+fn two_sources_colliding_on_one_destination_tag_push_nothing() {
+    let a = Registry::start();
+    let b = Registry::start();
+    let dst = Registry::start();
+    // The same path and tag in two registries, with different content.
+    let one = image(&[random_layer(2048, 91)], "amd64", false);
+    let two = image(&[random_layer(2048, 92)], "amd64", false);
+    Pusher::new(&a.base_url()).image("team/app", "1.0", &one);
+    Pusher::new(&b.base_url()).image("team/app", "1.0", &two);
+    let ws = Workspace::new();
+    ws.bundle(&["export", "--image", &format!("{}/team/app:1.0", a.host()), "--image", &format!("{}/team/app:1.0", b.host()), "-o", "c.tar.zst"]).success();
+    let r = ws.bundle(&["import", "-d", &dst.host(), "c.tar.zst"]).failure();
+    assert!(r.stderr.contains(&format!("two images would be pushed to {}/team/app:1.0 with different content", dst.host())), "{}", r.stderr);
+    assert_eq!(dst.repositories(), Vec::<String>::new());
+}
