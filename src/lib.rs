@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod digest;
 pub mod env_vars;
+pub mod error_text;
 pub mod layout;
 pub mod manifest;
 pub mod pack;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::sync::Mutex;
 
+use crate::archive::reader::read_up_to;
 use crate::archive::{ArchiveFile, BlobEntry, BundleContents};
 use crate::digest::{Digest, DigestWriter};
 use crate::printer::Transfer;
@@ -355,7 +356,7 @@ impl BlobSource for ArchiveBlob {
                 let mut hasher = DigestWriter::new();
                 loop {
                     let mut buf = vec![0u8; CHUNK];
-                    let n = read_full(&mut reader, &mut buf)?;
+                    let n = read_up_to(&mut reader, &mut buf)?;
                     if n == 0 {
                         break;
                     }
@@ -385,17 +386,6 @@ impl BlobSource for ArchiveBlob {
         let stream = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         Ok(reqwest::Body::wrap_stream(stream))
     }
-}
-
-fn read_full(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

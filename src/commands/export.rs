@@ -188,21 +188,10 @@ async fn resolve_all(ctx: &Context, refs: &[ImageRef]) -> anyhow::Result<Vec<Res
     // Report every image that failed, so one run tells the user everything to fix.
     let mut message = format!("{} of {} images could not be resolved:", failed.len(), refs.len());
     for (_, e) in &failed {
-        message.push_str(&format!("\n  - {}", error_line(e)));
+        message.push_str(&format!("\n  - {}", crate::error_text::chain_line(e)));
     }
     let hint = failed.iter().find_map(|(_, e)| e.registry_error().and_then(|r| r.hint()));
     Err(anyhow::Error::new(super::UserError { message, hint }))
-}
-
-fn error_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn print_plan(images: &[ResolvedImage]) {

@@ -51,7 +51,7 @@ impl RegistryError {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             RegistryError::Connect { registry, source, .. } => {
-                let chain = error_chain(source);
+                let chain = crate::error_text::chain_line(source);
                 if chain.contains("certificate") || chain.contains("UnknownIssuer") || chain.contains("tls") {
                     format!(
                         "the TLS certificate of {registry} is not trusted; if it uses a private CA, add an entry for it to the registry config (--registry-config) with `ca_file = \"ca.pem\"`"
@@ -78,15 +78,4 @@ impl RegistryError {
             _ => return None,
         })
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -8,12 +8,7 @@ fn exported(layer: usize, seed: u64) -> (Registry, Registry, Workspace, SampleSe
     let set = seed_sample(&src.base_url(), seed, layer);
     let ws = Workspace::new();
     let refs: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).collect();
-    let mut args = vec!["export"];
-    for r in &refs {
-        args.extend(["--image", r.as_str()]);
-    }
-    args.extend(["-o", "s.tar.zst"]);
-    ws.bundle(&args).success();
+    ws.export(&refs, "s.tar.zst");
     (src, dst, ws, set)
 }
 

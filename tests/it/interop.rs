@@ -33,12 +33,7 @@ fn skopeo_copies_every_oci_image_out_of_our_archive() {
     let set = seed_sample(&src.base_url(), 21, 64 * 1024);
     let ws = Workspace::new();
     let refs: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).collect();
-    let mut args = vec!["export"];
-    for r in &refs {
-        args.extend(["--image", r.as_str()]);
-    }
-    args.extend(["-o", "s.tar.zst"]);
-    ws.bundle(&args).success();
+    ws.export(&refs, "s.tar.zst");
 
     // zstd -d, then skopeo's oci-archive transport, image by image, by its full source name.
     let z = Command::new("zstd").args(["-q", "-d", "s.tar.zst", "-o", "s.tar"]).current_dir(ws.dir.path()).status().unwrap();

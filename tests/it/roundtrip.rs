@@ -80,12 +80,7 @@ fn export_is_deterministic_whatever_the_order_of_images() {
     let set = seed_sample(&src.base_url(), 2, LAYER);
     let ws = Workspace::new();
     let refs: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).collect();
-    let mut a = vec!["export"];
-    for r in &refs {
-        a.extend(["--image", r.as_str()]);
-    }
-    a.extend(["-o", "a.tar.zst"]);
-    ws.bundle(&a).success();
+    ws.export(&refs, "a.tar.zst");
     let mut b = vec!["export", "--concurrency", "1"];
     for r in refs.iter().rev() {
         b.extend(["--image", r.as_str()]);

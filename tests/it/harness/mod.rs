@@ -82,6 +82,16 @@ impl Workspace {
         c
     }
 
+    /// `bundle export --image R… -o out`, which must succeed.
+    pub fn export(&self, refs: &[String], out: &str) -> Run {
+        let mut args = vec!["export"];
+        for r in refs {
+            args.extend(["--image", r.as_str()]);
+        }
+        args.extend(["-o", out]);
+        self.bundle(&args).success()
+    }
+
     pub fn bundle(&self, args: &[&str]) -> Run {
         Run::from(self.command(args).output().expect("run bundle"))
     }
