@@ -27,6 +27,15 @@ impl BlobStore {
         std::fs::metadata(self.path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
+    /// Store content we made ourselves (the chart artifact), under its digest.
+    pub fn put(&self, bytes: &[u8]) -> std::io::Result<Digest> {
+        let digest = Digest::of(bytes);
+        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.join("sha256"))?;
+        std::io::Write::write_all(&mut tmp, bytes)?;
+        tmp.persist(self.path(&digest)).map_err(|e| e.error)?;
+        Ok(digest)
+    }
+
     /// Download `digest` from `repository` unless it is stored already.
     pub async fn fetch(
         &self,

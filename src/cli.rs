@@ -93,7 +93,9 @@ archive.",
 Examples:
   bundle export --image nginx:1.25 --image quay.io/stackstate/wait:1.0.0 -o images.tar.zst
   bundle export --images-file o11y-agent-images.txt -o agent.tar.zst
-  bundle export --images-file images.txt -t          # show digests and sizes, write nothing"
+  bundle export --images-file images.txt -t          # show digests and sizes, write nothing
+  bundle export -c ./my-chart --pass '' --pass 'mode=ha' -o chart.tar.zst
+  bundle export --spec bundles/stackstate.yaml"
     )]
     Export(ExportArgs),
 
@@ -123,6 +125,26 @@ Examples:
     )]
     Import(ImportArgs),
 
+    /// Print the images a chart needs, one per line.
+    #[command(
+        long_about = "\
+Print the images a chart needs, one per line, sorted and de-duplicated, as the chart writes them; nothing else
+goes to stdout, so the list can feed other tools or an images file.
+
+With a helm binary (on PATH, or --helm), the chart is rendered with `helm template` once per pass and every
+rendered document is searched: strings under `image:` keys anywhere (pods, init containers, custom resources,
+hooks, test pods), and fully qualified references in container args, env values and ConfigMap payloads.
+Without helm (or with --no-helm), the values of the chart and every enabled subchart are scanned for image
+maps and `image:` strings, plus Chart.yaml's image annotations; this may miss images that only templates
+compute, so prefer helm.",
+        after_help = "\
+Examples:
+  bundle images -c ./stackstate-k8s --set stackstate.baseUrl=http://x --pass '' --pass 'backup.enabled=true'
+  bundle images -c stackstate-k8s -r https://helm.stackstate.io --version 1.12.0 --json
+  bundle images -c oci://registry.internal/charts/app --version 2.0.0 --no-helm"
+    )]
+    Images(ImagesArgs),
+
     /// List the images of an archive.
     #[command(long_about = "\
 List the images of an archive: source reference, digest, media type, platforms and size, then totals.
@@ -130,8 +152,71 @@ Reads only the archive's metadata, so it is fast on any size; run `bundle verify
     Inspect(InspectArgs),
 }
 
+/// Where a chart comes from and how to render it: helm's own flags, with helm's meanings.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ChartArgs {
+    /// A chart: a directory, a packaged .tgz, a chart name (with --repo), or oci://REGISTRY/PATH.
+    #[arg(short = 'c', long, value_name = "CHART")]
+    pub chart: Option<String>,
+
+    /// The chart repository to find CHART in (its index.yaml).
+    #[arg(short = 'r', long = "repo", value_name = "URL", requires = "chart")]
+    pub repo: Option<String>,
+
+    /// The chart version (default: the newest stable version in the repository).
+    #[arg(long = "version", value_name = "VERSION", requires = "chart")]
+    pub chart_version: Option<String>,
+
+    /// Values, as helm's --set (repeatable; applies to every pass).
+    #[arg(long = "set", value_name = "K=V,…")]
+    pub set: Vec<String>,
+
+    /// Values that are always strings, as helm's --set-string (repeatable).
+    #[arg(long = "set-string", value_name = "K=V,…")]
+    pub set_string: Vec<String>,
+
+    /// A values file (repeatable; later files win).
+    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+
+    /// The Kubernetes version templates see (helm's --kube-version).
+    #[arg(long, value_name = "VERSION")]
+    pub kube_version: Option<String>,
+
+    /// A render pass with its own --set values (repeatable); the images of all passes are united. `--pass ''`
+    /// is a pass with only the common values. No --pass means one pass.
+    #[arg(long = "pass", value_name = "K=V,…")]
+    pub passes: Vec<String>,
+
+    /// The helm binary to render with (default: helm on PATH).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_helm")]
+    pub helm: Option<PathBuf>,
+
+    /// Do not render with helm even if it is installed: scan values statically.
+    #[arg(long)]
+    pub no_helm: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    #[command(flatten)]
+    pub chart: ChartArgs,
+
+    /// Print, for each image, where it was found and how, as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct ExportArgs {
+    /// A bundle spec (YAML) with the chart, repository, version, passes, extra and excluded images and the
+    /// output name; command-line flags add to it.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub chart: ChartArgs,
+
     /// An image to export (repeatable), e.g. `nginx:1.25` or `quay.io/org/app:1.0@sha256:…`.
     #[arg(long = "image", value_name = "REF")]
     pub images: Vec<String>,
@@ -140,8 +225,8 @@ pub struct ExportArgs {
     #[arg(long = "images-file", value_name = "FILE")]
     pub images_files: Vec<PathBuf>,
 
-    /// The archive to write (conventionally NAME.tar.zst).
-    #[arg(short, long, value_name = "OUT", required_unless_present = "dry_run")]
+    /// The archive to write (conventionally NAME.tar.zst); a spec may name it instead.
+    #[arg(short, long, value_name = "OUT", required_unless_present_any = ["dry_run", "spec"])]
     pub output: Option<PathBuf>,
 
     /// Resolve every image and print digests, sizes and what would be written; download and write nothing.
@@ -173,6 +258,10 @@ pub struct ImportArgs {
     /// Print one `Copying SRC to DST (dry-run)` line per image and the plan; change nothing.
     #[arg(short = 't', long)]
     pub dry_run: bool,
+
+    /// Write the Helm values that make the bundled chart pull every image from the destination.
+    #[arg(long, value_name = "FILE")]
+    pub values_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

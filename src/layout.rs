@@ -60,7 +60,7 @@ impl LayoutIndex {
 }
 
 /// `bundle.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BundleMetadata {
     pub format_version: u32,
@@ -71,6 +71,45 @@ pub struct BundleMetadata {
     pub images: Vec<BundleImage>,
     /// Every blob in the archive (manifests included), sorted by digest.
     pub blobs: Vec<BundleBlob>,
+    /// The Helm chart the images were discovered from, when the bundle was exported from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartRecord>,
+}
+
+/// How the chart was used, so that import can push it and write the values file for the air gap.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChartRecord {
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    /// Where the chart came from (a path, a repository, an oci:// reference).
+    pub origin: String,
+    /// `helm` (rendered with a helm binary) or `static` (values scan).
+    pub discovery: String,
+    /// The values every pass used.
+    pub values: crate::chart::values::UserValues,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_version: Option<String>,
+    /// Each render pass's own `--set` expressions.
+    pub passes: Vec<Vec<String>>,
+    /// Images found at a values path, and whether `global.imageRegistry` redirects them.
+    pub image_values: Vec<ImageValueRecord>,
+    /// Images only templates compute: no values path can redirect them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmapped: Vec<String>,
+    /// Whether some rendered image follows `global.imageRegistry` (learnt by rendering with a sentinel).
+    #[serde(default)]
+    pub global_image_registry: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageValueRecord {
+    #[serde(flatten)]
+    pub value: crate::chart::discover::ImageValue,
+    pub covered_by_global: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -93,6 +132,9 @@ pub struct BundleImage {
     pub platforms: Vec<String>,
     /// Bytes of every distinct manifest and blob this image needs.
     pub size: u64,
+    /// The chart itself, as a Helm OCI artifact (pushed to `DEST/charts/NAME:VERSION`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub helm_chart: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]

@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod blob_store;
+pub mod chart;
 pub mod cli;
 pub mod commands;
 pub mod digest;
@@ -20,3 +21,4 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
+pub mod spec;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
                 Command::Verify(args) => commands::verify::run(&ctx, args).await,
                 Command::Import(args) => commands::import::run(&ctx, args).await,
                 Command::Inspect(args) => commands::inspect::run(&ctx, args).await,
+                Command::Images(args) => commands::images::run(&ctx, args).await,
             }
         };
         // On Ctrl-C or SIGTERM the command's future is dropped, which removes its temporary files.

@@ -18,7 +18,7 @@ use crate::layout::{
 use crate::resolve::ResolvedImage;
 
 /// `bundle.json` for `images`; `created` is set only from SOURCE_DATE_EPOCH.
-pub fn metadata(images: &[ResolvedImage], created: Option<String>) -> BundleMetadata {
+pub fn metadata(images: &[ResolvedImage], created: Option<String>, chart: Option<crate::layout::ChartRecord>) -> BundleMetadata {
     let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
     for img in images {
         for m in &img.manifests {
@@ -41,9 +41,11 @@ pub fn metadata(images: &[ResolvedImage], created: Option<String>) -> BundleMeta
                 manifest_size: img.manifest_size,
                 platforms: img.platforms.clone(),
                 size: img.size(),
+                helm_chart: img.helm_chart,
             })
             .collect(),
         blobs: blobs.into_iter().map(|(digest, size)| BundleBlob { digest, size }).collect(),
+        chart,
     }
 }
 

@@ -36,7 +36,8 @@ pub enum PullError {
 /// Distinct blobs of `images`, largest first so the long transfers start early.
 pub fn jobs(images: &[ResolvedImage]) -> Vec<PullJob> {
     let mut unique: BTreeMap<Digest, PullJob> = BTreeMap::new();
-    for img in images {
+    // The chart artifact's blobs were made locally and are staged already.
+    for img in images.iter().filter(|i| !i.helm_chart) {
         for b in &img.blobs {
             unique.entry(b.digest.clone()).or_insert_with(|| PullJob {
                 digest: b.digest.clone(),

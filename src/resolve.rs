@@ -25,6 +25,8 @@ pub struct ResolvedImage {
     pub manifests: Vec<PulledManifest>,
     /// Config and layer blobs, without duplicates.
     pub blobs: Vec<Descriptor>,
+    /// The chart itself, packaged as a Helm OCI artifact (not pulled from a registry).
+    pub helm_chart: bool,
 }
 
 impl ResolvedImage {
@@ -89,6 +91,7 @@ pub async fn resolve(registries: &Registries, image: &ImageRef) -> Result<Resolv
         platforms,
         manifests,
         blobs,
+        helm_chart: false,
     })
 }
 

@@ -28,6 +28,8 @@ pub struct ArchiveImage {
     pub manifests: Vec<Digest>,
     /// Config and layer blobs, without duplicates.
     pub blobs: Vec<Digest>,
+    /// The bundled Helm chart (an OCI artifact), not a container image.
+    pub helm_chart: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +158,7 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 size,
                 manifests: order,
                 blobs,
+                helm_chart: metadata.as_ref().and_then(|m| m.images.get(i)).is_some_and(|img| img.helm_chart),
             });
         }
     }

@@ -6,38 +6,68 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use futures_util::{StreamExt, stream};
 
+use super::discovery::{self, ChartInput};
 use super::{Context, human, user_error};
 use crate::archive::checksum::{sidecar_line, sidecar_path};
 use crate::blob_store::BlobStore;
 use crate::cli::ExportArgs;
 use crate::env_vars;
 use crate::reference::ImageRef;
+use crate::chart::package;
 use crate::resolve::{ResolvedImage, resolve};
+use crate::spec::BundleSpec;
 use crate::{pack, pull};
 
-pub async fn run(ctx: &Context, args: ExportArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let refs = collect_references(&args.images, &args.images_files)?;
-    if refs.is_empty() {
-        return Err(user_error(
-            "no images to export",
-            "name images with --image REF (repeatable) or --images-file FILE (one reference per line)",
-        ));
+    let mut exclude = Vec::new();
+    if let Some(path) = args.spec.clone() {
+        let spec = BundleSpec::load(&path)?;
+        exclude = spec.exclude.clone();
+        apply_spec(&mut args, spec);
     }
     let output = match (&args.output, args.dry_run) {
         (Some(o), _) => Some(check_output(o, args.force)?),
         (None, true) => None,
-        (None, false) => unreachable!("clap requires --output unless --dry-run"),
+        (None, false) => {
+            return Err(user_error("no output file given", "name it with -o OUT.tar.zst (or `output:` in a --spec file)"));
+        }
     };
+    let chart = discovery::survey_chart(ctx, &args.chart).await?;
+    let mut refs = collect_references(&args.images, &args.images_files)?;
+    if let Some(c) = &chart {
+        refs.extend(chart_references(c, &exclude)?);
+    }
+    let excluded: Vec<ImageRef> = exclude.iter().filter_map(|e| ImageRef::parse(e).ok()).collect();
+    refs.retain(|r| !excluded.contains(r));
+    refs.sort();
+    refs.dedup();
+    if refs.is_empty() && chart.is_none() {
+        return Err(user_error(
+            "no images to export",
+            "name images with --image REF (repeatable) or --images-file FILE, or a chart with -c CHART",
+        ));
+    }
 
     ctx.printer.info(format!("Resolving {} images", refs.len()));
-    let images = resolve_all(ctx, &refs).await?;
-    let meta = pack::metadata(&images, created_from_env()?);
-    let jobs = pull::jobs(&images);
-    let blob_bytes: u64 = jobs.iter().map(|j| j.size).sum();
+    let mut images = resolve_all(ctx, &refs).await?;
+    let record = chart.as_ref().map(|c| c.survey.record.clone());
 
     if args.dry_run {
         print_plan(&images);
+        let meta = pack::metadata(&images, None, record);
+        let blob_bytes: u64 = pull::jobs(&images).iter().map(|j| j.size).sum();
+        if let Some(c) = &chart {
+            println!(
+                "chart {} {} found {} images ({}); it travels in the bundle as charts/{}:{}",
+                c.loaded.chart.meta.name,
+                c.loaded.chart.meta.version,
+                c.survey.findings.iter().map(|f| &f.reference).collect::<std::collections::BTreeSet<_>>().len(),
+                if c.survey.static_only { "static values scan: images only templates compute may be missing" } else { "rendered with helm" },
+                c.loaded.chart.meta.name,
+                c.loaded.chart.meta.version
+            );
+        }
         println!(
             "{} images, {} distinct blobs, {} to download{}; nothing written (dry run)",
             images.len(),
@@ -59,6 +89,12 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> anyhow::Result<()> {
         .tempdir_in(&ctx.tmp_dir)
         .with_context(|| format!("cannot create a staging directory under {}", ctx.tmp_dir.display()))?;
     let store = BlobStore::open(staging.path()).context("cannot prepare the staging directory")?;
+    if let Some(c) = &chart {
+        images.push(package::oci_artifact(&c.loaded, &store).context("cannot stage the chart")?);
+    }
+    let meta = pack::metadata(&images, created_from_env()?, record);
+    let jobs = pull::jobs(&images);
+    let blob_bytes: u64 = jobs.iter().map(|j| j.size).sum();
 
     let progress = ctx.printer.transfer("pull", blob_bytes, jobs.len() as u64);
     pull::pull_all(&ctx.registries, &store, &jobs, ctx.concurrency, &progress).await?;
@@ -115,6 +151,36 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> anyhow::Result<()> {
     ctx.printer.info(format!("sha256 {}  (in {})", written.digest.hex(), sidecar.display()));
     drop(staging);
     Ok(())
+}
+
+/// The spec's settings under the command line's: flags add to lists and win over single values.
+fn apply_spec(args: &mut ExportArgs, spec: BundleSpec) {
+    let c = &mut args.chart;
+    c.chart = c.chart.take().or(spec.chart);
+    c.repo = c.repo.take().or(spec.repo);
+    c.chart_version = c.chart_version.take().or(spec.version);
+    c.kube_version = c.kube_version.take().or(spec.kube_version);
+    c.set = spec.set.into_iter().chain(c.set.drain(..)).collect();
+    c.set_string = spec.set_string.into_iter().chain(c.set_string.drain(..)).collect();
+    c.values = spec.values.into_iter().chain(c.values.drain(..)).collect();
+    c.passes = spec.passes.into_iter().chain(c.passes.drain(..)).collect();
+    args.images = spec.images.into_iter().chain(args.images.drain(..)).collect();
+    args.output = args.output.take().or(Some(spec.output));
+}
+
+/// The chart's images as references; `exclude` holds images to leave out, as the chart writes them.
+fn chart_references(c: &ChartInput, exclude: &[String]) -> anyhow::Result<Vec<ImageRef>> {
+    let mut out = Vec::new();
+    for f in c.survey.findings.iter().filter(|f| !exclude.contains(&f.reference)) {
+        let r = ImageRef::parse(&f.reference).map_err(|e| {
+            user_error(
+                format!("the chart names the image `{}` ({}), which is not a valid reference: {e}", f.reference, f.location),
+                "fix the values that produce it, or leave it out with `exclude:` in a bundle spec",
+            )
+        })?;
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// `--image` values and the lines of every `--images-file`, normalised, de-duplicated and sorted (so the

@@ -23,7 +23,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
 
     if args.dry_run {
         for p in &plan.images {
-            println!("Copying {} to {} (dry-run)", p.source, p.target);
+            println!("Copying {} to {} (dry-run)", describe_source(&contents.images[p.image], &p.source), p.target);
         }
         println!(
             "Plan: {} images into {} repositories of {} ({} already complete); {} blobs already present; {} blobs to upload ({}), {} to mount; nothing changed (dry run)",
@@ -46,7 +46,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("import into {} did not complete; run the same command again to finish it (what was pushed is kept)", dest.registry))?;
     progress.finish();
     for p in &plan.images {
-        ctx.printer.detail(format!("{} -> {}", p.source, p.target));
+        ctx.printer.detail(format!("{} -> {}", describe_source(&contents.images[p.image], &p.source), p.target));
     }
     ctx.printer.info(format!(
         "Imported {} images into {} ({} were already complete): {} blobs uploaded ({}), {} mounted, {} already present, {} manifests pushed, in {:.1?}",
@@ -60,5 +60,57 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
         stats.manifests,
         started.elapsed()
     ));
+    if let Some(chart) = contents.images.iter().zip(&plan.images).find(|(img, _)| img.helm_chart) {
+        let target = &chart.1.target;
+        ctx.printer.info(format!(
+            "Chart: helm install RELEASE oci://{}/{} --version {}",
+            target.registry(),
+            target.repository(),
+            target.tag().unwrap_or_default().replace('_', "+")
+        ));
+    }
+    if let Some(path) = &args.values_out {
+        write_values(ctx, &contents, &dest, path)?;
+    }
     Ok(())
+}
+
+/// A chart is shown as what it is, not under its placeholder name.
+fn describe_source(img: &crate::archive::ArchiveImage, source: &crate::reference::ImageRef) -> String {
+    if img.helm_chart {
+        format!("chart {}", source.repository().trim_start_matches("charts/").to_string() + ":" + source.tag().unwrap_or_default())
+    } else {
+        source.to_string()
+    }
+}
+
+/// The values file that points the bundled chart at the destination, written atomically.
+fn write_values(ctx: &Context, contents: &crate::archive::BundleContents, dest: &Destination, path: &std::path::Path) -> anyhow::Result<()> {
+    let record = contents.metadata.as_ref().and_then(|m| m.chart.as_ref()).ok_or_else(|| {
+        user_error("--values-out needs a bundle exported from a chart (-c), and this one has none", "export with -c CHART to bundle the chart and its values")
+    })?;
+    let (values, unmapped) = crate::chart::values_out::air_gap_values(record, dest);
+    let text = format!(
+        "# Values that make chart {} {} pull every image from {}.\n# Written by bundle import; pass with -f.\n{}",
+        record.name,
+        record.version,
+        args_dest(dest),
+        serde_yaml_ng::to_string(&values).context("cannot write the values file")?
+    );
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+    ctx.printer.info(format!("Wrote {} (use it with -f)", path.display()));
+    for image in &unmapped {
+        ctx.printer.warn(format!("{image} is computed by the chart's templates and no values path was found for it; override it by hand"));
+    }
+    Ok(())
+}
+
+fn args_dest(dest: &Destination) -> String {
+    match &dest.prefix {
+        Some(p) => format!("{}/{p}", dest.registry),
+        None => dest.registry.clone(),
+    }
 }

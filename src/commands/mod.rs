@@ -1,7 +1,9 @@
 //! One file per subcommand. This is the edge where library errors get context and hints (anyhow), and
 //! where the global flags become the settings every command shares.
 
+pub mod discovery;
 pub mod export;
+pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod verify;
@@ -91,6 +93,9 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
             if let Some(h) = r.registry_error().and_then(|e| e.hint()) {
                 return Some(h);
             }
+        }
+        if let Some(h) = cause.downcast_ref::<crate::chart::ChartError>().and_then(|c| c.hint()) {
+            return Some(h);
         }
         if cause.downcast_ref::<crate::registry::config::ConfigError>().is_some() {
             return Some("see docs/usage.md, \"Registry config\", for the keys each [[registry]] entry accepts".into());

@@ -375,6 +375,27 @@ impl RegistryClient {
         }
     }
 
+    /// A small blob (a chart, a config) into memory, verified; refuses blobs larger than `limit`.
+    pub async fn get_blob_bytes(&self, repository: &str, digest: &Digest, limit: u64) -> Result<Bytes, RegistryError> {
+        self.ping().await?;
+        let what = format!("blob {digest} of {}/{repository}", self.name());
+        let url = self.url(&format!("/v2/{}/blobs/{digest}", self.remote(repository)));
+        let scope = [self.scope(repository, false)];
+        let resp = self.send_with_retries(&what, &scope, &|| self.http.get(url.clone())).await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(&what, resp).await);
+        }
+        let bytes = read_limited(resp, limit as usize + 1).await.map_err(|e| self.connect_error(&what, e))?;
+        if bytes.len() as u64 > limit {
+            return Err(RegistryError::Protocol { what, message: format!("it is larger than {limit} bytes") });
+        }
+        let actual = Digest::of(&bytes);
+        if &actual != digest {
+            return Err(RegistryError::DigestMismatch { what, expected: digest.clone(), actual, size: bytes.len() as u64 });
+        }
+        Ok(bytes)
+    }
+
     /// Try to mount `digest` from `from` (a repository of the same registry). `Ok(None)` means it is mounted;
     /// `Ok(Some(location))` means the registry opened an upload session instead.
     pub async fn mount_blob(&self, repository: &str, digest: &Digest, from: &str) -> Result<Option<Url>, RegistryError> {

@@ -3,6 +3,7 @@
 mod harness;
 
 mod auth;
+mod charts;
 mod cli;
 mod integrity;
 mod interop;

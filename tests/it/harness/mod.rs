@@ -1,11 +1,13 @@
 //! Shared test harness: real registries, fixture images, and a runner for the `bundle` binary.
 
+pub mod charts;
 pub mod fixtures;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub use charts::*;
 pub use fixtures::*;
 pub use registry::*;
 

@@ -1,0 +1,404 @@
+//! Finding the images a chart can run.
+//!
+//! From rendered manifests: every string under a key named `image` anywhere (pods, init and ephemeral
+//! containers, custom resources), and fully qualified references that appear in container args and commands,
+//! env values and ConfigMap payloads (which may embed whole manifests). From values (no helm): image maps in
+//! their common shapes and `image: "repo:tag"` strings, plus the image annotations of Chart.yaml.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_yaml_ng::Value;
+
+use super::values::ScopedValues;
+use super::{Chart, ChartError};
+use crate::reference::ImageRef;
+
+/// How an image was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum How {
+    /// A rendered `image:` key.
+    ImageKey,
+    /// A fully qualified reference in container args or command.
+    Args,
+    /// A fully qualified reference in an env value.
+    Env,
+    /// In a ConfigMap's data (an embedded manifest's `image:` or a fully qualified reference).
+    Configmap,
+    /// The static values scan.
+    ValuesScan,
+    /// Chart.yaml's `artifacthub.io/images` or `helm.sh/images`.
+    Annotation,
+    /// Given with --image or --images-file.
+    Listed,
+}
+
+/// One place an image was found.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// As the chart writes it.
+    pub reference: String,
+    pub how: How,
+    /// The render pass (its --set expressions; "" for the common values only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pass: Option<String>,
+    /// `Kind/name key.path` for rendered documents, the values path for the scan, the annotation name.
+    pub location: String,
+}
+
+/// An image found in values, and how to point it elsewhere (for the air-gap values file).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageValue {
+    /// Dotted values path from the top-level chart (`elasticsearch.exporter.image`).
+    pub path: String,
+    pub reference: String,
+    pub shape: ImageShape,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "kind")]
+pub enum ImageShape {
+    /// A map: `registry` present or not, and the key that holds the repository (`repository`, `image`, `name`).
+    Map {
+        registry_key: bool,
+        repository_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
+    },
+    /// A string `repo:tag` under an `image` key.
+    String,
+}
+
+/// Images in the documents `helm template` printed for one pass.
+pub fn from_rendered(text: &str, pass: &str) -> Result<Vec<Finding>, ChartError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = <Value as serde::Deserialize>::deserialize(doc)
+            .map_err(|e| ChartError::Other(format!("helm printed a document (#{}) that is not valid YAML: {e}", i + 1)))?;
+        walk_document(&value, pass, "", &mut out);
+    }
+    Ok(out)
+}
+
+fn walk_document(doc: &Value, pass: &str, outer: &str, out: &mut Vec<Finding>) {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+    let name = doc.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
+    if kind.is_empty() && name.is_empty() && !doc.is_mapping() {
+        return;
+    }
+    let label = format!("{outer}{kind}/{name}");
+    let mut path = Vec::new();
+    walk(doc, &mut path, kind, &label, pass, out);
+}
+
+fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, pass: &str, out: &mut Vec<Finding>) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, val) in m {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_string(),
+                };
+                if key == "image" {
+                    // Maps under `image` (e.g. an image policy) are not images.
+                    if let Value::String(s) = val {
+                        if !s.trim().is_empty() {
+                            path.push(key);
+                            out.push(Finding {
+                                reference: s.trim().to_string(),
+                                how: if kind == "ConfigMap" { How::Configmap } else { How::ImageKey },
+                                pass: Some(pass.to_string()),
+                                location: format!("{label} {}", path.join(".")),
+                            });
+                            path.pop();
+                        }
+                    }
+                    continue;
+                }
+                path.push(key);
+                walk(val, path, kind, label, pass, out);
+                path.pop();
+            }
+        }
+        Value::Sequence(s) => {
+            for (i, item) in s.iter().enumerate() {
+                let last = path.pop().unwrap_or_default();
+                path.push(format!("{last}[{i}]"));
+                walk(item, path, kind, label, pass, out);
+                path.pop();
+                path.push(last);
+            }
+        }
+        Value::String(s) => {
+            let in_segment = |names: &[&str]| {
+                path.iter().any(|p| {
+                    let base = p.split('[').next().unwrap_or(p);
+                    names.contains(&base)
+                })
+            };
+            let how = if in_segment(&["args", "command"]) {
+                Some(How::Args)
+            } else if in_segment(&["env"]) {
+                Some(How::Env)
+            } else if kind == "ConfigMap" && path.first().is_some_and(|p| p == "data") {
+                Some(How::Configmap)
+            } else {
+                None
+            };
+            let Some(how) = how else { return };
+            // A ConfigMap may carry whole manifests (operators that apply them later): walk them like
+            // rendered documents, which says more about where an image is than a bare token does.
+            let mut embedded = Vec::new();
+            if how == How::Configmap && s.contains("image:") {
+                let inner_label = format!("{label} {} -> ", path.join("."));
+                for doc in serde_yaml_ng::Deserializer::from_str(s) {
+                    if let Ok(inner) = <Value as serde::Deserialize>::deserialize(doc) {
+                        walk_document(&inner, pass, &inner_label, &mut embedded);
+                    }
+                }
+                for f in &mut embedded {
+                    f.how = How::Configmap;
+                }
+            }
+            for token in tokens(s) {
+                if is_fully_qualified(token) && !embedded.iter().any(|f| f.reference == token) {
+                    out.push(Finding {
+                        reference: token.to_string(),
+                        how,
+                        pass: Some(pass.to_string()),
+                        location: format!("{label} {}", path.join(".")),
+                    });
+                }
+            }
+            out.extend(embedded);
+        }
+        _ => {}
+    }
+}
+
+fn tokens(s: &str) -> impl Iterator<Item = &str> {
+    s.split(|c: char| c.is_whitespace() || "=\"'`,;()[]{}<>|".contains(c))
+        .map(|t| t.trim_end_matches(['.', ':']))
+        .filter(|t| !t.is_empty())
+}
+
+/// A reference with a registry host, a path, and an explicit tag or digest: the only strings outside
+/// `image:` keys we treat as images (anything looser would catch URLs and service addresses).
+pub fn is_fully_qualified(token: &str) -> bool {
+    if token.contains("://") || token.starts_with('-') || !token.contains('/') {
+        return false;
+    }
+    let Some((host, path)) = token.split_once('/') else { return false };
+    if !(host.contains('.') || host.contains(':') || host == "localhost") || path.is_empty() {
+        return false;
+    }
+    let last = token.rsplit('/').next().unwrap_or("");
+    if !last.contains(':') && !token.contains('@') {
+        return false;
+    }
+    ImageRef::parse(token).is_ok()
+}
+
+/// The static scan: image maps and strings in every enabled chart's effective values, and annotations.
+pub fn scan_values(scoped: &[ScopedValues<'_>]) -> (Vec<Finding>, Vec<ImageValue>) {
+    let mut findings = Vec::new();
+    let mut image_values = Vec::new();
+    let mut annotated: BTreeSet<(String, String)> = BTreeSet::new();
+    for scope in scoped {
+        let subchart_keys: BTreeSet<&str> = scope.chart.subcharts.iter().map(|s| s.key.as_str()).collect();
+        let global_registry = scope
+            .values
+            .get("global")
+            .and_then(|g| g.get("imageRegistry"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let ctx = ScanCtx { chart: scope.chart, global_registry };
+        if let Value::Mapping(m) = &scope.values {
+            for (k, v) in m {
+                let Some(key) = k.as_str() else { continue };
+                if key == "global" || subchart_keys.contains(key) {
+                    continue;
+                }
+                let mut path = scope.path.clone();
+                path.push(key.to_string());
+                scan(&ctx, key, v, &mut path, &mut findings, &mut image_values);
+            }
+        }
+        for (name, text) in &scope.chart.meta.annotations {
+            if name != "artifacthub.io/images" && name != "helm.sh/images" {
+                continue;
+            }
+            for reference in annotation_images(text) {
+                if annotated.insert((scope.chart.meta.name.clone(), reference.clone())) {
+                    findings.push(Finding {
+                        reference,
+                        how: How::Annotation,
+                        pass: None,
+                        location: format!("{} Chart.yaml annotations.{name}", scope.chart.meta.name),
+                    });
+                }
+            }
+        }
+    }
+    (findings, image_values)
+}
+
+struct ScanCtx<'a> {
+    chart: &'a Chart,
+    global_registry: Option<String>,
+}
+
+fn scan(ctx: &ScanCtx<'_>, key: &str, v: &Value, path: &mut Vec<String>, findings: &mut Vec<Finding>, image_values: &mut Vec<ImageValue>) {
+    match v {
+        Value::Mapping(m) => {
+            if let Some((reference, shape)) = image_map(ctx, key, m) {
+                let dotted = path.join(".");
+                findings.push(Finding { reference: reference.clone(), how: How::ValuesScan, pass: None, location: dotted.clone() });
+                image_values.push(ImageValue { path: dotted, reference, shape });
+                return;
+            }
+            for (k, val) in m {
+                let Some(k) = k.as_str() else { continue };
+                path.push(k.to_string());
+                scan(ctx, k, val, path, findings, image_values);
+                path.pop();
+            }
+        }
+        Value::Sequence(s) => {
+            for (i, item) in s.iter().enumerate() {
+                let last = path.pop().unwrap_or_default();
+                path.push(format!("{last}[{i}]"));
+                scan(ctx, key, item, path, findings, image_values);
+                path.pop();
+                path.push(last);
+            }
+        }
+        Value::String(s) if key == "image" && !s.trim().is_empty() && ImageRef::parse(s.trim()).is_ok() => {
+            let dotted = path.join(".");
+            let reference = s.trim().to_string();
+            findings.push(Finding { reference: reference.clone(), how: How::ValuesScan, pass: None, location: dotted.clone() });
+            image_values.push(ImageValue { path: dotted, reference, shape: ImageShape::String });
+        }
+        _ => {}
+    }
+}
+
+fn scalar(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `{registry, repository|image|name, tag, digest}` under an image-like key, or any map with `repository` and
+/// a `tag`, `registry` or `digest`.
+fn image_map(ctx: &ScanCtx<'_>, key: &str, m: &serde_yaml_ng::Mapping) -> Option<(String, ImageShape)> {
+    let get = |k: &str| scalar(m.get(k));
+    let image_like = key.to_ascii_lowercase().contains("image");
+    let has_detail = get("tag").is_some() || get("registry").is_some() || get("digest").is_some();
+    let repository_key = if get("repository").is_some() && (image_like || has_detail) {
+        "repository"
+    } else if image_like && get("image").is_some() && has_detail {
+        "image"
+    } else if image_like && get("name").is_some() && has_detail {
+        "name"
+    } else {
+        return None;
+    };
+    let repository = get(repository_key)?;
+    let registry_key = m.contains_key("registry");
+    let registry = get("registry").or_else(|| ctx.global_registry.clone());
+    let tag = get("tag").or_else(|| ctx.chart.meta.app_version.clone());
+    let digest = get("digest");
+    let mut reference = match &registry {
+        Some(r) => format!("{}/{}", r.trim_end_matches('/'), repository),
+        None => repository.clone(),
+    };
+    if let Some(t) = &tag {
+        if !repository.rsplit('/').next().unwrap_or("").contains(':') {
+            reference.push(':');
+            reference.push_str(t);
+        }
+    }
+    if let Some(d) = &digest {
+        reference.push('@');
+        reference.push_str(d);
+    }
+    ImageRef::parse(&reference).ok()?;
+    Some((reference, ImageShape::Map { registry_key, repository_key: repository_key.to_string(), tag, digest }))
+}
+
+/// `artifacthub.io/images` is YAML: a list of `{name, image}`; `helm.sh/images` the same or a list of strings.
+fn annotation_images(text: &str) -> Vec<String> {
+    let Ok(v) = serde_yaml_ng::from_str::<Value>(text) else { return Vec::new() };
+    let Some(items) = v.as_sequence() else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            Value::String(s) => Some(s.trim().to_string()),
+            Value::Mapping(m) => m.get("image").and_then(Value::as_str).map(|s| s.trim().to_string()),
+            _ => None,
+        })
+        .filter(|s| ImageRef::parse(s).is_ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fully_qualified_references_only() {
+        for yes in ["quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0", "127.0.0.1:5000/a/b:1", "reg.io/a@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"] {
+            assert!(is_fully_qualified(yes), "{yes}");
+        }
+        for no in ["nginx:1.25", "https://quay.io/a/b:1", "svc.ns.svc.cluster.local:8080", "quay.io/a/b", "--flag=x", "a/b:1"] {
+            assert!(!is_fully_qualified(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn rendered_images_args_env_and_embedded_manifests() {
+        let text = r#"
+kind: Deployment
+metadata: {name: op}
+spec:
+  template:
+    spec:
+      initContainers: [{name: init, image: "busybox:1.36"}]
+      containers:
+        - name: op
+          image: quay.io/org/operator:v1
+          args: ["--prometheus-config-reloader=quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0", "--log=info"]
+          env: [{name: SIDECAR, value: "ghcr.io/org/sidecar:2.0"}]
+---
+kind: Prometheus
+metadata: {name: p}
+spec: {image: "quay.io/prometheus/prometheus:v2.51.0", imagePullPolicy: {not: an-image}}
+---
+kind: ConfigMap
+metadata: {name: embedded}
+data:
+  job.yaml: |
+    kind: Job
+    metadata: {name: j}
+    spec: {template: {spec: {containers: [{name: j, image: "registry.k8s.io/kubectl:v1.31.0"}]}}}
+"#;
+        let f = from_rendered(text, "").unwrap();
+        let got: Vec<(&str, How)> = f.iter().map(|f| (f.reference.as_str(), f.how)).collect();
+        assert!(got.contains(&("busybox:1.36", How::ImageKey)));
+        assert!(got.contains(&("quay.io/org/operator:v1", How::ImageKey)));
+        assert!(got.contains(&("quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0", How::Args)));
+        assert!(got.contains(&("ghcr.io/org/sidecar:2.0", How::Env)));
+        assert!(got.contains(&("quay.io/prometheus/prometheus:v2.51.0", How::ImageKey)));
+        assert!(got.contains(&("registry.k8s.io/kubectl:v1.31.0", How::Configmap)));
+        assert_eq!(got.len(), 6, "{got:?}");
+    }
+}

@@ -1,0 +1,75 @@
+//! The chart half of `images` and `export`: load the chart, pick helm or the static scan, survey every pass.
+
+use anyhow::Context as _;
+
+use super::{Context, user_error};
+use crate::chart::render::{Helm, RenderOptions};
+use crate::chart::source::{self, ChartRequest, LoadedChart};
+use crate::chart::survey::{self, Survey, SurveyOptions};
+use crate::chart::values::UserValues;
+use crate::cli::ChartArgs;
+
+pub struct ChartInput {
+    pub loaded: LoadedChart,
+    pub survey: Survey,
+}
+
+pub async fn survey_chart(ctx: &Context, args: &ChartArgs) -> anyhow::Result<Option<ChartInput>> {
+    let Some(chart) = &args.chart else { return Ok(None) };
+    let req = ChartRequest { chart: chart.clone(), repo: args.repo.clone(), version: args.chart_version.clone() };
+    let loaded = source::load(&req, &ctx.registries).await.with_context(|| format!("cannot load the chart `{chart}`"))?;
+    ctx.printer.info(format!("Chart {} {} ({})", loaded.chart.meta.name, loaded.chart.meta.version, loaded.origin));
+
+    let helm = if args.no_helm { None } else { Helm::locate(args.helm.as_deref())? };
+    match &helm {
+        Some(h) => ctx.printer.detail(format!("rendering with {}", h.version().unwrap_or_default())),
+        None => ctx.printer.warn(format!(
+            "{}: finding images by scanning values files, which misses images that only templates compute; install helm (or pass --helm PATH) for a complete list",
+            if args.no_helm { "--no-helm" } else { "no helm binary on PATH" }
+        )),
+    }
+
+    let mut files = Vec::new();
+    for f in &args.values {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read the values file {}", f.display()))?;
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+            .map_err(|e| user_error(format!("the values file {} is not valid YAML: {e}", f.display()), "fix the file; helm would reject it too"))?;
+        files.push(if v.is_null() { serde_yaml_ng::Value::Mapping(Default::default()) } else { v });
+    }
+    let user = UserValues { files, set: args.set.clone(), set_string: args.set_string.clone() };
+    // Validate the expressions up front, with the flag that carried them.
+    user.overrides(&[]).context("invalid --set, --set-string or values")?;
+    let passes: Vec<Vec<String>> = if args.passes.is_empty() {
+        vec![vec![]]
+    } else {
+        args.passes.iter().map(|p| if p.trim().is_empty() { vec![] } else { vec![p.clone()] }).collect()
+    };
+    for p in &passes {
+        user.overrides(p).with_context(|| format!("invalid --pass `{}`", p.join(",")))?;
+    }
+    let render = RenderOptions {
+        value_files: args.values.clone(),
+        set: args.set.clone(),
+        set_string: args.set_string.clone(),
+        kube_version: args.kube_version.clone(),
+    };
+
+    // helm renders the very package that will travel in the bundle.
+    let package = tempfile::Builder::new()
+        .prefix("bundle-chart-")
+        .suffix(".tgz")
+        .tempfile_in(&ctx.tmp_dir)
+        .with_context(|| format!("cannot create a temporary file under {}", ctx.tmp_dir.display()))?;
+    std::fs::write(package.path(), &loaded.package).context("cannot write the chart package")?;
+    let loaded_for_task = loaded.clone();
+    let package_path = package.path().to_path_buf();
+    let survey = tokio::task::spawn_blocking(move || {
+        let opts = SurveyOptions { user, render, passes, helm: helm.as_ref() };
+        survey::survey(&loaded_for_task, &package_path, &opts)
+    })
+    .await
+    .context("the chart survey failed")?
+    .with_context(|| format!("cannot find the images of chart {}", loaded.chart.meta.name))?;
+    drop(package);
+    Ok(Some(ChartInput { loaded, survey }))
+}

@@ -1,0 +1,58 @@
+//! `bundle images -c CHART`: the images a chart needs, one per line (or, with --json, where each was found).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::discovery::survey_chart;
+use super::{Context, user_error};
+use crate::chart::discover::Finding;
+use crate::cli::ImagesArgs;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Listing<'a> {
+    chart: ChartInfo<'a>,
+    images: Vec<ImageEntry<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChartInfo<'a> {
+    name: &'a str,
+    version: &'a str,
+    origin: &'a str,
+    discovery: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageEntry<'a> {
+    reference: &'a str,
+    found: Vec<&'a Finding>,
+}
+
+pub async fn run(ctx: &Context, args: ImagesArgs) -> anyhow::Result<()> {
+    if args.chart.chart.is_none() {
+        return Err(user_error("no chart given", "name one with -c CHART (a directory, a .tgz, a name with --repo URL, or oci://…)"));
+    }
+    let input = survey_chart(ctx, &args.chart).await?.expect("a chart was given");
+    let mut by_ref: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
+    for f in &input.survey.findings {
+        by_ref.entry(f.reference.as_str()).or_default().push(f);
+    }
+    if args.json {
+        let r = &input.survey.record;
+        let listing = Listing {
+            chart: ChartInfo { name: &r.name, version: &r.version, origin: &r.origin, discovery: &r.discovery },
+            images: by_ref.into_iter().map(|(reference, found)| ImageEntry { reference, found }).collect(),
+        };
+        println!("{}", serde_json::to_string_pretty(&listing).expect("listing serialises"));
+    } else {
+        for reference in by_ref.keys() {
+            println!("{reference}");
+        }
+    }
+    ctx.printer.info(format!("{} images", input.survey.findings.iter().map(|f| &f.reference).collect::<std::collections::BTreeSet<_>>().len()));
+    Ok(())
+}
