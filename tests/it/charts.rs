@@ -22,6 +22,7 @@ fn rendered_images(pinned: &str) -> Vec<String> {
     let pinned = format!("quay.io/stackstate/pinned:1.0@{pinned}");
     expected(&[
         "busybox:1.36",
+        "ghcr.io/example/inner:0.3",
         "ghcr.io/example/localdep:0.1",
         "quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0",
         "quay.io/prometheus/prometheus:v2.51.0",
@@ -101,6 +102,18 @@ fn passes_values_files_and_set_string_apply_like_helm() {
     // Without the pass, the condition keeps the second alias off.
     let out = ws.bundle(&["images", "-c", chart.to_str().unwrap()]).success().stdout;
     assert!(!out.contains("kafka-exporter"), "{out}");
+    assert!(!out.contains("kube-legacy"), "helm's default Kubernetes version is newer: {out}");
+
+    // A tag switches off the nested subchart (in both modes); --kube-version reaches the templates.
+    for mode in [&[][..], &["--no-helm"][..]] {
+        let mut args = vec!["images", "-c", chart.to_str().unwrap(), "--set", "tags.extras=false"];
+        args.extend(mode);
+        let out = ws.bundle(&args).success().stdout;
+        assert!(!out.contains("example/inner"), "{mode:?}: {out}");
+        assert!(out.contains("example/localdep"), "{mode:?}: {out}");
+    }
+    let out = ws.bundle(&["images", "-c", chart.to_str().unwrap(), "--kube-version", "1.24.0"]).success().stdout;
+    assert!(out.contains("quay.io/stackstate/kube-legacy:1.0"), "{out}");
 }
 
 #[test]
@@ -211,7 +224,7 @@ fn chart_travels_in_the_bundle_and_the_values_file_closes_the_loop() {
     let r = ws
         .bundle(&["--registry-config", cfg, "export", "-c", chart.to_str().unwrap(), "--set", &set, "--pass", "", "--pass", "kafka-exporter.enabled=true", "-o", "platform.tar.zst"])
         .success();
-    assert!(r.stderr.contains("Exported 13 images"), "12 images and the chart: {}", r.stderr);
+    assert!(r.stderr.contains("Exported 14 images"), "13 images and the chart: {}", r.stderr);
     let inspect = ws.bundle(&["inspect", "platform.tar.zst"]).success();
     assert!(inspect.stdout.contains("charts/platform:1.4.0"), "{}", inspect.stdout);
 

@@ -27,6 +27,8 @@ pub const PLATFORM_IMAGES: &[&str] = &[
     "registry.k8s.io/legacy/agent:3.1",
     "ghcr.io/example/localdep:0.1",
     "quay.io/stackstate/annotated-tool:0.9",
+    "ghcr.io/example/inner:0.3",
+    "quay.io/stackstate/kube-legacy:1.0",
 ];
 
 pub const NAMES: &[&str] = &["quay.io", "docker.io", "registry.k8s.io", "ghcr.io"];
