@@ -262,6 +262,62 @@ pub struct ImportArgs {
     /// Write the Helm values that make the bundled chart pull every image from the destination.
     #[arg(long, value_name = "FILE")]
     pub values_out: Option<PathBuf>,
+
+    /// Keep only the last path component of each image (`quay.io/a/b:1` -> `DEST/b:1`), for registries that
+    /// limit path depth. Images that would collide stop the import before anything is pushed.
+    #[arg(long, conflicts_with = "keep_host")]
+    pub flatten: bool,
+
+    /// Put the source registry host first in each destination path (`quay.io/a/b:1` -> `DEST/quay.io/a/b:1`).
+    #[arg(long)]
+    pub keep_host: bool,
+
+    #[command(flatten)]
+    pub ecr: EcrArgs,
+}
+
+/// Amazon ECR destinations: detected from the hostname (`ACCOUNT.dkr.ecr.REGION.amazonaws.com` and the other
+/// partitions), or forced with --ecr. Settings apply to repositories the import creates; the registry config's
+/// `[registry.ecr]` table sets the same keys.
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "Amazon ECR")]
+pub struct EcrArgs {
+    /// Treat the destination as ECR although its name does not look like one (a VPC endpoint alias, a proxy).
+    #[arg(long)]
+    pub ecr: bool,
+    /// The ECR region (default: from the hostname).
+    #[arg(long, value_name = "REGION")]
+    pub ecr_region: Option<String>,
+    /// The ECR registry id, i.e. the account (default: from the hostname).
+    #[arg(long, value_name = "ACCOUNT")]
+    pub ecr_registry_id: Option<String>,
+    /// Scan images on push in repositories the import creates.
+    #[arg(long, value_name = "BOOL")]
+    pub ecr_scan_on_push: Option<bool>,
+    /// Tag mutability of created repositories: MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION, IMMUTABLE_WITH_EXCLUSION.
+    #[arg(long, value_name = "MUTABILITY")]
+    pub ecr_tag_mutability: Option<String>,
+    /// A wildcard tag filter excluded from the mutability rule (repeatable; with *_WITH_EXCLUSION).
+    #[arg(long, value_name = "FILTER")]
+    pub ecr_tag_mutability_exclusion: Vec<String>,
+    /// Encryption of created repositories: AES256 or KMS.
+    #[arg(long, value_name = "TYPE")]
+    pub ecr_encryption: Option<String>,
+    /// The KMS key (id or ARN) for KMS encryption; default: the AWS managed key.
+    #[arg(long, value_name = "KEY")]
+    pub ecr_kms_key: Option<String>,
+    /// A resource tag for created repositories (repeatable).
+    #[arg(long = "ecr-tag", value_name = "KEY=VALUE")]
+    pub ecr_tags: Vec<String>,
+    /// A lifecycle policy (JSON file) for created repositories.
+    #[arg(long, value_name = "FILE")]
+    pub ecr_lifecycle_policy: Option<PathBuf>,
+    /// A repository policy (JSON file) for created repositories.
+    #[arg(long, value_name = "FILE")]
+    pub ecr_repository_policy: Option<PathBuf>,
+    /// Apply scan, mutability and policy settings to repositories that already exist, too.
+    #[arg(long)]
+    pub ecr_update_existing: bool,
 }
 
 #[derive(Debug, Args)]

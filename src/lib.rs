@@ -10,6 +10,7 @@ pub mod chart;
 pub mod cli;
 pub mod commands;
 pub mod digest;
+pub mod ecr;
 pub mod env_vars;
 pub mod error_text;
 pub mod layout;

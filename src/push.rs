@@ -19,11 +19,24 @@ use crate::printer::Transfer;
 use crate::reference::{ImageRef, ReferenceError};
 use crate::registry::{BlobSource, PoolError, RegistryClient, RegistryError};
 
-/// `-d REGISTRY[/PREFIX]`.
+/// `-d REGISTRY[/PREFIX]`, and how source paths map under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     pub registry: String,
     pub prefix: Option<String>,
+    pub mapping: Mapping,
+}
+
+/// How a source path becomes a destination path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mapping {
+    /// Drop the registry host, keep the path (helm's global.imageRegistry convention).
+    #[default]
+    Path,
+    /// Keep only the last path component (registries that limit path depth).
+    Flatten,
+    /// Keep the source registry host as the first path component.
+    KeepHost,
 }
 
 impl Destination {
@@ -46,14 +59,25 @@ impl Destination {
         if parsed.registry() != registry {
             return Err(invalid("the first component must be a registry host (with a `.` or `:` or `localhost`)"));
         }
-        Ok(Destination { registry: registry.to_string(), prefix })
+        Ok(Destination { registry: registry.to_string(), prefix, mapping: Mapping::Path })
+    }
+
+    pub fn with_mapping(mut self, mapping: Mapping) -> Destination {
+        self.mapping = mapping;
+        self
     }
 
     /// Drop the source registry host, keep the path, put it under the prefix (`quay.io/a/b:1` → `DEST/a/b:1`).
     pub fn map(&self, source: &ImageRef) -> ImageRef {
+        let path = match self.mapping {
+            Mapping::Path => source.repository().to_string(),
+            Mapping::Flatten => source.repository().rsplit('/').next().unwrap_or(source.repository()).to_string(),
+            // Ports are not valid in a path component; `host:5000` becomes `host-5000`.
+            Mapping::KeepHost => format!("{}/{}", source.registry().replace(':', "-").to_ascii_lowercase(), source.repository()),
+        };
         let repo = match &self.prefix {
-            Some(p) => format!("{p}/{}", source.repository()),
-            None => source.repository().to_string(),
+            Some(p) => format!("{p}/{path}"),
+            None => path,
         };
         source.with_location(&self.registry, &repo)
     }
@@ -125,6 +149,8 @@ pub struct Presence {
     pub manifests: BTreeSet<(String, Digest)>,
     /// Tags that already point at our digest.
     pub tags_current: BTreeSet<String>,
+    /// `repository:tag` that exist with another digest (they will be overwritten, or refused if immutable).
+    pub tags_elsewhere: BTreeMap<String, Digest>,
     /// (repository, blob) pairs that must be pushed.
     pub missing_blobs: BTreeMap<Digest, BTreeSet<String>>,
     /// Blobs already somewhere in the destination, with one repository that has them (a mount source).
@@ -167,23 +193,36 @@ pub async fn probe(
 ) -> Result<Presence, PushError> {
     let mut presence = Presence::default();
     // Roots and tags first.
-    let roots: Vec<(usize, bool, bool)> = stream::iter(plan.images.iter().enumerate())
+    type RootProbe = (usize, bool, Option<Option<Digest>>);
+    let roots: Vec<RootProbe> = stream::iter(plan.images.iter().enumerate())
         .map(|(i, p)| async move {
             let img = &contents.images[p.image];
             let repo = p.target.repository();
             let by_digest = client.head_manifest(repo, img.digest.as_str()).await?.is_some();
-            let tag_current = match p.target.tag() {
-                Some(t) if by_digest => client.head_manifest(repo, t).await?.and_then(|h| h.digest) == Some(img.digest.clone()),
-                Some(_) => false,
-                None => true,
+            let tag_digest = match p.target.tag() {
+                Some(t) => client.head_manifest(repo, t).await?.map(|h| h.digest),
+                None => None,
             };
-            Ok::<_, RegistryError>((i, by_digest, tag_current))
+            Ok::<_, RegistryError>((i, by_digest, tag_digest))
         })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
     let mut needed: BTreeMap<String, BTreeSet<Digest>> = BTreeMap::new();
-    for (i, root_present, tag_current) in roots {
+    for (i, root_present, tag_digest) in roots {
+        let p = &plan.images[i];
+        let ours = &contents.images[p.image].digest;
+        let tag_current = match (p.target.tag(), &tag_digest) {
+            (None, _) => true,
+            (Some(_), Some(Some(d))) => d == ours,
+            // A registry that answers HEAD without a digest header: treat the tag as needing a PUT.
+            _ => false,
+        };
+        if let (Some(t), Some(Some(d))) = (p.target.tag(), &tag_digest) {
+            if d != ours {
+                presence.tags_elsewhere.insert(format!("{}:{t}", p.target.repository()), d.clone());
+            }
+        }
         let p = &plan.images[i];
         let img = &contents.images[p.image];
         let repo = p.target.repository().to_string();
@@ -218,6 +257,46 @@ pub async fn probe(
         }
     }
     Ok(presence)
+}
+
+/// Push repository by repository: each repository is complete (blobs and manifests) before its blobs are
+/// mounted elsewhere. ECR only mounts a blob from a repository where a manifest already references it.
+pub async fn execute_in_order(
+    client: &RegistryClient,
+    archive: Arc<ArchiveFile>,
+    plan: &PushPlan,
+    contents: &BundleContents,
+    presence: &Presence,
+    concurrency: usize,
+    progress: &Transfer,
+) -> Result<PushStats, PushError> {
+    let mut total = PushStats::default();
+    let mut mountable: BTreeMap<Digest, String> = BTreeMap::new();
+    for repo in plan.repositories.keys() {
+        let images: Vec<ImagePush> = plan.images.iter().filter(|p| p.target.repository() == repo).cloned().collect();
+        let sub_plan = PushPlan { images, repositories: BTreeMap::from([(repo.clone(), plan.repositories[repo].clone())]) };
+        let sub_presence = Presence {
+            manifests: presence.manifests.clone(),
+            tags_current: presence.tags_current.clone(),
+            tags_elsewhere: BTreeMap::new(),
+            missing_blobs: presence
+                .missing_blobs
+                .iter()
+                .filter(|(_, repos)| repos.contains(repo))
+                .map(|(d, _)| (d.clone(), BTreeSet::from([repo.clone()])))
+                .collect(),
+            present_somewhere: mountable.clone(),
+            blobs_present: 0,
+        };
+        let stats = execute(client, archive.clone(), &sub_plan, contents, &sub_presence, concurrency, progress).await?;
+        total.uploaded += stats.uploaded;
+        total.mounted += stats.mounted;
+        total.manifests += stats.manifests;
+        for d in &plan.repositories[repo] {
+            mountable.entry(d.clone()).or_insert_with(|| repo.clone());
+        }
+    }
+    Ok(total)
 }
 
 /// Run the push. Returns (blobs uploaded, blobs mounted, manifests pushed).
@@ -399,6 +478,11 @@ mod tests {
     #[test]
     fn mapping_drops_the_source_host_and_keeps_the_path() {
         let d = Destination::parse("reg.local:5000").unwrap();
+        let flat = d.clone().with_mapping(Mapping::Flatten);
+        assert_eq!(flat.map(&r("quay.io/stackstate/wait:1.0.0")).to_string(), "reg.local:5000/wait:1.0.0");
+        let host = Destination::parse("reg.local:5000/m").unwrap().with_mapping(Mapping::KeepHost);
+        assert_eq!(host.map(&r("quay.io/stackstate/wait:1.0.0")).to_string(), "reg.local:5000/m/quay.io/stackstate/wait:1.0.0");
+        assert_eq!(host.map(&r("127.0.0.1:5000/a:1")).to_string(), "reg.local:5000/m/127.0.0.1-5000/a:1");
         assert_eq!(d.map(&r("quay.io/stackstate/wait:1.0.0")).to_string(), "reg.local:5000/stackstate/wait:1.0.0");
         assert_eq!(d.map(&r("justwatch/x:1")).to_string(), "reg.local:5000/justwatch/x:1");
         assert_eq!(d.map(&r("nginx")).to_string(), "reg.local:5000/library/nginx:latest");

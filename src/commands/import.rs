@@ -4,22 +4,36 @@ use anyhow::Context as _;
 
 use super::{Context, human, user_error};
 use crate::cli::ImportArgs;
-use crate::push::{self, Destination, PushPlan};
+use crate::push::{self, Destination, Mapping, PushPlan};
 use crate::registry::Role;
 
 pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let dest = Destination::parse(&args.destination).map_err(|e| {
-        user_error(format!("invalid destination: {e}"), "write it as host[:port] or host[:port]/prefix, e.g. -d registry.internal:5000/mirror")
-    })?;
+    let mapping = if args.flatten {
+        Mapping::Flatten
+    } else if args.keep_host {
+        Mapping::KeepHost
+    } else {
+        Mapping::Path
+    };
+    let dest = Destination::parse(&args.destination)
+        .map_err(|e| {
+            user_error(format!("invalid destination: {e}"), "write it as host[:port] or host[:port]/prefix, e.g. -d registry.internal:5000/mirror")
+        })?
+        .with_mapping(mapping);
     let (archive, contents) = super::verify::verify_archive(ctx, &args.archive).await?;
     ctx.printer.info(format!("Verified {} ({} images, {})", args.archive.display(), contents.images.len(), human(contents.total_bytes())));
 
     let plan = PushPlan::new(&contents, &dest).context("cannot plan the import")?;
+    let ecr = super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, args.dry_run).await?;
     let client = ctx.registries.client(&dest.registry, Role::Destination).context("cannot prepare the destination registry")?;
     let presence = push::probe(&client, &plan, &contents, ctx.concurrency)
         .await
         .with_context(|| format!("cannot check what {} already has", dest.registry))?;
+
+    if let Some(session) = &ecr {
+        check_immutable_tags(&presence, session)?;
+    }
 
     if args.dry_run {
         for p in &plan.images {
@@ -41,8 +55,13 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
 
     let upload_bytes = presence.bytes_to_upload(&contents);
     let progress = ctx.printer.transfer("push", upload_bytes, presence.blobs_to_upload() as u64);
-    let stats = push::execute(&client, archive, &plan, &contents, &presence, ctx.concurrency, &progress)
-        .await
+    let run = if ecr.is_some() {
+        // ECR mounts a blob only from a repository whose manifests already reference it.
+        push::execute_in_order(&client, archive, &plan, &contents, &presence, ctx.concurrency, &progress).await
+    } else {
+        push::execute(&client, archive, &plan, &contents, &presence, ctx.concurrency, &progress).await
+    };
+    let stats = run
         .with_context(|| format!("import into {} did not complete; run the same command again to finish it (what was pushed is kept)", dest.registry))?;
     progress.finish();
     for p in &plan.images {
@@ -73,6 +92,31 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
         write_values(ctx, &contents, &dest, path)?;
     }
     Ok(())
+}
+
+/// A tag that exists with another digest in a repository whose tags are immutable would fail mid-import:
+/// refuse it before anything is pushed.
+fn check_immutable_tags(presence: &push::Presence, session: &super::ecr_prepare::EcrSession) -> anyhow::Result<()> {
+    let conflicts: Vec<String> = presence
+        .tags_elsewhere
+        .iter()
+        .filter(|(repo_tag, _)| {
+            let repo = repo_tag.rsplit_once(':').map_or(repo_tag.as_str(), |(r, _)| r);
+            session.mutability.get(repo).is_some_and(|m| m.starts_with("IMMUTABLE"))
+        })
+        .map(|(repo_tag, digest)| format!("{repo_tag} (now {digest})"))
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(user_error(
+        format!(
+            "{} tags already exist with other content in repositories whose tags are immutable; nothing was pushed:\n  - {}",
+            conflicts.len(),
+            conflicts.join("\n  - ")
+        ),
+        "an immutable tag cannot be moved: import into another prefix (-d REGISTRY/PREFIX), or ask the repository owner",
+    ))
 }
 
 /// A chart is shown as what it is, not under its placeholder name.

@@ -2,6 +2,7 @@
 //! where the global flags become the settings every command shares.
 
 pub mod discovery;
+pub mod ecr_prepare;
 pub mod export;
 pub mod images;
 pub mod import;
@@ -93,6 +94,9 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
             if let Some(h) = r.registry_error().and_then(|e| e.hint()) {
                 return Some(h);
             }
+        }
+        if let Some(h) = cause.downcast_ref::<crate::ecr::EcrError>().and_then(|c| c.hint()) {
+            return Some(h);
         }
         if let Some(h) = cause.downcast_ref::<crate::chart::ChartError>().and_then(|c| c.hint()) {
             return Some(h);

@@ -17,7 +17,7 @@ use url::Url;
 
 use super::challenge::{self, Challenge};
 use super::config::Endpoint;
-use super::credentials::Credentials;
+use super::credentials::{CredentialSource, Credentials};
 use super::error::RegistryError;
 use super::retry::{RetryPolicy, is_retryable_status, retry_after};
 use crate::digest::{Digest, DigestWriter};
@@ -94,7 +94,8 @@ pub trait BlobSource: Sync {
 pub struct RegistryClient {
     http: reqwest::Client,
     endpoint: Endpoint,
-    credentials: Option<Credentials>,
+    credentials: std::sync::RwLock<Option<Credentials>>,
+    refresher: Option<std::sync::Arc<dyn CredentialSource>>,
     auth: Mutex<AuthState>,
     pinged: OnceCell<()>,
     options: ClientOptions,
@@ -104,6 +105,7 @@ impl RegistryClient {
     pub fn new(
         endpoint: Endpoint,
         credentials: Option<Credentials>,
+        refresher: Option<std::sync::Arc<dyn CredentialSource>>,
         options: ClientOptions,
     ) -> Result<RegistryClient, RegistryError> {
         let tls_err = |message: String| RegistryError::Tls { registry: endpoint.name.clone(), message };
@@ -136,7 +138,8 @@ impl RegistryClient {
         Ok(RegistryClient {
             http,
             endpoint,
-            credentials,
+            credentials: std::sync::RwLock::new(credentials),
+            refresher,
             auth: Mutex::new(AuthState::default()),
             pinged: OnceCell::new(),
             options,
@@ -515,6 +518,7 @@ impl RegistryClient {
         let policy = self.options.retry;
         let mut retries = 0;
         let mut reauthenticated = false;
+        let mut refreshed = false;
         self.prepare_auth(what, scopes).await?;
         loop {
             let result = self.send_once(scopes, build()).await;
@@ -531,6 +535,16 @@ impl RegistryClient {
                         Some(c) if !reauthenticated => {
                             self.authenticate(what, &c, scopes).await?;
                             reauthenticated = true;
+                            continue;
+                        }
+                        // Credentials that were accepted before may have expired: fetch them once more.
+                        Some(c) if !refreshed && self.refresher.is_some() => {
+                            self.refresh_credentials(what).await?;
+                            refreshed = true;
+                            self.auth.lock().await.tokens.clear();
+                            if matches!(c, Challenge::Bearer { .. }) {
+                                self.authenticate(what, &c, scopes).await?;
+                            }
                             continue;
                         }
                         _ => return Err(self.unauthorized(what)),
@@ -576,11 +590,25 @@ impl RegistryClient {
         }
     }
 
+    fn current_credentials(&self) -> Option<Credentials> {
+        self.credentials.read().expect("credentials lock").clone()
+    }
+
+    async fn refresh_credentials(&self, what: &str) -> Result<(), RegistryError> {
+        let Some(source) = &self.refresher else { return Ok(()) };
+        let fresh = source.fetch().await.map_err(|message| RegistryError::Protocol {
+            what: what.to_string(),
+            message: format!("cannot renew the credentials for {}: {message}", self.name()),
+        })?;
+        *self.credentials.write().expect("credentials lock") = Some(fresh);
+        Ok(())
+    }
+
     async fn auth_header(&self, scopes: &[Scope]) -> Option<String> {
         let state = self.auth.lock().await;
         match state.scheme.as_ref()? {
             Scheme::Anonymous => None,
-            Scheme::Basic => self.credentials.as_ref().map(Credentials::basic_header),
+            Scheme::Basic => self.current_credentials().as_ref().map(Credentials::basic_header),
             Scheme::Bearer { .. } => state.tokens.get(&scope_key(scopes)).map(|t| format!("Bearer {t}")),
         }
     }
@@ -590,7 +618,7 @@ impl RegistryClient {
         match challenge {
             Challenge::Basic => {
                 let mut state = self.auth.lock().await;
-                if self.credentials.is_none() {
+                if self.current_credentials().is_none() {
                     state.scheme = Some(Scheme::Anonymous);
                     return Err(self.unauthorized(what));
                 }
@@ -628,7 +656,7 @@ impl RegistryClient {
                 let mut retries = 0;
                 let resp = loop {
                     let mut req = self.http.get(url.clone());
-                    if let Some(c) = &self.credentials {
+                    if let Some(c) = &self.current_credentials() {
                         req = req.header(AUTHORIZATION, c.basic_header());
                     }
                     match req.send().await {
@@ -668,7 +696,7 @@ impl RegistryClient {
     }
 
     fn unauthorized(&self, what: &str) -> RegistryError {
-        match &self.credentials {
+        match &self.current_credentials() {
             Some(c) => RegistryError::BadCredentials {
                 registry: self.name().to_string(),
                 what: what.to_string(),

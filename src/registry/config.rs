@@ -45,6 +45,8 @@ struct RegistryEntry {
     client_key: Option<PathBuf>,
     username: Option<String>,
     password: Option<String>,
+    /// ECR behaviour and repository settings (`[registry.ecr]`).
+    ecr: Option<crate::ecr::EcrSettings>,
 }
 
 /// Everything needed to talk to one registry name.
@@ -59,6 +61,8 @@ pub struct Endpoint {
     pub tls: TlsSettings,
     /// Credentials written in the config file itself, if any.
     pub config_credentials: Option<(String, String)>,
+    /// ECR settings from the config file, if any.
+    pub ecr: Option<crate::ecr::EcrSettings>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -112,6 +116,12 @@ impl RegistryConfig {
             if e.client_cert.is_some() != e.client_key.is_some() {
                 return Err(err("`client_cert` and `client_key` go together".into()));
             }
+            let ecr_paths = e.ecr.as_mut().map(|x| [&mut x.lifecycle_policy, &mut x.repository_policy]);
+            for p in ecr_paths.into_iter().flatten().flatten() {
+                if p.is_relative() {
+                    *p = base_dir.join(&*p);
+                }
+            }
             for p in [&mut e.ca_file, &mut e.client_cert, &mut e.client_key].into_iter().flatten() {
                 if p.is_relative() {
                     *p = base_dir.join(&*p);
@@ -157,7 +167,8 @@ impl RegistryConfig {
             })
             .unwrap_or_default();
         let config_credentials = entry.and_then(|e| Some((e.username.clone()?, e.password.clone()?)));
-        Endpoint { name: name.to_string(), base, prefix, tls, config_credentials }
+        let ecr = entry.and_then(|e| e.ecr.clone());
+        Endpoint { name: name.to_string(), base, prefix, tls, config_credentials, ecr }
     }
 }
 

@@ -44,6 +44,12 @@ impl Credentials {
     }
 }
 
+/// Credentials that can be fetched again when the registry refuses them (ECR tokens expire after 12 hours,
+/// and big imports outlive them).
+pub trait CredentialSource: Send + Sync {
+    fn fetch(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Credentials, String>> + Send + '_>>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
     #[error("cannot read {path}")]

@@ -20,6 +20,8 @@ pub struct Registries {
     config: RegistryConfig,
     options: ClientOptions,
     clients: Mutex<HashMap<(String, bool), Arc<RegistryClient>>>,
+    /// Credentials decided by the caller (ECR tokens), by (registry, is destination).
+    overrides: Mutex<HashMap<(String, bool), (credentials::Credentials, Option<Arc<dyn credentials::CredentialSource>>)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +34,21 @@ pub enum PoolError {
 
 impl Registries {
     pub fn new(config: RegistryConfig, options: ClientOptions) -> Registries {
-        Registries { config, options, clients: Mutex::new(HashMap::new()) }
+        Registries { config, options, clients: Mutex::new(HashMap::new()), overrides: Mutex::new(HashMap::new()) }
+    }
+
+    /// Use these credentials (and this way to renew them) for `name` in `role`, instead of looking them up.
+    /// Takes effect for clients created afterwards.
+    pub fn set_credentials(
+        &self,
+        name: &str,
+        role: Role,
+        creds: credentials::Credentials,
+        refresher: Option<Arc<dyn credentials::CredentialSource>>,
+    ) {
+        let key = (name.to_string(), role == Role::Destination);
+        self.overrides.lock().expect("registry pool lock").insert(key.clone(), (creds, refresher));
+        self.clients.lock().expect("registry pool lock").remove(&key);
     }
 
     pub fn config(&self) -> &RegistryConfig {
@@ -47,8 +63,12 @@ impl Registries {
             return Ok(c.clone());
         }
         let endpoint = self.config.endpoint(name);
-        let creds = credentials::lookup(name, role, endpoint.config_credentials.as_ref())?;
-        let client = Arc::new(RegistryClient::new(endpoint, creds, self.options.clone())?);
+        let overridden = self.overrides.lock().expect("registry pool lock").get(&key).cloned();
+        let (creds, refresher) = match overridden {
+            Some((c, r)) => (Some(c), r),
+            None => (credentials::lookup(name, role, endpoint.config_credentials.as_ref())?, None),
+        };
+        let client = Arc::new(RegistryClient::new(endpoint, creds, refresher, self.options.clone())?);
         clients.insert(key, client.clone());
         Ok(client)
     }

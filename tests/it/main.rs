@@ -5,6 +5,7 @@ mod harness;
 mod auth;
 mod charts;
 mod cli;
+mod ecr;
 mod integrity;
 mod interop;
 mod roundtrip;

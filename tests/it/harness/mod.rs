@@ -2,6 +2,7 @@
 
 pub mod charts;
 pub mod fixtures;
+pub mod moto;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::process::{Command, Output};
 
 pub use charts::*;
 pub use fixtures::*;
+pub use moto::*;
 pub use registry::*;
 
 /// The result of one `bundle` run.

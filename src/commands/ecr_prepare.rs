@@ -1,0 +1,132 @@
+//! The ECR part of `bundle import`: settings, repository names, repositories, and the data-plane token.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use super::{Context, user_error};
+use crate::cli::EcrArgs;
+use crate::ecr::{Ecr, EcrRegistry, EcrSettings, detect, validate_repository_name};
+use crate::push::{Destination, PushPlan};
+use crate::registry::Role;
+use crate::registry::credentials::{CredentialSource, Credentials};
+
+/// What the import needs to know about ECR once repositories are in place.
+pub struct EcrSession {
+    /// Tag mutability per destination repository (for repositories that existed or were created).
+    pub mutability: BTreeMap<String, String>,
+}
+
+struct TokenSource(Arc<Ecr>);
+
+impl CredentialSource for TokenSource {
+    fn fetch(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Credentials, String>> + Send + '_>> {
+        Box::pin(async move { self.0.token().await.map_err(|e| e.to_string()) })
+    }
+}
+
+fn settings_from_flags(a: &EcrArgs) -> anyhow::Result<EcrSettings> {
+    let mut tags = BTreeMap::new();
+    for t in &a.ecr_tags {
+        let (k, v) = t.split_once('=').ok_or_else(|| user_error(format!("--ecr-tag `{t}` is not KEY=VALUE"), "write it as --ecr-tag team=platform"))?;
+        tags.insert(k.to_string(), v.to_string());
+    }
+    Ok(EcrSettings {
+        enabled: a.ecr,
+        region: a.ecr_region.clone(),
+        registry_id: a.ecr_registry_id.clone(),
+        scan_on_push: a.ecr_scan_on_push,
+        tag_mutability: a.ecr_tag_mutability.clone(),
+        tag_mutability_exclusions: a.ecr_tag_mutability_exclusion.clone(),
+        encryption: a.ecr_encryption.clone(),
+        kms_key: a.ecr_kms_key.clone(),
+        tags,
+        lifecycle_policy: a.ecr_lifecycle_policy.clone(),
+        repository_policy: a.ecr_repository_policy.clone(),
+        update_existing: a.ecr_update_existing,
+    })
+}
+
+/// Set up ECR if the destination is ECR; `None` otherwise.
+pub async fn prepare(ctx: &Context, args: &EcrArgs, dest: &Destination, plan: &PushPlan, dry_run: bool) -> anyhow::Result<Option<EcrSession>> {
+    let endpoint = ctx.registries.config().endpoint(&dest.registry);
+    let settings = endpoint.ecr.clone().unwrap_or_default().overlay(settings_from_flags(args)?);
+    let detected = detect(&dest.registry);
+    let registry = match (detected, settings.enabled) {
+        (None, false) => return Ok(None),
+        (Some(d), _) => EcrRegistry {
+            registry_id: settings.registry_id.clone().unwrap_or(d.registry_id),
+            region: settings.region.clone().unwrap_or(d.region),
+        },
+        (None, true) => {
+            let registry_id = settings.registry_id.clone().ok_or_else(|| {
+                user_error(format!("{} is treated as ECR (--ecr) but its account is unknown", dest.registry), "pass --ecr-registry-id ACCOUNT (and --ecr-region REGION)")
+            })?;
+            let region = settings.region.clone().ok_or_else(|| {
+                user_error(format!("{} is treated as ECR (--ecr) but its region is unknown", dest.registry), "pass --ecr-region REGION")
+            })?;
+            EcrRegistry { registry_id, region }
+        }
+    };
+    let policies = settings.validate()?;
+
+    // Every name ECR would refuse, before any call.
+    let bad: Vec<String> = plan.repositories.keys().filter_map(|r| validate_repository_name(r).err()).collect();
+    if !bad.is_empty() {
+        return Err(user_error(
+            format!("ECR would refuse {} repository names:\n  - {}", bad.len(), bad.join("\n  - ")),
+            "ECR allows single `.`, `_` or `-` between lowercase letters and digits; --flatten or a different -d prefix may help",
+        ));
+    }
+
+    ctx.printer.info(format!("ECR registry {} in {}", registry.registry_id, registry.region));
+    let ecr = Arc::new(Ecr::connect(&registry).await);
+    let token = ecr.token().await.context("cannot get an ECR authorization token")?;
+    ctx.registries.set_credentials(&dest.registry, Role::Destination, token, Some(Arc::new(TokenSource(ecr.clone()))));
+
+    let existing: Vec<(String, Option<String>)> = stream::iter(plan.repositories.keys().cloned())
+        .map(|name| {
+            let ecr = ecr.clone();
+            async move { ecr.describe(&name).await.map(|m| (name, m)) }
+        })
+        .buffer_unordered(ctx.concurrency)
+        .try_collect()
+        .await?;
+    let mut mutability = BTreeMap::new();
+    let mut existing: Vec<_> = existing;
+    existing.sort();
+    for (name, state) in existing {
+        match state {
+            Some(m) => {
+                if dry_run {
+                    println!(
+                        "ECR repository {name} exists (tag mutability {m}){}",
+                        if settings.update_existing { "; would apply the settings" } else { "; left as it is" }
+                    );
+                } else if settings.update_existing {
+                    ecr.update(&name, &settings, &policies).await?;
+                }
+                mutability.insert(name, if settings.update_existing { settings.tag_mutability.clone().unwrap_or(m) } else { m });
+            }
+            None if dry_run => {
+                println!("Would create ECR repository {name} ({})", settings.describe());
+            }
+            None => {
+                let state = ecr.create(&name, &settings, &policies).await?;
+                match state {
+                    crate::ecr::RepositoryState::Existing { mutability: m } => {
+                        ctx.printer.detail(format!("ECR repository {name} was created meanwhile by someone else"));
+                        mutability.insert(name, m);
+                    }
+                    _ => {
+                        ctx.printer.info(format!("Created ECR repository {name} ({})", settings.describe()));
+                        mutability.insert(name, settings.tag_mutability.clone().unwrap_or_else(|| "MUTABLE".into()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(EcrSession { mutability }))
+}

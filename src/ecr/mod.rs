@@ -1,0 +1,321 @@
+//! Amazon ECR as an import destination: repositories must exist before a push, with the settings a regulated
+//! site requires, and the data plane authenticates with a token from `GetAuthorizationToken`.
+//!
+//! The control plane goes through the AWS SDK, so the whole credential chain works (environment, profiles with
+//! SSO or credential_process, web identity for EKS IRSA, ECS and instance metadata) and `AWS_ENDPOINT_URL_ECR`
+//! / `AWS_ENDPOINT_URL` point it at a VPC endpoint (or, in tests, moto).
+
+pub mod detect;
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, ImageTagMutabilityExclusionFilter,
+    ImageTagMutabilityExclusionFilterType, Tag,
+};
+use base64::Engine as _;
+use serde::Deserialize;
+
+pub use detect::{EcrRegistry, detect, validate_repository_name};
+
+use crate::registry::credentials::Credentials;
+
+/// Repository settings for repositories an import creates (and, with `update_existing`, existing ones).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EcrSettings {
+    /// Force ECR behaviour for a name that does not look like ECR (a VPC endpoint alias, a proxy).
+    #[serde(default)]
+    pub enabled: bool,
+    pub region: Option<String>,
+    pub registry_id: Option<String>,
+    pub scan_on_push: Option<bool>,
+    /// MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION.
+    pub tag_mutability: Option<String>,
+    /// Wildcard filters for the *_WITH_EXCLUSION mutabilities.
+    #[serde(default)]
+    pub tag_mutability_exclusions: Vec<String>,
+    /// AES256 or KMS.
+    pub encryption: Option<String>,
+    pub kms_key: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Paths of JSON policy files, read when the import starts.
+    pub lifecycle_policy: Option<std::path::PathBuf>,
+    pub repository_policy: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub update_existing: bool,
+}
+
+impl EcrSettings {
+    /// `over`'s settings win where given.
+    pub fn overlay(mut self, over: EcrSettings) -> EcrSettings {
+        self.enabled |= over.enabled;
+        self.region = over.region.or(self.region);
+        self.registry_id = over.registry_id.or(self.registry_id);
+        self.scan_on_push = over.scan_on_push.or(self.scan_on_push);
+        self.tag_mutability = over.tag_mutability.or(self.tag_mutability);
+        if !over.tag_mutability_exclusions.is_empty() {
+            self.tag_mutability_exclusions = over.tag_mutability_exclusions;
+        }
+        self.encryption = over.encryption.or(self.encryption);
+        self.kms_key = over.kms_key.or(self.kms_key);
+        self.tags.extend(over.tags);
+        self.lifecycle_policy = over.lifecycle_policy.or(self.lifecycle_policy);
+        self.repository_policy = over.repository_policy.or(self.repository_policy);
+        self.update_existing |= over.update_existing;
+        self
+    }
+
+    /// Check values before any call, and read the policy files.
+    pub fn validate(&self) -> Result<Policies, EcrError> {
+        let bad = |m: String| EcrError::Settings(m);
+        if let Some(m) = &self.tag_mutability {
+            if !matches!(m.as_str(), "MUTABLE" | "IMMUTABLE" | "MUTABLE_WITH_EXCLUSION" | "IMMUTABLE_WITH_EXCLUSION") {
+                return Err(bad(format!("tag mutability `{m}` is not MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION")));
+            }
+            if m.ends_with("_WITH_EXCLUSION") && self.tag_mutability_exclusions.is_empty() {
+                return Err(bad(format!("tag mutability {m} needs at least one exclusion filter (--ecr-tag-mutability-exclusion)")));
+            }
+        }
+        match (self.encryption.as_deref(), &self.kms_key) {
+            (Some("AES256") | None, Some(_)) => return Err(bad("a KMS key goes with encryption KMS".into())),
+            (Some("AES256" | "KMS") | None, _) => {}
+            (Some(other), _) => return Err(bad(format!("encryption `{other}` is not AES256 or KMS"))),
+        }
+        let read = |p: &Option<std::path::PathBuf>, what: &str| -> Result<Option<String>, EcrError> {
+            let Some(p) = p else { return Ok(None) };
+            let text = std::fs::read_to_string(p).map_err(|e| bad(format!("cannot read the {what} {}: {e}", p.display())))?;
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| bad(format!("the {what} {} is not JSON: {e}", p.display())))?;
+            Ok(Some(text))
+        };
+        Ok(Policies { lifecycle: read(&self.lifecycle_policy, "lifecycle policy")?, repository: read(&self.repository_policy, "repository policy")? })
+    }
+
+    /// One line for dry runs and logs.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![
+            format!("scan on push: {}", if self.scan_on_push.unwrap_or(false) { "on" } else { "off" }),
+            format!("tag mutability: {}", self.tag_mutability.as_deref().unwrap_or("MUTABLE")),
+            format!(
+                "encryption: {}",
+                match (self.encryption.as_deref(), &self.kms_key) {
+                    (Some("KMS"), Some(k)) => format!("KMS ({k})"),
+                    (Some("KMS"), None) => "KMS (AWS managed key)".into(),
+                    _ => "AES256".into(),
+                }
+            ),
+        ];
+        if !self.tag_mutability_exclusions.is_empty() {
+            parts.push(format!("mutability exclusions: {}", self.tag_mutability_exclusions.join(",")));
+        }
+        if !self.tags.is_empty() {
+            parts.push(format!("tags: {}", self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")));
+        }
+        if let Some(p) = &self.lifecycle_policy {
+            parts.push(format!("lifecycle policy: {}", p.display()));
+        }
+        if let Some(p) = &self.repository_policy {
+            parts.push(format!("repository policy: {}", p.display()));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Policy documents, read and checked up front.
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    pub lifecycle: Option<String>,
+    pub repository: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EcrError {
+    #[error("ECR {what} failed: {message}")]
+    Aws { what: String, message: String, auth: bool },
+    #[error("invalid ECR settings: {0}")]
+    Settings(String),
+    #[error("ECR returned an authorization token that is not base64 `AWS:<password>`")]
+    BadToken,
+}
+
+impl EcrError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            EcrError::Aws { auth: true, .. } => Some(
+                "the AWS credentials were refused or have expired: refresh them (aws sso login, a new session token) or check AWS_PROFILE / AWS_ACCESS_KEY_ID; docs/ecr.md lists the IAM permissions the import needs".into(),
+            ),
+            EcrError::Aws { .. } => Some("docs/ecr.md lists the IAM permissions the import needs and the VPC endpoints it uses".into()),
+            _ => None,
+        }
+    }
+}
+
+fn aws_error<E>(what: &str, err: aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>) -> EcrError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_ecr::error::SdkError;
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    // Some endpoints (and moto) answer auth failures in XML the JSON parser cannot read; find the code anyway.
+    let body_code = err
+        .raw_response()
+        .and_then(|r| r.body().bytes())
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .and_then(|t| Some(t.split_once("<Code>")?.1.split_once("</Code>")?.0.to_string()));
+    let code = err.code().map(str::to_string).or(body_code);
+    let auth = matches!(status, Some(401 | 403))
+        || matches!(
+            code.as_deref(),
+            Some("UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException" | "ExpiredToken" | "InvalidClientTokenId" | "AccessDeniedException")
+        )
+        || DisplayErrorContext(&err).to_string().contains("credentials");
+    let message = match (&err, &code, err.message(), status) {
+        (_, Some(c), Some(m), _) => format!("{c}: {m}"),
+        (_, Some(c), None, Some(st)) => format!("HTTP {st} ({c})"),
+        (SdkError::ServiceError(_), None, _, Some(st)) => format!("HTTP {st}"),
+        _ => DisplayErrorContext(&err).to_string(),
+    };
+    EcrError::Aws { what: what.to_string(), message, auth }
+}
+
+/// What the import found or did for one repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositoryState {
+    Existing { mutability: String },
+    Created,
+    Missing,
+}
+
+pub struct Ecr {
+    client: aws_sdk_ecr::Client,
+    registry_id: String,
+}
+
+impl Ecr {
+    pub async fn connect(registry: &EcrRegistry) -> Ecr {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(registry.region.clone()))
+            .load()
+            .await;
+        Ecr { client: aws_sdk_ecr::Client::new(&conf), registry_id: registry.registry_id.clone() }
+    }
+
+    /// The repository's tag mutability, or `None` if it does not exist.
+    pub async fn describe(&self, name: &str) -> Result<Option<String>, EcrError> {
+        let result = self.client.describe_repositories().registry_id(&self.registry_id).repository_names(name).send().await;
+        match result {
+            Ok(out) => Ok(out
+                .repositories()
+                .first()
+                .map(|r| r.image_tag_mutability().map(|m| m.as_str().to_string()).unwrap_or_else(|| "MUTABLE".into()))),
+            Err(e) if e.code() == Some("RepositoryNotFoundException") => Ok(None),
+            Err(e) => Err(aws_error(&format!("DescribeRepositories for `{name}`"), e)),
+        }
+    }
+
+    /// Create `name` with `settings`; a repository someone else created meanwhile counts as success.
+    pub async fn create(&self, name: &str, settings: &EcrSettings, policies: &Policies) -> Result<RepositoryState, EcrError> {
+        let mut req = self.client.create_repository().registry_id(&self.registry_id).repository_name(name);
+        if let Some(scan) = settings.scan_on_push {
+            req = req.image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(scan).build());
+        }
+        if let Some(m) = &settings.tag_mutability {
+            req = req.image_tag_mutability(ImageTagMutability::from(m.as_str()));
+            for f in &settings.tag_mutability_exclusions {
+                let filter = ImageTagMutabilityExclusionFilter::builder()
+                    .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                    .filter(f)
+                    .build()
+                    .map_err(|e| EcrError::Settings(e.to_string()))?;
+                req = req.image_tag_mutability_exclusion_filters(filter);
+            }
+        }
+        if let Some(enc) = &settings.encryption {
+            let mut e = EncryptionConfiguration::builder().encryption_type(EncryptionType::from(enc.as_str()));
+            if let Some(k) = &settings.kms_key {
+                e = e.kms_key(k);
+            }
+            req = req.encryption_configuration(e.build().map_err(|e| EcrError::Settings(e.to_string()))?);
+        }
+        for (k, v) in &settings.tags {
+            req = req.tags(Tag::builder().key(k).value(v).build().map_err(|e| EcrError::Settings(e.to_string()))?);
+        }
+        let state = match req.send().await {
+            Ok(_) => RepositoryState::Created,
+            Err(e) if e.code() == Some("RepositoryAlreadyExistsException") => {
+                return Ok(RepositoryState::Existing { mutability: self.describe(name).await?.unwrap_or_else(|| "MUTABLE".into()) });
+            }
+            Err(e) => return Err(aws_error(&format!("CreateRepository `{name}`"), e)),
+        };
+        self.apply_policies(name, policies).await?;
+        Ok(state)
+    }
+
+    pub async fn apply_policies(&self, name: &str, policies: &Policies) -> Result<(), EcrError> {
+        if let Some(text) = &policies.lifecycle {
+            self.client
+                .put_lifecycle_policy()
+                .registry_id(&self.registry_id)
+                .repository_name(name)
+                .lifecycle_policy_text(text)
+                .send()
+                .await
+                .map_err(|e| aws_error(&format!("PutLifecyclePolicy on `{name}`"), e))?;
+        }
+        if let Some(text) = &policies.repository {
+            self.client
+                .set_repository_policy()
+                .registry_id(&self.registry_id)
+                .repository_name(name)
+                .policy_text(text)
+                .send()
+                .await
+                .map_err(|e| aws_error(&format!("SetRepositoryPolicy on `{name}`"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Bring an existing repository to `settings` (--ecr-update-existing).
+    pub async fn update(&self, name: &str, settings: &EcrSettings, policies: &Policies) -> Result<(), EcrError> {
+        if let Some(scan) = settings.scan_on_push {
+            self.client
+                .put_image_scanning_configuration()
+                .registry_id(&self.registry_id)
+                .repository_name(name)
+                .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(scan).build())
+                .send()
+                .await
+                .map_err(|e| aws_error(&format!("PutImageScanningConfiguration on `{name}`"), e))?;
+        }
+        if let Some(m) = &settings.tag_mutability {
+            self.client
+                .put_image_tag_mutability()
+                .registry_id(&self.registry_id)
+                .repository_name(name)
+                .image_tag_mutability(ImageTagMutability::from(m.as_str()))
+                .send()
+                .await
+                .map_err(|e| aws_error(&format!("PutImageTagMutability on `{name}`"), e))?;
+        }
+        self.apply_policies(name, policies).await
+    }
+
+    /// Basic credentials for the data plane, from `GetAuthorizationToken` (`base64("AWS:<password>")`).
+    pub async fn token(&self) -> Result<Credentials, EcrError> {
+        #[allow(deprecated)]
+        let out = self
+            .client
+            .get_authorization_token()
+            .registry_ids(&self.registry_id)
+            .send()
+            .await
+            .map_err(|e| aws_error("GetAuthorizationToken", e))?;
+        let token = out.authorization_data().first().and_then(|d| d.authorization_token()).ok_or(EcrError::BadToken)?;
+        let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| EcrError::BadToken)?;
+        let raw = String::from_utf8(raw).map_err(|_| EcrError::BadToken)?;
+        let (user, password) = raw.split_once(':').ok_or(EcrError::BadToken)?;
+        Ok(Credentials { username: user.to_string(), password: password.to_string(), origin: "ECR GetAuthorizationToken".into() })
+    }
+}
