@@ -8,23 +8,30 @@ use crate::harness::*;
 const USER: &str = "importer";
 const PASSWORD: &str = "correct-horse-battery";
 
-/// A TLS registry with Basic auth; returns it and the CA's PEM path (inside `ws`).
-fn secure_registry(ws: &Workspace) -> (Registry, std::path::PathBuf) {
+/// A test CA: its PEM path in `ws` and an issuer to sign with.
+fn test_ca(ws: &Workspace, name: &str) -> (std::path::PathBuf, Issuer<'static, KeyPair>) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "bundle test CA");
+    ca_params.distinguished_name.push(DnType::CommonName, format!("bundle test {name}"));
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap().signed_by(&server_key, &issuer).unwrap();
+    (ws.write(&format!("{name}.pem"), &ca_cert.pem()), Issuer::new(ca_params, ca_key))
+}
 
-    let ca_path = ws.write("ca.pem", &ca_cert.pem());
-    let cert_path = ws.write("server.pem", &server.pem());
-    let key_path = ws.write("server-key.pem", &server_key.serialize_pem());
+/// A server certificate for loopback signed by `issuer`: (cert path, key path).
+fn server_cert(ws: &Workspace, issuer: &Issuer<'static, KeyPair>) -> (std::path::PathBuf, std::path::PathBuf) {
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap().signed_by(&server_key, issuer).unwrap();
+    (ws.write("server.pem", &server.pem()), ws.write("server-key.pem", &server_key.serialize_pem()))
+}
+
+/// A TLS registry with Basic auth; returns it and the CA's PEM path (inside `ws`).
+fn secure_registry(ws: &Workspace) -> (Registry, std::path::PathBuf) {
+    let (ca_path, issuer) = test_ca(ws, "ca");
+    let (cert_path, key_path) = server_cert(ws, &issuer);
     let hash = bcrypt::hash_with_result(PASSWORD, 4).unwrap().format_for_version(bcrypt::Version::TwoY);
     let htpasswd = ws.write("htpasswd", &format!("{USER}:{hash}\n"));
-    let reg = Registry::start_with(RegistryOptions { tls: Some((cert_path, key_path)), htpasswd: Some(htpasswd) });
+    let reg = Registry::start_with(RegistryOptions { tls: Some((cert_path, key_path)), htpasswd: Some(htpasswd), ..Default::default() });
     (reg, ca_path)
 }
 
@@ -125,4 +132,80 @@ fn source_credentials_come_from_the_docker_config() {
     let tar = zstd::stream::decode_all(&archive[..]).unwrap();
     assert!(!String::from_utf8_lossy(&tar).contains(PASSWORD), "a secret was written into the archive");
     ws.bundle(&["verify", "p.tar.zst"]).success();
+}
+
+#[test]
+fn client_certificates_open_an_mtls_registry() {
+    let ws = Workspace::new();
+    let (_src, img) = exported_archive(&ws);
+    let (ca, issuer) = test_ca(&ws, "ca");
+    let (client_ca, client_issuer) = test_ca(&ws, "client-ca");
+    let (cert, key) = server_cert(&ws, &issuer);
+    let dst = Registry::start_with(RegistryOptions { tls: Some((cert, key)), client_ca: Some(client_ca), ..Default::default() });
+    let client_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "importer");
+    let client = params.signed_by(&client_key, &client_issuer).unwrap();
+    let client_cert = ws.write("client.pem", &client.pem());
+    let client_key = ws.write("client-key.pem", &client_key.serialize_pem());
+
+    // Without the client certificate the registry refuses the connection.
+    let cfg = config(&ws, &dst, &format!("ca_file = \"{}\"\n", ca.display()));
+    let r = ws.bundle(&["--registry-config", &cfg, "import", "-d", &dst.host(), "s.tar.zst", "--retries", "0"]).failure();
+    assert!(r.stderr.contains("cannot reach registry"), "{}", r.stderr);
+    assert!(dst.repositories().is_empty());
+
+    let cfg = config(
+        &ws,
+        &dst,
+        &format!("ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n", ca.display(), client_cert.display(), client_key.display()),
+    );
+    ws.bundle(&["--registry-config", &cfg, "import", "-d", &dst.host(), "s.tar.zst"]).success();
+    assert_eq!(dst.repositories(), vec![img.repo.clone()]);
+}
+
+#[test]
+fn the_bearer_token_flow_works_against_a_token_auth_registry() {
+    let mut ws = Workspace::new();
+    let src = Registry::start();
+    let set = seed_sample(&src.base_url(), 33, 8192);
+    let refs: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).collect();
+    ws.export(&refs, "s.tar.zst");
+    let tr = TokenRegistry::start(&ws);
+    let host = tr.registry.host();
+
+    // No credentials: the registry's token service refuses, and the error says how to log in.
+    let r = ws.bundle(&["import", "-d", &host, "s.tar.zst", "--retries", "0"]).failure();
+    assert!(r.stderr.contains("requires authentication and no credentials were found") || r.stderr.contains("rejected the credentials"), "{}", r.stderr);
+
+    ws.env("DST_REGISTRY_USERNAME", TOKEN_USER);
+    ws.env("DST_REGISTRY_PASSWORD", "token-flow-s3cret");
+    ws.bundle(&["import", "-d", &host, "s.tar.zst"]).success();
+    let asked = tr.scopes_asked.lock().unwrap().clone();
+    // Mounting the shared base layer into another repository needs pull on the repository it comes from.
+    assert!(asked.iter().any(|s| s.ends_with(":pull") && !s.contains(":pull,push")), "no pull-only scope for a mount source: {asked:?}");
+    // One token per scope set, not one per request.
+    let issued = tr.tokens_issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(issued < 30, "{issued} tokens for {} images", set.images.len());
+
+    for img in &set.images {
+        let token = tr.token(&format!("repository:{}:pull", img.repo));
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{}/v2/{}/manifests/{}", tr.registry.base_url(), img.repo, img.tag))
+            .bearer_auth(token)
+            .header("accept", img.root_media_type.as_str())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}: {}", img.repo, r.status());
+        assert_eq!(sha256(&r.bytes().unwrap()), img.root.digest);
+    }
+
+    // And back out of it, as a source.
+    let mut ws2 = Workspace::new();
+    ws2.env("DST_REGISTRY_USERNAME", "ignored-for-sources");
+    let cfg = ws2.write("cred.json", &format!("{{\"auths\":{{\"{host}\":{{\"username\":\"{TOKEN_USER}\",\"password\":\"token-flow-s3cret\"}}}}}}"));
+    ws2.env("REGISTRY_AUTH_FILE", cfg.to_str().unwrap());
+    let refs: Vec<String> = set.images.iter().map(|i| format!("{host}/{}:{}", i.repo, i.tag)).collect();
+    ws2.export(&refs, "back.tar.zst");
+    ws2.bundle(&["verify", "back.tar.zst"]).success();
 }

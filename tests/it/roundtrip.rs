@@ -206,3 +206,32 @@ fn two_sources_colliding_on_one_destination_tag_push_nothing() {
     assert!(r.stderr.contains(&format!("two images would be pushed to {}/team/app:1.0 with different content", dst.host())), "{}", r.stderr);
     assert_eq!(dst.repositories(), Vec::<String>::new());
 }
+
+#[test]
+fn flatten_and_keep_host_map_paths_and_flatten_collisions_stop_the_import() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let set = seed_sample(&src.base_url(), 8, 4096);
+    let ws = Workspace::new();
+    let refs: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).collect();
+    ws.export(&refs, "s.tar.zst");
+    ws.bundle(&["import", "-d", &format!("{}/flat", dst.host()), "s.tar.zst", "--flatten"]).success();
+    ws.bundle(&["import", "-d", &format!("{}/hosts", dst.host()), "s.tar.zst", "--keep-host"]).success();
+    let host_path = src.host().replace(':', "-");
+    for img in &set.images {
+        let last = img.repo.rsplit('/').next().unwrap();
+        assert_image_at(&dst.base_url(), &format!("flat/{last}"), &img.tag, img);
+        assert_image_at(&dst.base_url(), &format!("hosts/{host_path}/{}", img.repo), &img.tag, img);
+    }
+
+    // Two images whose last components and tags match, with different content.
+    let a = image(&[random_layer(512, 61)], "amd64", false);
+    let b = image(&[random_layer(512, 62)], "amd64", false);
+    Pusher::new(&src.base_url()).image("team-a/app", "1", &a);
+    Pusher::new(&src.base_url()).image("team-b/app", "1", &b);
+    ws.export(&[format!("{}/team-a/app:1", src.host()), format!("{}/team-b/app:1", src.host())], "c.tar.zst");
+    ws.bundle(&["import", "-d", &format!("{}/ok", dst.host()), "c.tar.zst"]).success();
+    let r = ws.bundle(&["import", "-d", &format!("{}/clash", dst.host()), "c.tar.zst", "--flatten"]).failure();
+    assert!(r.stderr.contains(&format!("two images would be pushed to {}/clash/app:1 with different content", dst.host())), "{}", r.stderr);
+    assert!(!dst.repositories().iter().any(|r| r.starts_with("clash")));
+}

@@ -4,6 +4,7 @@ pub mod charts;
 pub mod fixtures;
 pub mod moto;
 pub mod registry;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,6 +13,7 @@ pub use charts::*;
 pub use fixtures::*;
 pub use moto::*;
 pub use registry::*;
+pub use token::{TokenRegistry, TOKEN_USER};
 
 /// The result of one `bundle` run.
 pub struct Run {

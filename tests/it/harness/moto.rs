@@ -109,7 +109,7 @@ impl Drop for Moto {
 pub fn ecr_data_plane(ws: &Workspace) -> Registry {
     let hash = bcrypt::hash_with_result(TOKEN_PASSWORD, 4).unwrap().format_for_version(bcrypt::Version::TwoY);
     let htpasswd = ws.write("ecr-htpasswd", &format!("AWS:{hash}\n"));
-    Registry::start_with(RegistryOptions { tls: None, htpasswd: Some(htpasswd) })
+    Registry::start_with(RegistryOptions { htpasswd: Some(htpasswd), ..Default::default() })
 }
 
 /// A manifest's bytes from the data plane, with the token.

@@ -18,6 +18,10 @@ pub struct RegistryOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// htpasswd file for Basic auth.
     pub htpasswd: Option<PathBuf>,
+    /// CA whose client certificates are required (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Raw YAML for the `auth:` section (e.g. the token flow), instead of htpasswd.
+    pub auth_yaml: Option<String>,
 }
 
 pub struct Registry {
@@ -64,6 +68,12 @@ impl Registry {
         );
         if let Some((cert, key)) = &self.options.tls {
             yaml.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+            if let Some(ca) = &self.options.client_ca {
+                yaml.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+            }
+        }
+        if let Some(auth) = &self.options.auth_yaml {
+            yaml.push_str(auth);
         }
         if let Some(h) = &self.options.htpasswd {
             yaml.push_str(&format!("auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n", h.display()));
