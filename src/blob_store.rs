@@ -3,7 +3,9 @@
 //! A blob appears under its final name only after its bytes matched its digest; partial downloads live
 //! under a temporary name that is removed on failure, so the store never holds unverified content.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::digest::Digest;
 use crate::registry::{RegistryClient, RegistryError};
@@ -36,7 +38,8 @@ impl BlobStore {
         Ok(digest)
     }
 
-    /// Download `digest` from `repository` unless it is stored already.
+    /// Download `digest` from `repository` unless it is stored already. Returns true when it was downloaded
+    /// (and so verified) now, false when a stored copy (from an earlier run) is used as it is.
     pub async fn fetch(
         &self,
         client: &RegistryClient,
@@ -44,10 +47,10 @@ impl BlobStore {
         digest: &Digest,
         size: u64,
         progress: &(dyn Fn(i64) + Sync),
-    ) -> Result<(), RegistryError> {
+    ) -> Result<bool, RegistryError> {
         if self.contains(digest, size) {
             progress(size as i64);
-            return Ok(());
+            return Ok(false);
         }
         let what = format!("staging blob {digest}");
         let partial = tempfile::Builder::new()
@@ -63,9 +66,49 @@ impl BlobStore {
             Ok(()) => partial_path
                 .persist(self.path(digest))
                 .map_err(|e| RegistryError::Io { what, source: e.error })
-                .map(|_| ()),
+                .map(|_| true),
             // Dropping the TempPath removes the partial file.
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// Which blobs have landed in the store, so that the archive writer can follow the downloads blob by blob
+/// instead of waiting for all of them.
+#[derive(Clone, Default)]
+pub struct Arrivals {
+    /// Arrived blobs (with whether their bytes were verified on the way in), and why arrivals stopped.
+    inner: Arc<(Mutex<(HashMap<Digest, bool>, Option<String>)>, Condvar)>,
+}
+
+impl Arrivals {
+    /// `verified`: the bytes were hashed against the digest as they were written, in this run.
+    pub fn arrived(&self, digest: &Digest, verified: bool) {
+        let (state, cv) = &*self.inner;
+        state.lock().expect("arrivals lock").0.insert(digest.clone(), verified);
+        cv.notify_all();
+    }
+
+    /// No more blobs will come: wake the waiter with this reason.
+    pub fn abort(&self, why: String) {
+        let (state, cv) = &*self.inner;
+        state.lock().expect("arrivals lock").1.get_or_insert(why);
+        cv.notify_all();
+    }
+
+    /// Block until `digest` has arrived (returning whether it was verified on the way in), or fail if the
+    /// downloads stopped.
+    pub fn wait(&self, digest: &Digest) -> std::io::Result<bool> {
+        let (state, cv) = &*self.inner;
+        let mut guard = state.lock().expect("arrivals lock");
+        loop {
+            if let Some(verified) = guard.0.get(digest) {
+                return Ok(*verified);
+            }
+            if let Some(why) = &guard.1 {
+                return Err(std::io::Error::other(format!("the download of {digest} did not complete: {why}")));
+            }
+            guard = cv.wait(guard).expect("arrivals lock");
         }
     }
 }

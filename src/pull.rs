@@ -33,7 +33,8 @@ pub enum PullError {
     Pool(#[from] PoolError),
 }
 
-/// Distinct blobs of `images`, largest first so the long transfers start early.
+/// Distinct blobs of `images`, in the order the archive writes them (by digest), so that writing can follow
+/// the downloads.
 pub fn jobs(images: &[ResolvedImage]) -> Vec<PullJob> {
     let mut unique: BTreeMap<Digest, PullJob> = BTreeMap::new();
     // The chart artifact's blobs were made locally and are staged already.
@@ -47,7 +48,7 @@ pub fn jobs(images: &[ResolvedImage]) -> Vec<PullJob> {
         }
     }
     let mut jobs: Vec<PullJob> = unique.into_values().collect();
-    jobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
+    jobs.sort_by(|a, b| a.digest.cmp(&b.digest));
     jobs
 }
 
@@ -57,7 +58,24 @@ pub async fn pull_all(
     jobs: &[PullJob],
     concurrency: usize,
     progress: &Transfer,
+    arrivals: &crate::blob_store::Arrivals,
 ) -> Result<(), PullError> {
+    let result = pull_each(registries, store, jobs, concurrency, progress, arrivals).await;
+    if let Err(e) = &result {
+        arrivals.abort(crate::error_text::chain_line(e));
+    }
+    result
+}
+
+async fn pull_each(
+    registries: &Registries,
+    store: &BlobStore,
+    jobs: &[PullJob],
+    concurrency: usize,
+    progress: &Transfer,
+    arrivals: &crate::blob_store::Arrivals,
+) -> Result<(), PullError> {
+    // `buffered`-like: at most `concurrency` in flight, started in archive order.
     stream::iter(jobs.iter().map(Ok::<_, PullError>))
         .try_for_each_concurrent(concurrency.max(1), |job| async move {
             let client = registries.client(job.from.registry(), Role::Source)?;
@@ -65,7 +83,10 @@ pub async fn pull_all(
             let count = |n: i64| progress.add(n);
             let result = store.fetch(&client, job.from.repository(), &job.digest, job.size, &count).await;
             progress.item_done();
-            result.map_err(|source| PullError::Registry {
+            if let Ok(verified) = result {
+                arrivals.arrived(&job.digest, verified);
+            }
+            result.map(|_| ()).map_err(|source| PullError::Registry {
                 digest: job.digest.clone(),
                 image: job.from.to_string(),
                 source,

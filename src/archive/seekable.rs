@@ -23,46 +23,65 @@ const MAX_FRAME_BYTES: u32 = 1 << 30;
 /// Uncompressed bytes per frame: small enough for fine-grained random access, large enough that the
 /// per-frame overhead (12 bytes of header and table, a fresh compression window) is negligible.
 pub const FRAME_SIZE: usize = 4 << 20;
-/// Fixed compression level: part of the byte-identical-output contract. Layers are already compressed,
-/// so a higher level buys almost nothing and costs a lot of time.
-pub const LEVEL: i32 = 3;
+/// Fixed compression level: part of the byte-identical-output contract. Layers are already compressed, so a
+/// higher level buys almost nothing (measured: the same size on gzip layers) and costs time.
+pub const LEVEL: i32 = 1;
 
 /// Writes a seekable zstd stream to `W`; call `finish` to write the seek table.
-pub struct SeekableWriter<W: Write> {
-    inner: W,
-    threads: usize,
-    pending: Vec<Vec<u8>>,
+///
+/// A pipeline, so that the thread feeding it (reading and hashing blobs) never waits for compression: chunks go
+/// to `threads` compressor threads, and a writer thread puts the frames back in order and writes them. The
+/// bytes do not depend on the number of threads.
+pub struct SeekableWriter<W: Write + Send + 'static> {
     current: Vec<u8>,
-    frames: Vec<(u32, u32)>,
+    next_index: u64,
+    chunks: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>)>>,
+    compressors: Vec<std::thread::JoinHandle<()>>,
+    writer: Option<std::thread::JoinHandle<io::Result<(W, Vec<(u32, u32)>)>>>,
 }
 
-impl<W: Write> SeekableWriter<W> {
+impl<W: Write + Send + 'static> SeekableWriter<W> {
     pub fn new(inner: W, threads: usize) -> Self {
-        SeekableWriter {
-            inner,
-            threads: threads.max(1),
-            pending: Vec::new(),
-            current: Vec::with_capacity(FRAME_SIZE),
-            frames: Vec::new(),
-        }
-    }
-
-    /// Compress the pending chunks in parallel and write them in order.
-    fn flush_pending(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let chunks = std::mem::take(&mut self.pending);
-        let compressed: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunks.iter().map(|c| s.spawn(move || compress_frame(c))).collect();
-            handles.into_iter().map(|h| h.join().expect("compression thread panicked")).collect()
+        let threads = threads.max(1);
+        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(threads * 2);
+        let chunk_rx = std::sync::Arc::new(std::sync::Mutex::new(chunk_rx));
+        let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<(u64, u32, io::Result<Vec<u8>>)>(threads * 2);
+        let compressors = (0..threads)
+            .map(|_| {
+                let rx = chunk_rx.clone();
+                let tx = frame_tx.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        let next = rx.lock().expect("chunk queue").recv();
+                        let Ok((index, chunk)) = next else { return };
+                        if tx.send((index, chunk.len() as u32, compress_frame(&chunk))).is_err() {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(frame_tx);
+        let writer = std::thread::spawn(move || {
+            let mut inner = inner;
+            let mut frames = Vec::new();
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut next = 0u64;
+            for (index, len, frame) in frame_rx {
+                waiting.insert(index, (len, frame));
+                while let Some((len, frame)) = waiting.remove(&next) {
+                    let frame = frame?;
+                    inner.write_all(&frame)?;
+                    frames.push((frame.len() as u32, len));
+                    next += 1;
+                }
+            }
+            if !waiting.is_empty() {
+                return Err(io::Error::other("a compression thread stopped early"));
+            }
+            Ok((inner, frames))
         });
-        for (chunk, frame) in chunks.iter().zip(compressed) {
-            let frame = frame?;
-            self.inner.write_all(&frame)?;
-            self.frames.push((frame.len() as u32, chunk.len() as u32));
-        }
-        Ok(())
+        SeekableWriter { current: Vec::with_capacity(FRAME_SIZE), next_index: 0, chunks: Some(chunk_tx), compressors, writer: Some(writer) }
     }
 
     fn cut_frame(&mut self) -> io::Result<()> {
@@ -70,31 +89,53 @@ impl<W: Write> SeekableWriter<W> {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.current, Vec::with_capacity(FRAME_SIZE));
-        self.pending.push(chunk);
-        if self.pending.len() >= self.threads {
-            self.flush_pending()?;
+        let sent = self.chunks.as_ref().expect("not finished").send((self.next_index, chunk));
+        self.next_index += 1;
+        if sent.is_err() {
+            // The pipeline stopped; `finish` reports why.
+            return Err(self.stop().err().unwrap_or_else(|| io::Error::other("the compression pipeline stopped")));
         }
         Ok(())
+    }
+
+    fn stop(&mut self) -> io::Result<(W, Vec<(u32, u32)>)> {
+        drop(self.chunks.take());
+        for c in self.compressors.drain(..) {
+            let _ = c.join();
+        }
+        match self.writer.take() {
+            Some(w) => w.join().map_err(|_| io::Error::other("the archive writer thread panicked"))?,
+            None => Err(io::Error::other("the compression pipeline already stopped")),
+        }
     }
 
     /// Write the last frame and the seek table; returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.cut_frame()?;
-        self.flush_pending()?;
-        let entries = self.frames.len() as u32;
-        let mut table = Vec::with_capacity(8 + self.frames.len() * 8 + FOOTER_LEN as usize);
+        let (mut inner, frames) = self.stop()?;
+        let entries = frames.len() as u32;
+        let mut table = Vec::with_capacity(8 + frames.len() * 8 + FOOTER_LEN as usize);
         table.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
         table.extend_from_slice(&(entries * 8 + FOOTER_LEN as u32).to_le_bytes());
-        for (c, d) in &self.frames {
+        for (c, d) in &frames {
             table.extend_from_slice(&c.to_le_bytes());
             table.extend_from_slice(&d.to_le_bytes());
         }
         table.extend_from_slice(&entries.to_le_bytes());
         table.push(0);
         table.extend_from_slice(&SEEKABLE_MAGIC.to_le_bytes());
-        self.inner.write_all(&table)?;
-        self.inner.flush()?;
-        Ok(self.inner)
+        inner.write_all(&table)?;
+        inner.flush()?;
+        Ok(inner)
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for SeekableWriter<W> {
+    fn drop(&mut self) {
+        // An abandoned writer (an error elsewhere) must not leave threads behind.
+        if self.writer.is_some() {
+            let _ = self.stop();
+        }
     }
 }
 
@@ -105,7 +146,7 @@ fn compress_frame(chunk: &[u8]) -> io::Result<Vec<u8>> {
     c.compress(chunk)
 }
 
-impl<W: Write> Write for SeekableWriter<W> {
+impl<W: Write + Send + 'static> Write for SeekableWriter<W> {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
         let n = buf.len();
         while !buf.is_empty() {

@@ -96,13 +96,9 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     let jobs = pull::jobs(&images);
     let blob_bytes: u64 = jobs.iter().map(|j| j.size).sum();
 
-    let progress = ctx.printer.transfer("pull", blob_bytes, jobs.len() as u64);
-    pull::pull_all(&ctx.registries, &store, &jobs, ctx.concurrency, &progress).await?;
-    progress.finish();
-    ctx.printer.info(format!("Pulled {} blobs ({}) in {:.1?}", jobs.len(), human(blob_bytes), progress.elapsed()));
-
-    // The archive is written under a temporary name next to OUT (same filesystem, so the rename is atomic).
-    let dir = output.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    // The archive is written under a temporary name next to OUT (same filesystem, so the rename is atomic),
+    // while the downloads are still running: the writer follows them blob by blob, in archive order.
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let file_name = output.file_name().unwrap_or_default().to_string_lossy().to_string();
     let temp = tempfile::Builder::new()
         .prefix(&format!(".{file_name}."))
@@ -111,17 +107,26 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     let file = temp.as_file().try_clone().context("cannot open the temporary archive")?;
     let total = meta.total_blob_bytes();
+    let progress = ctx.printer.transfer("pull", blob_bytes, jobs.len() as u64);
     let writing = ctx.printer.transfer("write", total, meta.blobs.len() as u64);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let w = writing.clone();
-    let written = {
-        let images = images.clone();
-        let meta = meta.clone();
-        tokio::task::spawn_blocking(move || pack::write(file, &images, &meta, &store, threads, &|n| w.add(n as i64)))
-            .await
-            .context("the archive writer failed")?
-            .with_context(|| format!("cannot write the archive {}", output.display()))?
+    let arrivals = crate::blob_store::Arrivals::default();
+    for img in images.iter().filter(|i| i.helm_chart) {
+        for b in &img.blobs {
+            arrivals.arrived(&b.digest, true);
+        }
+    }
+    let store = std::sync::Arc::new(store);
+    let pack_task = {
+        let (images, meta, store, arrivals, w) = (images.clone(), meta.clone(), store.clone(), arrivals.clone(), writing.clone());
+        tokio::task::spawn_blocking(move || pack::write(file, &images, &meta, &store, threads, &|n| w.add(n as i64), &arrivals))
     };
+    let pulled = pull::pull_all(&ctx.registries, &store, &jobs, ctx.concurrency, &progress, &arrivals).await;
+    progress.finish();
+    let written = pack_task.await.context("the archive writer failed")?;
+    pulled?;
+    let written = written.with_context(|| format!("cannot write the archive {}", output.display()))?;
+    ctx.printer.detail(format!("pulled {} blobs ({}) in {:.1?}", jobs.len(), human(blob_bytes), progress.elapsed()));
     writing.finish();
 
     let sidecar = sidecar_path(&output);
