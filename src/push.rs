@@ -159,6 +159,16 @@ pub struct Presence {
 }
 
 impl Presence {
+    /// Whether the destination has every image, with current tags: an import would push nothing.
+    pub fn nothing_to_do(&self, plan: &PushPlan, contents: &BundleContents) -> bool {
+        self.missing_blobs.is_empty()
+            && self.images_complete(plan, contents) == plan.images.len()
+            && plan.images.iter().all(|p| match p.target.tag() {
+                Some(t) => self.tags_current.contains(&format!("{}:{t}", p.target.repository())),
+                None => true,
+            })
+    }
+
     /// Images whose root manifest is already in its destination repository.
     pub fn images_complete(&self, plan: &PushPlan, contents: &BundleContents) -> usize {
         plan.images

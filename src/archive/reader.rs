@@ -177,6 +177,69 @@ impl ArchiveFile {
         Ok(None)
     }
 
+    /// The front of one of our archives: metadata and every manifest (hashed against its name), stopping at
+    /// the first layer. Blob sizes come from bundle.json; offsets are unknown, so this is for planning only.
+    /// `None` when the archive is not laid out that way (another tool's archive, or damage): use `scan`.
+    pub fn scan_front(&self) -> Result<Option<Scan>, ArchiveError> {
+        let open_err = |source| ArchiveError::Open { path: self.path.clone(), source };
+        let file = File::open(&self.path).map_err(open_err)?;
+        let mut tar = tar::Archive::new(self.tar_stream(file).map_err(open_err)?);
+        let mut scan = Scan {
+            oci_layout: None,
+            index: None,
+            metadata: None,
+            blobs: BTreeMap::new(),
+            json_blobs: HashMap::new(),
+            problems: Vec::new(),
+            file_digest: Digest::of(b""),
+            file_len: 0,
+            first_blob_before_metadata: false,
+        };
+        let Ok(entries) = tar.entries() else { return Ok(None) };
+        for entry in entries {
+            let Ok(mut entry) = entry else { return Ok(None) };
+            let Some(path) = normalise(&String::from_utf8_lossy(&entry.path_bytes())) else { return Ok(None) };
+            let size = entry.size();
+            let slot = match path.as_str() {
+                OCI_LAYOUT_FILE => Some(&mut scan.oci_layout),
+                INDEX_FILE => Some(&mut scan.index),
+                BUNDLE_FILE => Some(&mut scan.metadata),
+                "blobs" | "blobs/sha256" => continue,
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                if size > MAX_METADATA_BYTES {
+                    return Ok(None);
+                }
+                let mut buf = Vec::new();
+                if entry.read_to_end(&mut buf).is_err() {
+                    return Ok(None);
+                }
+                *slot = Some(Bytes::from(buf));
+                continue;
+            }
+            let Some(digest) = layout::blob_digest(&path) else { return Ok(None) };
+            if size > MAX_MANIFEST_BYTES as u64 {
+                break;
+            }
+            let mut buf = Vec::new();
+            if entry.read_to_end(&mut buf).is_err() || Digest::of(&buf) != digest {
+                return Ok(None);
+            }
+            if buf.first() != Some(&b'{') {
+                break;
+            }
+            scan.json_blobs.insert(digest, Bytes::from(buf));
+        }
+        let Some(meta) = scan.metadata.as_ref().and_then(|m| serde_json::from_slice::<layout::BundleMetadata>(m).ok()) else {
+            return Ok(None);
+        };
+        for b in &meta.blobs {
+            scan.blobs.insert(b.digest.clone(), BlobEntry { offset: u64::MAX, size: b.size });
+        }
+        Ok(Some(scan))
+    }
+
     /// One pass over the whole archive; see the module docs. `on_bytes` is told about progress (file bytes).
     pub fn scan(&self, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Scan, ArchiveError> {
         let file = File::open(&self.path).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;

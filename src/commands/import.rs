@@ -21,6 +21,32 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
             user_error(format!("invalid destination: {e}"), "write it as host[:port] or host[:port]/prefix, e.g. -d registry.internal:5000/mirror")
         })?
         .with_mapping(mapping);
+    // First only the front of the archive (metadata and manifests): when the destination already has
+    // everything, nothing will be pushed and the layers need not be read.
+    let front = front_contents(&args.archive).await;
+    if let (Some(contents), false) = (&front, args.dry_run) {
+        let plan = PushPlan::new(contents, &dest).context("cannot plan the import")?;
+        let ecr = super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, false).await?;
+        let client = ctx.registries.client(&dest.registry, Role::Destination).context("cannot prepare the destination registry")?;
+        let presence = push::probe(&client, &plan, contents, ctx.concurrency)
+            .await
+            .with_context(|| format!("cannot check what {} already has", dest.registry))?;
+        if let Some(session) = &ecr {
+            check_immutable_tags(&presence, session)?;
+        }
+        if presence.nothing_to_do(&plan, contents) {
+            ctx.printer.info(format!(
+                "{} already holds all {} images of {} with the same digests; nothing to push (checked in {:.1?})",
+                args.destination,
+                plan.images.len(),
+                args.archive.display(),
+                started.elapsed()
+            ));
+            finish(ctx, &args, contents, &plan, &dest)?;
+            return Ok(());
+        }
+    }
+
     let (archive, contents) = super::verify::verify_archive(ctx, &args.archive).await?;
     ctx.printer.info(format!("Verified {} ({} images, {})", args.archive.display(), contents.images.len(), human(contents.total_bytes())));
 
@@ -79,6 +105,11 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
         stats.manifests,
         started.elapsed()
     ));
+    finish(ctx, &args, &contents, &plan, &dest)
+}
+
+/// What every successful import ends with: how to install the chart, and the values file.
+fn finish(ctx: &Context, args: &ImportArgs, contents: &crate::archive::BundleContents, plan: &PushPlan, dest: &Destination) -> anyhow::Result<()> {
     if let Some(chart) = contents.images.iter().zip(&plan.images).find(|(img, _)| img.helm_chart) {
         let target = &chart.1.target;
         ctx.printer.info(format!(
@@ -89,9 +120,22 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
         ));
     }
     if let Some(path) = &args.values_out {
-        write_values(ctx, &contents, &dest, path)?;
+        write_values(ctx, contents, dest, path)?;
     }
     Ok(())
+}
+
+/// Contents from the front of the archive (our layout only), for planning; `None` means "verify fully".
+async fn front_contents(path: &std::path::Path) -> Option<crate::archive::BundleContents> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let archive = crate::archive::ArchiveFile::open(&path).ok()?;
+        let scan = archive.scan_front().ok()??;
+        let (contents, problems) = crate::archive::contents::check(scan, None);
+        contents.filter(|_| problems.is_empty())
+    })
+    .await
+    .ok()?
 }
 
 /// A tag that exists with another digest in a repository whose tags are immutable would fail mid-import:

@@ -75,3 +75,19 @@ fn an_existing_output_is_not_overwritten() {
     ws.bundle(&["verify", "s.tar.zst"]).success();
     assert_eq!(listing(ws.dir.path()).iter().filter(|n| n.contains(".partial")).count(), 0);
 }
+
+#[test]
+fn a_reimport_that_pushes_nothing_reads_only_the_front_but_a_real_import_verifies_everything() {
+    let (_src, dst, ws, _) = exported(512 * 1024, 15);
+    ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).success();
+    // Damage a layer (the end of the archive holds the largest blobs), after the import.
+    let len = std::fs::metadata(ws.path("s.tar.zst")).unwrap().len() as usize;
+    flip_byte(&ws.path("s.tar.zst"), len - 4096);
+    let again = ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).success();
+    assert!(again.stderr.contains("nothing to push"), "{}", again.stderr);
+    // Anything that would push reads, and refuses, the damaged archive.
+    let empty = Registry::start();
+    let r = ws.bundle(&["import", "-d", &empty.host(), "s.tar.zst"]).failure();
+    assert!(r.stderr.contains("failed verification"), "{}", r.stderr);
+    assert!(empty.repositories().is_empty());
+}
