@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::digest::Digest;
+use crate::digest::{Digest, DigestWriter};
 use crate::registry::{RegistryClient, RegistryError};
 
 pub struct BlobStore {
@@ -38,8 +38,9 @@ impl BlobStore {
         Ok(digest)
     }
 
-    /// Download `digest` from `repository` unless it is stored already. Returns true when it was downloaded
-    /// (and so verified) now, false when a stored copy (from an earlier run) is used as it is.
+    /// Make `digest` available in the store: a stored copy is hashed first (a damaged one is removed and
+    /// fetched again); otherwise it is downloaded, resuming a partial download an interrupted run left behind.
+    /// Returns true: the bytes in the store have been verified in this run.
     pub async fn fetch(
         &self,
         client: &RegistryClient,
@@ -48,29 +49,78 @@ impl BlobStore {
         size: u64,
         progress: &(dyn Fn(i64) + Sync),
     ) -> Result<bool, RegistryError> {
+        let what = format!("caching blob {digest}");
+        let io_err = |e: std::io::Error| RegistryError::Io { what: what.clone(), source: e };
+        let final_path = self.path(digest);
         if self.contains(digest, size) {
-            progress(size as i64);
-            return Ok(false);
+            let path = final_path.clone();
+            let ok = tokio::task::spawn_blocking(move || hash_file(&path, u64::MAX).map(|(d, _)| d))
+                .await
+                .map_err(|e| io_err(std::io::Error::other(e)))?
+                .map_err(io_err)?
+                == *digest;
+            if ok {
+                progress(size as i64);
+                return Ok(true);
+            }
+            std::fs::remove_file(&final_path).map_err(io_err)?;
         }
-        let what = format!("staging blob {digest}");
-        let partial = tempfile::Builder::new()
-            .prefix(&format!(".{}-", digest.hex()))
-            .suffix(".partial")
-            .tempfile_in(self.dir.join("sha256"))
-            .map_err(|e| RegistryError::Io { what: what.clone(), source: e })?;
-        let (std_file, partial_path) = partial.into_parts();
+        // A fixed name lets an interrupted run's bytes be resumed; the lock keeps two runs from sharing it.
+        let partial_path = self.dir.join("sha256").join(format!("{}.partial", digest.hex()));
+        let fixed = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&partial_path).map_err(io_err)?;
+        let (std_file, path, temp) = match fixed.try_lock() {
+            Ok(()) => (fixed, partial_path, None),
+            Err(_) => {
+                let t = tempfile::Builder::new().prefix(&format!(".{}-", digest.hex())).suffix(".partial").tempfile_in(self.dir.join("sha256")).map_err(io_err)?;
+                let (f, p) = t.into_parts();
+                (f, p.to_path_buf(), Some(p))
+            }
+        };
+        // Hash what an earlier run left, so the download continues from there.
+        let existing = std_file.metadata().map_err(io_err)?.len();
+        let resume = if existing > 0 && existing < size {
+            let p = path.clone();
+            let (_, hasher) = tokio::task::spawn_blocking(move || hash_file_state(&p, existing)).await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
+            progress(existing as i64);
+            hasher
+        } else {
+            std_file.set_len(0).map_err(io_err)?;
+            DigestWriter::new()
+        };
         let mut file = tokio::fs::File::from_std(std_file);
-        let result = client.download_blob(repository, digest, size, &mut file, progress).await;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(resume.len())).await.map_err(io_err)?;
+        let result = client.download_blob(repository, digest, size, &mut file, resume, progress).await;
         drop(file);
         match result {
-            Ok(()) => partial_path
-                .persist(self.path(digest))
-                .map_err(|e| RegistryError::Io { what, source: e.error })
-                .map(|_| true),
-            // Dropping the TempPath removes the partial file.
-            Err(e) => Err(e),
+            Ok(()) => {
+                std::fs::rename(&path, &final_path).map_err(io_err)?;
+                if let Some(t) = temp {
+                    let _ = t.keep();
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                // Bad bytes are never kept; an interrupted transfer is kept for the next run.
+                if matches!(e, RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. }) || temp.is_some() {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e)
+            }
         }
     }
+}
+
+/// sha256 of the first `limit` bytes of a file, and how many there were.
+fn hash_file(path: &Path, limit: u64) -> std::io::Result<(Digest, u64)> {
+    let (d, h) = hash_file_state(path, limit)?;
+    Ok((d, h.len()))
+}
+
+fn hash_file_state(path: &Path, limit: u64) -> std::io::Result<(Digest, DigestWriter)> {
+    let mut h = DigestWriter::new();
+    let f = std::fs::File::open(path)?;
+    std::io::copy(&mut std::io::Read::take(std::io::BufReader::with_capacity(1 << 20, f), limit), &mut h)?;
+    Ok((h.clone().finish(), h))
 }
 
 /// Which blobs have landed in the store, so that the archive writer can follow the downloads blob by blob

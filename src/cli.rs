@@ -236,6 +236,15 @@ pub struct ExportArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
+
+    /// Where downloaded blobs are kept, by digest, so an interrupted or repeated export downloads only what
+    /// is missing (cached blobs are verified before use). Default: $XDG_CACHE_HOME/bundle or ~/.cache/bundle.
+    #[arg(long, value_name = "DIR", env = env_vars::BUNDLE_CACHE_DIR)]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Stage downloads in a temporary directory under --tmp-dir, removed afterwards, instead of the cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Args)]

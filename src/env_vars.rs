@@ -16,7 +16,11 @@ pub const DST_REGISTRY_PASSWORD: &str = "DST_REGISTRY_PASSWORD";
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 /// Where temporary files go when `--tmp-dir` is not given (the platform's usual variable).
 pub const TMPDIR: &str = "TMPDIR";
-/// Home directory, for `~/.docker/config.json`.
+/// The export blob cache, same as `--cache-dir`.
+pub const BUNDLE_CACHE_DIR: &str = "BUNDLE_CACHE_DIR";
+/// The user's cache directory (XDG); the blob cache defaults to `$XDG_CACHE_HOME/bundle`.
+pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
+/// Home directory, for `~/.docker/config.json` and the default cache `~/.cache/bundle`.
 pub const HOME: &str = "HOME";
 
 /// The registry the vendor's `STS_REGISTRY_*` variables are meant for.

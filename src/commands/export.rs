@@ -82,13 +82,23 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         ctx.printer.detail(format!("{} -> {} ({})", img.source, img.digest, human(img.size())));
     }
 
-    // Staging area for verified blobs; removed when dropped, on success, failure or interruption.
-    std::fs::create_dir_all(&ctx.tmp_dir).with_context(|| format!("cannot create the temporary directory {}", ctx.tmp_dir.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix("bundle-export-")
-        .tempdir_in(&ctx.tmp_dir)
-        .with_context(|| format!("cannot create a staging directory under {}", ctx.tmp_dir.display()))?;
-    let store = BlobStore::open(staging.path()).context("cannot prepare the staging directory")?;
+    // Blobs land in the cache (kept, so a re-run downloads only what is missing) or, with --no-cache, in a
+    // staging directory that is removed when dropped: on success, failure or interruption.
+    let (store, staging) = if args.no_cache {
+        std::fs::create_dir_all(&ctx.tmp_dir).with_context(|| format!("cannot create the temporary directory {}", ctx.tmp_dir.display()))?;
+        let staging = tempfile::Builder::new()
+            .prefix("bundle-export-")
+            .tempdir_in(&ctx.tmp_dir)
+            .with_context(|| format!("cannot create a staging directory under {}", ctx.tmp_dir.display()))?;
+        (BlobStore::open(staging.path()).context("cannot prepare the staging directory")?, Some(staging))
+    } else {
+        let dir = args.cache_dir.clone().or_else(default_cache_dir).ok_or_else(|| {
+            user_error("no cache directory: neither XDG_CACHE_HOME nor HOME is set", "pass --cache-dir DIR, or --no-cache")
+        })?;
+        ctx.printer.detail(format!("blob cache: {}", dir.display()));
+        let store = BlobStore::open(&dir).with_context(|| format!("cannot use the cache directory {}", dir.display()))?;
+        (store, None)
+    };
     if let Some(c) = &chart {
         images.push(package::oci_artifact(&c.loaded, &store).context("cannot stage the chart")?);
     }
@@ -156,6 +166,15 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     ctx.printer.info(format!("sha256 {}  (in {})", written.digest.hex(), sidecar.display()));
     drop(staging);
     Ok(())
+}
+
+/// `$XDG_CACHE_HOME/bundle`, else `~/.cache/bundle`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os(env_vars::XDG_CACHE_HOME)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os(env_vars::HOME).map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("bundle"))
 }
 
 /// The spec's settings under the command line's: flags add to lists and win over single values.

@@ -284,14 +284,17 @@ impl RegistryClient {
         }
     }
 
-    /// Stream a blob into `file` (from its start), verifying size and digest; a broken transfer resumes with
-    /// `Range` where the registry supports it. `progress` is told about every byte that is kept.
+    /// Stream a blob into `file`, verifying size and digest; a broken transfer resumes with `Range` where the
+    /// registry supports it. `resume` is the hash of the bytes already in `file` (positioned at their end), from
+    /// an earlier, interrupted download; `DigestWriter::new()` to start from scratch. `progress` is told about
+    /// every byte that is kept.
     pub async fn download_blob(
         &self,
         repository: &str,
         digest: &Digest,
         size: u64,
         file: &mut tokio::fs::File,
+        resume: DigestWriter,
         progress: &(dyn Fn(i64) + Sync),
     ) -> Result<(), RegistryError> {
         self.ping().await?;
@@ -299,7 +302,7 @@ impl RegistryClient {
         let url = self.url(&format!("/v2/{}/blobs/{digest}", self.remote(repository)));
         let scope = [self.scope(repository, false)];
         let policy = self.options.retry;
-        let mut hasher = DigestWriter::new();
+        let mut hasher = resume;
         let mut out = tokio::io::BufWriter::with_capacity(1 << 20, &mut *file);
         let mut broken_streams = 0u32;
         let mut mismatches = 0u32;

@@ -235,3 +235,33 @@ fn flatten_and_keep_host_map_paths_and_flatten_collisions_stop_the_import() {
     assert!(r.stderr.contains(&format!("two images would be pushed to {}/clash/app:1 with different content", dst.host())), "{}", r.stderr);
     assert!(!dst.repositories().iter().any(|r| r.starts_with("clash")));
 }
+
+#[test]
+fn a_repeated_export_downloads_only_what_is_missing_and_a_damaged_cache_entry_is_fetched_again() {
+    let src = Registry::start();
+    let set = seed_sample(&src.base_url(), 9, 256 * 1024);
+    let ws = Workspace::new();
+    let refs: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).collect();
+    let blob_gets = || src.log_text().lines().filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:")).count();
+    ws.export(&refs, "a.tar.zst");
+    let after_first = blob_gets();
+    assert!(after_first >= 13, "{after_first}");
+
+    ws.export(&refs, "b.tar.zst");
+    assert_eq!(blob_gets(), after_first, "a repeated export downloaded blobs again");
+    assert_eq!(std::fs::read(ws.path("a.tar.zst")).unwrap(), std::fs::read(ws.path("b.tar.zst")).unwrap());
+
+    // A damaged cache entry is noticed, removed and fetched again.
+    let victim = &set.images[0].blobs.last().unwrap().digest;
+    let cached = ws.path(&format!(".cache/bundle/sha256/{}", &victim[7..]));
+    let mut bytes = std::fs::read(&cached).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&cached, bytes).unwrap();
+    ws.export(&refs, "c.tar.zst");
+    assert_eq!(blob_gets(), after_first + 1);
+    assert_eq!(std::fs::read(ws.path("a.tar.zst")).unwrap(), std::fs::read(ws.path("c.tar.zst")).unwrap());
+
+    // --no-cache stages in TMPDIR and leaves nothing there.
+    ws.bundle(&["export", "--no-cache", "--image", &refs[0], "-o", "d.tar.zst"]).success();
+    assert!(ws.tmp_leftovers().is_empty(), "{:?}", ws.tmp_leftovers());
+}
