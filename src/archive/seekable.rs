@@ -20,9 +20,10 @@ const FOOTER_LEN: u64 = 9;
 /// Frames larger than this in the table are refused: a lie here could make us allocate or seek wildly.
 const MAX_FRAME_BYTES: u32 = 1 << 30;
 
-/// Uncompressed bytes per frame: small enough for fine-grained random access, large enough that the
-/// per-frame overhead (12 bytes of header and table, a fresh compression window) is negligible.
-pub const FRAME_SIZE: usize = 4 << 20;
+/// Uncompressed bytes per frame: small enough for fine-grained random access and a small memory footprint
+/// while compressing (a few frames in flight per thread), large enough that the per-frame overhead (about 20
+/// bytes of header and seek-table entry per MiB) is negligible.
+pub const FRAME_SIZE: usize = 1 << 20;
 /// Fixed compression level: part of the byte-identical-output contract. Layers are already compressed, so a
 /// higher level buys almost nothing (measured: the same size on gzip layers) and costs time.
 pub const LEVEL: i32 = 1;
@@ -43,18 +44,24 @@ pub struct SeekableWriter<W: Write + Send + 'static> {
 impl<W: Write + Send + 'static> SeekableWriter<W> {
     pub fn new(inner: W, threads: usize) -> Self {
         let threads = threads.max(1);
-        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(threads * 2);
+        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(threads);
         let chunk_rx = std::sync::Arc::new(std::sync::Mutex::new(chunk_rx));
-        let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<(u64, u32, io::Result<Vec<u8>>)>(threads * 2);
+        let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<(u64, u32, io::Result<Vec<u8>>)>(threads);
         let compressors = (0..threads)
             .map(|_| {
                 let rx = chunk_rx.clone();
                 let tx = frame_tx.clone();
                 std::thread::spawn(move || {
+                    // One compression context per thread, reused for every frame it compresses.
+                    let mut compressor = compressor();
                     loop {
                         let next = rx.lock().expect("chunk queue").recv();
                         let Ok((index, chunk)) = next else { return };
-                        if tx.send((index, chunk.len() as u32, compress_frame(&chunk))).is_err() {
+                        let frame = match compressor.as_mut() {
+                            Ok(c) => c.compress(&chunk),
+                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                        };
+                        if tx.send((index, chunk.len() as u32, frame)).is_err() {
                             return;
                         }
                     }
@@ -139,11 +146,11 @@ impl<W: Write + Send + 'static> Drop for SeekableWriter<W> {
     }
 }
 
-fn compress_frame(chunk: &[u8]) -> io::Result<Vec<u8>> {
+fn compressor() -> io::Result<zstd::bulk::Compressor<'static>> {
     let mut c = zstd::bulk::Compressor::new(LEVEL)?;
     c.include_checksum(true)?;
     c.include_contentsize(true)?;
-    c.compress(chunk)
+    Ok(c)
 }
 
 impl<W: Write + Send + 'static> Write for SeekableWriter<W> {

@@ -303,7 +303,7 @@ impl RegistryClient {
         let scope = [self.scope(repository, false)];
         let policy = self.options.retry;
         let mut hasher = resume;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, &mut *file);
+        let mut out = tokio::io::BufWriter::with_capacity(256 << 10, &mut *file);
         let mut broken_streams = 0u32;
         let mut mismatches = 0u32;
         loop {

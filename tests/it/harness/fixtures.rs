@@ -34,6 +34,11 @@ impl Blob {
 
 /// A gzip'd tar holding one file of `size` random (incompressible) bytes: a realistic layer.
 pub fn random_layer(size: usize, seed: u64) -> (Blob, String) {
+    random_layer_with(size, seed, flate2::Compression::fast())
+}
+
+/// `random_layer` with a chosen gzip level (`none()` stores the random bytes, as fast as memory allows).
+pub fn random_layer_with(size: usize, seed: u64, level: flate2::Compression) -> (Blob, String) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let data: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
     let mut tar = tar::Builder::new(Vec::new());
@@ -45,7 +50,7 @@ pub fn random_layer(size: usize, seed: u64) -> (Blob, String) {
     tar.append(&h, &data[..]).unwrap();
     let tar = tar.into_inner().unwrap();
     let diff_id = sha256(&tar);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(size + size / 100 + 1024), level);
     gz.write_all(&tar).unwrap();
     (Blob::new(gz.finish().unwrap()), diff_id)
 }
