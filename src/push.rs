@@ -329,28 +329,35 @@ pub async fn execute(
             let stats = &stats;
             async move {
                 let entry = contents.blobs[digest];
-                let mut mount_from = presence.present_somewhere.get(digest).cloned();
-                for repo in repos {
-                    if let Some(from) = &mount_from {
-                        match client.mount_blob(repo, digest, from).await? {
-                            None => {
-                                stats.lock().await.mounted += 1;
-                                continue;
-                            }
-                            Some(session) => {
-                                // The registry would not mount (ECR without blob mounting, another
-                                // account): upload into the session it opened.
-                                upload(client, &archive, repo, digest, entry, Some(session), progress).await?;
-                                stats.lock().await.uploaded += 1;
-                                continue;
-                            }
-                        }
+                let mut repos = repos.iter();
+                // The first repository gets the bytes (mounted from elsewhere in the destination if possible);
+                // every other one mounts from it, concurrently: one shared base layer may go to hundreds.
+                let source = match presence.present_somewhere.get(digest) {
+                    Some(from) => from.clone(),
+                    None => {
+                        let first = repos.next().expect("a missing blob is missing somewhere");
+                        upload(client, &archive, first, digest, entry, None, progress).await?;
+                        stats.lock().await.uploaded += 1;
+                        first.clone()
                     }
-                    upload(client, &archive, repo, digest, entry, None, progress).await?;
-                    stats.lock().await.uploaded += 1;
-                    mount_from = Some(repo.clone());
-                }
-                Ok(())
+                };
+                stream::iter(repos.map(Ok::<_, PushError>))
+                    .try_for_each_concurrent(concurrency, |repo| {
+                        let (archive, source) = (archive.clone(), source.clone());
+                        async move {
+                            match client.mount_blob(repo, digest, &source).await? {
+                                None => stats.lock().await.mounted += 1,
+                                Some(session) => {
+                                    // The registry would not mount (ECR without blob mounting, another
+                                    // account): upload into the session it opened.
+                                    upload(client, &archive, repo, digest, entry, Some(session), progress).await?;
+                                    stats.lock().await.uploaded += 1;
+                                }
+                            }
+                            Ok(())
+                        }
+                    })
+                    .await
             }
         })
         .await?;

@@ -239,6 +239,11 @@ impl RegistryClient {
     }
 
     /// PUT the exact bytes under `reference` (a tag or the manifest's digest).
+    ///
+    /// A registry may answer 400 `MANIFEST_BLOB_UNKNOWN`/`BLOB_UNKNOWN`/`DIGEST_INVALID` for content that was
+    /// pushed a moment ago: eventually consistent storage (S3), or another import writing the same content at
+    /// the same time (docker-registry's filesystem driver does not write atomically). Those are retried, a
+    /// bounded number of times, before they count as errors.
     pub async fn put_manifest(
         &self,
         repository: &str,
@@ -250,11 +255,24 @@ impl RegistryClient {
         let what = format!("push of manifest {}/{}:{}", self.name(), repository, reference).replace(":sha256:", "@sha256:");
         let url = self.url(&format!("/v2/{}/manifests/{}", self.remote(repository), reference));
         let scope = [self.scope(repository, true)];
-        let resp = self
-            .send_with_retries(&what, &scope, &|| {
-                self.http.put(url.clone()).header(CONTENT_TYPE, media_type).body(bytes.clone())
-            })
-            .await?;
+        let policy = self.options.retry;
+        let mut attempt = 0;
+        let resp = loop {
+            let resp = self
+                .send_with_retries(&what, &scope, &|| {
+                    self.http.put(url.clone()).header(CONTENT_TYPE, media_type).body(bytes.clone())
+                })
+                .await?;
+            if resp.status() != StatusCode::BAD_REQUEST || attempt >= policy.max_retries {
+                break resp;
+            }
+            let detail = error_detail(resp).await;
+            if !["MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"].iter().any(|c| detail.contains(c)) {
+                return Err(RegistryError::Status { registry: self.name().to_string(), what, status: 400, detail });
+            }
+            tokio::time::sleep(policy.backoff(attempt)).await;
+            attempt += 1;
+        };
         if !resp.status().is_success() {
             return Err(self.status_error(&what, resp).await);
         }

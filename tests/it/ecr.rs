@@ -195,3 +195,32 @@ fn expired_registry_credentials_are_renewed_on_401() {
     assert_eq!(pulled.digest.as_str(), img.manifest.digest);
     assert_eq!(calls.load(Ordering::SeqCst), 1, "credentials were renewed exactly once");
 }
+
+/// Also the regression test for a race found here: two imports writing the same manifest at once made
+/// docker-registry answer the slower one `MANIFEST_BLOB_UNKNOWN`/`DIGEST_INVALID` (its filesystem driver does
+/// not write atomically); such answers to a manifest PUT are now retried.
+#[test]
+fn two_imports_at_once_both_succeed_and_update_existing_applies_settings() {
+    let s = setup(false);
+    let host = ecr_host();
+    let args = ["--registry-config", s.config.as_str(), "import", "-d", host.as_str(), "s.tar.zst", "--ecr-scan-on-push", "false"];
+    let children: Vec<_> = (0..2)
+        .map(|_| s.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap())
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for img in &s.set.images {
+        assert_eq!(ecr_manifest(&s.data, &img.repo, &img.tag).map(|b| sha256(&b)), Some(img.root.digest.clone()));
+        assert_eq!(s.moto.repository(&img.repo).unwrap()["imageScanningConfiguration"]["scanOnPush"], false);
+    }
+
+    // Existing repositories change only when asked to.
+    s.ws.bundle(&["--registry-config", &s.config, "import", "-d", &host, "s.tar.zst", "--ecr-scan-on-push", "true"]).success();
+    assert_eq!(s.moto.repository("stackstate/agent").unwrap()["imageScanningConfiguration"]["scanOnPush"], false);
+    s.ws.bundle(&["--registry-config", &s.config, "import", "-d", &host, "s.tar.zst", "--ecr-scan-on-push", "true", "--ecr-tag-mutability", "IMMUTABLE", "--ecr-update-existing"]).success();
+    let repo = s.moto.repository("stackstate/agent").unwrap();
+    assert_eq!(repo["imageScanningConfiguration"]["scanOnPush"], true);
+    assert_eq!(repo["imageTagMutability"], "IMMUTABLE");
+}

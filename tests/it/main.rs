@@ -6,6 +6,7 @@ mod auth;
 mod charts;
 mod cli;
 mod ecr;
+mod faults;
 mod integrity;
 mod interop;
 mod roundtrip;

@@ -3,6 +3,7 @@
 pub mod charts;
 pub mod fixtures;
 pub mod moto;
+pub mod proxy;
 pub mod registry;
 pub mod token;
 
@@ -12,6 +13,7 @@ use std::process::{Command, Output};
 pub use charts::*;
 pub use fixtures::*;
 pub use moto::*;
+pub use proxy::{Fault, FaultProxy};
 pub use registry::*;
 pub use token::{TokenRegistry, TOKEN_USER};
 

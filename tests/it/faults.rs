@@ -1,0 +1,139 @@
+//! Faults on the network, from a fault-injecting proxy in front of a real docker-registry: transient ones are
+//! retried and the run ends with the right digests; persistent ones end in a clear error after bounded retries;
+//! bad bytes are never accepted.
+
+use crate::harness::*;
+
+const LAYER: usize = 1 << 20;
+
+struct Faulty {
+    ws: Workspace,
+    src: Registry,
+    proxy: FaultProxy,
+    set: SampleSet,
+}
+
+/// The sample images in a registry, reachable through a fault proxy (referenced by the proxy's address).
+fn faulty_source(seed: u64) -> Faulty {
+    let src = Registry::start();
+    let set = seed_sample(&src.base_url(), seed, LAYER);
+    let proxy = FaultProxy::start(src.port);
+    Faulty { ws: Workspace::new(), src, proxy, set }
+}
+
+impl Faulty {
+    fn refs(&self) -> Vec<String> {
+        self.set.images.iter().map(|i| i.reference(&self.proxy.host())).collect()
+    }
+
+    fn export_args(&self, out: &str, extra: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = vec!["--retries".into(), "3".into(), "export".into()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        for r in self.refs() {
+            a.push("--image".into());
+            a.push(r);
+        }
+        a.extend(["-o".into(), out.into()]);
+        a
+    }
+
+    fn run(&self, args: &[String]) -> Run {
+        self.ws.bundle(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The shared base layer (the largest blob).
+    fn layer(&self) -> String {
+        self.set.images[0].blobs[1].digest.clone()
+    }
+
+    /// Import the archive into a clean registry and check every digest.
+    fn check_archive(&self, out: &str) {
+        self.ws.bundle(&["verify", out]).success();
+        let dst = Registry::start();
+        self.ws.bundle(&["import", "-d", &dst.host(), out]).success();
+        for img in &self.set.images {
+            let (bytes, _) = get_manifest(&dst.base_url(), &img.repo, &img.tag).unwrap();
+            assert_eq!(sha256(&bytes), img.root.digest);
+            for b in &img.blobs {
+                assert_eq!(get_blob(&dst.base_url(), &img.repo, &b.digest).map(|x| sha256(&x)), Some(b.digest.clone()));
+            }
+        }
+    }
+}
+
+#[test]
+fn export_resumes_a_blob_with_range_after_a_reset_in_its_middle() {
+    let f = faulty_source(71);
+    let layer = f.layer();
+    f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::ResetAfter(LAYER / 3), 1);
+    f.run(&f.export_args("a.tar.zst", &[])).success();
+    assert!(f.proxy.ranged(&layer) >= 1, "the download restarted from zero instead of resuming");
+    f.check_archive("a.tar.zst");
+}
+
+#[test]
+fn export_retries_5xx_bursts_and_honours_429_retry_after() {
+    let f = faulty_source(72);
+    f.proxy.add("GET", "/manifests/", Fault::Status(503, None), 2);
+    f.proxy.add("GET", "/blobs/", Fault::Status(429, Some(1)), 1);
+    f.proxy.add("GET", "/blobs/", Fault::Status(502, None), 2);
+    f.proxy.add("GET", "/blobs/", Fault::Status(504, None), 1);
+    f.run(&f.export_args("a.tar.zst", &[])).success();
+    let faulted = f.proxy.seen.lock().unwrap().iter().filter(|s| s.faulted).count();
+    assert_eq!(faulted, 6, "every injected fault was met and retried");
+    f.check_archive("a.tar.zst");
+}
+
+#[test]
+fn a_persistent_error_ends_in_a_clear_error_after_bounded_retries_and_no_archive() {
+    let f = faulty_source(73);
+    f.proxy.add("GET", "/manifests/", Fault::Status(500, None), usize::MAX);
+    let refs = f.refs();
+    let args = vec!["--retries", "2", "export", "--image", &refs[2], "-o", "a.tar.zst"];
+    let r = f.ws.bundle(&args).failure();
+    assert!(r.stderr.contains("answered HTTP 500 (INJECTED: injected 500)"), "{}", r.stderr);
+    assert_eq!(f.proxy.count("GET", "/manifests/"), 3, "one attempt and two retries");
+    assert!(listing(f.ws.dir.path()).iter().all(|n| !n.contains("a.tar.zst")), "{:?}", listing(f.ws.dir.path()));
+}
+
+#[test]
+fn a_corrupted_byte_is_never_accepted() {
+    let f = faulty_source(74);
+    let layer = f.layer();
+    // Once: the blob is fetched again and the export succeeds with the right bytes.
+    f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::Corrupt(1000), 1);
+    f.run(&f.export_args("a.tar.zst", &["--no-cache"])).success();
+    assert_eq!(f.proxy.count("GET", &format!("/blobs/{layer}")), 2);
+    f.check_archive("a.tar.zst");
+
+    // Always: the export fails, says why, and leaves no archive and nothing in the cache for that blob.
+    f.proxy.clear();
+    f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::Corrupt(1000), usize::MAX);
+    let r = f.run(&f.export_args("b.tar.zst", &[]));
+    let r = r.failure();
+    assert!(r.stderr.contains("does not match its digest"), "{}", r.stderr);
+    assert!(!f.ws.path("b.tar.zst").exists());
+    assert!(listing(f.ws.dir.path()).iter().all(|n| !n.contains(".partial")));
+    let cache = f.ws.path(".cache/bundle/sha256");
+    assert!(listing(&cache).iter().all(|n| !n.starts_with(&layer[7..])), "bad bytes kept in the cache: {:?}", listing(&cache));
+    let _ = &f.src;
+}
+
+#[test]
+fn import_retries_failed_uploads_and_manifest_pushes() {
+    let f = faulty_source(75);
+    f.ws.export(&f.set.images.iter().map(|i| i.reference(&f.src.host())).collect::<Vec<_>>(), "s.tar.zst");
+    let dst = Registry::start();
+    let proxy = FaultProxy::start(dst.port);
+    proxy.add("POST", "/blobs/uploads/", Fault::Status(503, None), 2);
+    proxy.add("PUT", "/blobs/uploads/", Fault::Status(500, None), 1);
+    proxy.add("PUT", "/blobs/uploads/", Fault::CutUpload(LAYER / 4), 1);
+    proxy.add("PUT", "/manifests/", Fault::Status(502, None), 2);
+    f.ws.bundle(&["import", "-d", &proxy.host(), "s.tar.zst"]).success();
+    let faulted = proxy.seen.lock().unwrap().iter().filter(|s| s.faulted).count();
+    assert_eq!(faulted, 6);
+    for img in &f.set.images {
+        let (bytes, _) = get_manifest(&dst.base_url(), &img.repo, &img.tag).unwrap();
+        assert_eq!(sha256(&bytes), img.root.digest);
+    }
+}

@@ -1,0 +1,206 @@
+//! A fault-injecting HTTP proxy in front of a real docker-registry: it produces the faults a healthy registry
+//! never does (resets mid-body, 5xx bursts, 429 with Retry-After, corrupted bytes, a truncated upload), on
+//! chosen requests, a chosen number of times, and records every request it saw.
+//!
+//! One request per connection (`Connection: close` both ways) keeps it simple and the faults precise.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After`, if given) without asking the registry.
+    Status(u16, Option<u32>),
+    /// Forward, but close the connection after this many bytes of the response body.
+    ResetAfter(usize),
+    /// Forward, with the byte at this offset of the response body flipped.
+    Corrupt(usize),
+    /// Read this many bytes of the request body, then close without answering.
+    CutUpload(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub method: &'static str,
+    /// The request path must contain this.
+    pub path: String,
+    pub fault: Fault,
+    /// How many more requests it applies to (`usize::MAX`: always).
+    pub times: usize,
+}
+
+/// A request as the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub range: Option<String>,
+    pub faulted: bool,
+}
+
+pub struct FaultProxy {
+    pub port: u16,
+    rules: Arc<Mutex<Vec<Rule>>>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream_port: u16) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s, f) = (rules.clone(), seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if f.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (r, s) = (r.clone(), s.clone());
+                std::thread::spawn(move || {
+                    let _ = handle(conn, upstream_port, &r, &s);
+                });
+            }
+        });
+        FaultProxy { port, rules, seen, stop }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn add(&self, method: &'static str, path: &str, fault: Fault, times: usize) {
+        self.rules.lock().unwrap().push(Rule { method, path: path.to_string(), fault, times });
+    }
+
+    pub fn clear(&self) {
+        self.rules.lock().unwrap().clear();
+    }
+
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.seen.lock().unwrap().iter().filter(|s| s.method == method && s.path.contains(path)).count()
+    }
+
+    pub fn ranged(&self, path: &str) -> usize {
+        self.seen.lock().unwrap().iter().filter(|s| s.path.contains(path) && s.range.is_some()).count()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn handle(client: TcpStream, upstream_port: u16, rules: &Mutex<Vec<Rule>>, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    // Request head.
+    let mut head = Vec::new();
+    let mut line = String::new();
+    let mut content_length = 0usize;
+    let mut range = None;
+    let mut request_line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if request_line.is_empty() {
+            request_line = line.clone();
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("range:") {
+            range = Some(line[6..].trim().to_string());
+        }
+        if lower.starts_with("connection:") {
+            continue;
+        }
+        if line == "\r\n" {
+            head.extend_from_slice(b"Connection: close\r\n\r\n");
+            break;
+        }
+        head.extend_from_slice(line.as_bytes());
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let fault = {
+        let mut rules = rules.lock().unwrap();
+        let hit = rules.iter_mut().find(|r| r.times > 0 && r.method == method && path.contains(&r.path));
+        hit.map(|r| {
+            if r.times != usize::MAX {
+                r.times -= 1;
+            }
+            r.fault.clone()
+        })
+    };
+    seen.lock().unwrap().push(Seen { method: method.clone(), path: path.clone(), range, faulted: fault.is_some() });
+
+    match fault {
+        Some(Fault::Status(code, retry_after)) => {
+            // Drain the body so the client is not cut off mid-request.
+            std::io::copy(&mut (&mut reader).take(content_length as u64), &mut std::io::sink())?;
+            let extra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+            let body = format!("{{\"errors\":[{{\"code\":\"INJECTED\",\"message\":\"injected {code}\"}}]}}");
+            write!(client, "HTTP/1.1 {code} Injected\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+            return Ok(());
+        }
+        Some(Fault::CutUpload(n)) => {
+            std::io::copy(&mut (&mut reader).take(n.min(content_length) as u64), &mut std::io::sink())?;
+            return Ok(()); // dropped: the client sees the connection close mid-request
+        }
+        _ => {}
+    }
+
+    let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
+    upstream.write_all(&head)?;
+    std::io::copy(&mut (&mut reader).take(content_length as u64), &mut upstream)?;
+    // Response: head unchanged (but for Connection), then the body with the fault applied.
+    let mut up = BufReader::new(upstream);
+    loop {
+        line.clear();
+        if up.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line.to_ascii_lowercase().starts_with("connection:") {
+            continue;
+        }
+        if line == "\r\n" {
+            client.write_all(b"Connection: close\r\n\r\n")?;
+            break;
+        }
+        client.write_all(line.as_bytes())?;
+    }
+    let mut sent = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = up.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &mut buf[..n];
+        match fault {
+            Some(Fault::ResetAfter(limit)) if sent + n > limit => {
+                client.write_all(&chunk[..limit.saturating_sub(sent)])?;
+                client.flush()?;
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
+            Some(Fault::Corrupt(at)) if at >= sent && at < sent + n => chunk[at - sent] ^= 0x20,
+            _ => {}
+        }
+        client.write_all(chunk)?;
+        sent += n;
+    }
+    Ok(())
+}
