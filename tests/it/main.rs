@@ -7,6 +7,7 @@ mod charts;
 mod cli;
 mod ecr;
 mod faults;
+mod hostile;
 mod integrity;
 mod interop;
 mod roundtrip;
