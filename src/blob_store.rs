@@ -123,12 +123,15 @@ fn hash_file_state(path: &Path, limit: u64) -> std::io::Result<(Digest, DigestWr
     Ok((h.clone().finish(), h))
 }
 
+/// Arrived blobs (verified on the way in or not), and why arrivals stopped, if they did.
+type ArrivalState = (HashMap<Digest, bool>, Option<String>);
+
 /// Which blobs have landed in the store, so that the archive writer can follow the downloads blob by blob
 /// instead of waiting for all of them.
 #[derive(Clone, Default)]
 pub struct Arrivals {
     /// Arrived blobs (with whether their bytes were verified on the way in), and why arrivals stopped.
-    inner: Arc<(Mutex<(HashMap<Digest, bool>, Option<String>)>, Condvar)>,
+    inner: Arc<(Mutex<ArrivalState>, Condvar)>,
 }
 
 impl Arrivals {

@@ -89,7 +89,7 @@ pub struct ChartRecord {
     /// `helm` (rendered with a helm binary) or `static` (values scan).
     pub discovery: String,
     /// The values every pass used.
-    pub values: crate::chart::values::UserValues,
+    pub values: UserValues,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_version: Option<String>,
     /// Each render pass's own `--set` expressions.
@@ -108,7 +108,7 @@ pub struct ChartRecord {
 #[serde(rename_all = "camelCase")]
 pub struct ImageValueRecord {
     #[serde(flatten)]
-    pub value: crate::chart::discover::ImageValue,
+    pub value: ImageValue,
     pub covered_by_global: bool,
 }
 
@@ -160,3 +160,43 @@ impl BundleMetadata {
 pub fn blob_digest(path: &str) -> Option<Digest> {
     path.strip_prefix(SHA256_DIR).and_then(|hex| format!("sha256:{hex}").parse().ok())
 }
+
+/// The values a user gave: files (in order, later wins), then `--set` and `--set-string` expressions.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserValues {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<serde_yaml_ng::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set_string: Vec<String>,
+}
+
+
+/// An image found in values, and how to point it elsewhere (for the air-gap values file).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageValue {
+    /// Dotted values path from the top-level chart (`elasticsearch.exporter.image`).
+    pub path: String,
+    pub reference: String,
+    pub shape: ImageShape,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "kind")]
+pub enum ImageShape {
+    /// A map: `registry` present or not, and the key that holds the repository (`repository`, `image`, `name`).
+    Map {
+        registry_key: bool,
+        repository_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
+    },
+    /// A string `repo:tag` under an `image` key.
+    String,
+}
+

@@ -13,6 +13,10 @@ pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
+/// Helm's OCI chart artifacts: Chart.yaml as JSON in the config, the package as the one layer.
+pub const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
+pub const HELM_CONTENT: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+
 /// Every manifest type we ask registries for, most specific first.
 pub const ACCEPT: &[&str] = &[OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST, OCI_ARTIFACT];
 

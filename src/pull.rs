@@ -60,38 +60,30 @@ pub async fn pull_all(
     progress: &Transfer,
     arrivals: &crate::blob_store::Arrivals,
 ) -> Result<(), PullError> {
-    let result = pull_each(registries, store, jobs, concurrency, progress, arrivals).await;
+    let result = async {
+        // `buffered`-like: at most `concurrency` in flight, started in archive order.
+        stream::iter(jobs.iter().map(Ok::<_, PullError>))
+            .try_for_each_concurrent(concurrency.max(1), |job| async move {
+                let client = registries.client(job.from.registry(), Role::Source)?;
+                progress.item_started();
+                let count = |n: i64| progress.add(n);
+                let result = store.fetch(&client, job.from.repository(), &job.digest, job.size, &count).await;
+                progress.item_done();
+                if let Ok(verified) = result {
+                    arrivals.arrived(&job.digest, verified);
+                }
+                result.map(|_| ()).map_err(|source| PullError::Registry {
+                    digest: job.digest.clone(),
+                    image: job.from.to_string(),
+                    source,
+                })
+            })
+            .await?;
+        Ok(())
+    }
+    .await;
     if let Err(e) = &result {
         arrivals.abort(crate::error_text::chain_line(e));
     }
     result
-}
-
-async fn pull_each(
-    registries: &Registries,
-    store: &BlobStore,
-    jobs: &[PullJob],
-    concurrency: usize,
-    progress: &Transfer,
-    arrivals: &crate::blob_store::Arrivals,
-) -> Result<(), PullError> {
-    // `buffered`-like: at most `concurrency` in flight, started in archive order.
-    stream::iter(jobs.iter().map(Ok::<_, PullError>))
-        .try_for_each_concurrent(concurrency.max(1), |job| async move {
-            let client = registries.client(job.from.registry(), Role::Source)?;
-            progress.item_started();
-            let count = |n: i64| progress.add(n);
-            let result = store.fetch(&client, job.from.repository(), &job.digest, job.size, &count).await;
-            progress.item_done();
-            if let Ok(verified) = result {
-                arrivals.arrived(&job.digest, verified);
-            }
-            result.map(|_| ()).map_err(|source| PullError::Registry {
-                digest: job.digest.clone(),
-                image: job.from.to_string(),
-                source,
-            })
-        })
-        .await?;
-    Ok(())
 }

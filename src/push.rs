@@ -120,8 +120,8 @@ impl PushPlan {
                 Some(t) => format!("{}:{t}", target.name()),
                 None => format!("{}@{}", target.name(), img.digest),
             };
-            if let Some((first, first_digest)) = targets.get(&key) {
-                if first_digest != &img.digest {
+            if let Some((first, first_digest)) = targets.get(&key)
+                && first_digest != &img.digest {
                     return Err(PushError::Collision {
                         target: key,
                         first: first.clone(),
@@ -130,7 +130,6 @@ impl PushPlan {
                         second_digest: img.digest.clone(),
                     });
                 }
-            }
             targets.insert(key, (img.source.to_string(), img.digest.clone()));
             images.push(ImagePush { source: img.source.clone(), target, image: i });
         }
@@ -228,21 +227,19 @@ pub async fn probe(
             // A registry that answers HEAD without a digest header: treat the tag as needing a PUT.
             _ => false,
         };
-        if let (Some(t), Some(Some(d))) = (p.target.tag(), &tag_digest) {
-            if d != ours {
+        if let (Some(t), Some(Some(d))) = (p.target.tag(), &tag_digest)
+            && d != ours {
                 presence.tags_elsewhere.insert(format!("{}:{t}", p.target.repository()), d.clone());
             }
-        }
         let p = &plan.images[i];
         let img = &contents.images[p.image];
         let repo = p.target.repository().to_string();
         if root_present {
             presence.manifests.extend(img.manifests.iter().map(|m| (repo.clone(), m.clone())));
-            if tag_current {
-                if let Some(t) = p.target.tag() {
+            if tag_current
+                && let Some(t) = p.target.tag() {
                     presence.tags_current.insert(format!("{repo}:{t}"));
                 }
-            }
         } else {
             needed.entry(repo).or_default().extend(img.blobs.iter().cloned());
         }

@@ -65,13 +65,12 @@ impl ImageRef {
         if name.is_empty() {
             return Err(invalid("the repository name is missing"));
         }
-        if let Some(tag) = tag {
-            if !valid_tag(tag) {
+        if let Some(tag) = tag
+            && !valid_tag(tag) {
                 return Err(invalid(
                     "the tag must be 1-128 characters of letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
                 ));
             }
-        }
         let (registry, path) = match name.split_once('/') {
             Some((first, rest)) if is_registry_host(first) => (first.to_string(), rest.to_string()),
             _ => (DOCKER_HUB.to_string(), name.to_string()),
@@ -189,11 +188,10 @@ fn valid_host(host: &str) -> bool {
             None => (host, None),
         }
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err() {
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err()) {
             return false;
         }
-    }
     !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
 }
 

@@ -61,14 +61,13 @@ impl BundleContents {
 pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, Vec<Problem>) {
     let mut problems = scan.problems.clone();
 
-    if let Some(expected) = sidecar {
-        if expected != &scan.file_digest {
+    if let Some(expected) = sidecar
+        && expected != &scan.file_digest {
             add(&mut problems, 
                 "archive",
                 format!("its sha256 is {} but the .sha256 file says {}; the file was altered or is incomplete", scan.file_digest.hex(), expected.hex()),
             );
         }
-    }
     match &scan.oci_layout {
         None => add(&mut problems, "oci-layout", "is missing".into()),
         Some(b) => {
@@ -260,11 +259,10 @@ impl Walk<'_> {
         };
         let here = format!("manifest {digest}");
         for child in &links.children {
-            if root {
-                if let Some(p) = &child.platform {
+            if root
+                && let Some(p) = &child.platform {
                     self.platforms.push(p.to_string());
                 }
-            }
             self.visit(&child.digest, Some(&child.media_type), child.size, &here, false);
         }
         for blob in &links.blobs {

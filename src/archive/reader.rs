@@ -93,6 +93,22 @@ pub struct Scan {
     pub first_blob_before_metadata: bool,
 }
 
+impl Scan {
+    fn empty() -> Scan {
+        Scan {
+            oci_layout: None,
+            index: None,
+            metadata: None,
+            blobs: BTreeMap::new(),
+            json_blobs: HashMap::new(),
+            problems: Vec::new(),
+            file_digest: Digest::of(b""),
+            file_len: 0,
+            first_blob_before_metadata: false,
+        }
+    }
+}
+
 impl ArchiveFile {
     pub fn open(path: &Path) -> Result<ArchiveFile, ArchiveError> {
         let open_err = |source| ArchiveError::Open { path: path.to_path_buf(), source };
@@ -184,17 +200,7 @@ impl ArchiveFile {
         let open_err = |source| ArchiveError::Open { path: self.path.clone(), source };
         let file = File::open(&self.path).map_err(open_err)?;
         let mut tar = tar::Archive::new(self.tar_stream(file).map_err(open_err)?);
-        let mut scan = Scan {
-            oci_layout: None,
-            index: None,
-            metadata: None,
-            blobs: BTreeMap::new(),
-            json_blobs: HashMap::new(),
-            problems: Vec::new(),
-            file_digest: Digest::of(b""),
-            file_len: 0,
-            first_blob_before_metadata: false,
-        };
+        let mut scan = Scan::empty();
         let Ok(entries) = tar.entries() else { return Ok(None) };
         for entry in entries {
             let Ok(mut entry) = entry else { return Ok(None) };
@@ -245,17 +251,7 @@ impl ArchiveFile {
         let file = File::open(&self.path).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
         let hashed = HashingReader::new(file, on_bytes);
         let digest_handle = hashed.state.clone();
-        let mut scan = Scan {
-            oci_layout: None,
-            index: None,
-            metadata: None,
-            blobs: BTreeMap::new(),
-            json_blobs: HashMap::new(),
-            problems: Vec::new(),
-            file_digest: Digest::of(b""),
-            file_len: 0,
-            first_blob_before_metadata: false,
-        };
+        let mut scan = Scan::empty();
         let stream = self.tar_stream(hashed).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
         let mut tar = tar::Archive::new(stream);
         if let Err(e) = scan_entries(&mut tar, &mut scan) {
@@ -457,11 +453,10 @@ impl Read for HashingReader<'_> {
 fn finish_file_digest(state: &SharedDigest, path: &Path) -> (Digest, u64) {
     let mut hasher = state.lock().expect("hash lock");
     let read_so_far = hasher.len();
-    if let Ok(mut f) = File::open(path) {
-        if f.seek(SeekFrom::Start(read_so_far)).is_ok() {
+    if let Ok(mut f) = File::open(path)
+        && f.seek(SeekFrom::Start(read_so_far)).is_ok() {
             let _ = io::copy(&mut f, &mut *hasher);
         }
-    }
     let len = hasher.len();
     (hasher.clone().finish(), len)
 }

@@ -28,6 +28,9 @@ pub const FRAME_SIZE: usize = 1 << 20;
 /// higher level buys almost nothing (measured: the same size on gzip layers) and costs time.
 pub const LEVEL: i32 = 1;
 
+/// What the writer thread hands back: the inner writer and (compressed, decompressed) size of each frame.
+type Finished<W> = io::Result<(W, Vec<(u32, u32)>)>;
+
 /// Writes a seekable zstd stream to `W`; call `finish` to write the seek table.
 ///
 /// A pipeline, so that the thread feeding it (reading and hashing blobs) never waits for compression: chunks go
@@ -38,7 +41,7 @@ pub struct SeekableWriter<W: Write + Send + 'static> {
     next_index: u64,
     chunks: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>)>>,
     compressors: Vec<std::thread::JoinHandle<()>>,
-    writer: Option<std::thread::JoinHandle<io::Result<(W, Vec<(u32, u32)>)>>>,
+    writer: Option<std::thread::JoinHandle<Finished<W>>>,
 }
 
 impl<W: Write + Send + 'static> SeekableWriter<W> {
@@ -105,7 +108,7 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
         Ok(())
     }
 
-    fn stop(&mut self) -> io::Result<(W, Vec<(u32, u32)>)> {
+    fn stop(&mut self) -> Finished<W> {
         drop(self.chunks.take());
         for c in self.compressors.drain(..) {
             let _ = c.join();

@@ -48,31 +48,7 @@ pub struct Finding {
     pub location: String,
 }
 
-/// An image found in values, and how to point it elsewhere (for the air-gap values file).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageValue {
-    /// Dotted values path from the top-level chart (`elasticsearch.exporter.image`).
-    pub path: String,
-    pub reference: String,
-    pub shape: ImageShape,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "kind")]
-pub enum ImageShape {
-    /// A map: `registry` present or not, and the key that holds the repository (`repository`, `image`, `name`).
-    Map {
-        registry_key: bool,
-        repository_key: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        tag: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        digest: Option<String>,
-    },
-    /// A string `repo:tag` under an `image` key.
-    String,
-}
+pub use crate::layout::{ImageShape, ImageValue};
 
 /// Images in the documents `helm template` printed for one pass.
 pub fn from_rendered(text: &str, pass: &str) -> Result<Vec<Finding>, ChartError> {
@@ -106,8 +82,8 @@ fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, pass: &str, 
                 };
                 if key == "image" {
                     // Maps under `image` (e.g. an image policy) are not images.
-                    if let Value::String(s) = val {
-                        if !s.trim().is_empty() {
+                    if let Value::String(s) = val
+                        && !s.trim().is_empty() {
                             path.push(key);
                             out.push(Finding {
                                 reference: s.trim().to_string(),
@@ -117,7 +93,6 @@ fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, pass: &str, 
                             });
                             path.pop();
                         }
-                    }
                     continue;
                 }
                 path.push(key);
@@ -321,12 +296,11 @@ fn image_map(ctx: &ScanCtx<'_>, key: &str, m: &serde_yaml_ng::Mapping) -> Option
         Some(r) => format!("{}/{}", r.trim_end_matches('/'), repository),
         None => repository.clone(),
     };
-    if let Some(t) = &tag {
-        if !repository.rsplit('/').next().unwrap_or("").contains(':') {
+    if let Some(t) = &tag
+        && !repository.rsplit('/').next().unwrap_or("").contains(':') {
             reference.push(':');
             reference.push_str(t);
         }
-    }
     if let Some(d) = &digest {
         reference.push('@');
         reference.push_str(d);

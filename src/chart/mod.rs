@@ -5,6 +5,7 @@
 //! there is one (`render`), and otherwise scans values files statically (`discover::scan_values`), which
 //! can miss images that only templates compute.
 
+pub mod artifact;
 pub mod discover;
 pub mod package;
 pub mod render;

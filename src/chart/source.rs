@@ -11,9 +11,7 @@ use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::registry::{Registries, Role};
 
-/// Helm's OCI media types.
-pub const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
-pub const HELM_CONTENT: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+use crate::manifest::HELM_CONTENT;
 /// Charts are small; anything larger is refused rather than held in memory.
 const MAX_CHART_BYTES: u64 = 64 << 20;
 

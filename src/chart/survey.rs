@@ -36,7 +36,7 @@ pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_
     let mut findings = Vec::new();
     let mut image_values: Vec<ImageValue> = Vec::new();
     for pass in &opts.passes {
-        let overrides = opts.user.overrides(pass)?;
+        let overrides = values::overrides(&opts.user, pass)?;
         let scoped = values::effective(&loaded.chart, &overrides);
         let (f, iv) = discover::scan_values(&scoped);
         if opts.helm.is_none() {
@@ -67,7 +67,7 @@ pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_
         let wanted: BTreeSet<&String> = rendered.iter().filter(|r| normalised(r).is_some_and(|n| !known.contains(&n))).collect();
         if !wanted.is_empty() {
             for pass in &opts.passes {
-                let overrides = opts.user.overrides(pass)?;
+                let overrides = values::overrides(&opts.user, pass)?;
                 for scope in values::effective(&loaded.chart, &overrides) {
                     find_strings(&scope.values, &mut scope.path.clone(), &wanted, &mut image_values);
                 }

@@ -7,36 +7,24 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::{Chart, ChartError};
 
-/// The values a user gave: files (in order, later wins), then `--set` and `--set-string` expressions.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UserValues {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub set: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub set_string: Vec<String>,
-}
+pub use crate::layout::UserValues;
 
-impl UserValues {
-    /// Everything the user gave, plus one pass's `--set` expressions, as one values tree.
-    pub fn overrides(&self, pass: &[String]) -> Result<Value, ChartError> {
-        let mut v = Value::Mapping(Mapping::new());
-        for f in &self.files {
-            v = merge(v, f.clone());
-        }
-        for s in &self.set {
-            apply_set(&mut v, s, false)?;
-        }
-        for s in &self.set_string {
-            apply_set(&mut v, s, true)?;
-        }
-        for s in pass {
-            apply_set(&mut v, s, false)?;
-        }
-        Ok(v)
+/// Everything the user gave, plus one pass's `--set` expressions, as one values tree.
+pub fn overrides(user: &UserValues, pass: &[String]) -> Result<Value, ChartError> {
+    let mut v = Value::Mapping(Mapping::new());
+    for f in &user.files {
+        v = merge(v, f.clone());
     }
+    for s in &user.set {
+        apply_set(&mut v, s, false)?;
+    }
+    for s in &user.set_string {
+        apply_set(&mut v, s, true)?;
+    }
+    for s in pass {
+        apply_set(&mut v, s, false)?;
+    }
+    Ok(v)
 }
 
 /// Deep merge: maps merge key by key, anything else in `over` replaces `base`; a null in `over` deletes.

@@ -38,14 +38,14 @@ pub async fn survey_chart(ctx: &Context, args: &ChartArgs) -> anyhow::Result<Opt
     }
     let user = UserValues { files, set: args.set.clone(), set_string: args.set_string.clone() };
     // Validate the expressions up front, with the flag that carried them.
-    user.overrides(&[]).context("invalid --set, --set-string or values")?;
+    crate::chart::values::overrides(&user, &[]).context("invalid --set, --set-string or values")?;
     let passes: Vec<Vec<String>> = if args.passes.is_empty() {
         vec![vec![]]
     } else {
         args.passes.iter().map(|p| if p.trim().is_empty() { vec![] } else { vec![p.clone()] }).collect()
     };
     for p in &passes {
-        user.overrides(p).with_context(|| format!("invalid --pass `{}`", p.join(",")))?;
+        crate::chart::values::overrides(&user, p).with_context(|| format!("invalid --pass `{}`", p.join(",")))?;
     }
     let render = RenderOptions {
         value_files: args.values.clone(),

@@ -52,7 +52,11 @@ fn settings_from_flags(a: &EcrArgs) -> anyhow::Result<EcrSettings> {
 /// Set up ECR if the destination is ECR; `None` otherwise.
 pub async fn prepare(ctx: &Context, args: &EcrArgs, dest: &Destination, plan: &PushPlan, dry_run: bool) -> anyhow::Result<Option<EcrSession>> {
     let endpoint = ctx.registries.config().endpoint(&dest.registry);
-    let settings = endpoint.ecr.clone().unwrap_or_default().overlay(settings_from_flags(args)?);
+    let from_config = match &endpoint.ecr {
+        Some((table, base)) => EcrSettings::from_config(table, base)?,
+        None => EcrSettings::default(),
+    };
+    let settings = from_config.overlay(settings_from_flags(args)?);
     let detected = detect(&dest.registry);
     let registry = match (detected, settings.enabled) {
         (None, false) => return Ok(None),

@@ -13,7 +13,7 @@ use crate::blob_store::BlobStore;
 use crate::cli::ExportArgs;
 use crate::env_vars;
 use crate::reference::ImageRef;
-use crate::chart::package;
+use crate::chart::artifact;
 use crate::resolve::{ResolvedImage, resolve};
 use crate::spec::BundleSpec;
 use crate::{pack, pull};
@@ -100,7 +100,7 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         (store, None)
     };
     if let Some(c) = &chart {
-        images.push(package::oci_artifact(&c.loaded, &store).context("cannot stage the chart")?);
+        images.push(artifact::oci_artifact(&c.loaded, &store).context("cannot stage the chart")?);
     }
     let meta = pack::metadata(&images, created_from_env()?, record);
     let jobs = pull::jobs(&images);

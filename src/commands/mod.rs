@@ -68,16 +68,14 @@ pub fn user_error(message: impl Into<String>, hint: impl Into<String>) -> anyhow
 /// The first hint anywhere in the error's chain.
 pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     for cause in err.chain() {
-        if let Some(u) = cause.downcast_ref::<UserError>() {
-            if u.hint.is_some() {
+        if let Some(u) = cause.downcast_ref::<UserError>()
+            && u.hint.is_some() {
                 return u.hint.clone();
             }
-        }
-        if let Some(r) = cause.downcast_ref::<crate::registry::RegistryError>() {
-            if let Some(h) = r.hint() {
+        if let Some(r) = cause.downcast_ref::<crate::registry::RegistryError>()
+            && let Some(h) = r.hint() {
                 return Some(h);
             }
-        }
         // Transparent wrappers hide the registry error from the chain; look inside them.
         let wrapped = match cause.downcast_ref::<crate::push::PushError>() {
             Some(crate::push::PushError::Registry(e)) => Some(e),
@@ -90,11 +88,10 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
         if let Some(h) = wrapped.and_then(|e| e.hint()) {
             return Some(h);
         }
-        if let Some(r) = cause.downcast_ref::<crate::resolve::ResolveError>() {
-            if let Some(h) = r.registry_error().and_then(|e| e.hint()) {
+        if let Some(r) = cause.downcast_ref::<crate::resolve::ResolveError>()
+            && let Some(h) = r.registry_error().and_then(|e| e.hint()) {
                 return Some(h);
             }
-        }
         if let Some(h) = cause.downcast_ref::<crate::ecr::EcrError>().and_then(|c| c.hint()) {
             return Some(h);
         }

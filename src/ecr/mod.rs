@@ -49,6 +49,19 @@ pub struct EcrSettings {
 }
 
 impl EcrSettings {
+    /// The `[registry.ecr]` table of a registry config file; relative policy paths are relative to `base_dir`.
+    pub fn from_config(table: &toml::Table, base_dir: &std::path::Path) -> Result<EcrSettings, EcrError> {
+        let mut s: EcrSettings = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e| EcrError::Settings(format!("[registry.ecr] in the registry config: {e}")))?;
+        for p in [&mut s.lifecycle_policy, &mut s.repository_policy].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base_dir.join(&*p);
+            }
+        }
+        Ok(s)
+    }
+
     /// `over`'s settings win where given.
     pub fn overlay(mut self, over: EcrSettings) -> EcrSettings {
         self.enabled |= over.enabled;

@@ -211,11 +211,10 @@ impl RegistryClient {
         let bytes = read_limited(resp, MAX_MANIFEST_BYTES).await.map_err(|e| self.connect_error(&what, e))?;
         let actual = Digest::of(&bytes);
         let expected = reference.parse::<Digest>().ok().or(header_digest);
-        if let Some(expected) = expected {
-            if expected != actual {
+        if let Some(expected) = expected
+            && expected != actual {
                 return Err(RegistryError::DigestMismatch { what, expected, actual, size: bytes.len() as u64 });
             }
-        }
         let media_type = media_type_of(&bytes).or(content_type).unwrap_or_default();
         Ok(PulledManifest { digest: actual, media_type, bytes })
     }
@@ -495,13 +494,11 @@ impl RegistryClient {
                 Err(_) => None,
             };
             tokio::time::sleep(delay.unwrap_or_else(|| policy.backoff(attempt - 1))).await;
-            if let Ok(r) = &result {
-                if r.status() == StatusCode::UNAUTHORIZED {
-                    if let Some(c) = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).and_then(challenge::parse) {
+            if let Ok(r) = &result
+                && r.status() == StatusCode::UNAUTHORIZED
+                    && let Some(c) = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).and_then(challenge::parse) {
                         self.authenticate(&what, &c, &scopes).await?;
                     }
-                }
-            }
         }
     }
 

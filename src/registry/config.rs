@@ -45,8 +45,8 @@ struct RegistryEntry {
     client_key: Option<PathBuf>,
     username: Option<String>,
     password: Option<String>,
-    /// ECR behaviour and repository settings (`[registry.ecr]`).
-    ecr: Option<crate::ecr::EcrSettings>,
+    /// ECR behaviour and repository settings (`[registry.ecr]`), read by the ECR module.
+    ecr: Option<toml::Table>,
 }
 
 /// Everything needed to talk to one registry name.
@@ -61,8 +61,9 @@ pub struct Endpoint {
     pub tls: TlsSettings,
     /// Credentials written in the config file itself, if any.
     pub config_credentials: Option<(String, String)>,
-    /// ECR settings from the config file, if any.
-    pub ecr: Option<crate::ecr::EcrSettings>,
+    /// The `[registry.ecr]` table from the config file, if any, and the directory relative paths in it are
+    /// relative to.
+    pub ecr: Option<(toml::Table, PathBuf)>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -116,12 +117,6 @@ impl RegistryConfig {
             if e.client_cert.is_some() != e.client_key.is_some() {
                 return Err(err("`client_cert` and `client_key` go together".into()));
             }
-            let ecr_paths = e.ecr.as_mut().map(|x| [&mut x.lifecycle_policy, &mut x.repository_policy]);
-            for p in ecr_paths.into_iter().flatten().flatten() {
-                if p.is_relative() {
-                    *p = base_dir.join(&*p);
-                }
-            }
             for p in [&mut e.ca_file, &mut e.client_cert, &mut e.client_key].into_iter().flatten() {
                 if p.is_relative() {
                     *p = base_dir.join(&*p);
@@ -167,7 +162,8 @@ impl RegistryConfig {
             })
             .unwrap_or_default();
         let config_credentials = entry.and_then(|e| Some((e.username.clone()?, e.password.clone()?)));
-        let ecr = entry.and_then(|e| e.ecr.clone());
+        let base_dir = self.path.as_deref().and_then(Path::parent).unwrap_or(Path::new(".")).to_path_buf();
+        let ecr = entry.and_then(|e| e.ecr.clone()).map(|t| (t, base_dir));
         Endpoint { name: name.to_string(), base, prefix, tls, config_credentials, ecr }
     }
 }

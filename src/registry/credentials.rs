@@ -101,13 +101,11 @@ pub fn lookup(
         Role::Destination => Some((env_vars::DST_REGISTRY_USERNAME, env_vars::DST_REGISTRY_PASSWORD)),
         Role::Source => None,
     };
-    if let Some((uv, pv)) = env_pair {
-        if let (Ok(u), Ok(p)) = (std::env::var(uv), std::env::var(pv)) {
-            if !u.is_empty() {
+    if let Some((uv, pv)) = env_pair
+        && let (Ok(u), Ok(p)) = (std::env::var(uv), std::env::var(pv))
+            && !u.is_empty() {
                 return Ok(Some(Credentials { username: u, password: p, origin: format!("{uv}/{pv}") }));
             }
-        }
-    }
     for path in auth_files() {
         if let Some(c) = from_auth_file(&path, registry)? {
             return Ok(Some(c));

@@ -15,13 +15,16 @@ pub use config::RegistryConfig;
 pub use credentials::Role;
 pub use error::RegistryError;
 
+/// Credentials a caller decided on, and how to renew them.
+type CredentialOverride = (credentials::Credentials, Option<Arc<dyn credentials::CredentialSource>>);
+
 /// One client per registry name, so connections and tokens are shared by everything that talks to it.
 pub struct Registries {
     config: RegistryConfig,
     options: ClientOptions,
     clients: Mutex<HashMap<(String, bool), Arc<RegistryClient>>>,
     /// Credentials decided by the caller (ECR tokens), by (registry, is destination).
-    overrides: Mutex<HashMap<(String, bool), (credentials::Credentials, Option<Arc<dyn credentials::CredentialSource>>)>>,
+    overrides: Mutex<HashMap<(String, bool), CredentialOverride>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,40 @@
+//! The chart as a Helm OCI artifact, so it travels in the bundle next to its images and `helm install oci://…`
+//! works from the destination registry.
+
+/// The chart as a Helm OCI artifact (what `helm push` makes): a config holding Chart.yaml as JSON and one
+/// layer holding the package. Built from the package alone, so the same chart gives the same digest.
+pub fn oci_artifact(
+    loaded: &super::source::LoadedChart,
+    store: &crate::blob_store::BlobStore,
+) -> std::io::Result<crate::resolve::ResolvedImage> {
+    use crate::manifest::{HELM_CONFIG, HELM_CONTENT};
+    use crate::manifest::{Descriptor, OCI_MANIFEST};
+    let meta = &loaded.chart.meta;
+    let config = serde_json::to_vec(meta).expect("chart metadata serialises");
+    let config_digest = store.put(&config)?;
+    let layer_digest = store.put(&loaded.package)?;
+    let config_desc = Descriptor { media_type: HELM_CONFIG.into(), digest: config_digest, size: config.len() as u64, platform: None, annotations: None };
+    let layer_desc =
+        Descriptor { media_type: HELM_CONTENT.into(), digest: layer_digest, size: loaded.package.len() as u64, platform: None, annotations: None };
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config_desc,
+        "layers": [layer_desc],
+    }))
+    .expect("manifest serialises");
+    let digest = crate::digest::Digest::of(&manifest);
+    let source = crate::reference::ImageRef::parse(&format!("charts/{}:{}", meta.name, meta.version.replace('+', "_")))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("chart name: {e}")))?;
+    Ok(crate::resolve::ResolvedImage {
+        source,
+        digest: digest.clone(),
+        media_type: OCI_MANIFEST.into(),
+        manifest_size: manifest.len() as u64,
+        platforms: vec![],
+        manifests: vec![crate::registry::PulledManifest { digest, media_type: OCI_MANIFEST.into(), bytes: manifest.into() }],
+        blobs: vec![config_desc, layer_desc],
+        helm_chart: true,
+    })
+}
+
