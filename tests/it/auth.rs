@@ -209,3 +209,38 @@ fn the_bearer_token_flow_works_against_a_token_auth_registry() {
     ws2.export(&refs, "back.tar.zst");
     ws2.bundle(&["verify", "back.tar.zst"]).success();
 }
+
+/// Planted secrets never appear in any output, at any verbosity, nor in the archive.
+#[test]
+fn planted_secrets_never_appear_in_output_or_archives() {
+    let mut ws = Workspace::new();
+    let (reg, ca) = secure_registry(&ws);
+    let img = image(&[random_layer(1024, 78)], "amd64", false);
+    Pusher::with_tls(&reg.base_url(), &std::fs::read(&ca).unwrap(), USER, PASSWORD).image("private/app", "3.0", &img);
+    let cfg = config(&ws, &reg, &format!("ca_file = \"{}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n", ca.display()));
+    ws.env("STS_REGISTRY_PASSWORD", "sts-planted-s3cret");
+    ws.env("DST_REGISTRY_USERNAME", USER);
+    ws.env("DST_REGISTRY_PASSWORD", "dst-planted-s3cret");
+    ws.env("AWS_SECRET_ACCESS_KEY", "aws-planted-s3cret");
+    let reference = format!("{}/private/app:3.0", reg.host());
+    let mut outputs = Vec::new();
+    for verbosity in [&[][..], &["-v"][..], &["-q"][..]] {
+        let mut args = vec!["--registry-config", &cfg];
+        args.extend(verbosity);
+        args.extend(["export", "--image", &reference, "-o", "s.tar.zst", "--force"]);
+        let r = ws.bundle(&args).success();
+        outputs.push(r.stdout + &r.stderr);
+        let r = ws.bundle(&["inspect", "s.tar.zst", "--json"]).success();
+        outputs.push(r.stdout + &r.stderr);
+    }
+    // A failing import (the destination refuses these credentials) at -v.
+    let r = ws.bundle(&["-v", "import", "-d", "127.0.0.1:1", "s.tar.zst", "--retries", "0"]);
+    outputs.push(r.stdout + &r.stderr);
+    let tar = zstd::stream::decode_all(&std::fs::read(ws.path("s.tar.zst")).unwrap()[..]).unwrap();
+    outputs.push(String::from_utf8_lossy(&tar).into_owned());
+    for secret in [PASSWORD, "sts-planted-s3cret", "dst-planted-s3cret", "aws-planted-s3cret"] {
+        for (i, o) in outputs.iter().enumerate() {
+            assert!(!o.contains(secret), "secret {secret} leaked in output #{i}:\n{o}");
+        }
+    }
+}

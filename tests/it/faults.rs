@@ -137,3 +137,30 @@ fn import_retries_failed_uploads_and_manifest_pushes() {
         assert_eq!(sha256(&bytes), img.root.digest);
     }
 }
+
+#[test]
+fn ctrl_c_during_export_leaves_no_archive_and_a_reusable_cache() {
+    let f = faulty_source(76);
+    let layer = f.layer();
+    f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::Hold, 1);
+    let args = f.export_args("a.tar.zst", &[]);
+    let child = f.ws.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(f.proxy.wait_held(), "the export never reached the held blob");
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    f.proxy.release();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let left: Vec<String> = listing(f.ws.dir.path()).into_iter().filter(|n| n.contains("a.tar.zst")).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // The cache keeps what was downloaded: the re-run completes.
+    f.proxy.clear();
+    f.run(&f.export_args("a.tar.zst", &[])).success();
+    f.check_archive("a.tar.zst");
+}

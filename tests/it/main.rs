@@ -10,4 +10,5 @@ mod faults;
 mod hostile;
 mod integrity;
 mod interop;
+mod properties;
 mod roundtrip;

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 #[derive(Debug, Clone)]
 pub enum Fault {
@@ -19,6 +19,8 @@ pub enum Fault {
     Corrupt(usize),
     /// Read this many bytes of the request body, then close without answering.
     CutUpload(usize),
+    /// Hold the request, unanswered, until `release` (so a test can act while a transfer is in flight).
+    Hold,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct FaultProxy {
     rules: Arc<Mutex<Vec<Rule>>>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<AtomicBool>,
+    /// (requests held, released?) for `Fault::Hold`.
+    held: Arc<(Mutex<(usize, bool)>, Condvar)>,
 }
 
 impl FaultProxy {
@@ -54,20 +58,36 @@ impl FaultProxy {
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (r, s, f) = (rules.clone(), seen.clone(), stop.clone());
+        let held: Arc<(Mutex<(usize, bool)>, Condvar)> = Arc::default();
+        let (r, s, f, h) = (rules.clone(), seen.clone(), stop.clone(), held.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if f.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (r, s) = (r.clone(), s.clone());
+                let (r, s, h) = (r.clone(), s.clone(), h.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(conn, upstream_port, &r, &s);
+                    let _ = handle(conn, upstream_port, &r, &s, &h);
                 });
             }
         });
-        FaultProxy { port, rules, seen, stop }
+        FaultProxy { port, rules, seen, stop, held }
+    }
+
+    /// Block until a request is being held (true), or 30 seconds pass (false).
+    pub fn wait_held(&self) -> bool {
+        let (state, cv) = &*self.held;
+        let guard = state.lock().unwrap();
+        let (guard, _) = cv.wait_timeout_while(guard, std::time::Duration::from_secs(30), |s| s.0 == 0).unwrap();
+        guard.0 > 0
+    }
+
+    /// Let held requests go on (to the registry).
+    pub fn release(&self) {
+        let (state, cv) = &*self.held;
+        state.lock().unwrap().1 = true;
+        cv.notify_all();
     }
 
     pub fn host(&self) -> String {
@@ -93,12 +113,19 @@ impl FaultProxy {
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
+        self.release();
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 
-fn handle(client: TcpStream, upstream_port: u16, rules: &Mutex<Vec<Rule>>, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+fn handle(
+    client: TcpStream,
+    upstream_port: u16,
+    rules: &Mutex<Vec<Rule>>,
+    seen: &Mutex<Vec<Seen>>,
+    held: &(Mutex<(usize, bool)>, Condvar),
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client = client;
     // Request head.
@@ -154,6 +181,15 @@ fn handle(client: TcpStream, upstream_port: u16, rules: &Mutex<Vec<Rule>>, seen:
             let body = format!("{{\"errors\":[{{\"code\":\"INJECTED\",\"message\":\"injected {code}\"}}]}}");
             write!(client, "HTTP/1.1 {code} Injected\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
             return Ok(());
+        }
+        Some(Fault::Hold) => {
+            let (state, cv) = held;
+            let mut g = state.lock().unwrap();
+            g.0 += 1;
+            cv.notify_all();
+            while !g.1 {
+                g = cv.wait(g).unwrap();
+            }
         }
         Some(Fault::CutUpload(n)) => {
             std::io::copy(&mut (&mut reader).take(n.min(content_length) as u64), &mut std::io::sink())?;

@@ -1,0 +1,95 @@
+//! Property tests: the parsers that read untrusted input never panic, and damage is always noticed.
+
+use proptest::prelude::*;
+
+use bundle::archive::ArchiveFile;
+use bundle::archive::contents::check;
+use bundle::digest::Digest;
+use bundle::reference::ImageRef;
+
+use crate::harness::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any string: an error or a reference that prints and parses back to itself.
+    #[test]
+    fn references_parse_or_fail_and_round_trip(s in "\\PC{0,80}", t in "[a-zA-Z0-9._:/@-]{0,60}") {
+        for input in [s.as_str(), t.as_str()] {
+            if let Ok(r) = ImageRef::parse(input) {
+                let again = ImageRef::parse(&r.to_string()).expect("a printed reference parses");
+                prop_assert_eq!(again, r);
+            }
+        }
+    }
+
+    /// Any bytes, any declared media type: the manifest walker returns an error or links, never panics.
+    #[test]
+    fn the_manifest_walker_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512), json in "\\{\"(mediaType|manifests|layers|config)\":[\\[\\{\"a-z0-9:,\\]\\} ]{0,80}") {
+        let d = Digest::of(&bytes);
+        let _ = bundle::manifest::parse(&d, None, &bytes);
+        let _ = bundle::manifest::parse(&d, Some(bundle::manifest::OCI_INDEX), json.as_bytes());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Any bytes as an archive: open, scan and check return, with errors or problems, and never panic.
+    #[test]
+    fn the_archive_reader_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..4096), zstd_magic in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.tar.zst");
+        let mut bytes = bytes;
+        if zstd_magic && bytes.len() >= 4 {
+            bytes[..4].copy_from_slice(&[0x28, 0xb5, 0x2f, 0xfd]);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        if let Ok(a) = ArchiveFile::open(&path) {
+            if let Ok(scan) = a.scan(&|_| {}) {
+                let _ = check(scan, None);
+            }
+            let _ = a.read_metadata();
+            let _ = a.scan_front();
+        }
+    }
+}
+
+/// A small real archive, made once.
+fn real_archive() -> &'static Vec<u8> {
+    static ARCHIVE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    ARCHIVE.get_or_init(|| {
+        let src = Registry::start();
+        let set = seed_sample(&src.base_url(), 81, 16 * 1024);
+        let ws = Workspace::new();
+        ws.export(&set.images.iter().map(|i| i.reference(&src.host())).collect::<Vec<_>>(), "p.tar.zst");
+        std::fs::read(ws.path("p.tar.zst")).unwrap()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any single flipped byte anywhere in a real archive is found by the content checks alone (no sidecar),
+    /// or makes the file unreadable: it is never accepted.
+    #[test]
+    fn any_flipped_byte_is_never_accepted(at in any::<prop::sample::Index>(), mask in 1u8..=255) {
+        let mut bytes = real_archive().clone();
+        let i = at.index(bytes.len());
+        bytes[i] ^= mask;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.tar.zst");
+        std::fs::write(&path, &bytes).unwrap();
+        let accepted = match ArchiveFile::open(&path) {
+            Err(_) => false,
+            Ok(a) => match a.scan(&|_| {}) {
+                Err(_) => false,
+                Ok(scan) => {
+                    let (contents, problems) = check(scan, None);
+                    contents.is_some() && problems.is_empty()
+                }
+            },
+        };
+        prop_assert!(!accepted, "flipping byte {} of {} with {:#04x} went unnoticed", i, bytes.len(), mask);
+    }
+}
