@@ -307,6 +307,30 @@ mod tests {
         assert!(table.open_range(&path, data.len() as u64, 1).is_err());
     }
 
+    /// A disk that fills up: the error comes back to the writer's caller, and no thread is left behind.
+    #[test]
+    fn a_full_disk_is_an_error_not_a_panic() {
+        struct FullAfter(usize);
+        impl Write for FullAfter {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if self.0 < buf.len() {
+                    return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device"));
+                }
+                self.0 -= buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let data = pseudo_random(FRAME_SIZE * 6, 3);
+        let mut w = SeekableWriter::new(FullAfter(FRAME_SIZE * 2), 2);
+        let written = w.write_all(&data);
+        let finished = w.finish();
+        let err = written.err().or(finished.err()).expect("a full disk must fail the write");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+    }
+
     #[test]
     fn a_plain_zstd_stream_has_no_table_and_a_truncated_one_is_damaged() {
         let dir = tempfile::tempdir().unwrap();

@@ -164,3 +164,16 @@ fn ctrl_c_during_export_leaves_no_archive_and_a_reusable_cache() {
     f.run(&f.export_args("a.tar.zst", &[])).success();
     f.check_archive("a.tar.zst");
 }
+
+#[test]
+fn a_stalled_response_times_out_and_is_retried() {
+    let f = faulty_source(77);
+    let layer = f.layer();
+    // The first GET of the layer never gets an answer: the read timeout ends that attempt, the retry succeeds.
+    f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::Hold, 1);
+    let mut args = vec!["--read-timeout".to_string(), "1".to_string()];
+    args.extend(f.export_args("a.tar.zst", &["--no-cache"]));
+    f.run(&args).success();
+    assert_eq!(f.proxy.count("GET", &format!("/blobs/{layer}")), 2);
+    f.check_archive("a.tar.zst");
+}
