@@ -177,3 +177,38 @@ fn a_stalled_response_times_out_and_is_retried() {
     assert_eq!(f.proxy.count("GET", &format!("/blobs/{layer}")), 2);
     f.check_archive("a.tar.zst");
 }
+
+#[test]
+fn export_survives_a_registry_that_dies_and_comes_back() {
+    let f = faulty_source(78);
+    // Requests meet a dead registry (connections closed unanswered) for a while, then it is back: within the
+    // retry budget (--retries 3, so three dropped attempts of the same request are survivable).
+    f.proxy.add("GET", "/", Fault::Drop, 3);
+    f.run(&f.export_args("a.tar.zst", &[])).success();
+    f.check_archive("a.tar.zst");
+}
+
+#[test]
+fn import_honours_429_retries_stalls_and_never_accepts_a_corrupted_upload() {
+    let f = faulty_source(79);
+    f.ws.export(&f.set.images.iter().map(|i| i.reference(&f.src.host())).collect::<Vec<_>>(), "s.tar.zst");
+    let dst = Registry::start();
+    let proxy = FaultProxy::start(dst.port);
+    proxy.add("POST", "/blobs/uploads/", Fault::Status(429, Some(1)), 1);
+    proxy.add("HEAD", "/manifests/", Fault::Hold, 1);
+    // One corrupted byte in an upload: the registry refuses the blob, the import fails, nothing wrong is kept.
+    proxy.add("PUT", "/blobs/uploads/", Fault::CorruptUpload(100), 1);
+    let r = f.ws.bundle(&["--read-timeout", "1", "import", "-d", &proxy.host(), "s.tar.zst"]).failure();
+    assert!(r.stderr.contains("run the same command again"), "{}", r.stderr);
+    proxy.release();
+    // The re-run completes, and every manifest at the destination has the source digest.
+    f.ws.bundle(&["import", "-d", &proxy.host(), "s.tar.zst"]).success();
+    for img in &f.set.images {
+        let (bytes, _) = get_manifest(&dst.base_url(), &img.repo, &img.tag).unwrap();
+        assert_eq!(sha256(&bytes), img.root.digest);
+        for b in &img.blobs {
+            assert_eq!(get_blob(&dst.base_url(), &img.repo, &b.digest).map(|x| sha256(&x)), Some(b.digest.clone()));
+        }
+    }
+    assert!(proxy.seen.lock().unwrap().iter().filter(|s| s.faulted).count() >= 3);
+}

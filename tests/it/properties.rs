@@ -93,3 +93,26 @@ proptest! {
         prop_assert!(!accepted, "flipping byte {} of {} with {:#04x} went unnoticed", i, bytes.len(), mask);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A real archive cut anywhere (in the metadata, a blob, the seek table) is never accepted.
+    #[test]
+    fn any_truncation_is_never_accepted(at in any::<prop::sample::Index>()) {
+        let bytes = real_archive();
+        let cut = at.index(bytes.len());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.tar.zst");
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let accepted = ArchiveFile::open(&path)
+            .ok()
+            .and_then(|a| a.scan(&|_| {}).ok())
+            .map(|scan| {
+                let (contents, problems) = check(scan, None);
+                contents.is_some() && problems.is_empty()
+            })
+            .unwrap_or(false);
+        prop_assert!(!accepted, "cut at {} of {} went unnoticed", cut, bytes.len());
+    }
+}

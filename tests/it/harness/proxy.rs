@@ -21,6 +21,10 @@ pub enum Fault {
     CutUpload(usize),
     /// Hold the request, unanswered, until `release` (so a test can act while a transfer is in flight).
     Hold,
+    /// Close the connection at once, as a registry that has died does.
+    Drop,
+    /// Forward the request with the byte at this offset of its body flipped.
+    CorruptUpload(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +195,7 @@ fn handle(
                 g = cv.wait(g).unwrap();
             }
         }
+        Some(Fault::Drop) => return Ok(()),
         Some(Fault::CutUpload(n)) => {
             std::io::copy(&mut (&mut reader).take(n.min(content_length) as u64), &mut std::io::sink())?;
             return Ok(()); // dropped: the client sees the connection close mid-request
@@ -200,7 +205,16 @@ fn handle(
 
     let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
     upstream.write_all(&head)?;
-    std::io::copy(&mut (&mut reader).take(content_length as u64), &mut upstream)?;
+    if let Some(Fault::CorruptUpload(at)) = fault {
+        let mut body = vec![0u8; content_length];
+        reader.read_exact(&mut body)?;
+        if at < body.len() {
+            body[at] ^= 0x20;
+        }
+        upstream.write_all(&body)?;
+    } else {
+        std::io::copy(&mut (&mut reader).take(content_length as u64), &mut upstream)?;
+    }
     // Response: head unchanged (but for Connection), then the body with the fault applied.
     let mut up = BufReader::new(upstream);
     loop {
