@@ -212,3 +212,27 @@ fn import_honours_429_retries_stalls_and_never_accepts_a_corrupted_upload() {
     }
     assert!(proxy.seen.lock().unwrap().iter().filter(|s| s.faulted).count() >= 3);
 }
+
+#[test]
+fn sigterm_during_import_then_a_rerun_completes() {
+    let f = faulty_source(80);
+    f.ws.export(&f.set.images.iter().map(|i| i.reference(&f.src.host())).collect::<Vec<_>>(), "s.tar.zst");
+    let dst = Registry::start();
+    let proxy = FaultProxy::start(dst.port);
+    proxy.add("PUT", "/blobs/uploads/", Fault::Hold, 1);
+    let child = f.ws.command(&["import", "-d", &proxy.host(), "s.tar.zst"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(proxy.wait_held(), "the import never reached an upload");
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    proxy.release();
+    f.ws.bundle(&["import", "-d", &proxy.host(), "s.tar.zst"]).success();
+    for img in &f.set.images {
+        let (bytes, _) = get_manifest(&dst.base_url(), &img.repo, &img.tag).unwrap();
+        assert_eq!(sha256(&bytes), img.root.digest);
+    }
+}
