@@ -24,6 +24,8 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
     // First only the front of the archive (metadata and manifests): when the destination already has
     // everything, nothing will be pushed and the layers need not be read.
     let front = front_contents(&args.archive).await;
+    // Repositories are prepared once (ECR: created, token fetched), whichever path the import takes.
+    let mut prepared = None;
     if let (Some(contents), false) = (&front, args.dry_run) {
         let plan = PushPlan::new(contents, &dest).context("cannot plan the import")?;
         let ecr = super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, false).await?;
@@ -45,13 +47,17 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
             finish(ctx, &args, contents, &plan, &dest)?;
             return Ok(());
         }
+        prepared = Some(ecr);
     }
 
     let (archive, contents) = super::verify::verify_archive(ctx, &args.archive).await?;
     ctx.printer.info(format!("Verified {} ({} images, {})", args.archive.display(), contents.images.len(), human(contents.total_bytes())));
 
     let plan = PushPlan::new(&contents, &dest).context("cannot plan the import")?;
-    let ecr = super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, args.dry_run).await?;
+    let ecr = match prepared {
+        Some(ecr) => ecr,
+        None => super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, args.dry_run).await?,
+    };
     let client = ctx.registries.client(&dest.registry, Role::Destination).context("cannot prepare the destination registry")?;
     let presence = push::probe(&client, &plan, &contents, ctx.concurrency)
         .await
