@@ -244,3 +244,66 @@ fn planted_secrets_never_appear_in_output_or_archives() {
         }
     }
 }
+
+/// A blob GET redirected to another host (object storage) must not carry the registry's credentials there.
+#[test]
+fn credentials_are_not_sent_to_another_host_on_redirect() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let mut ws = Workspace::new();
+    let data = ecr_data_plane(&ws); // a registry that wants Basic AWS:<token>
+    let img = image(&[random_layer(4096, 88)], "amd64", false);
+    let layer = img.layers[0].clone();
+    let seed = reqwest::blocking::Client::new();
+    for b in img.layers.iter().chain([&img.config]) {
+        let r = seed.post(format!("{}/v2/app/blobs/uploads/", data.base_url())).basic_auth("AWS", Some(TOKEN_PASSWORD)).send().unwrap();
+        let loc = r.headers()["location"].to_str().unwrap().to_string();
+        let loc = if loc.starts_with('/') { format!("{}{loc}", data.base_url()) } else { loc };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        seed.put(format!("{loc}{sep}digest={}", b.digest)).basic_auth("AWS", Some(TOKEN_PASSWORD)).body(b.bytes.clone()).send().unwrap();
+    }
+    seed.put(format!("{}/v2/app/manifests/1", data.base_url()))
+        .basic_auth("AWS", Some(TOKEN_PASSWORD))
+        .header("content-type", OCI_MANIFEST)
+        .body(img.manifest.bytes.clone())
+        .send()
+        .unwrap();
+
+    // "Object storage" on another loopback address, recording the request heads it is sent.
+    let storage = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let storage_port = storage.local_addr().unwrap().port();
+    let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let (recorded, body) = (heads.clone(), layer.bytes.clone());
+    std::thread::spawn(move || {
+        for conn in storage.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let (recorded, body) = (recorded.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                recorded.lock().unwrap().push(head);
+                let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = conn.write_all(&body);
+            });
+        }
+    });
+    let proxy = FaultProxy::start(data.port);
+    proxy.add("GET", &format!("/blobs/{}", layer.digest), Fault::Redirect(format!("http://127.0.0.2:{storage_port}/bucket/{}", &layer.digest[7..])), 1);
+    let cfg = ws.write("r.toml", &format!("[[registry]]\nname = \"{}\"\nusername = \"AWS\"\npassword = \"{TOKEN_PASSWORD}\"\n", proxy.host()));
+    ws.env("BUNDLE_REGISTRY_CONFIG", cfg.to_str().unwrap());
+    ws.bundle(&["export", "--image", &format!("{}/app:1", proxy.host()), "-o", "r.tar.zst"]).success();
+    let heads = heads.lock().unwrap().clone();
+    assert!(!heads.is_empty(), "the redirected GET never reached the storage host");
+    for head in &heads {
+        assert!(head.starts_with("GET /bucket/"), "{head}");
+        assert!(!head.to_ascii_lowercase().contains("authorization"), "credentials were sent to another host:\n{head}");
+    }
+    ws.bundle(&["verify", "r.tar.zst"]).success();
+}

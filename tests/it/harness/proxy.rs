@@ -25,6 +25,8 @@ pub enum Fault {
     Drop,
     /// Forward the request with the byte at this offset of its body flipped.
     CorruptUpload(usize),
+    /// Answer `307 Temporary Redirect` to this URL (blob GETs redirected to object storage).
+    Redirect(String),
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +198,10 @@ fn handle(
             }
         }
         Some(Fault::Drop) => return Ok(()),
+        Some(Fault::Redirect(to)) => {
+            write!(client, "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+            return Ok(());
+        }
         Some(Fault::CutUpload(n)) => {
             std::io::copy(&mut (&mut reader).take(n.min(content_length) as u64), &mut std::io::sink())?;
             return Ok(()); // dropped: the client sees the connection close mid-request
