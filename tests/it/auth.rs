@@ -254,20 +254,7 @@ fn credentials_are_not_sent_to_another_host_on_redirect() {
     let data = ecr_data_plane(&ws); // a registry that wants Basic AWS:<token>
     let img = image(&[random_layer(4096, 88)], "amd64", false);
     let layer = img.layers[0].clone();
-    let seed = reqwest::blocking::Client::new();
-    for b in img.layers.iter().chain([&img.config]) {
-        let r = seed.post(format!("{}/v2/app/blobs/uploads/", data.base_url())).basic_auth("AWS", Some(TOKEN_PASSWORD)).send().unwrap();
-        let loc = r.headers()["location"].to_str().unwrap().to_string();
-        let loc = if loc.starts_with('/') { format!("{}{loc}", data.base_url()) } else { loc };
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        seed.put(format!("{loc}{sep}digest={}", b.digest)).basic_auth("AWS", Some(TOKEN_PASSWORD)).body(b.bytes.clone()).send().unwrap();
-    }
-    seed.put(format!("{}/v2/app/manifests/1", data.base_url()))
-        .basic_auth("AWS", Some(TOKEN_PASSWORD))
-        .header("content-type", OCI_MANIFEST)
-        .body(img.manifest.bytes.clone())
-        .send()
-        .unwrap();
+    Pusher::with_auth(&data.base_url(), "AWS", TOKEN_PASSWORD).image("app", "1", &img);
 
     // "Object storage" on another loopback address, recording the request heads it is sent.
     let storage = std::net::TcpListener::bind("127.0.0.2:0").unwrap();

@@ -169,20 +169,7 @@ fn expired_registry_credentials_are_renewed_on_401() {
     let hash_user = |p: &str| reqwest::blocking::Client::new().get(format!("{}/v2/", data.base_url())).basic_auth("AWS", Some(p)).send().unwrap().status().as_u16();
     assert_eq!(hash_user(TOKEN_PASSWORD), 200);
     // Seed with the right password.
-    let seed = reqwest::blocking::Client::new();
-    for b in img.layers.iter().chain([&img.config]) {
-        let r = seed.post(format!("{}/v2/app/blobs/uploads/", data.base_url())).basic_auth("AWS", Some(TOKEN_PASSWORD)).send().unwrap();
-        let loc = r.headers()["location"].to_str().unwrap().to_string();
-        let loc = if loc.starts_with('/') { format!("{}{loc}", data.base_url()) } else { loc };
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        seed.put(format!("{loc}{sep}digest={}", b.digest)).basic_auth("AWS", Some(TOKEN_PASSWORD)).body(b.bytes.clone()).send().unwrap();
-    }
-    seed.put(format!("{}/v2/app/manifests/1", data.base_url()))
-        .basic_auth("AWS", Some(TOKEN_PASSWORD))
-        .header("content-type", OCI_MANIFEST)
-        .body(img.manifest.bytes.clone())
-        .send()
-        .unwrap();
+    Pusher::with_auth(&data.base_url(), "AWS", TOKEN_PASSWORD).image("app", "1", &img);
 
     let calls = Arc::new(AtomicUsize::new(0));
     let config = bundle::registry::RegistryConfig::default();

@@ -117,6 +117,11 @@ impl Pusher {
         Pusher { http: reqwest::blocking::Client::new(), base: base.to_string(), auth: None }
     }
 
+    /// Basic auth over plain HTTP (a loopback registry with htpasswd).
+    pub fn with_auth(base: &str, user: &str, password: &str) -> Pusher {
+        Pusher { http: reqwest::blocking::Client::new(), base: base.to_string(), auth: Some((user.into(), password.into())) }
+    }
+
     pub fn with_tls(base: &str, ca_pem: &[u8], user: &str, password: &str) -> Pusher {
         let cert = reqwest::Certificate::from_pem(ca_pem).unwrap();
         let http = reqwest::blocking::Client::builder().tls_certs_only([cert]).build().unwrap();
