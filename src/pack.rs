@@ -10,7 +10,7 @@ use std::io::{self, Read};
 
 use crate::archive::writer::{ArchiveWriter, WrittenArchive};
 use crate::blob_store::BlobStore;
-use crate::digest::{Digest, DigestWriter};
+use crate::digest::Digest;
 use crate::layout::{
     BLOBS_DIR, BUNDLE_FILE, BundleBlob, BundleImage, BundleMetadata, FORMAT_VERSION, INDEX_FILE, LayoutIndex,
     OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, SHA256_DIR, ToolInfo,
@@ -49,9 +49,11 @@ pub fn metadata(images: &[ResolvedImage], created: Option<String>, chart: Option
     }
 }
 
-/// Write the archive into `file`. Blobs downloaded in this run were verified as they were written; any other
-/// staged blob (a cache from an earlier run) is hashed again on its way in, so a damaged cache can never
-/// produce an archive that lies.
+/// Write the archive into `file`, following the downloads: a blob is read from the store while it is still
+/// being written. Blobs are verified by their download (or, from the cache, before use); one that arrived
+/// unverified is hashed on its way in, so a damaged cache can never produce an archive that lies. If a
+/// download starts over after part of it was written, this fails with `DownloadRestarted` and the caller
+/// writes the archive again once the downloads are done.
 pub fn write(
     file: File,
     images: &[ResolvedImage],
@@ -79,36 +81,21 @@ pub fn write(
         on_bytes(bytes.len() as u64);
     }
     for blob in meta.blobs.iter().filter(|b| !manifests.contains_key(&b.digest)) {
-        let verified_now = arrivals.wait(&blob.digest)?;
-        let path = store.path(&blob.digest);
-        let f = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("staged blob {}: {e}", path.display())))?;
-        let mut reader =
-            VerifyingReader { inner: io::BufReader::with_capacity(1 << 20, f), hasher: (!verified_now).then(DigestWriter::new), on_bytes };
-        w.add_reader(&blob.digest.layout_path(), blob.size, &mut reader)?;
-        let Some(hasher) = reader.hasher else { continue };
-        let actual = hasher.finish();
-        if actual != blob.digest {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("staged blob {} changed on disk (now {actual}); refusing to write it", blob.digest),
-            ));
-        }
+        // Follows the download while it runs; hashes the blob itself if it was not verified on arrival.
+        let follower = arrivals.follow(&blob.digest, blob.size, store.path(&blob.digest));
+        w.add_reader(&blob.digest.layout_path(), blob.size, CountingReader { inner: follower, on_bytes })?;
     }
     w.finish()
 }
 
-struct VerifyingReader<'a, R> {
+struct CountingReader<'a, R> {
     inner: R,
-    hasher: Option<DigestWriter>,
     on_bytes: &'a (dyn Fn(u64) + Sync),
 }
 
-impl<R: Read> Read for VerifyingReader<'_, R> {
+impl<R: Read> Read for CountingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Some(h) = self.hasher.as_mut() {
-            h.update(&buf[..n]);
-        }
         (self.on_bytes)(n as u64);
         Ok(n)
     }

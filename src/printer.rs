@@ -126,6 +126,11 @@ struct TransferInner {
 
 impl Transfer {
     /// Count `delta` bytes (negative when a retry discards what was counted).
+    /// Back to zero bytes: the work is being done again.
+    pub fn reset(&self) {
+        self.add(-self.inner.bytes.load(Ordering::Relaxed));
+    }
+
     pub fn add(&self, delta: i64) {
         let i = &self.inner;
         let now = i.bytes.fetch_add(delta, Ordering::Relaxed) + delta;

@@ -67,7 +67,7 @@ pub async fn pull_all(
                 let client = registries.client(job.from.registry(), Role::Source)?;
                 progress.item_started();
                 let count = |n: i64| progress.add(n);
-                let result = store.fetch(&client, job.from.repository(), &job.digest, job.size, &count).await;
+                let result = store.fetch(&client, job.from.repository(), &job.digest, job.size, &count, arrivals).await;
                 progress.item_done();
                 if let Ok(verified) = result {
                     arrivals.arrived(&job.digest, verified);

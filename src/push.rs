@@ -414,7 +414,14 @@ async fn upload(
     progress: &Transfer,
 ) -> Result<(), RegistryError> {
     progress.item_started();
-    let source = ArchiveBlob { archive: archive.clone(), entry, digest: digest.clone(), progress: progress.clone(), counted: Arc::new(AtomicI64::new(0)) };
+    let source = ArchiveBlob {
+        archive: archive.clone(),
+        entry,
+        digest: digest.clone(),
+        progress: progress.clone(),
+        counted: Arc::new(AtomicI64::new(0)),
+        failed: Arc::default(),
+    };
     let result = client.upload_blob(repo, digest, entry.size, &source, session).await;
     progress.item_done();
     result
@@ -429,6 +436,8 @@ struct ArchiveBlob {
     progress: Transfer,
     /// Bytes this source has reported to `progress`, taken back when an attempt restarts.
     counted: Arc<AtomicI64>,
+    /// Why reading the archive failed in the last attempt, if it did.
+    failed: Arc<std::sync::Mutex<Option<(std::io::ErrorKind, String)>>>,
 }
 
 const CHUNK: usize = 256 * 1024;
@@ -443,6 +452,8 @@ impl BlobSource for ArchiveBlob {
         let digest = self.digest.clone();
         let progress = self.progress.clone();
         let counted = self.counted.clone();
+        let failed = self.failed.clone();
+        *failed.lock().expect("failure slot") = None;
         std::thread::spawn(move || {
             let run = || -> std::io::Result<()> {
                 let mut reader = archive.open_blob(entry)?;
@@ -473,11 +484,16 @@ impl BlobSource for ArchiveBlob {
                 Ok(())
             };
             if let Err(e) = run() {
+                *failed.lock().expect("failure slot") = Some((e.kind(), e.to_string()));
                 let _ = tx.blocking_send(Err(e));
             }
         });
         let stream = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         Ok(reqwest::Body::wrap_stream(stream))
+    }
+
+    fn failure(&self) -> Option<std::io::Error> {
+        self.failed.lock().expect("failure slot").as_ref().map(|(kind, message)| std::io::Error::new(*kind, message.clone()))
     }
 }
 

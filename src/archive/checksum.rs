@@ -50,3 +50,18 @@ pub fn read_sidecar(archive: &Path) -> Result<Option<Digest>, SidecarError> {
     }
     Ok(Some(digest))
 }
+
+/// sha256 of a whole file, read sequentially; `on_bytes` is told about progress.
+pub fn file_digest(path: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> std::io::Result<Digest> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = crate::digest::DigestWriter::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buf[..n]);
+        on_bytes(n as u64);
+    }
+}

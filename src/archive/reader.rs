@@ -246,6 +246,54 @@ impl ArchiveFile {
         Ok(Some(scan))
     }
 
+    /// Where every blob's bytes are, from the tar headers alone: the seek table lets the walk jump from one
+    /// header to the next without reading the blobs between. Import plans and uploads from this when the
+    /// sidecar vouches for the file, instead of reading everything once more before the first upload.
+    ///
+    /// `None` unless the archive is our seekable format and its structure is exactly what the scan accepts
+    /// (regular files and the two directories, layout paths only, no duplicates, valid header checksums,
+    /// sizes inside the stream): anything unusual is left to `scan`, which explains it.
+    pub fn locate(&self) -> Result<Option<BTreeMap<Digest, BlobEntry>>, ArchiveError> {
+        let Access::Seekable(table) = &self.access else { return Ok(None) };
+        let end = table.decompressed_len();
+        let mut cursor = table.cursor(&self.path);
+        let mut blobs = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut block = [0u8; 512];
+        let mut offset = 0u64;
+        loop {
+            if offset.saturating_add(512) > end || cursor.read_exact_at(offset, &mut block).is_err() {
+                return Ok(None);
+            }
+            if block.iter().all(|b| *b == 0) {
+                return Ok(Some(blobs));
+            }
+            if !header_checksum_ok(&block) {
+                return Ok(None);
+            }
+            let header = tar::Header::from_byte_slice(&block);
+            let Ok(size) = header.entry_size() else { return Ok(None) };
+            let Some(path) = normalise(&String::from_utf8_lossy(&header.path_bytes())) else { return Ok(None) };
+            let data = offset + 512;
+            let Some(next) = size.checked_next_multiple_of(512).and_then(|s| data.checked_add(s)) else { return Ok(None) };
+            if next > end || !seen.insert(path.clone()) {
+                return Ok(None);
+            }
+            match header.entry_type() {
+                tar::EntryType::Directory if size == 0 && matches!(path.as_str(), "blobs" | "blobs/sha256") => {}
+                tar::EntryType::Regular | tar::EntryType::Continuous => match path.as_str() {
+                    OCI_LAYOUT_FILE | INDEX_FILE | BUNDLE_FILE => {}
+                    other => {
+                        let Some(digest) = layout::blob_digest(other) else { return Ok(None) };
+                        blobs.insert(digest, BlobEntry { offset: data, size });
+                    }
+                },
+                _ => return Ok(None),
+            }
+            offset = next;
+        }
+    }
+
     /// One pass over the whole archive; see the module docs. `on_bytes` is told about progress (file bytes).
     pub fn scan(&self, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Scan, ArchiveError> {
         let file = File::open(&self.path).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
@@ -374,6 +422,12 @@ fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> 
         scan.blobs.insert(digest, BlobEntry { offset, size });
     }
     Ok(())
+}
+
+/// The header's stored checksum equals the sum of its bytes with the checksum field read as spaces.
+fn header_checksum_ok(block: &[u8; 512]) -> bool {
+    let sum: u32 = block.iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { b' ' as u32 } else { *b as u32 }).sum();
+    tar::Header::from_byte_slice(block).cksum().is_ok_and(|c| c == sum)
 }
 
 /// `./a/b` → `a/b`; `None` for absolute paths or `..`.

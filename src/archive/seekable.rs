@@ -40,20 +40,46 @@ pub struct SeekableWriter<W: Write + Send + 'static> {
     current: Vec<u8>,
     next_index: u64,
     chunks: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>)>>,
+    /// Buffers that went through the pipeline, for reuse: the steady state allocates nothing.
+    spare: BufferPool,
     compressors: Vec<std::thread::JoinHandle<()>>,
     writer: Option<std::thread::JoinHandle<Finished<W>>>,
+}
+
+/// Frame-sized buffers handed back after use. Reusing them saves the page faults of fresh allocations, which
+/// on a 2-core machine cost as much as compressing incompressible layers does.
+#[derive(Clone, Default)]
+struct BufferPool(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut b = self.0.lock().expect("buffer pool").pop().unwrap_or_default();
+        b.clear();
+        b.reserve(capacity);
+        b
+    }
+    fn give(&self, b: Vec<u8>) {
+        let mut pool = self.0.lock().expect("buffer pool");
+        // Bounded by the pipeline's depth anyway; the cap only guards against a bug here growing memory.
+        if pool.len() < 64 {
+            pool.push(b);
+        }
+    }
 }
 
 impl<W: Write + Send + 'static> SeekableWriter<W> {
     pub fn new(inner: W, threads: usize) -> Self {
         let threads = threads.max(1);
+        let spare = BufferPool::default();
         let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(threads);
         let chunk_rx = std::sync::Arc::new(std::sync::Mutex::new(chunk_rx));
         let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<(u64, u32, io::Result<Vec<u8>>)>(threads);
+        let bound = zstd::zstd_safe::compress_bound(FRAME_SIZE);
         let compressors = (0..threads)
             .map(|_| {
                 let rx = chunk_rx.clone();
                 let tx = frame_tx.clone();
+                let spare = spare.clone();
                 std::thread::spawn(move || {
                     // One compression context per thread, reused for every frame it compresses.
                     let mut compressor = compressor();
@@ -61,10 +87,15 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
                         let next = rx.lock().expect("chunk queue").recv();
                         let Ok((index, chunk)) = next else { return };
                         let frame = match compressor.as_mut() {
-                            Ok(c) => c.compress(&chunk),
+                            Ok(c) => {
+                                let mut out = spare.take(bound);
+                                c.compress_to_buffer(&chunk, &mut out).map(|_| out)
+                            }
                             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
                         };
-                        if tx.send((index, chunk.len() as u32, frame)).is_err() {
+                        let len = chunk.len() as u32;
+                        spare.give(chunk);
+                        if tx.send((index, len, frame)).is_err() {
                             return;
                         }
                     }
@@ -72,6 +103,7 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
             })
             .collect();
         drop(frame_tx);
+        let writer_spare = spare.clone();
         let writer = std::thread::spawn(move || {
             let mut inner = inner;
             let mut frames = Vec::new();
@@ -83,6 +115,7 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
                     let frame = frame?;
                     inner.write_all(&frame)?;
                     frames.push((frame.len() as u32, len));
+                    writer_spare.give(frame);
                     next += 1;
                 }
             }
@@ -91,14 +124,34 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
             }
             Ok((inner, frames))
         });
-        SeekableWriter { current: Vec::with_capacity(FRAME_SIZE), next_index: 0, chunks: Some(chunk_tx), compressors, writer: Some(writer) }
+        SeekableWriter { current: spare.take(FRAME_SIZE), next_index: 0, chunks: Some(chunk_tx), spare, compressors, writer: Some(writer) }
+    }
+
+    /// Append exactly `len` bytes from `reader`, read straight into the frame buffers (no intermediate copy).
+    pub fn write_from(&mut self, reader: &mut impl Read, mut len: u64) -> io::Result<()> {
+        while len > 0 {
+            let room = FRAME_SIZE - self.current.len();
+            let want = (room as u64).min(len) as usize;
+            let start = self.current.len();
+            self.current.resize(start + want, 0);
+            let got = super::reader::read_up_to(reader, &mut self.current[start..])?;
+            self.current.truncate(start + got);
+            if got < want {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the source ended {} bytes early", len - got as u64)));
+            }
+            len -= got as u64;
+            if self.current.len() == FRAME_SIZE {
+                self.cut_frame()?;
+            }
+        }
+        Ok(())
     }
 
     fn cut_frame(&mut self) -> io::Result<()> {
         if self.current.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.current, Vec::with_capacity(FRAME_SIZE));
+        let chunk = std::mem::replace(&mut self.current, self.spare.take(FRAME_SIZE));
         let sent = self.chunks.as_ref().expect("not finished").send((self.next_index, chunk));
         self.next_index += 1;
         if sent.is_err() {
@@ -250,20 +303,68 @@ impl SeekTable {
         self.starts.last().map_or(0, |s| s.0)
     }
 
+    /// The (compressed, decompressed) start of the frame holding decompressed `offset`.
+    fn frame_start(&self, offset: u64) -> (u64, u64) {
+        let i = self.starts.partition_point(|s| s.1 <= offset).saturating_sub(1);
+        self.starts[i]
+    }
+
+    /// Reads at increasing offsets of the decompressed stream, decompressing only the frames they land in.
+    pub fn cursor<'a>(&'a self, path: &'a Path) -> Cursor<'a> {
+        Cursor { table: self, path, pos: 0, decoder: None }
+    }
+
     /// A reader of `len` decompressed bytes starting at decompressed `offset`, opened on its own file handle.
     pub fn open_range(&self, path: &Path, offset: u64, len: u64) -> io::Result<impl Read + Send + use<>> {
         if offset.checked_add(len).is_none_or(|end| end > self.decompressed_len()) {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "range is beyond the end of the archive"));
         }
-        // The frame holding `offset`: the last one starting at or before it.
-        let i = self.starts.partition_point(|s| s.1 <= offset).saturating_sub(1);
-        let (cstart, dstart) = self.starts[i];
+        let (cstart, dstart) = self.frame_start(offset);
         let mut file = File::open(path)?;
         file.seek(SeekFrom::Start(cstart))?;
         let compressed = BufReader::with_capacity(1 << 20, file.take(self.frames_len() - cstart));
         let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed)?;
         io::copy(&mut (&mut decoder).take(offset - dstart), &mut io::sink())?;
         Ok(decoder.take(len))
+    }
+}
+
+type FrameDecoder = zstd::stream::read::Decoder<'static, BufReader<io::Take<File>>>;
+
+/// See `SeekTable::cursor`: for walking tar headers, which are far apart, without reading what lies between.
+pub struct Cursor<'a> {
+    table: &'a SeekTable,
+    path: &'a Path,
+    /// Decompressed offset the decoder is at.
+    pos: u64,
+    decoder: Option<FrameDecoder>,
+}
+
+impl Cursor<'_> {
+    /// Fill `buf` from decompressed `offset`. Moving forward within a frame decodes up to it; moving to a later
+    /// frame (or backwards) starts decoding at that frame.
+    pub fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let (cstart, dstart) = self.table.frame_start(offset);
+        if self.decoder.is_none() || offset < self.pos || dstart > self.pos {
+            let mut file = File::open(self.path)?;
+            file.seek(SeekFrom::Start(cstart))?;
+            let compressed = BufReader::with_capacity(64 << 10, file.take(self.table.frames_len() - cstart));
+            self.decoder = Some(zstd::stream::read::Decoder::with_buffer(compressed)?);
+            self.pos = dstart;
+        }
+        let decoder = self.decoder.as_mut().expect("opened above");
+        let skipped = io::copy(&mut decoder.take(offset - self.pos), &mut io::sink())?;
+        self.pos += skipped;
+        if self.pos != offset {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "offset is beyond the end of the archive"));
+        }
+        let result = decoder.read_exact(buf);
+        // After an error the position is unknown: start afresh next time.
+        match result {
+            Ok(()) => self.pos += buf.len() as u64,
+            Err(_) => self.decoder = None,
+        }
+        result
     }
 }
 
@@ -305,6 +406,14 @@ mod tests {
             assert_eq!(got, &data[off as usize..(off + len) as usize]);
         }
         assert!(table.open_range(&path, data.len() as u64, 1).is_err());
+
+        let mut cursor = table.cursor(&path);
+        for off in [0u64, 700, FRAME_SIZE as u64 - 3, FRAME_SIZE as u64 * 2 + 10, 5] {
+            let mut got = [0u8; 16];
+            cursor.read_exact_at(off, &mut got).unwrap();
+            assert_eq!(got, data[off as usize..off as usize + 16], "at {off}");
+        }
+        assert!(cursor.read_exact_at(data.len() as u64 - 4, &mut [0u8; 16]).is_err());
     }
 
     /// A disk that fills up: the error comes back to the writer's caller, and no thread is left behind.

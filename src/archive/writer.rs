@@ -1,5 +1,8 @@
 //! Writes the archive: a tar stream with fixed headers, through the seekable zstd writer, hashed on its way
 //! to disk for the `.sha256` sidecar. Same entries in, same bytes out.
+//!
+//! The tar framing is written here (a ustar header, the data, zero padding to 512 bytes, two zero blocks at
+//! the end) rather than by `tar::Builder`, so that blob bytes are read straight into the compressor's buffers.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -25,8 +28,8 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 pub struct ArchiveWriter {
-    tar: tar::Builder<SeekableWriter<HashingWriter<BufWriter<File>>>>,
-    /// Uncompressed tar offset of the next entry's data (for the caller's bookkeeping and tests).
+    out: SeekableWriter<HashingWriter<BufWriter<File>>>,
+    /// Uncompressed tar offset of the next entry's header.
     position: u64,
 }
 
@@ -38,18 +41,18 @@ pub struct WrittenArchive {
     pub tar_len: u64,
 }
 
+const BLOCK: u64 = 512;
+const ZEROS: [u8; BLOCK as usize] = [0; BLOCK as usize];
+
 impl ArchiveWriter {
     pub fn new(file: File, threads: usize) -> ArchiveWriter {
         let hashing = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), digest: DigestWriter::new() };
-        let mut tar = tar::Builder::new(SeekableWriter::new(hashing, threads));
-        tar.mode(tar::HeaderMode::Deterministic);
-        ArchiveWriter { tar, position: 0 }
+        ArchiveWriter { out: SeekableWriter::new(hashing, threads), position: 0 }
     }
 
     pub fn add_dir(&mut self, path: &str) -> io::Result<()> {
-        let header = header(path, 0, tar::EntryType::Directory)?;
-        self.tar.append(&header, io::empty())?;
-        self.position += 512;
+        self.out.write_all(header(path, 0, tar::EntryType::Directory)?.as_bytes())?;
+        self.position += BLOCK;
         Ok(())
     }
 
@@ -57,43 +60,31 @@ impl ArchiveWriter {
         self.add_reader(path, bytes.len() as u64, bytes)
     }
 
-    /// Append a regular file of exactly `size` bytes read from `reader`.
-    pub fn add_reader(&mut self, path: &str, size: u64, reader: impl Read) -> io::Result<()> {
-        let header = header(path, size, tar::EntryType::Regular)?;
-        let mut counted = CountingReader { inner: reader, count: 0 };
-        self.tar.append(&header, &mut counted)?;
-        if counted.count != size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{path}: expected {size} bytes, the source gave {}", counted.count),
-            ));
-        }
-        self.position += 512 + size.div_ceil(512) * 512;
+    /// Append a regular file of exactly `size` bytes read from `reader`. The bytes go from the reader straight
+    /// into the compressor's buffers: tar's own builder would copy them twice more.
+    pub fn add_reader(&mut self, path: &str, size: u64, mut reader: impl Read) -> io::Result<()> {
+        self.out.write_all(header(path, size, tar::EntryType::Regular)?.as_bytes())?;
+        self.out.write_from(&mut reader, size).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => io::Error::new(e.kind(), format!("{path}: expected {size} bytes: {e}")),
+            _ => e,
+        })?;
+        let padding = size.next_multiple_of(BLOCK) - size;
+        self.out.write_all(&ZEROS[..padding as usize])?;
+        self.position += BLOCK + size + padding;
         Ok(())
     }
 
-    pub fn finish(self) -> io::Result<WrittenArchive> {
-        let tar_len = self.position + 1024;
-        let seekable = self.tar.into_inner()?;
-        let hashing = seekable.finish()?;
+    pub fn finish(mut self) -> io::Result<WrittenArchive> {
+        // The end-of-archive marker: two zero blocks.
+        self.out.write_all(&ZEROS)?;
+        self.out.write_all(&ZEROS)?;
+        let tar_len = self.position + 2 * BLOCK;
+        let hashing = self.out.finish()?;
         let compressed_len = hashing.digest.len();
         let digest = hashing.digest.finish();
         let file = hashing.inner.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok(WrittenArchive { file, digest, compressed_len, tar_len })
-    }
-}
-
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
     }
 }
 

@@ -127,14 +127,27 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         }
     }
     let store = std::sync::Arc::new(store);
-    let pack_task = {
+    let pack = |file: std::fs::File| {
         let (images, meta, store, arrivals, w) = (images.clone(), meta.clone(), store.clone(), arrivals.clone(), writing.clone());
         tokio::task::spawn_blocking(move || pack::write(file, &images, &meta, &store, threads, &|n| w.add(n as i64), &arrivals))
     };
+    let pack_task = pack(file);
     let pulled = pull::pull_all(&ctx.registries, &store, &jobs, ctx.concurrency, &progress, &arrivals).await;
     progress.finish();
-    let written = pack_task.await.context("the archive writer failed")?;
+    let mut written = pack_task.await.context("the archive writer failed")?;
     pulled?;
+    if let Err(e) = &written
+        && e.get_ref().is_some_and(|inner| inner.is::<crate::blob_store::DownloadRestarted>())
+    {
+        // Rare (a blob that failed its digest and was fetched again): the archive already holds part of the
+        // discarded bytes, so it is written again, from the store, now complete.
+        ctx.printer.detail(format!("{e}; writing the archive again"));
+        let mut file = temp.as_file().try_clone().context("cannot open the temporary archive")?;
+        file.set_len(0).context("cannot rewrite the temporary archive")?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).context("cannot rewrite the temporary archive")?;
+        writing.reset();
+        written = pack(file).await.context("the archive writer failed")?;
+    }
     let written = written.with_context(|| format!("cannot write the archive {}", output.display()))?;
     ctx.printer.detail(format!("pulled {} blobs ({}) in {:.1?}", jobs.len(), human(blob_bytes), progress.elapsed()));
     writing.finish();

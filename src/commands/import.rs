@@ -1,8 +1,13 @@
-//! `bundle import -d REGISTRY[/PREFIX] FILE`: verify, plan, probe, push.
+//! `bundle import -d REGISTRY[/PREFIX] FILE`: plan from the front, probe, prove the archive sound, push.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
 use super::{Context, human, user_error};
+use crate::archive::checksum::{file_digest, read_sidecar, sidecar_path};
+use crate::archive::{ArchiveFile, BundleContents};
 use crate::cli::ImportArgs;
 use crate::push::{self, Destination, Mapping, PushPlan};
 use crate::registry::Role;
@@ -21,51 +26,38 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
             user_error(format!("invalid destination: {e}"), "write it as host[:port] or host[:port]/prefix, e.g. -d registry.internal:5000/mirror")
         })?
         .with_mapping(mapping);
-    // First only the front of the archive (metadata and manifests): when the destination already has
-    // everything, nothing will be pushed and the layers need not be read.
-    let front = front_contents(&args.archive).await;
-    // Repositories are prepared once (ECR: created, token fetched), whichever path the import takes.
-    let mut prepared = None;
-    if let (Some(contents), false) = (&front, args.dry_run) {
-        let plan = PushPlan::new(contents, &dest).context("cannot plan the import")?;
-        let ecr = super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, false).await?;
-        let client = ctx.registries.client(&dest.registry, Role::Destination).context("cannot prepare the destination registry")?;
-        let presence = push::probe(&client, &plan, contents, ctx.concurrency)
-            .await
-            .with_context(|| format!("cannot check what {} already has", dest.registry))?;
-        if let Some(session) = &ecr {
-            check_immutable_tags(&presence, session)?;
+    // Planning needs only the front of the archive (metadata and manifests) and the tar headers: when the
+    // destination already has everything, nothing else is read.
+    let (archive, contents, checked) = match quick_contents(&args.archive).await {
+        Some((archive, contents)) => (archive, contents, false),
+        None => {
+            let (archive, contents) = super::verify::verify_archive(ctx, &args.archive).await?;
+            print_verified(ctx, &args.archive, &contents, "");
+            (archive, contents, true)
         }
-        if presence.nothing_to_do(&plan, contents) {
-            ctx.printer.info(format!(
-                "{} already holds all {} images of {} with the same digests; nothing to push (checked in {:.1?})",
-                args.destination,
-                plan.images.len(),
-                args.archive.display(),
-                started.elapsed()
-            ));
-            finish(ctx, &args, contents, &plan, &dest)?;
-            return Ok(());
-        }
-        prepared = Some(ecr);
-    }
-
-    let (archive, contents) = super::verify::verify_archive(ctx, &args.archive).await?;
-    ctx.printer.info(format!("Verified {} ({} images, {})", args.archive.display(), contents.images.len(), human(contents.total_bytes())));
-
-    let plan = PushPlan::new(&contents, &dest).context("cannot plan the import")?;
-    let ecr = match prepared {
-        Some(ecr) => ecr,
-        None => super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, args.dry_run).await?,
     };
+    let plan = PushPlan::new(&contents, &dest).context("cannot plan the import")?;
+    // Repositories are prepared once (ECR: created, token fetched).
+    let ecr = super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, args.dry_run).await?;
     let client = ctx.registries.client(&dest.registry, Role::Destination).context("cannot prepare the destination registry")?;
     let presence = push::probe(&client, &plan, &contents, ctx.concurrency)
         .await
         .with_context(|| format!("cannot check what {} already has", dest.registry))?;
-
     if let Some(session) = &ecr {
         check_immutable_tags(&presence, session)?;
     }
+    if presence.nothing_to_do(&plan, &contents) && !args.dry_run {
+        ctx.printer.info(format!(
+            "{} already holds all {} images of {} with the same digests; nothing to push (checked in {:.1?})",
+            args.destination,
+            plan.images.len(),
+            args.archive.display(),
+            started.elapsed()
+        ));
+        return finish(ctx, &args, &contents, &plan, &dest);
+    }
+    // Something will be pushed: the archive must be proven sound first, so a damaged one pushes nothing.
+    let (archive, contents) = if checked { (archive, contents) } else { prove(ctx, &args.archive, archive, contents).await? };
 
     if args.dry_run {
         for p in &plan.images {
@@ -93,8 +85,15 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
     } else {
         push::execute(&client, archive, &plan, &contents, &presence, ctx.concurrency, &progress).await
     };
-    let stats = run
-        .with_context(|| format!("import into {} did not complete; run the same command again to finish it (what was pushed is kept)", dest.registry))?;
+    let stats = run.map_err(|e| {
+        let damaged = matches!(&e, push::PushError::Registry(crate::registry::RegistryError::Source { .. }));
+        let message = if damaged {
+            format!("import into {} stopped: {} is damaged (images whose manifests were not pushed are not visible)", dest.registry, args.archive.display())
+        } else {
+            format!("import into {} did not complete; run the same command again to finish it (what was pushed is kept)", dest.registry)
+        };
+        anyhow::Error::new(e).context(message)
+    })?;
     progress.finish();
     for p in &plan.images {
         ctx.printer.detail(format!("{} -> {}", describe_source(&contents.images[p.image], &p.source), p.target));
@@ -131,17 +130,52 @@ fn finish(ctx: &Context, args: &ImportArgs, contents: &crate::archive::BundleCon
     Ok(())
 }
 
-/// Contents from the front of the archive (our layout only), for planning; `None` means "verify fully".
-async fn front_contents(path: &std::path::Path) -> Option<crate::archive::BundleContents> {
+/// Contents from the front of the archive and the tar headers (our seekable layout only), with every blob's
+/// location but no blob read yet; `None` means "verify fully first".
+async fn quick_contents(path: &Path) -> Option<(Arc<ArchiveFile>, BundleContents)> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let archive = crate::archive::ArchiveFile::open(&path).ok()?;
-        let scan = archive.scan_front().ok()??;
+        let archive = ArchiveFile::open(&path).ok()?;
+        let mut scan = archive.scan_front().ok()??;
+        let located = archive.locate().ok()??;
+        // Every blob bundle.json lists, where the headers say it is, with the size both agree on; nothing more.
+        if located.len() != scan.blobs.len() {
+            return None;
+        }
+        for (digest, entry) in scan.blobs.iter_mut() {
+            let at = located.get(digest).filter(|l| l.size == entry.size)?;
+            *entry = *at;
+        }
         let (contents, problems) = crate::archive::contents::check(scan, None);
-        contents.filter(|_| problems.is_empty())
+        contents.filter(|_| problems.is_empty()).map(|c| (Arc::new(archive), c))
     })
     .await
     .ok()?
+}
+
+/// Prove an archive planned from its front sound before anything is pushed. With a `.sha256` sidecar that
+/// matches, the file is byte for byte what export wrote (which verified every blob), and each blob is hashed
+/// again as it is uploaded; that costs one sequential read instead of a full verification pass. Without a
+/// sidecar, or when it does not match, the full verification decides (and lists every problem).
+async fn prove(ctx: &Context, path: &Path, archive: Arc<ArchiveFile>, contents: BundleContents) -> anyhow::Result<(Arc<ArchiveFile>, BundleContents)> {
+    if let Ok(Some(expected)) = read_sidecar(path) {
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let progress = ctx.printer.transfer("check", len, 0);
+        let (file, p) = (path.to_path_buf(), progress.clone());
+        let actual = tokio::task::spawn_blocking(move || file_digest(&file, &|n| p.add(n as i64))).await.context("the checksum task failed")?;
+        progress.finish();
+        if actual.as_ref().is_ok_and(|d| *d == expected) {
+            print_verified(ctx, path, &contents, &format!(" against {}", sidecar_path(path).display()));
+            return Ok((archive, contents));
+        }
+    }
+    let (archive, contents) = super::verify::verify_archive(ctx, path).await?;
+    print_verified(ctx, path, &contents, "");
+    Ok((archive, contents))
+}
+
+fn print_verified(ctx: &Context, path: &Path, contents: &BundleContents, how: &str) {
+    ctx.printer.info(format!("Verified {}{how} ({} images, {})", path.display(), contents.images.len(), human(contents.total_bytes())));
 }
 
 /// A tag that exists with another digest in a repository whose tags are immutable would fail mid-import:

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION, RANGE};
 use reqwest::{RequestBuilder, Response, StatusCode};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{Mutex, OnceCell};
 use url::Url;
 
@@ -23,6 +22,17 @@ use super::retry::{RetryPolicy, is_retryable_status, retry_after};
 use crate::digest::{Digest, DigestWriter};
 use crate::manifest::{ACCEPT as MANIFEST_TYPES, MAX_MANIFEST_BYTES};
 use crate::reference::is_loopback_host;
+
+
+/// Where a downloaded blob's bytes go, in order. The download hashes them; the sink stores them.
+pub trait BlobSink: Send {
+    /// Append the next bytes.
+    fn append(&mut self, bytes: &[u8]) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// Throw away everything appended (including bytes the sink started with): the download starts over.
+    fn restart(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// The last byte was appended and the content matched its digest.
+    fn finish(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
 
 /// Network behaviour shared by all registry clients of one run.
 #[derive(Debug, Clone)]
@@ -89,6 +99,10 @@ pub struct ManifestHead {
 /// A blob body that can be produced again for each attempt (uploads restart from the first byte).
 pub trait BlobSource: Sync {
     fn open(&self) -> std::io::Result<reqwest::Body>;
+    /// Why the last body opened stopped, when the source itself failed (rather than the connection).
+    fn failure(&self) -> Option<std::io::Error> {
+        None
+    }
 }
 
 pub struct RegistryClient {
@@ -310,7 +324,7 @@ impl RegistryClient {
         repository: &str,
         digest: &Digest,
         size: u64,
-        file: &mut tokio::fs::File,
+        sink: &mut impl BlobSink,
         resume: DigestWriter,
         progress: &(dyn Fn(i64) + Sync),
     ) -> Result<(), RegistryError> {
@@ -320,7 +334,6 @@ impl RegistryClient {
         let scope = [self.scope(repository, false)];
         let policy = self.options.retry;
         let mut hasher = resume;
-        let mut out = tokio::io::BufWriter::with_capacity(256 << 10, &mut *file);
         let mut broken_streams = 0u32;
         let mut mismatches = 0u32;
         loop {
@@ -337,9 +350,7 @@ impl RegistryClient {
                     if offset > 0 {
                         // The server ignored our Range: start over.
                         progress(-(offset as i64));
-                        out.flush().await.map_err(|e| RegistryError::io(&what, e))?;
-                        out.get_mut().set_len(0).await.map_err(|e| RegistryError::io(&what, e))?;
-                        out.get_mut().seek(std::io::SeekFrom::Start(0)).await.map_err(|e| RegistryError::io(&what, e))?;
+                        sink.restart().await.map_err(|e| RegistryError::io(&what, e))?;
                         hasher = DigestWriter::new();
                     }
                 }
@@ -354,7 +365,7 @@ impl RegistryClient {
                             return Err(RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() + chunk.len() as u64 });
                         }
                         hasher.update(&chunk);
-                        out.write_all(&chunk).await.map_err(|e| RegistryError::io(&what, e))?;
+                        sink.append(&chunk).await.map_err(|e| RegistryError::io(&what, e))?;
                         progress(chunk.len() as i64);
                     }
                     Err(e) => {
@@ -387,13 +398,11 @@ impl RegistryClient {
                 if mismatches > 1 {
                     return Err(RegistryError::DigestMismatch { what, expected: digest.clone(), actual, size });
                 }
-                out.flush().await.map_err(|e| RegistryError::io(&what, e))?;
-                out.get_mut().set_len(0).await.map_err(|e| RegistryError::io(&what, e))?;
-                out.get_mut().seek(std::io::SeekFrom::Start(0)).await.map_err(|e| RegistryError::io(&what, e))?;
+                sink.restart().await.map_err(|e| RegistryError::io(&what, e))?;
                 hasher = DigestWriter::new();
                 continue;
             }
-            out.flush().await.map_err(|e| RegistryError::io(&what, e))?;
+            sink.finish().await.map_err(|e| RegistryError::io(&what, e))?;
             return Ok(());
         }
     }
@@ -477,6 +486,11 @@ impl RegistryClient {
                 .header(CONTENT_LENGTH, size)
                 .body(body);
             let result = self.send_once(&scopes, req).await;
+            if result.is_err()
+                && let Some(source) = source.failure()
+            {
+                return Err(RegistryError::Source { what, source });
+            }
             let retryable = match &result {
                 Ok(r) if r.status() == StatusCode::CREATED || r.status().is_success() => return Ok(()),
                 Ok(r) => is_retryable_status(r.status()) || r.status() == StatusCode::UNAUTHORIZED,

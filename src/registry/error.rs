@@ -30,6 +30,14 @@ pub enum RegistryError {
     Protocol { what: String, message: String },
     #[error("TLS settings for {registry}: {message}")]
     Tls { registry: String, message: String },
+    /// The bytes being uploaded could not be produced (a damaged archive): not the registry's fault, and
+    /// not worth a retry.
+    #[error("{what}: its content could not be read")]
+    Source {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what}: local I/O failed")]
     Io {
         what: String,
@@ -71,6 +79,9 @@ impl RegistryError {
             RegistryError::Denied { .. } => "the credentials are valid but lack permission for this repository".into(),
             RegistryError::NotFound { .. } => {
                 "check the image name and tag; `skopeo inspect docker://IMAGE` shows what the registry has".into()
+            }
+            RegistryError::Source { .. } => {
+                "the content being uploaded is damaged; for an archive, `bundle verify FILE` lists what is wrong; copy it again from the export side".into()
             }
             RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. } => {
                 "the registry or something between it and this host altered the content; nothing was kept".into()

@@ -10,7 +10,7 @@ pub mod retry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use client::{BlobSource, ClientOptions, ManifestHead, PulledManifest, RegistryClient};
+pub use client::{BlobSink, BlobSource, ClientOptions, ManifestHead, PulledManifest, RegistryClient};
 pub use config::RegistryConfig;
 pub use credentials::Role;
 pub use error::RegistryError;

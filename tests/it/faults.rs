@@ -15,8 +15,12 @@ struct Faulty {
 
 /// The sample images in a registry, reachable through a fault proxy (referenced by the proxy's address).
 fn faulty_source(seed: u64) -> Faulty {
+    faulty_source_with(seed, LAYER)
+}
+
+fn faulty_source_with(seed: u64, layer: usize) -> Faulty {
     let src = Registry::start();
-    let set = seed_sample(&src.base_url(), seed, LAYER);
+    let set = seed_sample(&src.base_url(), seed, layer);
     let proxy = FaultProxy::start(src.port);
     Faulty { ws: Workspace::new(), src, proxy, set }
 }
@@ -117,6 +121,54 @@ fn a_corrupted_byte_is_never_accepted() {
     let cache = f.ws.path(".cache/bundle/sha256");
     assert!(listing(&cache).iter().all(|n| !n.starts_with(&layer[7..])), "bad bytes kept in the cache: {:?}", listing(&cache));
     let _ = &f.src;
+}
+
+/// Regression (found while making the archive writer follow downloads as they are written): a download that
+/// fails its digest starts over, but the writer had already put its first bytes into the archive. The
+/// archive must then be written again, not published with the bad bytes or abandoned.
+#[test]
+fn a_download_restarted_after_the_archive_writer_read_part_of_it_rewrites_the_archive() {
+    const BIG: usize = 6 << 20;
+    let f = faulty_source_with(79, BIG);
+    let layer = f.layer();
+    // Everything the archive holds before the layer (blobs sort by digest; manifests are small).
+    let before: usize = f
+        .set
+        .images
+        .iter()
+        .flat_map(|i| i.blobs.iter().chain(&i.manifests))
+        .filter(|b| b.digest < layer)
+        .map(|b| (b.digest.clone(), b.bytes.len()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .values()
+        .sum();
+    f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::CorruptThenHold { at: 1000, hold_after: 4 << 20 }, 1);
+    let args = f.export_args("a.tar.zst", &["--no-cache"]);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.insert(0, "-v");
+    let child = f.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(f.proxy.wait_held(), "the export never reached the held blob");
+    // Wait (bounded) until the temporary archive holds more than a MiB of the layer: the writer is following it.
+    let partial_len = || {
+        listing(f.ws.dir.path())
+            .iter()
+            .filter(|n| n.starts_with(".a.tar.zst.") && n.ends_with(".partial"))
+            .map(|n| std::fs::metadata(f.ws.path(n)).map_or(0, |m| m.len() as usize))
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while partial_len() < before + (1 << 20) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(partial_len() >= before + (1 << 20), "the archive writer did not follow the download ({} bytes)", partial_len());
+    f.proxy.release();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("started over after part of it was written to the archive; writing the archive again"), "{stderr}");
+    assert_eq!(f.proxy.count("GET", &format!("/blobs/{layer}")), 2);
+    f.check_archive("a.tar.zst");
 }
 
 #[test]

@@ -91,3 +91,21 @@ fn a_reimport_that_pushes_nothing_reads_only_the_front_but_a_real_import_verifie
     assert!(r.stderr.contains("failed verification"), "{}", r.stderr);
     assert!(empty.repositories().is_empty());
 }
+
+/// Import trusts a matching sidecar enough to start uploading without a full verification pass, but still
+/// hashes every blob it uploads: an archive altered together with its sidecar pushes no image.
+#[test]
+fn an_archive_altered_with_its_sidecar_is_caught_blob_by_blob_and_tags_nothing() {
+    let (_src, dst, ws, set) = exported(512 * 1024, 16);
+    let len = std::fs::metadata(ws.path("s.tar.zst")).unwrap().len() as usize;
+    flip_byte(&ws.path("s.tar.zst"), len - 4096);
+    let forged = format!("{}  s.tar.zst\n", sha256(&std::fs::read(ws.path("s.tar.zst")).unwrap()).trim_start_matches("sha256:"));
+    std::fs::write(ws.path("s.tar.zst.sha256"), forged).unwrap();
+    let r = ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).failure();
+    assert!(r.stderr.contains("s.tar.zst is damaged"), "{}", r.stderr);
+    assert!(r.stderr.contains("read back from the archive does not match its digest"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: the content being uploaded is damaged"), "{}", r.stderr);
+    for img in &set.images {
+        assert!(get_manifest(&dst.base_url(), &img.repo, &img.tag).is_none(), "{} was tagged", img.repo);
+    }
+}

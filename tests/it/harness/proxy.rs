@@ -27,6 +27,9 @@ pub enum Fault {
     CorruptUpload(usize),
     /// Answer `307 Temporary Redirect` to this URL (blob GETs redirected to object storage).
     Redirect(String),
+    /// Forward with the byte at `at` of the response body flipped, and hold the rest of the body after
+    /// `hold_after` bytes until `release` (a corrupted download the client is partway through).
+    CorruptThenHold { at: usize, hold_after: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +256,24 @@ fn handle(
                 return Ok(());
             }
             Some(Fault::Corrupt(at)) if at >= sent && at < sent + n => chunk[at - sent] ^= 0x20,
+            Some(Fault::CorruptThenHold { at, hold_after }) => {
+                if at >= sent && at < sent + n {
+                    chunk[at - sent] ^= 0x20;
+                }
+                if sent < hold_after && sent + n >= hold_after {
+                    client.write_all(chunk)?;
+                    client.flush()?;
+                    sent += n;
+                    let (state, cv) = held;
+                    let mut g = state.lock().unwrap();
+                    g.0 += 1;
+                    cv.notify_all();
+                    while !g.1 {
+                        g = cv.wait(g).unwrap();
+                    }
+                    continue;
+                }
+            }
             _ => {}
         }
         client.write_all(chunk)?;
