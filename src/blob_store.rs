@@ -258,6 +258,10 @@ impl Arrivals {
         });
     }
 
+    fn generation(&self, digest: &Digest) -> u32 {
+        self.inner.0.lock().expect("arrivals lock").slots.get(digest).map_or(0, |s| s.generation)
+    }
+
     fn committed(&self, digest: &Digest, len: u64) {
         self.update(digest, |s| s.committed = len);
     }
@@ -323,8 +327,11 @@ impl BlobFollower {
                     self.verified = Some(verified);
                     return Ok(self.size);
                 }
-                if slot.committed > self.pos && self.file.is_some() {
-                    return Ok(slot.committed.min(self.size));
+                // The last byte is held back until the download has checked the digest: a reader that stops
+                // after exactly `size` bytes must still learn whether the download started over.
+                let end = slot.committed.min(self.size.saturating_sub(1));
+                if end > self.pos && self.file.is_some() {
+                    return Ok(end);
                 }
             }
             if let Some(why) = &guard.aborted {
@@ -367,6 +374,10 @@ impl std::io::Read for BlobFollower {
         use std::os::unix::fs::FileExt;
         let n = self.file.as_ref().expect("opened above").read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
+            // The file was cut under us: the download started over between `readable` and this read.
+            if self.arrivals.generation(&self.digest) != self.generation {
+                return Err(std::io::Error::other(DownloadRestarted(self.digest.clone())));
+            }
             return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("staged blob {} is shorter than {} bytes", self.digest, self.size)));
         }
         if let Some(h) = self.hasher.as_mut() {
@@ -413,6 +424,31 @@ mod tests {
         follower.read_to_end(&mut rest).unwrap();
         writer.join().unwrap();
         assert_eq!([&buf[..1000], &rest[..]].concat(), data);
+    }
+
+    /// Regression: a reader that takes exactly `size` bytes (as the archive writer does) never makes the call
+    /// that returns 0; if the whole blob was readable before its digest was checked, a download that then
+    /// started over went unnoticed and the archive kept the bad bytes.
+    #[test]
+    fn the_last_byte_waits_for_the_digest_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![9u8; 1000];
+        let digest = Digest::of(&data);
+        let arrivals = Arrivals::default();
+        arrivals.writing(&digest, staged(dir.path(), &data), 1000);
+        let mut follower = arrivals.follow(&digest, 1000, dir.path().join("unused"));
+        let mut buf = vec![0u8; 1000];
+        assert_eq!(follower.read(&mut buf).unwrap(), 999);
+        arrivals.restarted(&digest);
+        let err = follower.read(&mut buf).unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<DownloadRestarted>()), "{err}");
+
+        let mut again = arrivals.follow(&digest, 1000, dir.path().join("unused"));
+        arrivals.committed(&digest, 1000);
+        assert_eq!(again.read(&mut buf).unwrap(), 999);
+        arrivals.arrived(&digest, true);
+        assert_eq!(again.read(&mut buf).unwrap(), 1);
+        assert_eq!(again.read(&mut buf).unwrap(), 0);
     }
 
     #[test]

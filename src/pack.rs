@@ -5,7 +5,6 @@
 //! before the large blobs pass; sorting makes the bytes depend only on the content.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, Read};
 
 use crate::archive::writer::{ArchiveWriter, WrittenArchive};
@@ -55,7 +54,7 @@ pub fn metadata(images: &[ResolvedImage], created: Option<String>, chart: Option
 /// download starts over after part of it was written, this fails with `DownloadRestarted` and the caller
 /// writes the archive again once the downloads are done.
 pub fn write(
-    file: File,
+    output: crate::archive::ArchiveOutput,
     images: &[ResolvedImage],
     meta: &BundleMetadata,
     store: &BlobStore,
@@ -63,7 +62,7 @@ pub fn write(
     on_bytes: &(dyn Fn(u64) + Sync),
     arrivals: &crate::blob_store::Arrivals,
 ) -> io::Result<WrittenArchive> {
-    let mut w = ArchiveWriter::new(file, threads);
+    let mut w = ArchiveWriter::new(output, threads);
     w.add_bytes(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
     w.add_bytes(INDEX_FILE, &LayoutIndex::new(&meta.images).to_json())?;
     w.add_bytes(BUNDLE_FILE, &meta.to_json())?;

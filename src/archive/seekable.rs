@@ -37,7 +37,9 @@ type Finished<W> = io::Result<(W, Vec<(u32, u32)>)>;
 /// to `threads` compressor threads, and a writer thread puts the frames back in order and writes them. The
 /// bytes do not depend on the number of threads.
 pub struct SeekableWriter<W: Write + Send + 'static> {
+    /// The frame being filled: always `FRAME_SIZE` long (zeroed once, when first allocated), `filled` of it used.
     current: Vec<u8>,
+    filled: usize,
     next_index: u64,
     chunks: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>)>>,
     /// Buffers that went through the pipeline, for reuse: the steady state allocates nothing.
@@ -52,6 +54,14 @@ pub struct SeekableWriter<W: Write + Send + 'static> {
 struct BufferPool(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 
 impl BufferPool {
+    /// A buffer `FRAME_SIZE` long, to be filled in place.
+    fn take_frame(&self) -> Vec<u8> {
+        let mut b = self.0.lock().expect("buffer pool").pop().unwrap_or_default();
+        b.resize(FRAME_SIZE, 0);
+        b
+    }
+
+    /// An empty buffer with room for `capacity` bytes.
     fn take(&self, capacity: usize) -> Vec<u8> {
         let mut b = self.0.lock().expect("buffer pool").pop().unwrap_or_default();
         b.clear();
@@ -124,23 +134,20 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
             }
             Ok((inner, frames))
         });
-        SeekableWriter { current: spare.take(FRAME_SIZE), next_index: 0, chunks: Some(chunk_tx), spare, compressors, writer: Some(writer) }
+        SeekableWriter { current: spare.take_frame(), filled: 0, next_index: 0, chunks: Some(chunk_tx), spare, compressors, writer: Some(writer) }
     }
 
     /// Append exactly `len` bytes from `reader`, read straight into the frame buffers (no intermediate copy).
     pub fn write_from(&mut self, reader: &mut impl Read, mut len: u64) -> io::Result<()> {
         while len > 0 {
-            let room = FRAME_SIZE - self.current.len();
-            let want = (room as u64).min(len) as usize;
-            let start = self.current.len();
-            self.current.resize(start + want, 0);
-            let got = super::reader::read_up_to(reader, &mut self.current[start..])?;
-            self.current.truncate(start + got);
+            let want = ((FRAME_SIZE - self.filled) as u64).min(len) as usize;
+            let got = super::reader::read_up_to(reader, &mut self.current[self.filled..self.filled + want])?;
+            self.filled += got;
             if got < want {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the source ended {} bytes early", len - got as u64)));
             }
             len -= got as u64;
-            if self.current.len() == FRAME_SIZE {
+            if self.filled == FRAME_SIZE {
                 self.cut_frame()?;
             }
         }
@@ -148,10 +155,11 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
     }
 
     fn cut_frame(&mut self) -> io::Result<()> {
-        if self.current.is_empty() {
+        if self.filled == 0 {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.current, self.spare.take(FRAME_SIZE));
+        let mut chunk = std::mem::replace(&mut self.current, self.spare.take_frame());
+        chunk.truncate(std::mem::take(&mut self.filled));
         let sent = self.chunks.as_ref().expect("not finished").send((self.next_index, chunk));
         self.next_index += 1;
         if sent.is_err() {
@@ -213,11 +221,11 @@ impl<W: Write + Send + 'static> Write for SeekableWriter<W> {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
         let n = buf.len();
         while !buf.is_empty() {
-            let room = FRAME_SIZE - self.current.len();
-            let take = room.min(buf.len());
-            self.current.extend_from_slice(&buf[..take]);
+            let take = (FRAME_SIZE - self.filled).min(buf.len());
+            self.current[self.filled..self.filled + take].copy_from_slice(&buf[..take]);
+            self.filled += take;
             buf = &buf[take..];
-            if self.current.len() == FRAME_SIZE {
+            if self.filled == FRAME_SIZE {
                 self.cut_frame()?;
             }
         }

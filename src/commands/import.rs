@@ -9,6 +9,7 @@ use super::{Context, human, user_error};
 use crate::archive::checksum::{file_digest, read_sidecar, sidecar_path};
 use crate::archive::{ArchiveFile, BundleContents};
 use crate::cli::ImportArgs;
+use crate::digest::Digest;
 use crate::push::{self, Destination, Mapping, PushPlan};
 use crate::registry::Role;
 
@@ -28,12 +29,12 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
         .with_mapping(mapping);
     // Planning needs only the front of the archive (metadata and manifests) and the tar headers: when the
     // destination already has everything, nothing else is read.
-    let (archive, contents, checked) = match quick_contents(&args.archive).await {
-        Some((archive, contents)) => (archive, contents, false),
+    let (archive, contents, pending) = match quick_contents(&args.archive).await {
+        Some((archive, contents)) => (archive, contents, Some(SidecarCheck::start(ctx, &args.archive))),
         None => {
             let (archive, contents) = super::verify::verify_archive(ctx, &args.archive).await?;
             print_verified(ctx, &args.archive, &contents, "");
-            (archive, contents, true)
+            (archive, contents, None)
         }
     };
     let plan = PushPlan::new(&contents, &dest).context("cannot plan the import")?;
@@ -54,10 +55,16 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
             args.archive.display(),
             started.elapsed()
         ));
+        if let Some(check) = pending {
+            check.abandon();
+        }
         return finish(ctx, &args, &contents, &plan, &dest);
     }
     // Something will be pushed: the archive must be proven sound first, so a damaged one pushes nothing.
-    let (archive, contents) = if checked { (archive, contents) } else { prove(ctx, &args.archive, archive, contents).await? };
+    let (archive, contents) = match pending {
+        Some(check) => prove(ctx, &args.archive, archive, contents, check).await?,
+        None => (archive, contents),
+    };
 
     if args.dry_run {
         for p in &plan.images {
@@ -153,18 +160,47 @@ async fn quick_contents(path: &Path) -> Option<(Arc<ArchiveFile>, BundleContents
     .ok()?
 }
 
+/// The sidecar check, started as soon as the plan is known so that it runs while the destination is probed. A
+/// thread of its own: when nothing needs pushing, the import ends without waiting for it.
+struct SidecarCheck {
+    expected: Option<Digest>,
+    result: Option<std::sync::mpsc::Receiver<std::io::Result<Digest>>>,
+    progress: Option<crate::printer::Transfer>,
+}
+
+impl SidecarCheck {
+    fn start(ctx: &Context, path: &Path) -> SidecarCheck {
+        let expected = read_sidecar(path).ok().flatten();
+        let Some(_) = expected else { return SidecarCheck { expected, result: None, progress: None } };
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let progress = ctx.printer.transfer("check", len, 0);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (file, p) = (path.to_path_buf(), progress.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(file_digest(&file, &|n| p.add(n as i64)));
+        });
+        SidecarCheck { expected, result: Some(rx), progress: Some(progress) }
+    }
+
+    /// Not needed after all (nothing to push): clear its progress bar; the thread ends with the process.
+    fn abandon(self) {
+        if let Some(p) = self.progress {
+            p.finish();
+        }
+    }
+}
+
 /// Prove an archive planned from its front sound before anything is pushed. With a `.sha256` sidecar that
 /// matches, the file is byte for byte what export wrote (which verified every blob), and each blob is hashed
 /// again as it is uploaded; that costs one sequential read instead of a full verification pass. Without a
 /// sidecar, or when it does not match, the full verification decides (and lists every problem).
-async fn prove(ctx: &Context, path: &Path, archive: Arc<ArchiveFile>, contents: BundleContents) -> anyhow::Result<(Arc<ArchiveFile>, BundleContents)> {
-    if let Ok(Some(expected)) = read_sidecar(path) {
-        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let progress = ctx.printer.transfer("check", len, 0);
-        let (file, p) = (path.to_path_buf(), progress.clone());
-        let actual = tokio::task::spawn_blocking(move || file_digest(&file, &|n| p.add(n as i64))).await.context("the checksum task failed")?;
-        progress.finish();
-        if actual.as_ref().is_ok_and(|d| *d == expected) {
+async fn prove(ctx: &Context, path: &Path, archive: Arc<ArchiveFile>, contents: BundleContents, check: SidecarCheck) -> anyhow::Result<(Arc<ArchiveFile>, BundleContents)> {
+    if let (Some(expected), Some(rx)) = (check.expected, check.result) {
+        let actual = tokio::task::spawn_blocking(move || rx.recv()).await.context("the checksum task failed")?;
+        if let Some(p) = &check.progress {
+            p.finish();
+        }
+        if actual.is_ok_and(|r| r.is_ok_and(|d| d == expected)) {
             print_verified(ctx, path, &contents, &format!(" against {}", sidecar_path(path).display()));
             return Ok((archive, contents));
         }

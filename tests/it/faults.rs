@@ -128,7 +128,9 @@ fn a_corrupted_byte_is_never_accepted() {
 /// archive must then be written again, not published with the bad bytes or abandoned.
 #[test]
 fn a_download_restarted_after_the_archive_writer_read_part_of_it_rewrites_the_archive() {
-    const BIG: usize = 6 << 20;
+    // Large enough that what the writer takes of it shows in the temporary archive, which is written in 4 MiB
+    // blocks.
+    const BIG: usize = 16 << 20;
     let f = faulty_source_with(79, BIG);
     let layer = f.layer();
     // Everything the archive holds before the layer (blobs sort by digest; manifests are small).
@@ -142,13 +144,13 @@ fn a_download_restarted_after_the_archive_writer_read_part_of_it_rewrites_the_ar
         .collect::<std::collections::BTreeMap<_, _>>()
         .values()
         .sum();
-    f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::CorruptThenHold { at: 1000, hold_after: 4 << 20 }, 1);
+    f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::CorruptThenHold { at: 1000, hold_after: 12 << 20 }, 1);
     let args = f.export_args("a.tar.zst", &["--no-cache"]);
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.insert(0, "-v");
     let child = f.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     assert!(f.proxy.wait_held(), "the export never reached the held blob");
-    // Wait (bounded) until the temporary archive holds more than a MiB of the layer: the writer is following it.
+    // Wait (bounded) until the temporary archive holds 2 MiB of the layer: the writer is following it.
     let partial_len = || {
         listing(f.ws.dir.path())
             .iter()
@@ -158,10 +160,10 @@ fn a_download_restarted_after_the_archive_writer_read_part_of_it_rewrites_the_ar
             .unwrap_or(0)
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while partial_len() < before + (1 << 20) && std::time::Instant::now() < deadline {
+    while partial_len() < before + (2 << 20) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert!(partial_len() >= before + (1 << 20), "the archive writer did not follow the download ({} bytes)", partial_len());
+    assert!(partial_len() >= before + (2 << 20), "the archive writer did not follow the download ({} bytes)", partial_len());
     f.proxy.release();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
