@@ -54,7 +54,7 @@ pub fn metadata(images: &[ResolvedImage], created: Option<String>, chart: Option
 /// download starts over after part of it was written, this fails with `DownloadRestarted` and the caller
 /// writes the archive again once the downloads are done.
 pub fn write(
-    output: crate::archive::ArchiveOutput,
+    file: std::fs::File,
     images: &[ResolvedImage],
     meta: &BundleMetadata,
     store: &BlobStore,
@@ -62,7 +62,7 @@ pub fn write(
     on_bytes: &(dyn Fn(u64) + Sync),
     arrivals: &crate::blob_store::Arrivals,
 ) -> io::Result<WrittenArchive> {
-    let mut w = ArchiveWriter::new(output, threads);
+    let mut w = ArchiveWriter::new(file, threads);
     w.add_bytes(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
     w.add_bytes(INDEX_FILE, &LayoutIndex::new(&meta.images).to_json())?;
     w.add_bytes(BUNDLE_FILE, &meta.to_json())?;

@@ -3,12 +3,10 @@
 
 pub mod checksum;
 pub mod contents;
-pub mod output;
 pub mod reader;
 pub mod seekable;
 pub mod writer;
 
 pub use contents::{ArchiveImage, BundleContents};
 pub use reader::{ArchiveFile, BlobEntry, Problem};
-pub use output::ArchiveOutput;
 pub use writer::ArchiveWriter;

@@ -297,8 +297,7 @@ impl ArchiveFile {
     /// One pass over the whole archive; see the module docs. `on_bytes` is told about progress (file bytes).
     pub fn scan(&self, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Scan, ArchiveError> {
         let file = File::open(&self.path).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
-        let hashed = HashingReader::new(file, on_bytes);
-        let digest_handle = hashed.state.clone();
+        let (hashed, hasher) = HashingReader::new(file, on_bytes);
         let mut scan = Scan::empty();
         let stream = self.tar_stream(hashed).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
         let mut tar = tar::Archive::new(stream);
@@ -317,7 +316,7 @@ impl ArchiveFile {
             Err(e) => scan.problems.push(Problem { entry: "archive".into(), message: describe_stream_error(&e) }),
         }
         drop(rest);
-        let (digest, len) = finish_file_digest(&digest_handle, &self.path);
+        let (digest, len) = finish_file_digest(hasher, &self.path);
         scan.file_digest = digest;
         scan.file_len = len;
         Ok(scan)
@@ -478,41 +477,63 @@ pub fn read_up_to(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<us
     Ok(n)
 }
 
-type SharedDigest = std::sync::Arc<std::sync::Mutex<DigestWriter>>;
-
-/// Hashes every byte read from the file, so the sidecar check costs no second read.
+/// Hashes every byte read from the file, so the sidecar check costs no second read. The hashing runs on a
+/// thread of its own: the reading thread decompresses and hashes the blobs, and the two sha256 passes (of the
+/// file and of its content) then take one core each.
 struct HashingReader<'a> {
     file: File,
-    state: SharedDigest,
+    to_hasher: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// Buffers the hasher is done with.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
     on_bytes: &'a (dyn Fn(u64) + Sync),
 }
 
+/// The thread hashing what a `HashingReader` read; it ends when the reader is dropped.
+type FileHasher = std::thread::JoinHandle<DigestWriter>;
+
 impl<'a> HashingReader<'a> {
-    fn new(file: File, on_bytes: &'a (dyn Fn(u64) + Sync)) -> Self {
-        HashingReader { file, state: Default::default(), on_bytes }
+    fn new(file: File, on_bytes: &'a (dyn Fn(u64) + Sync)) -> (Self, FileHasher) {
+        let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (give_back, spare) = std::sync::mpsc::channel();
+        let hasher = std::thread::spawn(move || {
+            let mut h = DigestWriter::new();
+            for chunk in chunks {
+                h.update(&chunk);
+                let _ = give_back.send(chunk);
+            }
+            h
+        });
+        (HashingReader { file, to_hasher, spare, on_bytes }, hasher)
     }
 }
 
 impl Read for HashingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
-        self.state.lock().expect("hash lock").update(&buf[..n]);
+        if n > 0 {
+            let mut chunk = self.spare.try_recv().unwrap_or_default();
+            chunk.clear();
+            chunk.extend_from_slice(&buf[..n]);
+            self.to_hasher.send(chunk).map_err(|_| io::Error::other("the file hasher stopped"))?;
+        }
         (self.on_bytes)(n as u64);
         Ok(n)
     }
 }
 
 /// The decoder may stop before the end of the file (the seek table, a truncated frame): hash the rest from
-/// where the reader stopped, so the digest covers the whole file as the sidecar does.
-fn finish_file_digest(state: &SharedDigest, path: &Path) -> (Digest, u64) {
-    let mut hasher = state.lock().expect("hash lock");
+/// where the reader stopped, so the digest covers the whole file as the sidecar does. Call once the reader is
+/// dropped.
+fn finish_file_digest(hasher: FileHasher, path: &Path) -> (Digest, u64) {
+    let mut hasher = hasher.join().unwrap_or_default();
     let read_so_far = hasher.len();
     if let Ok(mut f) = File::open(path)
-        && f.seek(SeekFrom::Start(read_so_far)).is_ok() {
-            let _ = io::copy(&mut f, &mut *hasher);
-        }
+        && f.seek(SeekFrom::Start(read_so_far)).is_ok()
+    {
+        let _ = io::copy(&mut f, &mut hasher);
+    }
     let len = hasher.len();
-    (hasher.clone().finish(), len)
+    (hasher.finish(), len)
 }
 
 #[cfg(test)]

@@ -5,9 +5,8 @@
 //! the end) rather than by `tar::Builder`, so that blob bytes are read straight into the compressor's buffers.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 
-use super::output::ArchiveOutput;
 use super::seekable::SeekableWriter;
 use crate::digest::{Digest, DigestWriter};
 
@@ -29,7 +28,7 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 pub struct ArchiveWriter {
-    out: SeekableWriter<HashingWriter<ArchiveOutput>>,
+    out: SeekableWriter<HashingWriter<BufWriter<File>>>,
     /// Uncompressed tar offset of the next entry's header.
     position: u64,
 }
@@ -46,8 +45,8 @@ const BLOCK: u64 = 512;
 const ZEROS: [u8; BLOCK as usize] = [0; BLOCK as usize];
 
 impl ArchiveWriter {
-    pub fn new(output: ArchiveOutput, threads: usize) -> ArchiveWriter {
-        let hashing = HashingWriter { inner: output, digest: DigestWriter::new() };
+    pub fn new(file: File, threads: usize) -> ArchiveWriter {
+        let hashing = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), digest: DigestWriter::new() };
         ArchiveWriter { out: SeekableWriter::new(hashing, threads), position: 0 }
     }
 
@@ -83,7 +82,8 @@ impl ArchiveWriter {
         let hashing = self.out.finish()?;
         let compressed_len = hashing.digest.len();
         let digest = hashing.digest.finish();
-        let file = hashing.inner.finish()?;
+        let file = hashing.inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
         Ok(WrittenArchive { file, digest, compressed_len, tar_len })
     }
 }

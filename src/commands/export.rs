@@ -129,8 +129,7 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     let store = std::sync::Arc::new(store);
     let pack = |file: std::fs::File| {
         let (images, meta, store, arrivals, w) = (images.clone(), meta.clone(), store.clone(), arrivals.clone(), writing.clone());
-        let output = crate::archive::ArchiveOutput::new(file, temp.path());
-        tokio::task::spawn_blocking(move || pack::write(output, &images, &meta, &store, threads, &|n| w.add(n as i64), &arrivals))
+        tokio::task::spawn_blocking(move || pack::write(file, &images, &meta, &store, threads, &|n| w.add(n as i64), &arrivals))
     };
     let pack_task = pack(file);
     let pulled = pull::pull_all(&ctx.registries, &store, &jobs, ctx.concurrency, &progress, &arrivals).await;
@@ -143,8 +142,9 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         // Rare (a blob that failed its digest and was fetched again): the archive already holds part of the
         // discarded bytes, so it is written again, from the store, now complete.
         ctx.printer.detail(format!("{e}; writing the archive again"));
-        let file = temp.as_file().try_clone().context("cannot open the temporary archive")?;
+        let mut file = temp.as_file().try_clone().context("cannot open the temporary archive")?;
         file.set_len(0).context("cannot rewrite the temporary archive")?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).context("cannot rewrite the temporary archive")?;
         writing.reset();
         written = pack(file).await.context("the archive writer failed")?;
     }
