@@ -191,15 +191,7 @@ fn handle(
             write!(client, "HTTP/1.1 {code} Injected\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
             return Ok(());
         }
-        Some(Fault::Hold) => {
-            let (state, cv) = held;
-            let mut g = state.lock().unwrap();
-            g.0 += 1;
-            cv.notify_all();
-            while !g.1 {
-                g = cv.wait(g).unwrap();
-            }
-        }
+        Some(Fault::Hold) => hold(held),
         Some(Fault::Drop) => return Ok(()),
         Some(Fault::Redirect(to)) => {
             write!(client, "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
@@ -264,13 +256,7 @@ fn handle(
                     client.write_all(chunk)?;
                     client.flush()?;
                     sent += n;
-                    let (state, cv) = held;
-                    let mut g = state.lock().unwrap();
-                    g.0 += 1;
-                    cv.notify_all();
-                    while !g.1 {
-                        g = cv.wait(g).unwrap();
-                    }
+                    hold(held);
                     continue;
                 }
             }
@@ -280,4 +266,15 @@ fn handle(
         sent += n;
     }
     Ok(())
+}
+
+/// Count this request as held and wait until the test releases it.
+fn hold(held: &(Mutex<(usize, bool)>, Condvar)) {
+    let (state, cv) = held;
+    let mut g = state.lock().unwrap();
+    g.0 += 1;
+    cv.notify_all();
+    while !g.1 {
+        g = cv.wait(g).unwrap();
+    }
 }
