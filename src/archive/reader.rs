@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
 
+pub use super::seekable::read_up_to;
 use super::seekable::{SeekTable, SeekTableError};
 use crate::digest::{Digest, DigestWriter};
 use crate::layout::{self, BUNDLE_FILE, INDEX_FILE, OCI_LAYOUT_FILE};
@@ -465,17 +466,6 @@ fn count_nonzero(r: &mut dyn Read) -> io::Result<u64> {
     }
 }
 
-/// Read until `buf` is full or the input ends; the number of bytes read.
-pub fn read_up_to(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
 
 /// Hashes every byte read from the file, so the sidecar check costs no second read. The hashing runs on a
 /// thread of its own: the reading thread decompresses and hashes the blobs, and the two sha256 passes (of the

@@ -141,7 +141,7 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
     pub fn write_from(&mut self, reader: &mut impl Read, mut len: u64) -> io::Result<()> {
         while len > 0 {
             let want = ((FRAME_SIZE - self.filled) as u64).min(len) as usize;
-            let got = super::reader::read_up_to(reader, &mut self.current[self.filled..self.filled + want])?;
+            let got = read_up_to(reader, &mut self.current[self.filled..self.filled + want])?;
             self.filled += got;
             if got < want {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the source ended {} bytes early", len - got as u64)));
@@ -234,6 +234,18 @@ impl<W: Write + Send + 'static> Write for SeekableWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Read until `buf` is full or the input ends; the number of bytes read.
+pub fn read_up_to(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Where each frame starts, compressed and decompressed.
