@@ -345,15 +345,6 @@ impl BlobFollower {
 impl std::io::Read for BlobFollower {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.pos == self.size && self.verified.is_some() {
-            if let Some(h) = self.hasher.take() {
-                let actual = h.finish();
-                if actual != self.digest {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("staged blob {} changed on disk (now {actual}); refusing to write it", self.digest),
-                    ));
-                }
-            }
             return Ok(0);
         }
         let end = self.readable()?;
@@ -384,6 +375,19 @@ impl std::io::Read for BlobFollower {
             h.update(&buf[..n]);
         }
         self.pos += n as u64;
+        // Checked with the last byte, not on a later call: a reader that takes exactly `size` bytes (the
+        // archive writer) never makes the call that returns 0.
+        if self.pos == self.size
+            && let Some(h) = self.hasher.take()
+        {
+            let actual = h.finish();
+            if actual != self.digest {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("staged blob {} changed on disk (now {actual}); refusing to write it", self.digest),
+                ));
+            }
+        }
         Ok(n)
     }
 }
@@ -480,7 +484,8 @@ mod tests {
         std::fs::write(dir.path().join("b"), b"the c0ntent").unwrap();
         let arrivals = Arrivals::default();
         arrivals.arrived(&digest, false);
-        let err = arrivals.follow(&digest, good.len() as u64, dir.path().join("b")).read_to_end(&mut Vec::new()).unwrap_err();
+        // Exactly `size` bytes, as the archive writer reads.
+        let err = arrivals.follow(&digest, good.len() as u64, dir.path().join("b")).read_exact(&mut vec![0u8; good.len()]).unwrap_err();
         assert!(err.to_string().contains("changed on disk"), "{err}");
         std::fs::write(dir.path().join("b"), &good).unwrap();
         let mut out = Vec::new();

@@ -329,6 +329,13 @@ impl SeekTable {
         self.starts[i]
     }
 
+    /// A decoder of the stream from the frame that starts at compressed offset `cstart`, on its own file handle.
+    fn decoder_at(&self, path: &Path, cstart: u64, buffer: usize) -> io::Result<FrameDecoder> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(cstart))?;
+        zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(buffer, file.take(self.frames_len() - cstart)))
+    }
+
     /// Reads at increasing offsets of the decompressed stream, decompressing only the frames they land in.
     pub fn cursor<'a>(&'a self, path: &'a Path) -> Cursor<'a> {
         Cursor { table: self, path, pos: 0, decoder: None }
@@ -340,10 +347,7 @@ impl SeekTable {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "range is beyond the end of the archive"));
         }
         let (cstart, dstart) = self.frame_start(offset);
-        let mut file = File::open(path)?;
-        file.seek(SeekFrom::Start(cstart))?;
-        let compressed = BufReader::with_capacity(1 << 20, file.take(self.frames_len() - cstart));
-        let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed)?;
+        let mut decoder = self.decoder_at(path, cstart, 1 << 20)?;
         io::copy(&mut (&mut decoder).take(offset - dstart), &mut io::sink())?;
         Ok(decoder.take(len))
     }
@@ -366,10 +370,7 @@ impl Cursor<'_> {
     pub fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let (cstart, dstart) = self.table.frame_start(offset);
         if self.decoder.is_none() || offset < self.pos || dstart > self.pos {
-            let mut file = File::open(self.path)?;
-            file.seek(SeekFrom::Start(cstart))?;
-            let compressed = BufReader::with_capacity(64 << 10, file.take(self.table.frames_len() - cstart));
-            self.decoder = Some(zstd::stream::read::Decoder::with_buffer(compressed)?);
+            self.decoder = Some(self.table.decoder_at(self.path, cstart, 64 << 10)?);
             self.pos = dstart;
         }
         let decoder = self.decoder.as_mut().expect("opened above");

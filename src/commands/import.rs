@@ -161,31 +161,33 @@ async fn quick_contents(path: &Path) -> Option<(Arc<ArchiveFile>, BundleContents
 }
 
 /// The sidecar check, started as soon as the plan is known so that it runs while the destination is probed. A
-/// thread of its own: when nothing needs pushing, the import ends without waiting for it.
-struct SidecarCheck {
-    expected: Option<Digest>,
-    result: Option<std::sync::mpsc::Receiver<std::io::Result<Digest>>>,
-    progress: Option<crate::printer::Transfer>,
+/// thread of its own: when nothing needs pushing, the import ends without waiting for it. `None` inside: the
+/// archive has no (readable) sidecar.
+struct SidecarCheck(Option<RunningCheck>);
+
+struct RunningCheck {
+    expected: Digest,
+    result: std::sync::mpsc::Receiver<std::io::Result<Digest>>,
+    progress: crate::printer::Transfer,
 }
 
 impl SidecarCheck {
     fn start(ctx: &Context, path: &Path) -> SidecarCheck {
-        let expected = read_sidecar(path).ok().flatten();
-        let Some(_) = expected else { return SidecarCheck { expected, result: None, progress: None } };
+        let Ok(Some(expected)) = read_sidecar(path) else { return SidecarCheck(None) };
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let progress = ctx.printer.transfer("check", len, 0);
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, result) = std::sync::mpsc::sync_channel(1);
         let (file, p) = (path.to_path_buf(), progress.clone());
         std::thread::spawn(move || {
             let _ = tx.send(file_digest(&file, &|n| p.add(n as i64)));
         });
-        SidecarCheck { expected, result: Some(rx), progress: Some(progress) }
+        SidecarCheck(Some(RunningCheck { expected, result, progress }))
     }
 
     /// Not needed after all (nothing to push): clear its progress bar; the thread ends with the process.
     fn abandon(self) {
-        if let Some(p) = self.progress {
-            p.finish();
+        if let Some(running) = self.0 {
+            running.progress.finish();
         }
     }
 }
@@ -195,11 +197,9 @@ impl SidecarCheck {
 /// again as it is uploaded; that costs one sequential read instead of a full verification pass. Without a
 /// sidecar, or when it does not match, the full verification decides (and lists every problem).
 async fn prove(ctx: &Context, path: &Path, archive: Arc<ArchiveFile>, contents: BundleContents, check: SidecarCheck) -> anyhow::Result<(Arc<ArchiveFile>, BundleContents)> {
-    if let (Some(expected), Some(rx)) = (check.expected, check.result) {
-        let actual = tokio::task::spawn_blocking(move || rx.recv()).await.context("the checksum task failed")?;
-        if let Some(p) = &check.progress {
-            p.finish();
-        }
+    if let SidecarCheck(Some(RunningCheck { expected, result, progress })) = check {
+        let actual = tokio::task::spawn_blocking(move || result.recv()).await.context("the checksum task failed")?;
+        progress.finish();
         if actual.is_ok_and(|r| r.is_ok_and(|d| d == expected)) {
             print_verified(ctx, path, &contents, &format!(" against {}", sidecar_path(path).display()));
             return Ok((archive, contents));
