@@ -5,6 +5,7 @@ pub mod checksum;
 pub mod contents;
 pub mod reader;
 pub mod seekable;
+mod stored_frame;
 pub mod writer;
 
 pub use contents::{ArchiveImage, BundleContents};

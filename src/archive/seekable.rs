@@ -14,6 +14,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use super::stored_frame;
+
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 const FOOTER_LEN: u64 = 9;
@@ -28,8 +30,20 @@ pub const FRAME_SIZE: usize = 1 << 20;
 /// higher level buys almost nothing (measured: the same size on gzip layers) and costs time.
 pub const LEVEL: i32 = 1;
 
+/// A frame whose buffer holds at most this many bytes written as compressible (tar headers, padding, JSON) is
+/// stored rather than compressed: zstd would store its blocks raw anyway. At 4 KiB per 1 MiB frame, storing
+/// what could have been compressed costs at most 0.4% of the frame.
+pub const STORED_MAX_COMPRESSIBLE: usize = 4 << 10;
+
 /// What the writer thread hands back: the inner writer and (compressed, decompressed) size of each frame.
 type Finished<W> = io::Result<(W, Vec<(u32, u32)>)>;
+
+/// A frame on its way to the writer thread.
+enum Frame {
+    Compressed(Vec<u8>),
+    /// The content itself, written as raw blocks around it (`stored_frame`), and its checksum.
+    Stored(Vec<u8>, u32),
+}
 
 /// Writes a seekable zstd stream to `W`; call `finish` to write the seek table.
 ///
@@ -40,8 +54,10 @@ pub struct SeekableWriter<W: Write + Send + 'static> {
     /// The frame being filled: always `FRAME_SIZE` long (zeroed once, when first allocated), `filled` of it used.
     current: Vec<u8>,
     filled: usize,
+    /// Bytes of `current` that were not declared incompressible.
+    compressible: usize,
     next_index: u64,
-    chunks: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>)>>,
+    chunks: Option<std::sync::mpsc::SyncSender<(u64, Vec<u8>, bool)>>,
     /// Buffers that went through the pipeline, for reuse: the steady state allocates nothing.
     spare: BufferPool,
     compressors: Vec<std::thread::JoinHandle<()>>,
@@ -81,9 +97,9 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
     pub fn new(inner: W, threads: usize) -> Self {
         let threads = threads.max(1);
         let spare = BufferPool::default();
-        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(threads);
+        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, bool)>(threads);
         let chunk_rx = std::sync::Arc::new(std::sync::Mutex::new(chunk_rx));
-        let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<(u64, u32, io::Result<Vec<u8>>)>(threads);
+        let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<(u64, u32, io::Result<Frame>)>(threads);
         let bound = zstd::zstd_safe::compress_bound(FRAME_SIZE);
         let compressors = (0..threads)
             .map(|_| {
@@ -95,16 +111,22 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
                     let mut compressor = compressor();
                     loop {
                         let next = rx.lock().expect("chunk queue").recv();
-                        let Ok((index, chunk)) = next else { return };
-                        let frame = match compressor.as_mut() {
-                            Ok(c) => {
-                                let mut out = spare.take(bound);
-                                c.compress_to_buffer(&chunk, &mut out).map(|_| out)
-                            }
-                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                        };
+                        let Ok((index, chunk, stored)) = next else { return };
                         let len = chunk.len() as u32;
-                        spare.give(chunk);
+                        let frame = if stored {
+                            let sum = stored_frame::checksum(&chunk);
+                            Ok(Frame::Stored(chunk, sum))
+                        } else {
+                            let frame = match compressor.as_mut() {
+                                Ok(c) => {
+                                    let mut out = spare.take(bound);
+                                    c.compress_to_buffer(&chunk, &mut out).map(|_| Frame::Compressed(out))
+                                }
+                                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                            };
+                            spare.give(chunk);
+                            frame
+                        };
                         if tx.send((index, len, frame)).is_err() {
                             return;
                         }
@@ -122,10 +144,20 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
             for (index, len, frame) in frame_rx {
                 waiting.insert(index, (len, frame));
                 while let Some((len, frame)) = waiting.remove(&next) {
-                    let frame = frame?;
-                    inner.write_all(&frame)?;
-                    frames.push((frame.len() as u32, len));
-                    writer_spare.give(frame);
+                    let written = match frame? {
+                        Frame::Compressed(frame) => {
+                            inner.write_all(&frame)?;
+                            let n = frame.len();
+                            writer_spare.give(frame);
+                            n
+                        }
+                        Frame::Stored(content, sum) => {
+                            stored_frame::write(&mut inner, &content, sum)?;
+                            writer_spare.give(content);
+                            stored_frame::frame_len(len as usize)
+                        }
+                    };
+                    frames.push((written as u32, len));
                     next += 1;
                 }
             }
@@ -134,15 +166,20 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
             }
             Ok((inner, frames))
         });
-        SeekableWriter { current: spare.take_frame(), filled: 0, next_index: 0, chunks: Some(chunk_tx), spare, compressors, writer: Some(writer) }
+        SeekableWriter { current: spare.take_frame(), filled: 0, compressible: 0, next_index: 0, chunks: Some(chunk_tx), spare, compressors, writer: Some(writer) }
     }
 
     /// Append exactly `len` bytes from `reader`, read straight into the frame buffers (no intermediate copy).
-    pub fn write_from(&mut self, reader: &mut impl Read, mut len: u64) -> io::Result<()> {
+    /// `incompressible`: the bytes are already compressed (a gzip or zstd layer), so frames made of them are
+    /// stored rather than compressed.
+    pub fn write_from(&mut self, reader: &mut impl Read, mut len: u64, incompressible: bool) -> io::Result<()> {
         while len > 0 {
             let want = ((FRAME_SIZE - self.filled) as u64).min(len) as usize;
             let got = read_up_to(reader, &mut self.current[self.filled..self.filled + want])?;
             self.filled += got;
+            if !incompressible {
+                self.compressible += got;
+            }
             if got < want {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the source ended {} bytes early", len - got as u64)));
             }
@@ -160,7 +197,8 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
         }
         let mut chunk = std::mem::replace(&mut self.current, self.spare.take_frame());
         chunk.truncate(std::mem::take(&mut self.filled));
-        let sent = self.chunks.as_ref().expect("not finished").send((self.next_index, chunk));
+        let stored = std::mem::take(&mut self.compressible) <= STORED_MAX_COMPRESSIBLE;
+        let sent = self.chunks.as_ref().expect("not finished").send((self.next_index, chunk, stored));
         self.next_index += 1;
         if sent.is_err() {
             // The pipeline stopped; `finish` reports why.
@@ -224,6 +262,7 @@ impl<W: Write + Send + 'static> Write for SeekableWriter<W> {
             let take = (FRAME_SIZE - self.filled).min(buf.len());
             self.current[self.filled..self.filled + take].copy_from_slice(&buf[..take]);
             self.filled += take;
+            self.compressible += take;
             buf = &buf[take..];
             if self.filled == FRAME_SIZE {
                 self.cut_frame()?;

@@ -5,9 +5,9 @@
 //! the end) rather than by `tar::Builder`, so that blob bytes are read straight into the compressor's buffers.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 
-use super::seekable::SeekableWriter;
+use super::seekable::{SeekableWriter, read_up_to};
 use crate::digest::{Digest, DigestWriter};
 
 /// Hashes and counts the compressed bytes as they are written.
@@ -22,13 +22,79 @@ impl<W: Write> Write for HashingWriter<W> {
         self.digest.update(&buf[..n]);
         Ok(n)
     }
+    /// Stored frames arrive as header, blocks and trailer in one vectored write; the file takes them whole.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.inner.write_vectored(bufs)?;
+        let mut left = n;
+        for b in bufs {
+            let take = left.min(b.len());
+            self.digest.update(&b[..take]);
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(n)
+    }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
 }
 
+/// The archive file, written in whole frames, with writeback started every `WRITEBACK_STEP` bytes: the disk
+/// writes while the export runs, and the `fsync` that makes the archive durable at the end waits for the last
+/// few MiB instead of the whole archive (0.12 s of 300 MB here, all on the critical path).
+struct WritebackFile {
+    file: File,
+    written: u64,
+    /// Where writeback was last started up to.
+    started: u64,
+}
+
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+impl WritebackFile {
+    fn written(&mut self, n: usize) {
+        self.written += n as u64;
+        if self.written - self.started >= WRITEBACK_STEP {
+            start_writeback(&self.file, self.started, self.written - self.started);
+            self.started = self.written;
+        }
+    }
+}
+
+/// Ask the kernel to start writing back a range, without waiting. Only an optimisation: errors are ignored
+/// (the final `fsync` reports what matters).
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range reads no memory of ours; the descriptor is open for the duration of the call.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File, _: u64, _: u64) {}
+
+impl Write for WritebackFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written(n);
+        Ok(n)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.file.write_vectored(bufs)?;
+        self.written(n);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 pub struct ArchiveWriter {
-    out: SeekableWriter<HashingWriter<BufWriter<File>>>,
+    out: SeekableWriter<HashingWriter<WritebackFile>>,
     /// Uncompressed tar offset of the next entry's header.
     position: u64,
 }
@@ -46,7 +112,8 @@ const ZEROS: [u8; BLOCK as usize] = [0; BLOCK as usize];
 
 impl ArchiveWriter {
     pub fn new(file: File, threads: usize) -> ArchiveWriter {
-        let hashing = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), digest: DigestWriter::new() };
+        // No buffering: everything arrives in whole frames.
+        let hashing = HashingWriter { inner: WritebackFile { file, written: 0, started: 0 }, digest: DigestWriter::new() };
         ArchiveWriter { out: SeekableWriter::new(hashing, threads), position: 0 }
     }
 
@@ -64,10 +131,16 @@ impl ArchiveWriter {
     /// into the compressor's buffers: tar's own builder would copy them twice more.
     pub fn add_reader(&mut self, path: &str, size: u64, mut reader: impl Read) -> io::Result<()> {
         self.out.write_all(header(path, size, tar::EntryType::Regular)?.as_bytes())?;
-        self.out.write_from(&mut reader, size).map_err(|e| match e.kind() {
+        let ended_early = |e: io::Error| match e.kind() {
             io::ErrorKind::UnexpectedEof => io::Error::new(e.kind(), format!("{path}: expected {size} bytes: {e}")),
             _ => e,
-        })?;
+        };
+        // The first bytes say whether the content is compressed already (most layers are).
+        let mut magic = [0u8; MAGIC_LEN];
+        let n = read_up_to(&mut reader, &mut magic[..(size.min(MAGIC_LEN as u64) as usize)])?;
+        let incompressible = is_compressed(&magic[..n]);
+        self.out.write_from(&mut &magic[..n], n as u64, incompressible).map_err(ended_early)?;
+        self.out.write_from(&mut reader, size - n as u64, incompressible).map_err(ended_early)?;
         let padding = size.next_multiple_of(BLOCK) - size;
         self.out.write_all(&ZEROS[..padding as usize])?;
         self.position += BLOCK + size + padding;
@@ -82,10 +155,17 @@ impl ArchiveWriter {
         let hashing = self.out.finish()?;
         let compressed_len = hashing.digest.len();
         let digest = hashing.digest.finish();
-        let file = hashing.inner.into_inner().map_err(|e| e.into_error())?;
+        let file = hashing.inner.file;
         file.sync_all()?;
         Ok(WrittenArchive { file, digest, compressed_len, tar_len })
     }
+}
+
+const MAGIC_LEN: usize = 6;
+
+/// Whether `start` opens gzip, zstd, xz or bzip2 data: content zstd would not shrink.
+fn is_compressed(start: &[u8]) -> bool {
+    start.starts_with(&[0x1f, 0x8b]) || start.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || start.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) || start.starts_with(b"BZh")
 }
 
 /// A ustar header with everything that could vary between machines fixed: owner 0:0, mtime 0, no user or

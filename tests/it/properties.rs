@@ -55,12 +55,13 @@ proptest! {
     }
 }
 
-/// A small real archive, made once.
+/// A small real archive, made once. Its largest gzip layer spans more than a frame, so the archive holds both
+/// kinds of frame: compressed (metadata, manifests, small blobs) and stored (only layer bytes).
 fn real_archive() -> &'static Vec<u8> {
     static ARCHIVE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     ARCHIVE.get_or_init(|| {
         let src = Registry::start();
-        let set = seed_sample(&src.base_url(), 81, 16 * 1024);
+        let set = seed_sample(&src.base_url(), 81, 3 << 19);
         let ws = Workspace::new();
         ws.export(&set.images.iter().map(|i| i.reference(&src.host())).collect::<Vec<_>>(), "p.tar.zst");
         std::fs::read(ws.path("p.tar.zst")).unwrap()

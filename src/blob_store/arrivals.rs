@@ -1,220 +1,22 @@
-//! A content-addressed directory of blobs (`sha256/<hex>`), where export stages what it downloads.
-//!
-//! A blob appears under its final name only after its bytes matched its digest; partial downloads live
-//! under a temporary name that is removed on failure, so the store never holds unverified content.
+//! How the archive writer follows downloads: which blobs have arrived, how much of each is written, and a
+//! reader (`BlobFollower`) that reads a blob while it is still downloading.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
+use super::direct::{AlignedBuf, StageFile};
 use crate::digest::{Digest, DigestWriter};
-use crate::registry::{BlobSink, RegistryClient, RegistryError};
 
-pub struct BlobStore {
-    dir: PathBuf,
-}
-
-impl BlobStore {
-    pub fn open(dir: &Path) -> std::io::Result<BlobStore> {
-        std::fs::create_dir_all(dir.join("sha256"))?;
-        Ok(BlobStore { dir: dir.to_path_buf() })
-    }
-
-    pub fn path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join("sha256").join(digest.hex())
-    }
-
-    /// Whether a complete blob of `size` bytes is stored.
-    pub fn contains(&self, digest: &Digest, size: u64) -> bool {
-        std::fs::metadata(self.path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
-    }
-
-    /// Store content we made ourselves (the chart artifact), under its digest.
-    pub fn put(&self, bytes: &[u8]) -> std::io::Result<Digest> {
-        let digest = Digest::of(bytes);
-        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.join("sha256"))?;
-        std::io::Write::write_all(&mut tmp, bytes)?;
-        tmp.persist(self.path(&digest)).map_err(|e| e.error)?;
-        Ok(digest)
-    }
-
-    /// Make `digest` available in the store: a stored copy is hashed first (a damaged one is removed and
-    /// fetched again); otherwise it is downloaded, resuming a partial download an interrupted run left behind.
-    /// Returns true: the bytes in the store have been verified in this run.
-    pub async fn fetch(
-        &self,
-        client: &RegistryClient,
-        repository: &str,
-        digest: &Digest,
-        size: u64,
-        progress: &(dyn Fn(i64) + Sync),
-        arrivals: &Arrivals,
-    ) -> Result<bool, RegistryError> {
-        let what = format!("caching blob {digest}");
-        let io_err = |e: std::io::Error| RegistryError::Io { what: what.clone(), source: e };
-        let final_path = self.path(digest);
-        if self.contains(digest, size) {
-            let path = final_path.clone();
-            let ok = tokio::task::spawn_blocking(move || hash_file(&path, u64::MAX).map(|(d, _)| d))
-                .await
-                .map_err(|e| io_err(std::io::Error::other(e)))?
-                .map_err(io_err)?
-                == *digest;
-            if ok {
-                progress(size as i64);
-                return Ok(true);
-            }
-            std::fs::remove_file(&final_path).map_err(io_err)?;
-        }
-        // A fixed name lets an interrupted run's bytes be resumed; the lock keeps two runs from sharing it.
-        let partial_path = self.dir.join("sha256").join(format!("{}.partial", digest.hex()));
-        let fixed = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&partial_path).map_err(io_err)?;
-        let (std_file, path, temp) = match fixed.try_lock() {
-            Ok(()) => (fixed, partial_path, None),
-            Err(_) => {
-                let t = tempfile::Builder::new().prefix(&format!(".{}-", digest.hex())).suffix(".partial").tempfile_in(self.dir.join("sha256")).map_err(io_err)?;
-                let (f, p) = t.into_parts();
-                (f, p.to_path_buf(), Some(p))
-            }
-        };
-        // Hash what an earlier run left, so the download continues from there.
-        let existing = std_file.metadata().map_err(io_err)?.len();
-        let resume = if existing > 0 && existing < size {
-            let p = path.clone();
-            let (_, hasher) = tokio::task::spawn_blocking(move || hash_file_state(&p, existing)).await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
-            progress(existing as i64);
-            hasher
-        } else {
-            // Only when there is something to drop: on ext4, truncating to zero makes the file's close start
-            // writeback at once (auto_da_alloc), which costs a fresh download time for nothing.
-            if existing > 0 {
-                std_file.set_len(0).map_err(io_err)?;
-            }
-            DigestWriter::new()
-        };
-        let file = Arc::new(std_file);
-        arrivals.writing(digest, file.clone(), resume.len());
-        let mut sink = StagedFile { file, digest: digest.clone(), len: resume.len(), buf: Vec::with_capacity(STAGE_CHUNK), in_flight: None, arrivals };
-        let result = client.download_blob(repository, digest, size, &mut sink, resume, progress).await;
-        drop(sink);
-        match result {
-            Ok(()) => {
-                std::fs::rename(&path, &final_path).map_err(io_err)?;
-                if let Some(t) = temp {
-                    let _ = t.keep();
-                }
-                Ok(true)
-            }
-            Err(e) => {
-                // Bad bytes are never kept; an interrupted transfer is kept for the next run.
-                if matches!(e, RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. }) || temp.is_some() {
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e)
-            }
-        }
-    }
-}
-
-/// sha256 of the first `limit` bytes of a file, and how many there were.
-fn hash_file(path: &Path, limit: u64) -> std::io::Result<(Digest, u64)> {
-    let (d, h) = hash_file_state(path, limit)?;
-    Ok((d, h.len()))
-}
-
-fn hash_file_state(path: &Path, limit: u64) -> std::io::Result<(Digest, DigestWriter)> {
-    let mut h = DigestWriter::new();
-    let f = std::fs::File::open(path)?;
-    std::io::copy(&mut std::io::Read::take(std::io::BufReader::with_capacity(1 << 20, f), limit), &mut h)?;
-    Ok((h.clone().finish(), h))
-}
-
-/// Bytes written to the staged file per write: big enough that writes are cheap, small enough that the
-/// archive writer, which follows the file as it grows, is never far behind.
-const STAGE_CHUNK: usize = 1 << 20;
-
-type StageWrite = tokio::task::JoinHandle<std::io::Result<Vec<u8>>>;
-
-/// The download's side of a staged blob: bytes are written at their offset by a blocking task while the next
-/// chunk arrives (one write in flight), and every completed write is announced to the archive writer.
-struct StagedFile<'a> {
-    file: Arc<File>,
-    digest: Digest,
-    /// Bytes the file will hold once the write in flight completes, not counting `buf`.
-    len: u64,
-    buf: Vec<u8>,
-    /// The write in flight; it hands its buffer back.
-    in_flight: Option<StageWrite>,
-    arrivals: &'a Arrivals,
-}
-
-impl StagedFile<'_> {
-    /// Wait for the write in flight, announce it, and keep its buffer for reuse.
-    async fn settle(&mut self) -> std::io::Result<()> {
-        if let Some(write) = self.in_flight.take() {
-            let mut spare = write.await.map_err(std::io::Error::other)??;
-            if self.buf.is_empty() {
-                spare.clear();
-                self.buf = spare;
-            }
-        }
-        Ok(())
-    }
-
-    async fn write_buf(&mut self) -> std::io::Result<()> {
-        self.settle().await?;
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(STAGE_CHUNK));
-        let offset = self.len;
-        self.len += bytes.len() as u64;
-        let (file, arrivals, digest) = (self.file.clone(), self.arrivals.clone(), self.digest.clone());
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            file.write_all_at(&bytes, offset)?;
-            // Announced from here, at once, so the archive writer never waits for the next chunk to arrive.
-            arrivals.committed(&digest, offset + bytes.len() as u64);
-            Ok(bytes)
-        }));
-        Ok(())
-    }
-}
-
-impl BlobSink for StagedFile<'_> {
-    async fn append(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
-        while !bytes.is_empty() {
-            let take = (STAGE_CHUNK - self.buf.len()).min(bytes.len());
-            self.buf.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.buf.len() == STAGE_CHUNK {
-                self.write_buf().await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn restart(&mut self) -> std::io::Result<()> {
-        self.settle().await?;
-        self.buf.clear();
-        self.len = 0;
-        self.file.set_len(0)?;
-        self.arrivals.restarted(&self.digest);
-        Ok(())
-    }
-
-    async fn finish(&mut self) -> std::io::Result<()> {
-        self.write_buf().await?;
-        self.settle().await
-    }
-}
+/// Bytes a follower reads from the disk at a time when it reads around the page cache.
+const FOLLOW_CHUNK: usize = 1 << 20;
 
 /// One blob as the archive writer sees it.
 #[derive(Default)]
 struct Slot {
     /// The staged file while it is being written.
-    file: Option<Arc<File>>,
+    file: Option<Arc<StageFile>>,
     /// Bytes of `file` that are written.
     committed: u64,
     /// Bumped whenever the download starts over, making what was read from the file before worthless.
@@ -251,7 +53,7 @@ impl Arrivals {
     }
 
     /// The download of `digest` is writing `file`, which already holds `committed` bytes.
-    fn writing(&self, digest: &Digest, file: Arc<File>, committed: u64) {
+    pub(super) fn writing(&self, digest: &Digest, file: Arc<StageFile>, committed: u64) {
         self.update(digest, |s| {
             s.file = Some(file);
             s.committed = committed;
@@ -262,11 +64,11 @@ impl Arrivals {
         self.inner.0.lock().expect("arrivals lock").slots.get(digest).map_or(0, |s| s.generation)
     }
 
-    fn committed(&self, digest: &Digest, len: u64) {
+    pub(super) fn committed(&self, digest: &Digest, len: u64) {
         self.update(digest, |s| s.committed = len);
     }
 
-    fn restarted(&self, digest: &Digest) {
+    pub(super) fn restarted(&self, digest: &Digest) {
         self.update(digest, |s| {
             s.committed = 0;
             s.generation += 1;
@@ -287,7 +89,7 @@ impl Arrivals {
 
     /// Read `digest` (`size` bytes, stored at `path` once complete) while it is still downloading.
     pub fn follow(&self, digest: &Digest, size: u64, path: PathBuf) -> BlobFollower {
-        BlobFollower { arrivals: self.clone(), digest: digest.clone(), size, path, pos: 0, file: None, generation: 0, verified: None, hasher: None }
+        BlobFollower { arrivals: self.clone(), digest: digest.clone(), size, path, pos: 0, file: None, generation: 0, verified: None, hasher: None, chunk: None, chunk_at: 0 }
     }
 }
 
@@ -300,11 +102,15 @@ pub struct BlobFollower {
     size: u64,
     path: PathBuf,
     pos: u64,
-    file: Option<Arc<File>>,
+    file: Option<Arc<StageFile>>,
     generation: u32,
     verified: Option<bool>,
     /// Set when the blob arrived unverified (not hashed in this run): then this reader checks it.
     hasher: Option<DigestWriter>,
+    /// The last span read around the page cache (allocated on first use), starting at file offset `chunk_at`;
+    /// the caller's buffers are not aligned, so direct reads land here first.
+    chunk: Option<AlignedBuf>,
+    chunk_at: u64,
 }
 
 impl BlobFollower {
@@ -319,6 +125,7 @@ impl BlobFollower {
                         return Err(std::io::Error::other(DownloadRestarted(self.digest.clone())));
                     }
                     self.generation = slot.generation;
+                    self.chunk = None;
                 }
                 if self.file.is_none() {
                     self.file = slot.file.clone();
@@ -342,6 +149,32 @@ impl BlobFollower {
     }
 }
 
+impl BlobFollower {
+    /// Read at `pos` (below `end`, the readable limit): from the last direct chunk if it holds `pos`, else a
+    /// new direct chunk if the span is aligned, else through the page cache.
+    fn read_at(&mut self, buf: &mut [u8], end: u64) -> std::io::Result<usize> {
+        let file = self.file.clone().expect("opened by the caller");
+        let held = |chunk: &Option<AlignedBuf>, at: u64, pos: u64| chunk.as_ref().is_some_and(|c| at <= pos && pos < at + c.len() as u64);
+        if !held(&self.chunk, self.chunk_at, self.pos) {
+            let chunk = self.chunk.get_or_insert_with(|| AlignedBuf::new(FOLLOW_CHUNK));
+            self.chunk_at = self.pos;
+            if file.read_direct(chunk, self.pos, end)?.is_none() {
+                chunk.clear();
+                use std::os::unix::fs::FileExt;
+                return file.buffered().read_at(buf, self.pos);
+            }
+            if chunk.is_empty() {
+                return Ok(0);
+            }
+        }
+        let chunk = self.chunk.as_ref().expect("held");
+        let from = (self.pos - self.chunk_at) as usize;
+        let n = buf.len().min(chunk.len() - from);
+        buf[..n].copy_from_slice(&chunk.as_slice()[from..from + n]);
+        Ok(n)
+    }
+}
+
 impl std::io::Read for BlobFollower {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.pos == self.size && self.verified.is_some() {
@@ -354,16 +187,16 @@ impl std::io::Read for BlobFollower {
             _ => {}
         }
         if self.file.is_none() {
-            // Arrived without a download in this run (it was in the store already).
+            // Arrived without a download in this run: it was in the store already, and was just hashed, so
+            // its pages are cached.
             let f = File::open(&self.path).map_err(|e| std::io::Error::new(e.kind(), format!("staged blob {}: {e}", self.path.display())))?;
-            self.file = Some(Arc::new(f));
+            self.file = Some(Arc::new(StageFile::buffered_only(f)));
         }
         let want = (end - self.pos).min(buf.len() as u64) as usize;
         if want == 0 {
             return Ok(0);
         }
-        use std::os::unix::fs::FileExt;
-        let n = self.file.as_ref().expect("opened above").read_at(&mut buf[..want], self.pos)?;
+        let n = self.read_at(&mut buf[..want], end)?;
         if n == 0 {
             // The file was cut under us: the download started over between `readable` and this read.
             if self.arrivals.generation(&self.digest) != self.generation {
@@ -395,14 +228,53 @@ impl std::io::Read for BlobFollower {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::os::unix::fs::FileExt;
 
     use super::*;
 
-    fn staged(dir: &Path, bytes: &[u8]) -> Arc<File> {
-        let f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(dir.join("blob")).unwrap();
+    fn staged(dir: &std::path::Path, bytes: &[u8]) -> Arc<StageFile> {
+        let path = dir.join("blob");
+        let f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+        let f = StageFile::new(f, &path);
         f.write_all_at(bytes, 0).unwrap();
         Arc::new(f)
+    }
+
+    /// Reads of odd sizes over a blob written in aligned chunks: served from direct chunks where the span is
+    /// aligned, through the page cache for the tail, the same bytes either way.
+    #[test]
+    fn a_follower_reads_the_same_bytes_through_direct_chunks_and_the_page_cache() {
+        use super::super::direct::ALIGN;
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(FOLLOW_CHUNK + 3 * ALIGN + 123) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        let digest = Digest::of(&data);
+        let arrivals = Arrivals::default();
+        let file = staged(dir.path(), &[]);
+        arrivals.writing(&digest, file.clone(), 0);
+        let mut follower = arrivals.follow(&digest, data.len() as u64, dir.path().join("unused"));
+        let writer = {
+            let (arrivals, digest, data) = (arrivals.clone(), digest.clone(), data.clone());
+            std::thread::spawn(move || {
+                let mut chunk = AlignedBuf::new(2 * ALIGN);
+                for (i, part) in data.chunks(2 * ALIGN).enumerate() {
+                    chunk.clear();
+                    chunk.extend(part);
+                    file.write_all_at(chunk.as_slice(), (i * 2 * ALIGN) as u64).unwrap();
+                    arrivals.committed(&digest, (i * 2 * ALIGN + part.len()) as u64);
+                }
+                arrivals.arrived(&digest, true);
+            })
+        };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1000];
+        loop {
+            let n = follower.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        writer.join().unwrap();
+        assert!(out == data, "{} bytes read back, {} written", out.len(), data.len());
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! A content-addressed directory of blobs (`sha256/<hex>`), where export stages what it downloads.
+//!
+//! A blob appears under its final name only after its bytes matched its digest; partial downloads live
+//! under a temporary name that is removed on failure, so the store never holds unverified content.
+
+mod arrivals;
+mod direct;
+mod staged;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use arrivals::{Arrivals, BlobFollower, DownloadRestarted};
+use direct::StageFile;
+use staged::StagedFile;
+
+use crate::digest::{Digest, DigestWriter};
+use crate::registry::{RegistryClient, RegistryError};
+
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+impl BlobStore {
+    pub fn open(dir: &Path) -> std::io::Result<BlobStore> {
+        std::fs::create_dir_all(dir.join("sha256"))?;
+        Ok(BlobStore { dir: dir.to_path_buf() })
+    }
+
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("sha256").join(digest.hex())
+    }
+
+    /// Whether a complete blob of `size` bytes is stored.
+    pub fn contains(&self, digest: &Digest, size: u64) -> bool {
+        std::fs::metadata(self.path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Store content we made ourselves (the chart artifact), under its digest.
+    pub fn put(&self, bytes: &[u8]) -> std::io::Result<Digest> {
+        let digest = Digest::of(bytes);
+        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.join("sha256"))?;
+        std::io::Write::write_all(&mut tmp, bytes)?;
+        tmp.persist(self.path(&digest)).map_err(|e| e.error)?;
+        Ok(digest)
+    }
+
+    /// Make `digest` available in the store: a stored copy is hashed first (a damaged one is removed and
+    /// fetched again); otherwise it is downloaded, resuming a partial download an interrupted run left behind.
+    /// Returns true: the bytes in the store have been verified in this run.
+    pub async fn fetch(
+        &self,
+        client: &RegistryClient,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        progress: &(dyn Fn(i64) + Sync),
+        arrivals: &Arrivals,
+    ) -> Result<bool, RegistryError> {
+        let what = format!("caching blob {digest}");
+        let io_err = |e: std::io::Error| RegistryError::Io { what: what.clone(), source: e };
+        let final_path = self.path(digest);
+        if self.contains(digest, size) {
+            let path = final_path.clone();
+            let ok = tokio::task::spawn_blocking(move || hash_file(&path, u64::MAX).map(|(d, _)| d))
+                .await
+                .map_err(|e| io_err(std::io::Error::other(e)))?
+                .map_err(io_err)?
+                == *digest;
+            if ok {
+                progress(size as i64);
+                return Ok(true);
+            }
+            std::fs::remove_file(&final_path).map_err(io_err)?;
+        }
+        // A fixed name lets an interrupted run's bytes be resumed; the lock keeps two runs from sharing it.
+        let partial_path = self.dir.join("sha256").join(format!("{}.partial", digest.hex()));
+        let fixed = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&partial_path).map_err(io_err)?;
+        let (std_file, path, temp) = match fixed.try_lock() {
+            Ok(()) => (fixed, partial_path, None),
+            Err(_) => {
+                let t = tempfile::Builder::new().prefix(&format!(".{}-", digest.hex())).suffix(".partial").tempfile_in(self.dir.join("sha256")).map_err(io_err)?;
+                let (f, p) = t.into_parts();
+                (f, p.to_path_buf(), Some(p))
+            }
+        };
+        // Hash what an earlier run left, so the download continues from there.
+        let existing = std_file.metadata().map_err(io_err)?.len();
+        let resume = if existing > 0 && existing < size {
+            let p = path.clone();
+            let (_, hasher) = tokio::task::spawn_blocking(move || hash_file_state(&p, existing)).await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
+            progress(existing as i64);
+            hasher
+        } else {
+            // Only when there is something to drop: on ext4, truncating to zero makes the file's close start
+            // writeback at once (auto_da_alloc), which costs a fresh download time for nothing.
+            if existing > 0 {
+                std_file.set_len(0).map_err(io_err)?;
+            }
+            DigestWriter::new()
+        };
+        let file = Arc::new(StageFile::new(std_file, &path));
+        arrivals.writing(digest, file.clone(), resume.len());
+        let mut sink = StagedFile::new(file, digest.clone(), resume.len(), arrivals);
+        let result = client.download_blob(repository, digest, size, &mut sink, resume, progress).await;
+        drop(sink);
+        match result {
+            Ok(()) => {
+                std::fs::rename(&path, &final_path).map_err(io_err)?;
+                if let Some(t) = temp {
+                    let _ = t.keep();
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                // Bad bytes are never kept; an interrupted transfer is kept for the next run.
+                if matches!(e, RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. }) || temp.is_some() {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// sha256 of the first `limit` bytes of a file, and how many there were.
+fn hash_file(path: &Path, limit: u64) -> std::io::Result<(Digest, u64)> {
+    let (d, h) = hash_file_state(path, limit)?;
+    Ok((d, h.len()))
+}
+
+fn hash_file_state(path: &Path, limit: u64) -> std::io::Result<(Digest, DigestWriter)> {
+    let mut h = DigestWriter::new();
+    let f = std::fs::File::open(path)?;
+    std::io::copy(&mut std::io::Read::take(std::io::BufReader::with_capacity(1 << 20, f), limit), &mut h)?;
+    Ok((h.clone().finish(), h))
+}
+

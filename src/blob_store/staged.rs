@@ -1,0 +1,93 @@
+//! The download's side of a staged blob: the `BlobSink` a download writes into.
+
+use std::sync::Arc;
+
+use super::arrivals::Arrivals;
+use super::direct::{AlignedBuf, StageFile};
+use crate::digest::Digest;
+use crate::registry::BlobSink;
+
+/// Bytes written to the staged file per write: big enough that writes are cheap, small enough that the
+/// archive writer, which follows the file as it grows, is never far behind.
+pub(super) const STAGE_CHUNK: usize = 1 << 20;
+
+type StageWrite = tokio::task::JoinHandle<std::io::Result<AlignedBuf>>;
+
+/// The download's side of a staged blob: bytes are written at their offset by a blocking task while the next
+/// chunk arrives (one write in flight), and every completed write is announced to the archive writer.
+pub(super) struct StagedFile<'a> {
+    file: Arc<StageFile>,
+    digest: Digest,
+    /// Bytes the file will hold once the write in flight completes, not counting `buf`.
+    len: u64,
+    /// Aligned, so that whole chunks can be written around the page cache.
+    buf: AlignedBuf,
+    /// The write in flight; it hands its buffer back, to be filled again.
+    in_flight: Option<StageWrite>,
+    spare: Option<AlignedBuf>,
+    arrivals: &'a Arrivals,
+}
+
+impl<'a> StagedFile<'a> {
+    /// Writes `digest` into `file`, which holds `len` bytes already.
+    pub(super) fn new(file: Arc<StageFile>, digest: Digest, len: u64, arrivals: &'a Arrivals) -> StagedFile<'a> {
+        StagedFile { file, digest, len, buf: AlignedBuf::new(STAGE_CHUNK), in_flight: None, spare: None, arrivals }
+    }
+
+    /// Wait for the write in flight, announce it, and keep its buffer for reuse.
+    async fn settle(&mut self) -> std::io::Result<()> {
+        if let Some(write) = self.in_flight.take() {
+            let mut spare = write.await.map_err(std::io::Error::other)??;
+            spare.clear();
+            self.spare = Some(spare);
+        }
+        Ok(())
+    }
+
+    async fn write_buf(&mut self) -> std::io::Result<()> {
+        self.settle().await?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self.spare.take().unwrap_or_else(|| AlignedBuf::new(STAGE_CHUNK));
+        let bytes = std::mem::replace(&mut self.buf, next);
+        let offset = self.len;
+        self.len += bytes.len() as u64;
+        let (file, arrivals, digest) = (self.file.clone(), self.arrivals.clone(), self.digest.clone());
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            file.write_all_at(bytes.as_slice(), offset)?;
+            // Announced from here, at once, so the archive writer never waits for the next chunk to arrive.
+            arrivals.committed(&digest, offset + bytes.len() as u64);
+            Ok(bytes)
+        }));
+        Ok(())
+    }
+}
+
+impl BlobSink for StagedFile<'_> {
+    async fn append(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let take = self.buf.extend(bytes);
+            bytes = &bytes[take..];
+            if self.buf.is_full() {
+                self.write_buf().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn restart(&mut self) -> std::io::Result<()> {
+        self.settle().await?;
+        self.buf.clear();
+        self.len = 0;
+        self.file.buffered().set_len(0)?;
+        self.arrivals.restarted(&self.digest);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> std::io::Result<()> {
+        self.write_buf().await?;
+        self.settle().await
+    }
+}
+
