@@ -147,6 +147,13 @@ impl Transfer {
         }
     }
 
+    /// A blob counted in the total that turned out not to need transferring.
+    pub fn skipped(&self, bytes: u64) {
+        self.item_started();
+        self.add(bytes as i64);
+        self.item_done();
+    }
+
     pub fn item_started(&self) {
         self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
         self.refresh_message();

@@ -141,6 +141,19 @@ impl PushPlan {
     }
 }
 
+/// How `probe` learns which blobs an incomplete image's repository already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobCheck {
+    /// A HEAD per (repository, blob): the plan is exact before anything is pushed (dry runs, ECR).
+    Head,
+    /// Not before the push: each blob's first upload starts with `POST ?mount=DIGEST&from=SAME_REPOSITORY`,
+    /// which the registry answers with 201 when the repository has the blob, and otherwise with the upload
+    /// session the blob needed anyway. One request instead of HEAD + POST per missing blob; on `many` (800
+    /// blobs in 200 repositories) that is a quarter of all requests. A registry that does not mount answers
+    /// 202 either way, and a blob it already had is uploaded again: correct, only slower.
+    OnUpload,
+}
+
 /// What the destination already has, learnt by HEAD requests.
 #[derive(Debug, Default)]
 pub struct Presence {
@@ -155,6 +168,8 @@ pub struct Presence {
     /// Blobs already somewhere in the destination, with one repository that has them (a mount source).
     pub present_somewhere: BTreeMap<Digest, String>,
     pub blobs_present: usize,
+    /// `missing_blobs` holds every blob of the incomplete images, unchecked (`BlobCheck::OnUpload`).
+    pub unchecked: bool,
 }
 
 impl Presence {
@@ -199,8 +214,9 @@ pub async fn probe(
     plan: &PushPlan,
     contents: &BundleContents,
     concurrency: usize,
+    check: BlobCheck,
 ) -> Result<Presence, PushError> {
-    let mut presence = Presence::default();
+    let mut presence = Presence { unchecked: check == BlobCheck::OnUpload, ..Presence::default() };
     // Roots and tags first.
     type RootProbe = (usize, bool, Option<Option<Digest>>);
     let roots: Vec<RootProbe> = stream::iter(plan.images.iter().enumerate())
@@ -236,6 +252,11 @@ pub async fn probe(
         let repo = p.target.repository().to_string();
         if root_present {
             presence.manifests.extend(img.manifests.iter().map(|m| (repo.clone(), m.clone())));
+            // The registry accepted this image's manifests, so it holds their blobs: a mount source for
+            // incomplete images that share them (a new release on the same base layers).
+            for b in &img.blobs {
+                presence.present_somewhere.entry(b.clone()).or_insert_with(|| repo.clone());
+            }
             if tag_current
                 && let Some(t) = p.target.tag() {
                     presence.tags_current.insert(format!("{repo}:{t}"));
@@ -247,6 +268,12 @@ pub async fn probe(
     // Blobs of images that are not complete yet.
     let pairs: Vec<(String, Digest)> =
         needed.iter().flat_map(|(r, ds)| ds.iter().map(move |d| (r.clone(), d.clone()))).collect();
+    if check == BlobCheck::OnUpload {
+        for (repo, d) in pairs {
+            presence.missing_blobs.entry(d).or_default().insert(repo);
+        }
+        return Ok(presence);
+    }
     let found: Vec<(String, Digest, bool)> = stream::iter(pairs)
         .map(|(repo, d)| async move {
             let present = client.head_blob(&repo, &d).await?.is_some();
@@ -294,10 +321,13 @@ pub async fn execute_in_order(
                 .collect(),
             present_somewhere: mountable.clone(),
             blobs_present: 0,
+            unchecked: presence.unchecked,
         };
         let stats = execute(client, archive.clone(), &sub_plan, contents, &sub_presence, concurrency, progress).await?;
         total.uploaded += stats.uploaded;
+        total.uploaded_bytes += stats.uploaded_bytes;
         total.mounted += stats.mounted;
+        total.present += stats.present;
         total.manifests += stats.manifests;
         for d in &plan.repositories[repo] {
             mountable.entry(d.clone()).or_insert_with(|| repo.clone());
@@ -333,8 +363,21 @@ pub async fn execute(
                     Some(from) => from.clone(),
                     None => {
                         let first = repos.next().expect("a missing blob is missing somewhere");
-                        upload(client, &archive, first, digest, entry, None, progress).await?;
-                        stats.lock().await.uploaded += 1;
+                        // Unchecked: ask the repository to mount the blob from itself, which opens the
+                        // upload session only if it does not have it.
+                        let session = match presence.unchecked {
+                            true => client.mount_blob(first, digest, first).await?,
+                            false => None,
+                        };
+                        if presence.unchecked && session.is_none() {
+                            progress.skipped(entry.size);
+                            stats.lock().await.present += 1;
+                        } else {
+                            upload(client, &archive, first, digest, entry, session, progress).await?;
+                            let mut stats = stats.lock().await;
+                            stats.uploaded += 1;
+                            stats.uploaded_bytes += entry.size;
+                        }
                         first.clone()
                     }
                 };
@@ -348,7 +391,9 @@ pub async fn execute(
                                     // The registry would not mount (ECR without blob mounting, another
                                     // account): upload into the session it opened.
                                     upload(client, &archive, repo, digest, entry, Some(session), progress).await?;
-                                    stats.lock().await.uploaded += 1;
+                                    let mut stats = stats.lock().await;
+                                    stats.uploaded += 1;
+                                    stats.uploaded_bytes += entry.size;
                                 }
                             }
                             Ok(())
@@ -400,7 +445,10 @@ pub async fn execute(
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PushStats {
     pub uploaded: usize,
+    pub uploaded_bytes: u64,
     pub mounted: usize,
+    /// Blobs found already in their repository at push time (`BlobCheck::OnUpload`).
+    pub present: usize,
     pub manifests: usize,
 }
 

@@ -41,7 +41,10 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
     // Repositories are prepared once (ECR: created, token fetched).
     let ecr = super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, args.dry_run).await?;
     let client = ctx.registries.client(&dest.registry, Role::Destination).context("cannot prepare the destination registry")?;
-    let presence = push::probe(&client, &plan, &contents, ctx.concurrency)
+    // A dry run must say exactly what would be pushed, and ECR mounts only from repositories whose manifests
+    // reference the blob: both check blobs with HEAD. Otherwise each blob's first upload checks for itself.
+    let check = if args.dry_run || ecr.is_some() { push::BlobCheck::Head } else { push::BlobCheck::OnUpload };
+    let presence = push::probe(&client, &plan, &contents, ctx.concurrency, check)
         .await
         .with_context(|| format!("cannot check what {} already has", dest.registry))?;
     if let Some(session) = &ecr {
@@ -111,9 +114,9 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
         args.destination,
         presence.images_complete(&plan, &contents),
         stats.uploaded,
-        human(upload_bytes),
+        human(stats.uploaded_bytes),
         stats.mounted,
-        presence.blobs_present,
+        presence.blobs_present + stats.present,
         stats.manifests,
         started.elapsed()
     ));

@@ -158,10 +158,38 @@ fn interrupted_import_completes_on_rerun() {
     assert!(stderr.contains("run the same command again"), "{stderr}");
 
     dst.restart();
-    ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).success();
+    let blob_heads = |r: &Registry| r.log_text().lines().filter(|l| l.contains("\"HEAD /v2/") && l.contains("/blobs/")).count();
+    let heads_before = blob_heads(&dst);
+    let rerun = ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).success();
+    // The blob that landed is found by asking its repository to mount it from itself (no HEAD per blob), and
+    // is not sent again.
+    assert!(rerun.stderr.contains(" 1 already present"), "{}", rerun.stderr);
+    assert_eq!(blob_heads(&dst), heads_before, "{}", dst.log_text());
     for img in &set.images {
         assert_image_at(&dst.base_url(), &img.repo, &img.tag, img);
     }
+}
+
+/// A new release next to one already imported: the layers it shares with the complete image are mounted from
+/// that image's repository, not uploaded again.
+#[test]
+fn shared_layers_of_a_complete_image_are_mounted_not_uploaded() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let set = seed_sample(&src.base_url(), 12, LAYER);
+    let ws = Workspace::new();
+    let nginx = set.images.iter().find(|i| i.repo == "library/nginx").unwrap();
+    let reloader = set.images.iter().find(|i| i.repo == "prometheus-operator/prometheus-config-reloader").unwrap();
+    ws.bundle(&["export", "--image", &nginx.reference(&src.host()), "-o", "one.tar.zst"]).success();
+    ws.bundle(&["import", "-d", &dst.host(), "one.tar.zst"]).success();
+    ws.bundle(&["export", "--image", &nginx.reference(&src.host()), "--image", &reloader.reference(&src.host()), "-o", "two.tar.zst"]).success();
+    let r = ws.bundle(&["import", "-d", &dst.host(), "two.tar.zst"]).success();
+    // The reloader's config and its own layer are uploaded; the base layer it shares with nginx is mounted.
+    assert!(r.stderr.contains("(1 were already complete): 2 blobs uploaded"), "{}", r.stderr);
+    assert!(r.stderr.contains(", 1 mounted,"), "{}", r.stderr);
+    let mounts = dst.log_text().lines().filter(|l| l.contains("\"POST /v2/prometheus-operator/") && l.contains("from=library%2Fnginx")).count();
+    assert_eq!(mounts, 1, "{}", dst.log_text());
+    assert_image_at(&dst.base_url(), &reloader.repo, &reloader.tag, reloader);
 }
 
 #[test]
