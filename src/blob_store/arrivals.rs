@@ -11,6 +11,16 @@ use crate::digest::{Digest, DigestWriter};
 
 /// Bytes a follower reads from the disk at a time when it reads around the page cache.
 const FOLLOW_CHUNK: usize = 1 << 20;
+/// Chunks a followed download keeps in memory after writing them, so that a follower close behind reads them
+/// from there instead of from the disk (which then only writes the cache): at most this many MiB per export.
+const RECENT_CHUNKS: usize = 4;
+
+/// A chunk of a staged file in memory: its offset in the file and its bytes.
+pub(super) type Chunk = (u64, Arc<AlignedBuf>);
+
+fn covers((at, chunk): &Chunk, pos: u64) -> bool {
+    *at <= pos && pos < at + chunk.len() as u64
+}
 
 /// One blob as the archive writer sees it.
 #[derive(Default)]
@@ -23,6 +33,9 @@ struct Slot {
     generation: u32,
     /// Arrived: `Some(verified)`, where `verified` means hashed against the digest on the way in, in this run.
     done: Option<bool>,
+    /// A follower is reading this blob: its download keeps its last chunks in `recent`.
+    followed: bool,
+    recent: std::collections::VecDeque<Chunk>,
 }
 
 #[derive(Default)]
@@ -64,14 +77,29 @@ impl Arrivals {
         self.inner.0.lock().expect("arrivals lock").slots.get(digest).map_or(0, |s| s.generation)
     }
 
-    pub(super) fn committed(&self, digest: &Digest, len: u64) {
+    #[cfg(test)]
+    fn committed(&self, digest: &Digest, len: u64) {
         self.update(digest, |s| s.committed = len);
+    }
+
+    /// `chunk` is written, ending at `len`; a follower may take it from memory.
+    pub(super) fn committed_chunk(&self, digest: &Digest, len: u64, chunk: Chunk) {
+        self.update(digest, |s| {
+            s.committed = len;
+            if s.followed {
+                if s.recent.len() == RECENT_CHUNKS {
+                    s.recent.pop_front();
+                }
+                s.recent.push_back(chunk);
+            }
+        });
     }
 
     pub(super) fn restarted(&self, digest: &Digest) {
         self.update(digest, |s| {
             s.committed = 0;
             s.generation += 1;
+            s.recent.clear();
         });
     }
 
@@ -89,7 +117,8 @@ impl Arrivals {
 
     /// Read `digest` (`size` bytes, stored at `path` once complete) while it is still downloading.
     pub fn follow(&self, digest: &Digest, size: u64, path: PathBuf) -> BlobFollower {
-        BlobFollower { arrivals: self.clone(), digest: digest.clone(), size, path, pos: 0, file: None, generation: 0, verified: None, hasher: None, chunk: None, chunk_at: 0 }
+        self.inner.0.lock().expect("arrivals lock").slots.entry(digest.clone()).or_default().followed = true;
+        BlobFollower { arrivals: self.clone(), digest: digest.clone(), size, path, pos: 0, file: None, generation: 0, verified: None, hasher: None, chunk: None, found: None }
     }
 }
 
@@ -107,10 +136,21 @@ pub struct BlobFollower {
     verified: Option<bool>,
     /// Set when the blob arrived unverified (not hashed in this run): then this reader checks it.
     hasher: Option<DigestWriter>,
-    /// The last span read around the page cache (allocated on first use), starting at file offset `chunk_at`;
-    /// the caller's buffers are not aligned, so direct reads land here first.
-    chunk: Option<AlignedBuf>,
-    chunk_at: u64,
+    /// The chunk being read from: one the download left in memory, or the last span read around the page
+    /// cache (the caller's buffers are not aligned, so direct reads land here first).
+    chunk: Option<Chunk>,
+    /// A chunk the download left in memory covering `pos`, found by `readable`.
+    found: Option<Chunk>,
+}
+
+impl Drop for BlobFollower {
+    fn drop(&mut self) {
+        // Done with this blob: its download need not keep chunks for it any more.
+        if let Some(slot) = self.arrivals.inner.0.lock().unwrap_or_else(|e| e.into_inner()).slots.get_mut(&self.digest) {
+            slot.followed = false;
+            slot.recent.clear();
+        }
+    }
 }
 
 impl BlobFollower {
@@ -126,9 +166,13 @@ impl BlobFollower {
                     }
                     self.generation = slot.generation;
                     self.chunk = None;
+                    self.found = None;
                 }
                 if self.file.is_none() {
                     self.file = slot.file.clone();
+                }
+                if !self.chunk.as_ref().is_some_and(|c| covers(c, self.pos)) {
+                    self.found = slot.recent.iter().find(|c| covers(c, self.pos)).cloned();
                 }
                 if let Some(verified) = slot.done {
                     self.verified = Some(verified);
@@ -154,22 +198,28 @@ impl BlobFollower {
     /// new direct chunk if the span is aligned, else through the page cache.
     fn read_at(&mut self, buf: &mut [u8], end: u64) -> std::io::Result<usize> {
         let file = self.file.clone().expect("opened by the caller");
-        let held = |chunk: &Option<AlignedBuf>, at: u64, pos: u64| chunk.as_ref().is_some_and(|c| at <= pos && pos < at + c.len() as u64);
-        if !held(&self.chunk, self.chunk_at, self.pos) {
-            let chunk = self.chunk.get_or_insert_with(|| AlignedBuf::new(FOLLOW_CHUNK));
-            self.chunk_at = self.pos;
-            if file.read_direct(chunk, self.pos, end)?.is_none() {
-                chunk.clear();
+        if let Some(found) = self.found.take() {
+            self.chunk = Some(found);
+        }
+        if !self.chunk.as_ref().is_some_and(|c| covers(c, self.pos)) {
+            // Reuse our own read buffer unless it was one of the download's chunks.
+            let mut own = match self.chunk.take() {
+                Some((_, c)) => Arc::try_unwrap(c).unwrap_or_else(|_| AlignedBuf::new(FOLLOW_CHUNK)),
+                None => AlignedBuf::new(FOLLOW_CHUNK),
+            };
+            if file.read_direct(&mut own, self.pos, end)?.is_none() {
                 use std::os::unix::fs::FileExt;
                 return file.buffered().read_at(buf, self.pos);
             }
-            if chunk.is_empty() {
+            if own.is_empty() {
                 return Ok(0);
             }
+            self.chunk = Some((self.pos, Arc::new(own)));
         }
-        let chunk = self.chunk.as_ref().expect("held");
-        let from = (self.pos - self.chunk_at) as usize;
-        let n = buf.len().min(chunk.len() - from);
+        let (at, chunk) = self.chunk.as_ref().expect("covers pos");
+        let from = (self.pos - at) as usize;
+        // A chunk from memory may run past what is readable yet (the held-back last byte).
+        let n = buf.len().min(chunk.len() - from).min((end - self.pos) as usize);
         buf[..n].copy_from_slice(&chunk.as_slice()[from..from + n]);
         Ok(n)
     }
@@ -237,6 +287,42 @@ mod tests {
         let f = StageFile::new(f, &path);
         f.write_all_at(bytes, 0).unwrap();
         Arc::new(f)
+    }
+
+    /// The file stays empty here: what the follower reads can only come from the chunks in memory.
+    #[test]
+    fn a_follower_close_behind_reads_chunks_from_memory_and_releases_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::of(&data);
+        let arrivals = Arrivals::default();
+        arrivals.writing(&digest, staged(dir.path(), &[]), 0);
+
+        // Nobody follows yet: the chunk is not kept.
+        let mut early = AlignedBuf::new(4096);
+        early.extend(&data[..1000]);
+        let early = Arc::new(early);
+        arrivals.committed_chunk(&digest, 1000, (0, early.clone()));
+        assert_eq!(Arc::strong_count(&early), 1);
+
+        let mut follower = arrivals.follow(&digest, data.len() as u64, dir.path().join("unused"));
+        let chunks: Vec<Arc<AlignedBuf>> = data
+            .chunks(1000)
+            .map(|part| {
+                let mut c = AlignedBuf::new(4096);
+                c.extend(part);
+                Arc::new(c)
+            })
+            .collect();
+        for (i, c) in chunks.iter().enumerate() {
+            arrivals.committed_chunk(&digest, (i as u64 + 1) * 1000, (i as u64 * 1000, c.clone()));
+        }
+        arrivals.arrived(&digest, true);
+        let mut out = Vec::new();
+        follower.read_to_end(&mut out).unwrap();
+        assert!(out == data);
+        drop(follower);
+        assert!(chunks.iter().all(|c| Arc::strong_count(c) == 1), "the chunks are released with the follower");
     }
 
     /// Reads of odd sizes over a blob written in aligned chunks: served from direct chunks where the span is

@@ -11,7 +11,7 @@ use crate::registry::BlobSink;
 /// archive writer, which follows the file as it grows, is never far behind.
 pub(super) const STAGE_CHUNK: usize = 1 << 20;
 
-type StageWrite = tokio::task::JoinHandle<std::io::Result<AlignedBuf>>;
+type StageWrite = tokio::task::JoinHandle<std::io::Result<Arc<AlignedBuf>>>;
 
 /// The download's side of a staged blob: bytes are written at their offset by a blocking task while the next
 /// chunk arrives (one write in flight), and every completed write is announced to the archive writer.
@@ -37,9 +37,12 @@ impl<'a> StagedFile<'a> {
     /// Wait for the write in flight, announce it, and keep its buffer for reuse.
     async fn settle(&mut self) -> std::io::Result<()> {
         if let Some(write) = self.in_flight.take() {
-            let mut spare = write.await.map_err(std::io::Error::other)??;
-            spare.clear();
-            self.spare = Some(spare);
+            let written = write.await.map_err(std::io::Error::other)??;
+            // Still held by a follower (it reads the chunk from memory): the pool supplies another.
+            if let Ok(mut spare) = Arc::try_unwrap(written) {
+                spare.clear();
+                self.spare = Some(spare);
+            }
         }
         Ok(())
     }
@@ -54,10 +57,12 @@ impl<'a> StagedFile<'a> {
         let offset = self.len;
         self.len += bytes.len() as u64;
         let (file, arrivals, digest) = (self.file.clone(), self.arrivals.clone(), self.digest.clone());
+        let bytes = Arc::new(bytes);
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             file.write_all_at(bytes.as_slice(), offset)?;
-            // Announced from here, at once, so the archive writer never waits for the next chunk to arrive.
-            arrivals.committed(&digest, offset + bytes.len() as u64);
+            // Announced from here, at once, so the archive writer never waits for the next chunk to arrive;
+            // the chunk itself goes along, for a follower close behind to read from memory.
+            arrivals.committed_chunk(&digest, offset + bytes.len() as u64, (offset, bytes.clone()));
             Ok(bytes)
         }));
         Ok(())
