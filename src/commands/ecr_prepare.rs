@@ -16,7 +16,7 @@ use crate::registry::credentials::{CredentialSource, Credentials};
 /// What the import needs to know about ECR once repositories are in place.
 pub struct EcrSession {
     /// Tag mutability per destination repository (for repositories that existed or were created).
-    pub mutability: BTreeMap<String, String>,
+    pub mutability: BTreeMap<String, crate::ecr::TagMutability>,
 }
 
 struct TokenSource(Arc<Ecr>);
@@ -90,7 +90,7 @@ pub async fn prepare(ctx: &Context, args: &EcrArgs, dest: &Destination, plan: &P
     let token = ecr.token().await.context("cannot get an ECR authorization token")?;
     ctx.registries.set_credentials(&dest.registry, Role::Destination, token, Some(Arc::new(TokenSource(ecr.clone()))));
 
-    let existing: Vec<(String, Option<String>)> = stream::iter(plan.repositories.keys().cloned())
+    let existing: Vec<(String, Option<crate::ecr::TagMutability>)> = stream::iter(plan.repositories.keys().cloned())
         .map(|name| {
             let ecr = ecr.clone();
             async move { ecr.describe(&name).await.map(|m| (name, m)) }
@@ -100,19 +100,21 @@ pub async fn prepare(ctx: &Context, args: &EcrArgs, dest: &Destination, plan: &P
         .await?;
     let mut mutability = BTreeMap::new();
     let mut existing: Vec<_> = existing;
-    existing.sort();
+    existing.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, state) in existing {
         match state {
             Some(m) => {
                 if dry_run {
                     println!(
-                        "ECR repository {name} exists (tag mutability {m}){}",
+                        "ECR repository {name} exists (tag mutability {}){}",
+                        m.mode,
                         if settings.update_existing { "; would apply the settings" } else { "; left as it is" }
                     );
                 } else if settings.update_existing {
                     ecr.update(&name, &settings, &policies).await?;
                 }
-                mutability.insert(name, if settings.update_existing { settings.tag_mutability.clone().unwrap_or(m) } else { m });
+                let applied = settings.update_existing && settings.tag_mutability.is_some();
+                mutability.insert(name, if applied { crate::ecr::TagMutability::of(&settings) } else { m });
             }
             None if dry_run => {
                 println!("Would create ECR repository {name} ({})", settings.describe());
@@ -126,7 +128,7 @@ pub async fn prepare(ctx: &Context, args: &EcrArgs, dest: &Destination, plan: &P
                     }
                     _ => {
                         ctx.printer.info(format!("Created ECR repository {name} ({})", settings.describe()));
-                        mutability.insert(name, settings.tag_mutability.clone().unwrap_or_else(|| "MUTABLE".into()));
+                        mutability.insert(name, crate::ecr::TagMutability::of(&settings));
                     }
                 }
             }

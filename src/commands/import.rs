@@ -224,8 +224,8 @@ fn check_immutable_tags(presence: &push::Presence, session: &super::ecr_prepare:
         .tags_elsewhere
         .iter()
         .filter(|(repo_tag, _)| {
-            let repo = repo_tag.rsplit_once(':').map_or(repo_tag.as_str(), |(r, _)| r);
-            session.mutability.get(repo).is_some_and(|m| m.starts_with("IMMUTABLE"))
+            let (repo, tag) = repo_tag.rsplit_once(':').unwrap_or((repo_tag.as_str(), ""));
+            session.mutability.get(repo).is_some_and(|m| m.is_immutable(tag))
         })
         .map(|(repo_tag, digest)| format!("{repo_tag} (now {digest})"))
         .collect();

@@ -193,10 +193,70 @@ where
     EcrError::Aws { what: what.to_string(), message, auth }
 }
 
+/// A repository's tag mutability: the mode and its wildcard exclusion filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagMutability {
+    /// MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION.
+    pub mode: String,
+    pub exclusions: Vec<String>,
+}
+
+impl TagMutability {
+    /// What `settings` give a repository created with them.
+    pub fn of(settings: &EcrSettings) -> TagMutability {
+        TagMutability {
+            mode: settings.tag_mutability.clone().unwrap_or_else(|| "MUTABLE".into()),
+            exclusions: settings.tag_mutability_exclusions.clone(),
+        }
+    }
+
+    /// Whether ECR refuses to move `tag` once it exists: under IMMUTABLE every tag, under
+    /// IMMUTABLE_WITH_EXCLUSION those matching no filter, under MUTABLE_WITH_EXCLUSION those matching one.
+    pub fn is_immutable(&self, tag: &str) -> bool {
+        let excluded = || self.exclusions.iter().any(|f| wildcard_match(f, tag));
+        match self.mode.as_str() {
+            "IMMUTABLE" => true,
+            "IMMUTABLE_WITH_EXCLUSION" => !excluded(),
+            "MUTABLE_WITH_EXCLUSION" => excluded(),
+            _ => false,
+        }
+    }
+}
+
+/// ECR's wildcard filters: `*` matches any run of characters (none included); everything else is literal.
+fn wildcard_match(filter: &str, tag: &str) -> bool {
+    let mut parts = filter.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = tag.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+fn exclusion_filters(settings: &EcrSettings) -> Result<Vec<ImageTagMutabilityExclusionFilter>, EcrError> {
+    settings
+        .tag_mutability_exclusions
+        .iter()
+        .map(|f| {
+            ImageTagMutabilityExclusionFilter::builder()
+                .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                .filter(f)
+                .build()
+                .map_err(|e| EcrError::Settings(e.to_string()))
+        })
+        .collect()
+}
+
 /// What the import found or did for one repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepositoryState {
-    Existing { mutability: String },
+    Existing { mutability: TagMutability },
     Created,
     Missing,
 }
@@ -216,13 +276,13 @@ impl Ecr {
     }
 
     /// The repository's tag mutability, or `None` if it does not exist.
-    pub async fn describe(&self, name: &str) -> Result<Option<String>, EcrError> {
+    pub async fn describe(&self, name: &str) -> Result<Option<TagMutability>, EcrError> {
         let result = self.client.describe_repositories().registry_id(&self.registry_id).repository_names(name).send().await;
         match result {
-            Ok(out) => Ok(out
-                .repositories()
-                .first()
-                .map(|r| r.image_tag_mutability().map(|m| m.as_str().to_string()).unwrap_or_else(|| "MUTABLE".into()))),
+            Ok(out) => Ok(out.repositories().first().map(|r| TagMutability {
+                mode: r.image_tag_mutability().map(|m| m.as_str().to_string()).unwrap_or_else(|| "MUTABLE".into()),
+                exclusions: r.image_tag_mutability_exclusion_filters().iter().map(|f| f.filter().to_string()).collect(),
+            })),
             Err(e) if e.code() == Some("RepositoryNotFoundException") => Ok(None),
             Err(e) => Err(aws_error(&format!("DescribeRepositories for `{name}`"), e)),
         }
@@ -236,12 +296,7 @@ impl Ecr {
         }
         if let Some(m) = &settings.tag_mutability {
             req = req.image_tag_mutability(ImageTagMutability::from(m.as_str()));
-            for f in &settings.tag_mutability_exclusions {
-                let filter = ImageTagMutabilityExclusionFilter::builder()
-                    .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
-                    .filter(f)
-                    .build()
-                    .map_err(|e| EcrError::Settings(e.to_string()))?;
+            for filter in exclusion_filters(settings)? {
                 req = req.image_tag_mutability_exclusion_filters(filter);
             }
         }
@@ -258,7 +313,8 @@ impl Ecr {
         let state = match req.send().await {
             Ok(_) => RepositoryState::Created,
             Err(e) if e.code() == Some("RepositoryAlreadyExistsException") => {
-                return Ok(RepositoryState::Existing { mutability: self.describe(name).await?.unwrap_or_else(|| "MUTABLE".into()) });
+                let mutability = self.describe(name).await?.unwrap_or_else(|| TagMutability::of(&EcrSettings::default()));
+                return Ok(RepositoryState::Existing { mutability });
             }
             Err(e) => return Err(aws_error(&format!("CreateRepository `{name}`"), e)),
         };
@@ -303,14 +359,17 @@ impl Ecr {
                 .map_err(|e| aws_error(&format!("PutImageScanningConfiguration on `{name}`"), e))?;
         }
         if let Some(m) = &settings.tag_mutability {
-            self.client
+            let mut req = self
+                .client
                 .put_image_tag_mutability()
                 .registry_id(&self.registry_id)
                 .repository_name(name)
-                .image_tag_mutability(ImageTagMutability::from(m.as_str()))
-                .send()
-                .await
-                .map_err(|e| aws_error(&format!("PutImageTagMutability on `{name}`"), e))?;
+                .image_tag_mutability(ImageTagMutability::from(m.as_str()));
+            // *_WITH_EXCLUSION needs its filters here as well as at creation.
+            for filter in exclusion_filters(settings)? {
+                req = req.image_tag_mutability_exclusion_filters(filter);
+            }
+            req.send().await.map_err(|e| aws_error(&format!("PutImageTagMutability on `{name}`"), e))?;
         }
         self.apply_policies(name, policies).await
     }
@@ -330,5 +389,40 @@ impl Ecr {
         let raw = String::from_utf8(raw).map_err(|_| EcrError::BadToken)?;
         let (user, password) = raw.split_once(':').ok_or(EcrError::BadToken)?;
         Ok(Credentials { username: user.to_string(), password: password.to_string(), origin: "ECR GetAuthorizationToken".into() })
+    }
+}
+
+#[cfg(test)]
+mod mutability_tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_like_ecr_filters() {
+        for (f, t, m) in [
+            ("7.*", "7.51.1", true),
+            ("7.*", "17.5", false),
+            ("*", "", true),
+            ("latest", "latest", true),
+            ("latest", "latest2", false),
+            ("*-rc*", "1.0-rc1", true),
+            ("*-rc*", "1.0", false),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "a-c-b", false),
+            ("*abc", "abcabc", true),
+            ("ab*ba", "aba", false),
+        ] {
+            assert_eq!(wildcard_match(f, t), m, "{f} ~ {t}");
+        }
+    }
+
+    #[test]
+    fn exclusions_flip_the_mode_for_matching_tags() {
+        let m = |mode: &str| TagMutability { mode: mode.into(), exclusions: vec!["dev-*".into()] };
+        assert!(m("IMMUTABLE").is_immutable("dev-1"));
+        assert!(!m("MUTABLE").is_immutable("1.0"));
+        assert!(m("IMMUTABLE_WITH_EXCLUSION").is_immutable("1.0"));
+        assert!(!m("IMMUTABLE_WITH_EXCLUSION").is_immutable("dev-1"));
+        assert!(m("MUTABLE_WITH_EXCLUSION").is_immutable("dev-1"));
+        assert!(!m("MUTABLE_WITH_EXCLUSION").is_immutable("1.0"));
     }
 }

@@ -111,6 +111,37 @@ fn an_immutable_tag_with_other_content_stops_the_import_before_anything_is_pushe
     assert_eq!(writes(&s.data), before, "something was pushed");
 }
 
+/// Regression: under IMMUTABLE_WITH_EXCLUSION every tag was treated as immutable, so a tag the repository's
+/// exclusion filters leave mutable stopped the import. The filters are read back from ECR (the second import
+/// passes no settings).
+#[test]
+fn tags_an_exclusion_filter_leaves_mutable_may_move_and_the_others_may_not() {
+    let s = setup(false);
+    let ws = &s.ws;
+    let host = ecr_host();
+    ws.bundle(&[
+        "--registry-config", &s.config, "import", "-d", &host, "s.tar.zst",
+        "--ecr-tag-mutability", "IMMUTABLE_WITH_EXCLUSION",
+        "--ecr-tag-mutability-exclusion", "7.*",
+        "--ecr-tag-mutability-exclusion", "1.2*",
+    ])
+    .success();
+    let repo = s.moto.repository("stackstate/agent").unwrap();
+    assert_eq!(repo["imageTagMutability"], "IMMUTABLE_WITH_EXCLUSION", "{repo}");
+
+    let other = Registry::start();
+    let set2 = seed_sample(&other.base_url(), 43, 32 * 1024);
+    let refs: Vec<String> = set2.images.iter().map(|i| i.reference(&other.host())).collect();
+    ws.export(&refs, "other.tar.zst");
+    let r = ws.bundle(&["--registry-config", &s.config, "import", "-d", &host, "other.tar.zst"]).failure();
+    // Excluded (mutable): agent:7.51.1, nginx:1.25. Not excluded: wait:1.0.0, the reloader's v0.73.0.
+    assert!(r.stderr.contains("2 tags already exist with other content"), "{}", r.stderr);
+    assert!(r.stderr.contains("stackstate/wait:1.0.0 (now sha256:"), "{}", r.stderr);
+    assert!(r.stderr.contains("prometheus-config-reloader:v0.73.0 (now sha256:"), "{}", r.stderr);
+    assert!(!r.stderr.contains("stackstate/agent:7.51.1"), "{}", r.stderr);
+    assert!(!r.stderr.contains("library/nginx:1.25"), "{}", r.stderr);
+}
+
 #[test]
 fn repository_names_ecr_would_refuse_are_refused_up_front() {
     let mut ws = Workspace::new();
