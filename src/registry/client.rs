@@ -111,6 +111,9 @@ pub struct RegistryClient {
     credentials: std::sync::RwLock<Option<Credentials>>,
     refresher: Option<std::sync::Arc<dyn CredentialSource>>,
     auth: Mutex<AuthState>,
+    /// One token fetch at a time per scope set: concurrent requests for a new scope set wait for the first
+    /// one's token instead of each fetching their own.
+    token_flights: std::sync::Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
     pinged: OnceCell<()>,
     options: ClientOptions,
 }
@@ -155,6 +158,7 @@ impl RegistryClient {
             credentials: std::sync::RwLock::new(credentials),
             refresher,
             auth: Mutex::new(AuthState::default()),
+            token_flights: std::sync::Mutex::new(HashMap::new()),
             pinged: OnceCell::new(),
             options,
         })
@@ -435,9 +439,12 @@ impl RegistryClient {
         let what = format!("mount of blob {digest} into {}/{repository} from {from}", self.name());
         let mut url = self.url(&format!("/v2/{}/blobs/uploads/", self.remote(repository)));
         url.query_pairs_mut().append_pair("mount", digest.as_str()).append_pair("from", &self.remote(from));
+        // Mounting from the repository itself (a check that opens an upload session only when needed) needs only
+        // the push scope: the same token as the uploads to that repository.
         let scopes = [self.scope(repository, true), self.scope(from, false)];
+        let scopes = if from == repository { &scopes[..1] } else { &scopes[..] };
         let resp = self
-            .send_with_retries(&what, &scopes, &|| self.http.post(url.clone()).header(CONTENT_LENGTH, 0))
+            .send_with_retries(&what, scopes, &|| self.http.post(url.clone()).header(CONTENT_LENGTH, 0))
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(None),
@@ -616,10 +623,15 @@ impl RegistryClient {
                 _ => None,
             }
         };
-        match pending {
-            Some(challenge) => self.authenticate(what, &challenge, scopes).await,
-            None => Ok(()),
+        let Some(challenge) = pending else { return Ok(()) };
+        let key = scope_key(scopes);
+        let flight = self.token_flights.lock().expect("token flights lock").entry(key.clone()).or_default().clone();
+        let _one_at_a_time = flight.lock().await;
+        if self.auth.lock().await.tokens.contains_key(&key) {
+            // Fetched by the request we waited for.
+            return Ok(());
         }
+        self.authenticate(what, &challenge, scopes).await
     }
 
     fn current_credentials(&self) -> Option<Credentials> {

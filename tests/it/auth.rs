@@ -184,9 +184,12 @@ fn the_bearer_token_flow_works_against_a_token_auth_registry() {
     let asked = tr.scopes_asked.lock().unwrap().clone();
     // Mounting the shared base layer into another repository needs pull on the repository it comes from.
     assert!(asked.iter().any(|s| s.ends_with(":pull") && !s.contains(":pull,push")), "no pull-only scope for a mount source: {asked:?}");
-    // One token per scope set, not one per request.
+    // One token per scope set, not one per request, and not one per concurrent request either (regression: the
+    // requests that first needed a scope set each fetched a token for it: 16 here). The API check, then per
+    // repository pull (probe) and push (uploads, manifests, mounts from itself), and push + pull for each of the
+    // three mounts of the shared base layer from the repository that got it first: 12.
     let issued = tr.tokens_issued.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(issued < 30, "{issued} tokens for {} images", set.images.len());
+    assert!(issued <= 12, "{issued} tokens for {} images: {asked:?}", set.images.len());
 
     for img in &set.images {
         let token = tr.token(&format!("repository:{}:pull", img.repo));
