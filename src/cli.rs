@@ -59,7 +59,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
-    /// Directory for temporary files (staged downloads). Defaults to $TMPDIR or /tmp.
+    /// Directory for temporary files (export's staged downloads with --no-cache). Defaults to $TMPDIR or /tmp.
     #[arg(long, global = true, value_name = "DIR")]
     pub tmp_dir: Option<PathBuf>,
 
@@ -85,7 +85,7 @@ Pull images into one compressed, checksummed archive.
 
 Every reference is resolved to its exact digest; multi-arch indexes are kept whole (all platforms) and Docker
 media types are kept as they are, so digests never change. Each distinct blob is downloaded once, verified
-against its digest, staged under --tmp-dir, and written into OUT as a tar of an OCI image layout, compressed
+against its digest, kept in the blob cache (--cache-dir), and written into OUT as a tar of an OCI image layout, compressed
 with seekable zstd. OUT.sha256 is written next to it in sha256sum format. OUT appears only when complete; an
 existing OUT is never overwritten unless --force is given. The same images always give a byte-identical
 archive.",
@@ -245,6 +245,12 @@ pub struct ExportArgs {
     /// Stage downloads in a temporary directory under --tmp-dir, removed afterwards, instead of the cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+
+    /// After a successful export, remove the cached blobs it did not use, least recently used first, until the
+    /// cache is at most SIZE (like 20GiB or 500MiB; 0 keeps only this export's blobs; `unlimited`). Skipped while
+    /// another export uses the same cache. Default: 20GiB.
+    #[arg(long, value_name = "SIZE", env = env_vars::BUNDLE_CACHE_MAX_SIZE, conflicts_with = "no_cache")]
+    pub cache_max_size: Option<crate::blob_store::prune::CacheLimit>,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,8 @@ pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 pub const TMPDIR: &str = "TMPDIR";
 /// The export blob cache, same as `--cache-dir`.
 pub const BUNDLE_CACHE_DIR: &str = "BUNDLE_CACHE_DIR";
+/// The export blob cache's size limit, same as `--cache-max-size`.
+pub const BUNDLE_CACHE_MAX_SIZE: &str = "BUNDLE_CACHE_MAX_SIZE";
 /// The user's cache directory (XDG); the blob cache defaults to `$XDG_CACHE_HOME/bundle`.
 pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// Home directory, for `~/.docker/config.json` and the default cache `~/.cache/bundle`.

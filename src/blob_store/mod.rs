@@ -5,6 +5,7 @@
 
 mod arrivals;
 mod direct;
+pub mod prune;
 mod staged;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +69,8 @@ impl BlobStore {
                 .map_err(io_err)?
                 == *digest;
             if ok {
+                // Used again: the last to go when the cache is pruned.
+                prune::touch(&final_path);
                 progress(size as i64);
                 return Ok(true);
             }

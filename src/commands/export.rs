@@ -1,5 +1,6 @@
 //! `bundle export`: references → resolved graphs → staged blobs → one archive, published atomically.
 
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,8 @@ use super::discovery::{self, ChartInput};
 use super::{Context, human, user_error};
 use crate::archive::checksum::{sidecar_line, sidecar_path};
 use crate::blob_store::BlobStore;
+use crate::blob_store::prune::{self, CacheLock};
+use crate::digest::Digest;
 use crate::cli::ExportArgs;
 use crate::env_vars;
 use crate::reference::ImageRef;
@@ -84,6 +87,7 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
 
     // Blobs land in the cache (kept, so a re-run downloads only what is missing) or, with --no-cache, in a
     // staging directory that is removed when dropped: on success, failure or interruption.
+    let mut cache = None;
     let (store, staging) = if args.no_cache {
         std::fs::create_dir_all(&ctx.tmp_dir).with_context(|| format!("cannot create the temporary directory {}", ctx.tmp_dir.display()))?;
         let staging = tempfile::Builder::new()
@@ -97,6 +101,8 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         })?;
         ctx.printer.detail(format!("blob cache: {}", dir.display()));
         let store = BlobStore::open(&dir).with_context(|| format!("cannot use the cache directory {}", dir.display()))?;
+        let lock = CacheLock::shared(&dir).with_context(|| format!("cannot lock the cache directory {}", dir.display()))?;
+        cache = Some((dir, lock));
         (store, None)
     };
     if let Some(c) = &chart {
@@ -178,6 +184,27 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     ));
     ctx.printer.info(format!("sha256 {}  (in {})", written.digest.hex(), sidecar.display()));
     drop(staging);
+    if let Some((dir, lock)) = cache {
+        let limit = args.cache_max_size.map_or(Some(prune::DEFAULT_MAX_BYTES), |l| l.0);
+        if let Some(max) = limit {
+            let keep: HashSet<Digest> = meta.blobs.iter().map(|b| b.digest.clone()).collect();
+            // The archive is complete: a cache that cannot be pruned is worth a warning, not a failure.
+            match prune::prune(&dir, lock, &keep, max) {
+                Ok(prune::PruneOutcome::Pruned { removed, removed_bytes, kept_bytes }) => ctx.printer.info(format!(
+                    "Pruned the blob cache {}: removed {removed} blobs ({}) this export did not use, {} kept (limit {})",
+                    dir.display(),
+                    human(removed_bytes),
+                    human(kept_bytes),
+                    human(max)
+                )),
+                Ok(prune::PruneOutcome::InUse) => {
+                    ctx.printer.detail(format!("blob cache {} not pruned: another export is using it", dir.display()))
+                }
+                Ok(prune::PruneOutcome::WithinLimit) => {}
+                Err(e) => ctx.printer.warn(format!("cannot prune the blob cache {}: {e}", dir.display())),
+            }
+        }
+    }
     Ok(())
 }
 

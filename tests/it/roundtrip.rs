@@ -264,6 +264,51 @@ fn flatten_and_keep_host_map_paths_and_flatten_collisions_stop_the_import() {
     assert!(!dst.repositories().iter().any(|r| r.starts_with("clash")));
 }
 
+/// The cache is bounded: after an export, the blobs it did not use go, least recently used first, until the
+/// cache fits `--cache-max-size`. A blob an export used again is recent again.
+#[test]
+fn the_blob_cache_is_pruned_to_its_limit_least_recently_used_first() {
+    let src = Registry::start();
+    let set = seed_sample(&src.base_url(), 13, 64 * 1024);
+    let ws = Workspace::new();
+    let by_repo = |r: &str| set.images.iter().find(|i| i.repo == r).unwrap();
+    let (nginx, wait, agent) = (by_repo("library/nginx"), by_repo("stackstate/wait"), by_repo("stackstate/agent"));
+    let cached = |img: &SampleImage| -> Vec<bool> {
+        img.blobs.iter().map(|b| ws.path(&format!(".cache/bundle/sha256/{}", &b.digest[7..])).exists()).collect()
+    };
+    let export = |img: &SampleImage, out: &str, limit: &str| {
+        ws.bundle(&["export", "--image", &img.reference(&src.host()), "-o", out, "--cache-max-size", limit]).success()
+    };
+    export(wait, "w.tar.zst", "unlimited");
+    export(nginx, "n.tar.zst", "unlimited");
+    // wait's blobs were used first, nginx's since: a limit of 0 after an agent export keeps only agent's blobs.
+    let r = export(agent, "a.tar.zst", "0");
+    assert!(r.stderr.contains("Pruned the blob cache"), "{}", r.stderr);
+    assert!(cached(agent).iter().all(|&c| c), "agent's blobs were pruned");
+    assert!(cached(wait).iter().zip(&wait.blobs).all(|(&c, b)| !c || agent.blobs.iter().any(|a| a.digest == b.digest)));
+    ws.bundle(&["verify", "a.tar.zst"]).success();
+
+    // Least recently used first: nginx is downloaded, then wait, then nginx is exported again from the cache
+    // (which marks its blobs used), then agent with a limit one byte short of everything: wait's blobs go first.
+    export(nginx, "n2.tar.zst", "unlimited");
+    export(wait, "w2.tar.zst", "unlimited");
+    export(nginx, "n3.tar.zst", "unlimited");
+    // Distinct blobs (a multi-arch image lists its shared base layer once per platform), and their cached sizes.
+    let distinct = |img: &SampleImage| img.blobs.iter().map(|b| b.digest.clone()).collect::<std::collections::BTreeSet<_>>();
+    let bytes = |ds: &std::collections::BTreeSet<String>| -> u64 {
+        ds.iter().map(|d| std::fs::metadata(ws.path(&format!(".cache/bundle/sha256/{}", &d[7..]))).map_or(0, |m| m.len())).sum()
+    };
+    let all: std::collections::BTreeSet<String> = [agent, nginx, wait].iter().flat_map(|i| distinct(i)).collect();
+    let limit = bytes(&all) - 1;
+    let r = export(agent, "a2.tar.zst", &limit.to_string());
+    assert!(r.stderr.contains("Pruned the blob cache"), "{}", r.stderr);
+    assert!(cached(nginx).iter().all(|&c| c), "the recently used nginx blobs were pruned: {:?}", cached(nginx));
+    assert!(!cached(wait).iter().zip(&wait.blobs).all(|(&c, b)| c || agent.blobs.iter().any(|a| a.digest == b.digest)));
+    // Without the flag the default limit (20 GiB) leaves this small cache alone.
+    let r = ws.bundle(&["export", "--image", &wait.reference(&src.host()), "-o", "w3.tar.zst"]).success();
+    assert!(!r.stderr.contains("Pruned"), "{}", r.stderr);
+}
+
 #[test]
 fn a_repeated_export_downloads_only_what_is_missing_and_a_damaged_cache_entry_is_fetched_again() {
     let src = Registry::start();
