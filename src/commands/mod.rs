@@ -9,7 +9,7 @@ pub mod import;
 pub mod inspect;
 pub mod verify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::GlobalArgs;
@@ -38,6 +38,15 @@ impl Context {
             Some(path) => RegistryConfig::load(path)?,
             None => RegistryConfig::default(),
         };
+        // `[registry.ecr]` is used only by an ECR import, but a typo in it should not wait until then.
+        for (name, table, base) in config.ecr_tables() {
+            if let Err(e) = crate::ecr::EcrSettings::from_config(table, base) {
+                return Err(user_error(
+                    format!("the registry config {}: the entry for {name}: {e}", config.path().unwrap_or(Path::new("?")).display()),
+                    "fix the [registry.ecr] table; docs/ecr.md lists its keys",
+                ));
+            }
+        }
         let options = ClientOptions {
             retry: RetryPolicy { max_retries: global.retries, ..RetryPolicy::default() },
             connect_timeout: Duration::from_secs(global.connect_timeout.max(1)),

@@ -134,6 +134,12 @@ impl RegistryConfig {
         self.path.as_deref()
     }
 
+    /// Every `[registry.ecr]` table: the registry name, the table, and the directory its paths are relative to.
+    pub fn ecr_tables(&self) -> Vec<(&str, &toml::Table, &Path)> {
+        let base = self.path.as_deref().and_then(Path::parent).unwrap_or(Path::new("."));
+        self.entries.iter().filter_map(|e| e.ecr.as_ref().map(|t| (e.name.as_str(), t, base))).collect()
+    }
+
     /// Where requests for `name` go.
     pub fn endpoint(&self, name: &str) -> Endpoint {
         let entry = self.entries.iter().find(|e| e.name == name);

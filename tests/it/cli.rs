@@ -67,3 +67,15 @@ fn a_broken_registry_config_names_the_key() {
     assert!(r.stderr.contains("endpont"), "{}", r.stderr);
     assert!(r.stderr.contains("hint:"), "{}", r.stderr);
 }
+
+/// Regression: a mistake in `[registry.ecr]` went unnoticed until an ECR import read the table; any command that
+/// reads the config now names it.
+#[test]
+fn a_broken_ecr_table_in_the_registry_config_is_caught_by_any_command() {
+    let ws = Workspace::new();
+    ws.write("r.toml", "[[registry]]\nname = \"1.dkr.ecr.eu-west-1.amazonaws.com\"\n[registry.ecr]\ntag_mutabilty = \"IMMUTABLE\"\n");
+    let r = ws.bundle(&["--registry-config", "r.toml", "verify", "x.tar.zst"]).failure();
+    assert!(r.stderr.contains("tag_mutabilty"), "{}", r.stderr);
+    assert!(r.stderr.contains("1.dkr.ecr.eu-west-1.amazonaws.com"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: fix the [registry.ecr] table"), "{}", r.stderr);
+}
