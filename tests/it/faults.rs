@@ -219,6 +219,37 @@ fn ctrl_c_during_export_leaves_no_archive_and_a_reusable_cache() {
     f.check_archive("a.tar.zst");
 }
 
+/// Two exports share the cache. One that finishes with `--cache-max-size 0` while the other is still
+/// downloading prunes nothing (it would remove blobs from under the other), and the other completes; once
+/// alone, the next export prunes.
+#[test]
+fn an_export_does_not_prune_the_cache_under_another_running_export() {
+    let f = faulty_source(80);
+    let layer = f.layer();
+    f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::Hold, 1);
+    let args = f.export_args("a.tar.zst", &[]);
+    let first = f.ws.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(f.proxy.wait_held(), "the first export never reached the held blob");
+
+    let nginx = f.set.images.iter().find(|i| i.repo == "library/nginx").unwrap();
+    let second = |out: &str| f.ws.bundle(&["-v", "export", "--image", &nginx.reference(&f.src.host()), "-o", out, "--cache-max-size", "0"]).success();
+    let r = second("n.tar.zst");
+    assert!(r.stderr.contains("not pruned: another export is using it"), "{}", r.stderr);
+    assert!(!r.stderr.contains("Pruned the blob cache"), "{}", r.stderr);
+
+    f.proxy.release();
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    f.check_archive("a.tar.zst");
+
+    let r = second("n2.tar.zst");
+    assert!(r.stderr.contains("Pruned the blob cache"), "{}", r.stderr);
+}
+
 #[test]
 fn a_stalled_response_times_out_and_is_retried() {
     let f = faulty_source(77);
