@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::direct::{AlignedBuf, StageFile};
+use super::direct::{AlignedBuf, DirectFile};
 use crate::digest::{Digest, DigestWriter};
 
 /// Bytes a follower reads from the disk at a time when it reads around the page cache.
@@ -26,7 +26,7 @@ fn covers((at, chunk): &Chunk, pos: u64) -> bool {
 #[derive(Default)]
 struct Slot {
     /// The staged file while it is being written.
-    file: Option<Arc<StageFile>>,
+    file: Option<Arc<DirectFile>>,
     /// Bytes of `file` that are written.
     committed: u64,
     /// Bumped whenever the download starts over, making what was read from the file before worthless.
@@ -66,7 +66,7 @@ impl Arrivals {
     }
 
     /// The download of `digest` is writing `file`, which already holds `committed` bytes.
-    pub(super) fn writing(&self, digest: &Digest, file: Arc<StageFile>, committed: u64) {
+    pub(super) fn writing(&self, digest: &Digest, file: Arc<DirectFile>, committed: u64) {
         self.update(digest, |s| {
             s.file = Some(file);
             s.committed = committed;
@@ -131,7 +131,7 @@ pub struct BlobFollower {
     size: u64,
     path: PathBuf,
     pos: u64,
-    file: Option<Arc<StageFile>>,
+    file: Option<Arc<DirectFile>>,
     generation: u32,
     verified: Option<bool>,
     /// Set when the blob arrived unverified (not hashed in this run): then this reader checks it.
@@ -240,7 +240,7 @@ impl std::io::Read for BlobFollower {
             // Arrived without a download in this run: it was in the store already, and was just hashed, so
             // its pages are cached.
             let f = File::open(&self.path).map_err(|e| std::io::Error::new(e.kind(), format!("staged blob {}: {e}", self.path.display())))?;
-            self.file = Some(Arc::new(StageFile::buffered_only(f)));
+            self.file = Some(Arc::new(DirectFile::buffered_only(f)));
         }
         let want = (end - self.pos).min(buf.len() as u64) as usize;
         if want == 0 {
@@ -281,10 +281,10 @@ mod tests {
 
     use super::*;
 
-    fn staged(dir: &std::path::Path, bytes: &[u8]) -> Arc<StageFile> {
+    fn staged(dir: &std::path::Path, bytes: &[u8]) -> Arc<DirectFile> {
         let path = dir.join("blob");
         let f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
-        let f = StageFile::new(f, &path);
+        let f = DirectFile::new(f, &path);
         f.write_all_at(bytes, 0).unwrap();
         Arc::new(f)
     }

@@ -88,21 +88,21 @@ impl Drop for AlignedBuf {
 }
 
 /// A staged file, opened through the page cache and, where allowed, a second time with `O_DIRECT`.
-pub struct StageFile {
+pub struct DirectFile {
     buffered: File,
     direct: Option<File>,
 }
 
-impl StageFile {
+impl DirectFile {
     /// `path` names `buffered`; it is opened again with `O_DIRECT` if the filesystem allows it.
-    pub fn new(buffered: File, path: &Path) -> StageFile {
+    pub fn new(buffered: File, path: &Path) -> DirectFile {
         let direct = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path).ok();
-        StageFile { buffered, direct }
+        DirectFile { buffered, direct }
     }
 
     /// Through the page cache only (a blob already stored, which was just hashed and so is cached).
-    pub fn buffered_only(buffered: File) -> StageFile {
-        StageFile { buffered, direct: None }
+    pub fn buffered_only(buffered: File) -> DirectFile {
+        DirectFile { buffered, direct: None }
     }
 
     pub fn buffered(&self) -> &File {
@@ -171,7 +171,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("blob");
         let data: Vec<u8> = (0..3 * ALIGN as u32 + 100).map(|i| (i * 7 % 251) as u8).collect();
-        let file = StageFile::new(std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap(), &path);
+        let file = DirectFile::new(std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap(), &path);
         let mut chunk = AlignedBuf::new(2 * ALIGN);
         assert_eq!(chunk.extend(&data[..2 * ALIGN]), 2 * ALIGN);
         assert!(chunk.is_full());

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use arrivals::{Arrivals, BlobFollower, DownloadRestarted};
-use direct::StageFile;
+use direct::DirectFile;
 use staged::StagedFile;
 
 use crate::digest::{Digest, DigestWriter};
@@ -102,7 +102,7 @@ impl BlobStore {
             }
             DigestWriter::new()
         };
-        let file = Arc::new(StageFile::new(std_file, &path));
+        let file = Arc::new(DirectFile::new(std_file, &path));
         arrivals.writing(digest, file.clone(), resume.len());
         let mut sink = StagedFile::new(file, digest.clone(), resume.len(), arrivals);
         let result = client.download_blob(repository, digest, size, &mut sink, resume, progress).await;

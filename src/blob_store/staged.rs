@@ -1,22 +1,23 @@
-//! The download's side of a staged blob: the `BlobSink` a download writes into.
+//! Where a download's bytes go: the `BlobSink` the registry client writes into (so the client knows nothing
+//! of files), writing the staged file in 1 MiB chunks and telling the archive writer about each one.
 
 use std::sync::Arc;
 
 use super::arrivals::Arrivals;
-use super::direct::{AlignedBuf, StageFile};
+use super::direct::{AlignedBuf, DirectFile};
 use crate::digest::Digest;
 use crate::registry::BlobSink;
 
 /// Bytes written to the staged file per write: big enough that writes are cheap, small enough that the
 /// archive writer, which follows the file as it grows, is never far behind.
-pub(super) const STAGE_CHUNK: usize = 1 << 20;
+const STAGE_CHUNK: usize = 1 << 20;
 
 type StageWrite = tokio::task::JoinHandle<std::io::Result<Arc<AlignedBuf>>>;
 
 /// The download's side of a staged blob: bytes are written at their offset by a blocking task while the next
 /// chunk arrives (one write in flight), and every completed write is announced to the archive writer.
 pub(super) struct StagedFile<'a> {
-    file: Arc<StageFile>,
+    file: Arc<DirectFile>,
     digest: Digest,
     /// Bytes the file will hold once the write in flight completes, not counting `buf`.
     len: u64,
@@ -30,7 +31,7 @@ pub(super) struct StagedFile<'a> {
 
 impl<'a> StagedFile<'a> {
     /// Writes `digest` into `file`, which holds `len` bytes already.
-    pub(super) fn new(file: Arc<StageFile>, digest: Digest, len: u64, arrivals: &'a Arrivals) -> StagedFile<'a> {
+    pub(super) fn new(file: Arc<DirectFile>, digest: Digest, len: u64, arrivals: &'a Arrivals) -> StagedFile<'a> {
         StagedFile { file, digest, len, buf: AlignedBuf::new(STAGE_CHUNK), in_flight: None, spare: None, arrivals }
     }
 
