@@ -323,12 +323,7 @@ pub async fn execute_in_order(
             blobs_present: 0,
             unchecked: presence.unchecked,
         };
-        let stats = execute(client, archive.clone(), &sub_plan, contents, &sub_presence, concurrency, progress).await?;
-        total.uploaded += stats.uploaded;
-        total.uploaded_bytes += stats.uploaded_bytes;
-        total.mounted += stats.mounted;
-        total.present += stats.present;
-        total.manifests += stats.manifests;
+        total += execute(client, archive.clone(), &sub_plan, contents, &sub_presence, concurrency, progress).await?;
         for d in &plan.repositories[repo] {
             mountable.entry(d.clone()).or_insert_with(|| repo.clone());
         }
@@ -364,19 +359,19 @@ pub async fn execute(
                     None => {
                         let first = repos.next().expect("a missing blob is missing somewhere");
                         // Unchecked: ask the repository to mount the blob from itself, which opens the
-                        // upload session only if it does not have it.
-                        let session = match presence.unchecked {
-                            true => client.mount_blob(first, digest, first).await?,
-                            false => None,
+                        // upload session only if it does not have it (201: it does).
+                        let (present, session) = if presence.unchecked {
+                            let session = client.mount_blob(first, digest, first).await?;
+                            (session.is_none(), session)
+                        } else {
+                            (false, None)
                         };
-                        if presence.unchecked && session.is_none() {
+                        if present {
                             progress.skipped(entry.size);
                             stats.lock().await.present += 1;
                         } else {
                             upload(client, &archive, first, digest, entry, session, progress).await?;
-                            let mut stats = stats.lock().await;
-                            stats.uploaded += 1;
-                            stats.uploaded_bytes += entry.size;
+                            stats.lock().await.count_upload(entry.size);
                         }
                         first.clone()
                     }
@@ -391,9 +386,7 @@ pub async fn execute(
                                     // The registry would not mount (ECR without blob mounting, another
                                     // account): upload into the session it opened.
                                     upload(client, &archive, repo, digest, entry, Some(session), progress).await?;
-                                    let mut stats = stats.lock().await;
-                                    stats.uploaded += 1;
-                                    stats.uploaded_bytes += entry.size;
+                                    stats.lock().await.count_upload(entry.size);
                                 }
                             }
                             Ok(())
@@ -450,6 +443,23 @@ pub struct PushStats {
     /// Blobs found already in their repository at push time (`BlobCheck::OnUpload`).
     pub present: usize,
     pub manifests: usize,
+}
+
+impl PushStats {
+    fn count_upload(&mut self, size: u64) {
+        self.uploaded += 1;
+        self.uploaded_bytes += size;
+    }
+}
+
+impl std::ops::AddAssign for PushStats {
+    fn add_assign(&mut self, o: PushStats) {
+        self.uploaded += o.uploaded;
+        self.uploaded_bytes += o.uploaded_bytes;
+        self.mounted += o.mounted;
+        self.present += o.present;
+        self.manifests += o.manifests;
+    }
 }
 
 async fn upload(
