@@ -38,6 +38,12 @@ pub const STORED_MAX_COMPRESSIBLE: usize = 4 << 10;
 /// What the writer thread hands back: the inner writer and (compressed, decompressed) size of each frame.
 type Finished<W> = io::Result<(W, Vec<(u32, u32)>)>;
 
+/// What `finish` hands back: the inner writer and the copy, if there is one.
+pub type Outputs<W, C> = (W, Option<C>);
+
+/// What `stop` hands back: the inner writer, the frame sizes and the copy.
+type Stopped<W, C> = (W, Vec<(u32, u32)>, Option<C>);
+
 /// A frame on its way to the writer thread.
 enum Frame {
     Compressed(Vec<u8>),
@@ -45,12 +51,35 @@ enum Frame {
     Stored(Vec<u8>, u32),
 }
 
+impl Frame {
+    /// Write the frame's bytes; how many. The writer and the copy both go through here, so they get the same bytes.
+    fn write_to(&self, out: &mut impl Write) -> io::Result<usize> {
+        match self {
+            Frame::Compressed(bytes) => {
+                out.write_all(bytes)?;
+                Ok(bytes.len())
+            }
+            Frame::Stored(content, sum) => {
+                stored_frame::write(out, content, *sum)?;
+                Ok(stored_frame::frame_len(content.len()))
+            }
+        }
+    }
+
+    fn into_buffer(self) -> Vec<u8> {
+        match self {
+            Frame::Compressed(b) | Frame::Stored(b, _) => b,
+        }
+    }
+}
+
 /// Writes a seekable zstd stream to `W`; call `finish` to write the seek table.
 ///
 /// A pipeline, so that the thread feeding it (reading and hashing blobs) never waits for compression: chunks go
 /// to `threads` compressor threads, and a writer thread puts the frames back in order and writes them. The
-/// bytes do not depend on the number of threads.
-pub struct SeekableWriter<W: Write + Send + 'static> {
+/// bytes do not depend on the number of threads. With a copy (`with_copy`), a last thread writes every frame to
+/// the copy too, after the writer thread has written it.
+pub struct SeekableWriter<W: Write + Send + 'static, C: Write + Send + 'static = io::Sink> {
     /// The frame being filled: always `FRAME_SIZE` long (zeroed once, when first allocated), `filled` of it used.
     current: Vec<u8>,
     filled: usize,
@@ -62,6 +91,7 @@ pub struct SeekableWriter<W: Write + Send + 'static> {
     spare: BufferPool,
     compressors: Vec<std::thread::JoinHandle<()>>,
     writer: Option<std::thread::JoinHandle<Finished<W>>>,
+    copier: Option<std::thread::JoinHandle<io::Result<C>>>,
 }
 
 /// Frame-sized buffers handed back after use. Reusing them saves the page faults of fresh allocations, which
@@ -95,6 +125,19 @@ impl BufferPool {
 
 impl<W: Write + Send + 'static> SeekableWriter<W> {
     pub fn new(inner: W, threads: usize) -> Self {
+        Self::start(inner, None, threads)
+    }
+}
+
+impl<W: Write + Send + 'static, C: Write + Send + 'static> SeekableWriter<W, C> {
+    /// Like `new`, and every byte written to `inner` is written to `copy` too, in the same order, on a thread of its
+    /// own. The archive's sha256 is such a copy: it runs beside the file writes rather than between them (an
+    /// export from a warm cache, where writing the archive is all the work: 0.42-0.47 s -> 0.37-0.40 s on `std`).
+    pub fn with_copy(inner: W, copy: C, threads: usize) -> Self {
+        Self::start(inner, Some(copy), threads)
+    }
+
+    fn start(inner: W, copy: Option<C>, threads: usize) -> Self {
         let threads = threads.max(1);
         let spare = BufferPool::default();
         let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, bool)>(threads);
@@ -135,6 +178,21 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
             })
             .collect();
         drop(frame_tx);
+        let (copy_tx, copier) = match copy {
+            Some(mut copy) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Frame>(threads);
+                let spare = spare.clone();
+                let copier = std::thread::spawn(move || {
+                    for frame in rx {
+                        frame.write_to(&mut copy)?;
+                        spare.give(frame.into_buffer());
+                    }
+                    Ok(copy)
+                });
+                (Some(tx), Some(copier))
+            }
+            None => (None, None),
+        };
         let writer_spare = spare.clone();
         let writer = std::thread::spawn(move || {
             let mut inner = inner;
@@ -144,19 +202,12 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
             for (index, len, frame) in frame_rx {
                 waiting.insert(index, (len, frame));
                 while let Some((len, frame)) = waiting.remove(&next) {
-                    let written = match frame? {
-                        Frame::Compressed(frame) => {
-                            inner.write_all(&frame)?;
-                            let n = frame.len();
-                            writer_spare.give(frame);
-                            n
-                        }
-                        Frame::Stored(content, sum) => {
-                            stored_frame::write(&mut inner, &content, sum)?;
-                            writer_spare.give(content);
-                            stored_frame::frame_len(len as usize)
-                        }
-                    };
+                    let frame = frame?;
+                    let written = frame.write_to(&mut inner)?;
+                    match &copy_tx {
+                        Some(tx) => tx.send(frame).map_err(|_| io::Error::other("the copy of the archive stopped early"))?,
+                        None => writer_spare.give(frame.into_buffer()),
+                    }
                     frames.push((written as u32, len));
                     next += 1;
                 }
@@ -166,7 +217,17 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
             }
             Ok((inner, frames))
         });
-        SeekableWriter { current: spare.take_frame(), filled: 0, compressible: 0, next_index: 0, chunks: Some(chunk_tx), spare, compressors, writer: Some(writer) }
+        SeekableWriter {
+            current: spare.take_frame(),
+            filled: 0,
+            compressible: 0,
+            next_index: 0,
+            chunks: Some(chunk_tx),
+            spare,
+            compressors,
+            writer: Some(writer),
+            copier,
+        }
     }
 
     /// Append exactly `len` bytes from `reader`, read straight into the frame buffers (no intermediate copy).
@@ -207,21 +268,30 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
         Ok(())
     }
 
-    fn stop(&mut self) -> Finished<W> {
+    /// Wait for every thread; the writer's result and the copy. The writer ends first (it holds the copier's
+    /// queue), so joining in this order cannot wait forever.
+    fn stop(&mut self) -> io::Result<Stopped<W, C>> {
         drop(self.chunks.take());
         for c in self.compressors.drain(..) {
             let _ = c.join();
         }
-        match self.writer.take() {
-            Some(w) => w.join().map_err(|_| io::Error::other("the archive writer thread panicked"))?,
+        let written = match self.writer.take() {
+            Some(w) => w.join().unwrap_or_else(|_| Err(io::Error::other("the archive writer thread panicked"))),
             None => Err(io::Error::other("the compression pipeline already stopped")),
-        }
+        };
+        let copy = match self.copier.take() {
+            // The copy's own error says more than the writer's "stopped early".
+            Some(c) => Some(c.join().unwrap_or_else(|_| Err(io::Error::other("the archive copy thread panicked")))?),
+            None => None,
+        };
+        let (inner, frames) = written?;
+        Ok((inner, frames, copy))
     }
 
-    /// Write the last frame and the seek table; returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    /// Write the last frame and the seek table; returns the inner writer and the copy.
+    pub fn finish(mut self) -> io::Result<Outputs<W, C>> {
         self.cut_frame()?;
-        let (mut inner, frames) = self.stop()?;
+        let (mut inner, frames, mut copy) = self.stop()?;
         let entries = frames.len() as u32;
         let mut table = Vec::with_capacity(8 + frames.len() * 8 + FOOTER_LEN as usize);
         table.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
@@ -235,11 +305,15 @@ impl<W: Write + Send + 'static> SeekableWriter<W> {
         table.extend_from_slice(&SEEKABLE_MAGIC.to_le_bytes());
         inner.write_all(&table)?;
         inner.flush()?;
-        Ok(inner)
+        if let Some(c) = &mut copy {
+            c.write_all(&table)?;
+            c.flush()?;
+        }
+        Ok((inner, copy))
     }
 }
 
-impl<W: Write + Send + 'static> Drop for SeekableWriter<W> {
+impl<W: Write + Send + 'static, C: Write + Send + 'static> Drop for SeekableWriter<W, C> {
     fn drop(&mut self) {
         // An abandoned writer (an error elsewhere) must not leave threads behind.
         if self.writer.is_some() {
@@ -255,7 +329,7 @@ fn compressor() -> io::Result<zstd::bulk::Compressor<'static>> {
     Ok(c)
 }
 
-impl<W: Write + Send + 'static> Write for SeekableWriter<W> {
+impl<W: Write + Send + 'static, C: Write + Send + 'static> Write for SeekableWriter<W, C> {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
         let n = buf.len();
         while !buf.is_empty() {
@@ -443,7 +517,7 @@ mod tests {
         let write = |threads| {
             let mut w = SeekableWriter::new(Vec::new(), threads);
             w.write_all(&data).unwrap();
-            w.finish().unwrap()
+            w.finish().unwrap().0
         };
         let one = write(1);
         assert_eq!(one, write(3));
@@ -476,22 +550,48 @@ mod tests {
         assert!(cursor.read_exact_at(data.len() as u64 - 4, &mut [0u8; 16]).is_err());
     }
 
+    /// A writer that takes the given number of bytes, then reports a full disk.
+    struct FullAfter(usize);
+    impl Write for FullAfter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0 < buf.len() {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device"));
+            }
+            self.0 -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The copy (the archive's sha256) must see exactly the file's bytes: compressed frames, stored frames and the
+    /// seek table, in order.
+    #[test]
+    fn the_copy_gets_every_byte_of_the_file_in_order() {
+        let mut w = SeekableWriter::with_copy(Vec::new(), Vec::new(), 3);
+        w.write_all(&vec![7u8; FRAME_SIZE + 100]).unwrap();
+        let layer = pseudo_random(FRAME_SIZE * 2 + 5, 4);
+        w.write_from(&mut &layer[..], layer.len() as u64, true).unwrap();
+        w.write_all(b"tail").unwrap();
+        let (file, copy) = w.finish().unwrap();
+        assert!(Some(&file) == copy.as_ref(), "the copy differs from the file");
+        assert!(file.len() > 2 * FRAME_SIZE, "stored frames are in the file");
+    }
+
+    /// A copy that fails fails the write with its own error, and no thread is left behind.
+    #[test]
+    fn a_failing_copy_fails_the_write_with_its_error() {
+        let mut w = SeekableWriter::with_copy(Vec::new(), FullAfter(FRAME_SIZE), 2);
+        let written = w.write_from(&mut &pseudo_random(FRAME_SIZE * 6, 5)[..], (FRAME_SIZE * 6) as u64, true);
+        let finished = w.finish();
+        let err = written.err().or(finished.err()).expect("a failing copy must fail the write");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+    }
+
     /// A disk that fills up: the error comes back to the writer's caller, and no thread is left behind.
     #[test]
     fn a_full_disk_is_an_error_not_a_panic() {
-        struct FullAfter(usize);
-        impl Write for FullAfter {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                if self.0 < buf.len() {
-                    return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device"));
-                }
-                self.0 -= buf.len();
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let data = pseudo_random(FRAME_SIZE * 6, 3);
         let mut w = SeekableWriter::new(FullAfter(FRAME_SIZE * 2), 2);
         let written = w.write_all(&data);
@@ -509,7 +609,7 @@ mod tests {
 
         let mut w = SeekableWriter::new(Vec::new(), 1);
         w.write_all(&pseudo_random(FRAME_SIZE + 10, 2)).unwrap();
-        let mut bytes = w.finish().unwrap();
+        let mut bytes = w.finish().unwrap().0;
         bytes.remove(100); // drop one byte from the first frame
         std::fs::write(&path, &bytes).unwrap();
         assert!(SeekTable::read(&mut File::open(&path).unwrap()).is_err());

@@ -1,5 +1,5 @@
-//! Writes the archive: a tar stream with fixed headers, through the seekable zstd writer, hashed on its way
-//! to disk for the `.sha256` sidecar. Same entries in, same bytes out.
+//! Writes the archive: a tar stream with fixed headers, through the seekable zstd writer, to disk and (on a
+//! thread of its own) through sha256 for the `.sha256` sidecar. Same entries in, same bytes out.
 //!
 //! The tar framing is written here (a ustar header, the data, zero padding to 512 bytes, two zero blocks at
 //! the end) rather than by `tar::Builder`, so that blob bytes are read straight into the compressor's buffers.
@@ -9,37 +9,6 @@ use std::io::{self, Read, Write};
 
 use super::seekable::{SeekableWriter, read_up_to};
 use crate::digest::{Digest, DigestWriter};
-
-/// Hashes and counts the compressed bytes as they are written.
-struct HashingWriter<W> {
-    inner: W,
-    digest: DigestWriter,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.digest.update(&buf[..n]);
-        Ok(n)
-    }
-    /// Stored frames arrive as header, blocks and trailer in one vectored write; the file takes them whole.
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let n = self.inner.write_vectored(bufs)?;
-        let mut left = n;
-        for b in bufs {
-            let take = left.min(b.len());
-            self.digest.update(&b[..take]);
-            left -= take;
-            if left == 0 {
-                break;
-            }
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
 
 /// The archive file, written in whole frames, with writeback started every `WRITEBACK_STEP` bytes: the disk
 /// writes while the export runs, and the `fsync` that makes the archive durable at the end waits for the last
@@ -94,7 +63,8 @@ impl Write for WritebackFile {
 }
 
 pub struct ArchiveWriter {
-    out: SeekableWriter<HashingWriter<WritebackFile>>,
+    /// The file, and sha256 of everything written to it (which also counts the bytes).
+    out: SeekableWriter<WritebackFile, DigestWriter>,
     /// Uncompressed tar offset of the next entry's header.
     position: u64,
 }
@@ -113,8 +83,8 @@ const ZEROS: [u8; BLOCK as usize] = [0; BLOCK as usize];
 impl ArchiveWriter {
     pub fn new(file: File, threads: usize) -> ArchiveWriter {
         // No buffering: everything arrives in whole frames.
-        let hashing = HashingWriter { inner: WritebackFile { file, written: 0, started: 0 }, digest: DigestWriter::new() };
-        ArchiveWriter { out: SeekableWriter::new(hashing, threads), position: 0 }
+        let file = WritebackFile { file, written: 0, started: 0 };
+        ArchiveWriter { out: SeekableWriter::with_copy(file, DigestWriter::new(), threads), position: 0 }
     }
 
     pub fn add_dir(&mut self, path: &str) -> io::Result<()> {
@@ -152,10 +122,11 @@ impl ArchiveWriter {
         self.out.write_all(&ZEROS)?;
         self.out.write_all(&ZEROS)?;
         let tar_len = self.position + 2 * BLOCK;
-        let hashing = self.out.finish()?;
-        let compressed_len = hashing.digest.len();
-        let digest = hashing.digest.finish();
-        let file = hashing.inner.file;
+        let (file, digest) = self.out.finish()?;
+        let digest = digest.expect("made with a copy");
+        let compressed_len = digest.len();
+        let digest = digest.finish();
+        let file = file.file;
         file.sync_all()?;
         Ok(WrittenArchive { file, digest, compressed_len, tar_len })
     }
