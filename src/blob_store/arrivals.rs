@@ -2,11 +2,10 @@
 //! reader (`BlobFollower`) that reads a blob while it is still downloading.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::direct::{AlignedBuf, DirectFile};
+use super::direct::{AlignedBuf, DirectFile, ReadAhead};
 use crate::digest::{Digest, DigestWriter};
 
 /// Bytes a follower reads from the disk at a time when it reads around the page cache.
@@ -51,6 +50,12 @@ struct ArrivalState {
 pub struct Arrivals {
     inner: Arc<(Mutex<ArrivalState>, Condvar)>,
 }
+
+/// A blob that was in the store already (from an earlier run) does not match its digest: the cache is
+/// damaged. The copy must be removed and fetched again, and the archive written again without it.
+#[derive(Debug, thiserror::Error)]
+#[error("the cached copy of {0} does not match its digest (the cache is damaged)")]
+pub struct DamagedCacheBlob(pub Digest);
 
 /// A blob's download started over after the archive writer had read part of it: those bytes are in the
 /// archive already, so the archive must be written again (see `BlobFollower`).
@@ -118,7 +123,7 @@ impl Arrivals {
     /// Read `digest` (`size` bytes, stored at `path` once complete) while it is still downloading.
     pub fn follow(&self, digest: &Digest, size: u64, path: PathBuf) -> BlobFollower {
         self.inner.0.lock().expect("arrivals lock").slots.entry(digest.clone()).or_default().followed = true;
-        BlobFollower { arrivals: self.clone(), digest: digest.clone(), size, path, pos: 0, file: None, generation: 0, verified: None, hasher: None, chunk: None, found: None }
+        BlobFollower { arrivals: self.clone(), digest: digest.clone(), size, path, pos: 0, file: None, generation: 0, verified: None, hasher: None, chunk: None, found: None, ahead: None }
     }
 }
 
@@ -134,13 +139,16 @@ pub struct BlobFollower {
     file: Option<Arc<DirectFile>>,
     generation: u32,
     verified: Option<bool>,
-    /// Set when the blob arrived unverified (not hashed in this run): then this reader checks it.
+    /// Set when the blob arrived unverified (a copy from the cache, not hashed in this run): then this reader
+    /// checks it.
     hasher: Option<DigestWriter>,
     /// The chunk being read from: one the download left in memory, or the last span read around the page
     /// cache (the caller's buffers are not aligned, so direct reads land here first).
     chunk: Option<Chunk>,
     /// A chunk the download left in memory covering `pos`, found by `readable`.
     found: Option<Chunk>,
+    /// The next chunk, being read from the disk while this one is used (started at the first disk read).
+    ahead: Option<ReadAhead>,
 }
 
 impl Drop for BlobFollower {
@@ -167,6 +175,9 @@ impl BlobFollower {
                     self.generation = slot.generation;
                     self.chunk = None;
                     self.found = None;
+                    if let Some(a) = &mut self.ahead {
+                        a.discard();
+                    }
                 }
                 if self.file.is_none() {
                     self.file = slot.file.clone();
@@ -207,12 +218,24 @@ impl BlobFollower {
                 Some((_, c)) => Arc::try_unwrap(c).unwrap_or_else(|_| AlignedBuf::new(FOLLOW_CHUNK)),
                 None => AlignedBuf::new(FOLLOW_CHUNK),
             };
-            if file.read_direct(&mut own, self.pos, end)?.is_none() {
+            let direct = match self.ahead.as_mut().and_then(|a| a.take(self.pos)) {
+                Some((read, result)) => {
+                    own = read;
+                    result?
+                }
+                None => file.read_direct(&mut own, self.pos, end)?,
+            };
+            if direct.is_none() {
                 use std::os::unix::fs::FileExt;
                 return file.buffered().read_at(buf, self.pos);
             }
             if own.is_empty() {
                 return Ok(0);
+            }
+            // The next chunk is read while this one is used.
+            let next = self.pos + own.len() as u64;
+            if next < end {
+                self.ahead.get_or_insert_with(ReadAhead::new).start(file.clone(), AlignedBuf::new(FOLLOW_CHUNK), next, end);
             }
             self.chunk = Some((self.pos, Arc::new(own)));
         }
@@ -237,10 +260,9 @@ impl std::io::Read for BlobFollower {
             _ => {}
         }
         if self.file.is_none() {
-            // Arrived without a download in this run: it was in the store already, and was just hashed, so
-            // its pages are cached.
-            let f = File::open(&self.path).map_err(|e| std::io::Error::new(e.kind(), format!("staged blob {}: {e}", self.path.display())))?;
-            self.file = Some(Arc::new(DirectFile::buffered_only(f)));
+            // Arrived without a download in this run: in the store already (then hashed here), or made here.
+            let f = DirectFile::open_read(&self.path).map_err(|e| std::io::Error::new(e.kind(), format!("staged blob {}: {e}", self.path.display())))?;
+            self.file = Some(Arc::new(f));
         }
         let want = (end - self.pos).min(buf.len() as u64) as usize;
         if want == 0 {
@@ -262,14 +284,9 @@ impl std::io::Read for BlobFollower {
         // archive writer) never makes the call that returns 0.
         if self.pos == self.size
             && let Some(h) = self.hasher.take()
+            && h.finish() != self.digest
         {
-            let actual = h.finish();
-            if actual != self.digest {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("staged blob {} changed on disk (now {actual}); refusing to write it", self.digest),
-                ));
-            }
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, DamagedCacheBlob(self.digest.clone())));
         }
         Ok(n)
     }
@@ -444,11 +461,41 @@ mod tests {
         arrivals.arrived(&digest, false);
         // Exactly `size` bytes, as the archive writer reads.
         let err = arrivals.follow(&digest, good.len() as u64, dir.path().join("b")).read_exact(&mut vec![0u8; good.len()]).unwrap_err();
-        assert!(err.to_string().contains("changed on disk"), "{err}");
+        assert!(err.get_ref().is_some_and(|e| e.is::<DamagedCacheBlob>()), "{err}");
         std::fs::write(dir.path().join("b"), &good).unwrap();
         let mut out = Vec::new();
         arrivals.follow(&digest, good.len() as u64, dir.path().join("b")).read_to_end(&mut out).unwrap();
         assert_eq!(out, good);
+    }
+
+    /// A copy from the cache (arrived unverified) is read chunk after chunk, the next one read ahead, and hashed
+    /// on the way: the bytes come out whole whatever the read sizes, and a byte changed deep in the file (in a
+    /// chunk that was read ahead) is caught with the last byte.
+    #[test]
+    fn a_cached_blob_read_ahead_in_chunks_is_hashed_and_a_damaged_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(3 * FOLLOW_CHUNK + 777) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
+        let digest = Digest::of(&data);
+        let path = dir.path().join("cached");
+        std::fs::write(&path, &data).unwrap();
+        let arrivals = Arrivals::default();
+        arrivals.arrived(&digest, false);
+        for read_size in [4096, 100_000, 3 * FOLLOW_CHUNK] {
+            let mut follower = arrivals.follow(&digest, data.len() as u64, path.clone());
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; read_size];
+            while out.len() < data.len() {
+                let n = follower.read(&mut buf).unwrap();
+                assert!(n > 0, "ended early at {}", out.len());
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert!(out == data, "reads of {read_size} bytes");
+        }
+        let mut damaged = data.clone();
+        damaged[2 * FOLLOW_CHUNK + 5] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        let err = arrivals.follow(&digest, data.len() as u64, path).read_exact(&mut vec![0u8; data.len()]).unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<DamagedCacheBlob>()), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod staged;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use arrivals::{Arrivals, BlobFollower, DownloadRestarted};
+pub use arrivals::{Arrivals, BlobFollower, DamagedCacheBlob, DownloadRestarted};
 use direct::DirectFile;
 use staged::StagedFile;
 
@@ -46,9 +46,10 @@ impl BlobStore {
         Ok(digest)
     }
 
-    /// Make `digest` available in the store: a stored copy is hashed first (a damaged one is removed and
-    /// fetched again); otherwise it is downloaded, resuming a partial download an interrupted run left behind.
-    /// Returns true: the bytes in the store have been verified in this run.
+    /// Make `digest` available in the store: a stored copy is used as it is; otherwise the blob is downloaded,
+    /// resuming a partial download an interrupted run left behind. Returns whether the bytes in the store were
+    /// verified in this run: false for a stored copy, which its reader must hash (and on a mismatch, remove
+    /// and fetch again: `DamagedCacheBlob`).
     pub async fn fetch(
         &self,
         client: &RegistryClient,
@@ -62,19 +63,12 @@ impl BlobStore {
         let io_err = |e: std::io::Error| RegistryError::Io { what: what.clone(), source: e };
         let final_path = self.path(digest);
         if self.contains(digest, size) {
-            let path = final_path.clone();
-            let ok = tokio::task::spawn_blocking(move || hash_file(&path, u64::MAX).map(|(d, _)| d))
-                .await
-                .map_err(|e| io_err(std::io::Error::other(e)))?
-                .map_err(io_err)?
-                == *digest;
-            if ok {
-                // Used again: the last to go when the cache is pruned.
-                prune::touch(&final_path);
-                progress(size as i64);
-                return Ok(true);
-            }
-            std::fs::remove_file(&final_path).map_err(io_err)?;
+            // Not hashed here: the archive writer hashes it as it reads it (`BlobFollower`), one pass over the
+            // bytes instead of two. Hashed here first, a 2 GiB layer took twice as long from a warm cache as
+            // downloading it had. A damaged copy fails that write, and the export fetches it again.
+            prune::touch(&final_path);
+            progress(size as i64);
+            return Ok(false);
         }
         // A fixed name lets an interrupted run's bytes be resumed; the lock keeps two runs from sharing it.
         let partial_path = self.dir.join("sha256").join(format!("{}.partial", digest.hex()));
@@ -91,7 +85,7 @@ impl BlobStore {
         let existing = std_file.metadata().map_err(io_err)?.len();
         let resume = if existing > 0 && existing < size {
             let p = path.clone();
-            let (_, hasher) = tokio::task::spawn_blocking(move || hash_file_state(&p, existing)).await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
+            let hasher = tokio::task::spawn_blocking(move || hash_file_state(&p, existing)).await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
             progress(existing as i64);
             hasher
         } else {
@@ -126,16 +120,11 @@ impl BlobStore {
     }
 }
 
-/// sha256 of the first `limit` bytes of a file, and how many there were.
-fn hash_file(path: &Path, limit: u64) -> std::io::Result<(Digest, u64)> {
-    let (d, h) = hash_file_state(path, limit)?;
-    Ok((d, h.len()))
-}
-
-fn hash_file_state(path: &Path, limit: u64) -> std::io::Result<(Digest, DigestWriter)> {
+/// The hasher state after the first `limit` bytes of a file (what an interrupted download left).
+fn hash_file_state(path: &Path, limit: u64) -> std::io::Result<DigestWriter> {
     let mut h = DigestWriter::new();
     let f = std::fs::File::open(path)?;
     std::io::copy(&mut std::io::Read::take(std::io::BufReader::with_capacity(1 << 20, f), limit), &mut h)?;
-    Ok((h.clone().finish(), h))
+    Ok(h)
 }
 

@@ -10,7 +10,7 @@ use futures_util::{StreamExt, stream};
 use super::discovery::{self, ChartInput};
 use super::{Context, human, user_error};
 use crate::archive::checksum::{sidecar_line, sidecar_path};
-use crate::blob_store::BlobStore;
+use crate::blob_store::{BlobStore, DamagedCacheBlob, DownloadRestarted};
 use crate::blob_store::prune::{self, CacheLock};
 use crate::digest::Digest;
 use crate::cli::ExportArgs;
@@ -142,12 +142,20 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     progress.finish();
     let mut written = pack_task.await.context("the archive writer failed")?;
     pulled?;
-    if let Err(e) = &written
-        && e.get_ref().is_some_and(|inner| inner.is::<crate::blob_store::DownloadRestarted>())
-    {
-        // Rare (a blob that failed its digest and was fetched again): the archive already holds part of the
-        // discarded bytes, so it is written again, from the store, now complete.
-        ctx.printer.detail(format!("{e}; writing the archive again"));
+    // Rare: the archive holds bytes it must not keep, so it is written again from the store. Either a download
+    // started over after the writer took part of it (its bytes failed the digest), or a cached blob turned out
+    // damaged: that one is removed and fetched again first. A round per damaged blob, so at most one per blob.
+    for _ in 0..=jobs.len() {
+        let Some(inner) = written.as_ref().err().and_then(|e| e.get_ref()) else { break };
+        if let Some(DamagedCacheBlob(digest)) = inner.downcast_ref::<DamagedCacheBlob>() {
+            ctx.printer.warn(format!("the cached copy of {digest} did not match its digest; it was removed and is downloaded again"));
+            std::fs::remove_file(store.path(digest)).with_context(|| format!("cannot remove the damaged cached blob {digest}"))?;
+            let job = jobs.iter().filter(|j| &j.digest == digest).cloned().collect::<Vec<_>>();
+            pull::pull_all(&ctx.registries, &store, &job, 1, &progress, &arrivals).await?;
+        } else if !inner.is::<DownloadRestarted>() {
+            break;
+        }
+        ctx.printer.detail(format!("{inner}; writing the archive again"));
         let mut file = temp.as_file().try_clone().context("cannot open the temporary archive")?;
         file.set_len(0).context("cannot rewrite the temporary archive")?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).context("cannot rewrite the temporary archive")?;

@@ -324,15 +324,29 @@ fn a_repeated_export_downloads_only_what_is_missing_and_a_damaged_cache_entry_is
     assert_eq!(blob_gets(), after_first, "a repeated export downloaded blobs again");
     assert_eq!(std::fs::read(ws.path("a.tar.zst")).unwrap(), std::fs::read(ws.path("b.tar.zst")).unwrap());
 
-    // A damaged cache entry is noticed, removed and fetched again.
+    // A damaged cache entry is noticed (as the archive writer hashes it), removed and fetched again, and the
+    // archive is written again without it.
     let victim = &set.images[0].blobs.last().unwrap().digest;
     let cached = ws.path(&format!(".cache/bundle/sha256/{}", &victim[7..]));
     let mut bytes = std::fs::read(&cached).unwrap();
     bytes[10] ^= 1;
     std::fs::write(&cached, bytes).unwrap();
-    ws.export(&refs, "c.tar.zst");
+    let run = ws.export(&refs, "c.tar.zst");
+    assert!(run.stderr.contains(&format!("the cached copy of {victim} did not match its digest")), "{}", run.stderr);
     assert_eq!(blob_gets(), after_first + 1);
     assert_eq!(std::fs::read(ws.path("a.tar.zst")).unwrap(), std::fs::read(ws.path("c.tar.zst")).unwrap());
+
+    // Two damaged entries: a round each, and still the same archive.
+    for image in [&set.images[1], &set.images[2]] {
+        let path = ws.path(&format!(".cache/bundle/sha256/{}", &image.blobs[0].digest[7..]));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    ws.export(&refs, "e.tar.zst");
+    assert_eq!(blob_gets(), after_first + 3);
+    assert_eq!(std::fs::read(ws.path("a.tar.zst")).unwrap(), std::fs::read(ws.path("e.tar.zst")).unwrap());
 
     // --no-cache stages in TMPDIR and leaves nothing there.
     ws.bundle(&["export", "--no-cache", "--image", &refs[0], "-o", "d.tar.zst"]).success();
