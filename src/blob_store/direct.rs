@@ -5,7 +5,8 @@
 //! hands freed memory back to the host (free page reporting), touching such a page again costs about ten times
 //! a normal page fault: 300 MB of staged blobs cost 0.6 s of system time, more than hashing them. With
 //! `O_DIRECT` the chunks go from one reused aligned buffer to the disk and back into another, and a large
-//! export no longer evicts everything else the host had cached.
+//! export no longer evicts everything else the host had cached. Blobs from the cache (an earlier run) are read
+//! the same way, the next chunk read ahead (`ReadAhead`).
 //!
 //! Direct I/O needs the buffer address, the file offset and the length aligned. The download writes 1 MiB
 //! chunks at 1 MiB offsets; what is not aligned (the last bytes of a blob, or everything after a resume from
