@@ -213,17 +213,17 @@ impl BlobFollower {
             self.chunk = Some(found);
         }
         if !self.chunk.as_ref().is_some_and(|c| covers(c, self.pos)) {
-            // Reuse our own read buffer unless it was one of the download's chunks.
-            let mut own = match self.chunk.take() {
-                Some((_, c)) => Arc::try_unwrap(c).unwrap_or_else(|_| AlignedBuf::new(FOLLOW_CHUNK)),
-                None => AlignedBuf::new(FOLLOW_CHUNK),
-            };
-            let direct = match self.ahead.as_mut().and_then(|a| a.take(self.pos)) {
-                Some((read, result)) => {
-                    own = read;
-                    result?
+            let (own, direct) = match self.ahead.as_mut().and_then(|a| a.take(self.pos)) {
+                Some((read, result)) => (read, result?),
+                None => {
+                    // Reuse our own read buffer unless it was one of the download's chunks.
+                    let mut own = match self.chunk.take() {
+                        Some((_, c)) => Arc::try_unwrap(c).unwrap_or_else(|_| AlignedBuf::new(FOLLOW_CHUNK)),
+                        None => AlignedBuf::new(FOLLOW_CHUNK),
+                    };
+                    let direct = file.read_direct(&mut own, self.pos, end)?;
+                    (own, direct)
                 }
-                None => file.read_direct(&mut own, self.pos, end)?,
             };
             if direct.is_none() {
                 use std::os::unix::fs::FileExt;

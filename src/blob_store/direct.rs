@@ -164,8 +164,8 @@ impl DirectFile {
     }
 }
 
-/// A read started on a thread of its own: (offset, what `read_direct` returned, the buffer).
-type AheadRead = (u64, io::Result<Option<usize>>, AlignedBuf);
+/// A read done on the thread: the buffer and what `read_direct` returned.
+type AheadRead = (AlignedBuf, io::Result<Option<usize>>);
 /// A read to start: the file, the buffer to read into, from, up to.
 type AheadRequest = (std::sync::Arc<DirectFile>, AlignedBuf, u64, u64);
 
@@ -187,7 +187,7 @@ impl ReadAhead {
         let thread = std::thread::spawn(move || {
             for (file, mut buf, offset, end) in rx {
                 let result = file.read_direct(&mut buf, offset, end);
-                if tx.send((offset, result, buf)).is_err() {
+                if tx.send((buf, result)).is_err() {
                     return;
                 }
             }
@@ -208,13 +208,13 @@ impl ReadAhead {
 
     /// The read started at `offset`, if that is the one in flight (waiting for it to finish): the buffer and what
     /// `read_direct` returned. A read in flight at another offset is dropped.
-    pub fn take(&mut self, offset: u64) -> Option<(AlignedBuf, io::Result<Option<usize>>)> {
+    pub fn take(&mut self, offset: u64) -> Option<AheadRead> {
         if self.pending != Some(offset) {
             self.discard();
             return None;
         }
         self.pending = None;
-        self.done.recv().ok().map(|(_, result, buf)| (buf, result))
+        self.done.recv().ok()
     }
 
     /// Drop the read in flight, if any.
