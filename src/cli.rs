@@ -195,6 +195,10 @@ pub struct ChartArgs {
     /// Do not render with helm even if it is installed: scan values statically.
     #[arg(long)]
     pub no_helm: bool,
+
+    /// Seconds one `helm` run may take before it is stopped and discovery fails, naming the pass.
+    #[arg(long, value_name = "SECS", env = crate::env_vars::BUNDLE_HELM_TIMEOUT, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub helm_timeout: u64,
 }
 
 #[derive(Debug, Args)]

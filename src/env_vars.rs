@@ -20,6 +20,8 @@ pub const TMPDIR: &str = "TMPDIR";
 pub const BUNDLE_CACHE_DIR: &str = "BUNDLE_CACHE_DIR";
 /// The export blob cache's size limit, same as `--cache-max-size`.
 pub const BUNDLE_CACHE_MAX_SIZE: &str = "BUNDLE_CACHE_MAX_SIZE";
+/// Seconds one `helm` run (template, version) may take, same as `--helm-timeout`.
+pub const BUNDLE_HELM_TIMEOUT: &str = "BUNDLE_HELM_TIMEOUT";
 /// The user's cache directory (XDG); the blob cache defaults to `$XDG_CACHE_HOME/bundle`.
 pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// Home directory, for `~/.docker/config.json` and the default cache `~/.cache/bundle`.

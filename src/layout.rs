@@ -102,6 +102,68 @@ pub struct ChartRecord {
     /// Whether some rendered image follows `global.imageRegistry` (learnt by rendering with a sentinel).
     #[serde(default)]
     pub global_image_registry: bool,
+    /// The air-gap values file as a plan that only needs the destination filled in, and whether helm proved it
+    /// at export. Absent in bundles exported before it existed: import derives an unproven one from
+    /// `image_values`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_plan: Option<ValuesPlan>,
+}
+
+/// The air-gap values file before the destination is known: overrides applied in order to an empty values
+/// tree. Proven (at export, with helm) means: rendered with these overrides for a sentinel destination, every
+/// image the chart renders, in every pass, became exactly the reference import pushes it to, except `unmovable`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValuesPlan {
+    pub proven: bool,
+    pub overrides: Vec<ValuesOverride>,
+    /// Images no values key moves (computed in templates), as the chart renders them; import names each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmovable: Vec<String>,
+}
+
+/// Set the value at `path` (map keys and list indexes from the top of the values).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValuesOverride {
+    pub path: Vec<ValuesKey>,
+    pub value: OverrideValue,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(untagged)]
+pub enum ValuesKey {
+    Index(usize),
+    Key(String),
+}
+
+/// What an override sets, in terms of the destination (`REGISTRY[/PREFIX]`, mapped as import maps images).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "kind")]
+pub enum OverrideValue {
+    /// `REGISTRY/PREFIX` (or `REGISTRY`): a setting templates put in front of a repository.
+    Destination,
+    /// `REGISTRY` alone.
+    Registry,
+    /// Where import pushes `image`, without the registry: `PREFIX/org/name`.
+    Repository { image: String },
+    /// Where import pushes `image`, without the registry and the prefix (`org/name`), then `suffix`: for
+    /// templates that put the global registry setting in front of the repository themselves.
+    Path {
+        image: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        suffix: String,
+    },
+    /// Where import pushes `image`, registry included, then `suffix` (the tag or digest the chart's own value
+    /// carried, so a tag the chart adds itself is never added twice).
+    Name {
+        image: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        suffix: String,
+    },
+    /// A value as it is: a whole list copied from the chart's values (helm replaces lists whole, so an
+    /// override inside one carries all of it), or a switch the chart needs for images from another registry.
+    Literal { value: serde_yaml_ng::Value },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod blob_store;
 pub mod chart;
+pub mod child_process;
 pub mod cli;
 pub mod commands;
 pub mod digest;

@@ -52,16 +52,46 @@ pub use crate::layout::{ImageShape, ImageValue};
 
 /// Images in the documents `helm template` printed for one pass.
 pub fn from_rendered(text: &str, pass: &str) -> Result<Vec<Finding>, ChartError> {
-    let mut out = Vec::new();
+    Ok(by_document(text, pass, &BTreeSet::new())?.into_iter().flatten().collect())
+}
+
+/// The same, document by document, in the order helm printed them. The probe matches images between renders
+/// by document and position, because names may differ between two renders (a Job named after the time).
+///
+/// Outside `image:` keys only fully qualified references count, or references equal to one an `image:` key
+/// names (or to one of `known`): an injector's `AGENT_INJECT_VAULT_IMAGE: hashicorp/vault:2.0.4` is the image it
+/// will inject, and must move with it.
+pub fn by_document(text: &str, pass: &str, known: &BTreeSet<String>) -> Result<Vec<Vec<Finding>>, ChartError> {
+    let mut docs = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = <Value as serde::Deserialize>::deserialize(doc)
             .map_err(|e| ChartError::Other(format!("helm printed a document (#{}) that is not valid YAML: {e}", i + 1)))?;
-        walk_document(&value, pass, "", &mut out);
+        docs.push(value);
     }
-    Ok(out)
+    let mut known = known.clone();
+    for doc in &docs {
+        let mut found = Vec::new();
+        walk_document(doc, &Walk { pass, known: &BTreeSet::new() }, "", &mut found);
+        known.extend(found.into_iter().filter(|f| f.how == How::ImageKey).map(|f| f.reference));
+    }
+    let walk = Walk { pass, known: &known };
+    Ok(docs
+        .iter()
+        .map(|doc| {
+            let mut found = Vec::new();
+            walk_document(doc, &walk, "", &mut found);
+            found
+        })
+        .collect())
 }
 
-fn walk_document(doc: &Value, pass: &str, outer: &str, out: &mut Vec<Finding>) {
+/// What a walk over rendered documents carries along.
+struct Walk<'a> {
+    pass: &'a str,
+    known: &'a BTreeSet<String>,
+}
+
+fn walk_document(doc: &Value, w: &Walk<'_>, outer: &str, out: &mut Vec<Finding>) {
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
     let name = doc.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
     if kind.is_empty() && name.is_empty() && !doc.is_mapping() {
@@ -69,10 +99,11 @@ fn walk_document(doc: &Value, pass: &str, outer: &str, out: &mut Vec<Finding>) {
     }
     let label = format!("{outer}{kind}/{name}");
     let mut path = Vec::new();
-    walk(doc, &mut path, kind, &label, pass, out);
+    walk(doc, &mut path, kind, &label, w, out);
 }
 
-fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, pass: &str, out: &mut Vec<Finding>) {
+fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, w: &Walk<'_>, out: &mut Vec<Finding>) {
+    let pass = w.pass;
     match v {
         Value::Mapping(m) => {
             for (k, val) in m {
@@ -96,7 +127,7 @@ fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, pass: &str, 
                     continue;
                 }
                 path.push(key);
-                walk(val, path, kind, label, pass, out);
+                walk(val, path, kind, label, w, out);
                 path.pop();
             }
         }
@@ -104,7 +135,7 @@ fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, pass: &str, 
             for (i, item) in s.iter().enumerate() {
                 let last = path.pop().unwrap_or_default();
                 path.push(format!("{last}[{i}]"));
-                walk(item, path, kind, label, pass, out);
+                walk(item, path, kind, label, w, out);
                 path.pop();
                 path.push(last);
             }
@@ -131,17 +162,15 @@ fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, pass: &str, 
             let mut embedded = Vec::new();
             if how == How::Configmap && s.contains("image:") {
                 let inner_label = format!("{label} {} -> ", path.join("."));
-                for doc in serde_yaml_ng::Deserializer::from_str(s) {
-                    if let Ok(inner) = <Value as serde::Deserialize>::deserialize(doc) {
-                        walk_document(&inner, pass, &inner_label, &mut embedded);
-                    }
+                for inner in embedded_documents(s) {
+                    walk_document(&inner, w, &inner_label, &mut embedded);
                 }
                 for f in &mut embedded {
                     f.how = How::Configmap;
                 }
             }
             for token in tokens(s) {
-                if is_fully_qualified(token) && !embedded.iter().any(|f| f.reference == token) {
+                if (is_fully_qualified(token) || w.known.contains(token)) && !embedded.iter().any(|f| f.reference == token) {
                     out.push(Finding {
                         reference: token.to_string(),
                         how,
@@ -154,6 +183,29 @@ fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, pass: &str, 
         }
         _ => {}
     }
+}
+
+/// Embedded strings larger than this are only searched for bare references, not parsed as YAML.
+const MAX_EMBEDDED_BYTES: usize = 1 << 20;
+/// Documents read from one embedded string at most.
+const MAX_EMBEDDED_DOCUMENTS: usize = 256;
+
+/// The YAML documents a ConfigMap string holds, if it holds any. Most such strings are not YAML at all (scripts,
+/// config files, JSON fragments): parsing stops at the first error, because serde_yaml_ng's multi-document
+/// iterator yields the same error forever after one (a ConfigMap of the SUSE Observability agent made
+/// discovery spin on it), and documents before the error are kept.
+pub fn embedded_documents(s: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    if s.len() > MAX_EMBEDDED_BYTES {
+        return out;
+    }
+    for doc in serde_yaml_ng::Deserializer::from_str(s).take(MAX_EMBEDDED_DOCUMENTS) {
+        match <Value as serde::Deserialize>::deserialize(doc) {
+            Ok(v) => out.push(v),
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 fn tokens(s: &str) -> impl Iterator<Item = &str> {
@@ -336,6 +388,15 @@ mod tests {
         for no in ["nginx:1.25", "https://quay.io/a/b:1", "svc.ns.svc.cluster.local:8080", "quay.io/a/b", "--flag=x", "a/b:1"] {
             assert!(!is_fully_qualified(no), "{no}");
         }
+    }
+
+    #[test]
+    fn embedded_strings_that_are_not_yaml_end() {
+        // Regression: after a parse error the multi-document iterator repeats the error forever.
+        assert!(embedded_documents("a: [unclosed\nimage: x:1\n").is_empty());
+        let docs = embedded_documents("kind: A\nimage: x:1\n---\nkey: [unclosed\n---\nkind: B\n");
+        assert_eq!(docs.len(), 1, "documents before the error are kept, none after");
+        assert!(embedded_documents(&"image: x:1\n".repeat(200_000)).is_empty(), "too large to parse");
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //!
 //! Users start from a chart, not an image list. Discovery renders the chart with a real helm binary when
 //! there is one (`render`), and otherwise scans values files statically (`discover::scan_values`), which
-//! can miss images that only templates compute.
+//! can miss images that only templates compute. For export, `prove` works out (and with helm, proves) the
+//! values that point the chart at the air-gapped registry; `values_out` fills in the destination at import.
 
 pub mod artifact;
+pub mod candidates;
 pub mod discover;
 pub mod package;
+pub mod prove;
 pub mod render;
 pub mod source;
 pub mod survey;
@@ -33,6 +36,8 @@ pub enum ChartError {
     Invalid { what: String, message: String },
     #[error("chart `{chart}` needs {missing}, which {are} not in its charts/ directory")]
     MissingDependencies { chart: String, missing: String, are: &'static str },
+    #[error("`helm template` with {pass} did not finish within {seconds} s and was stopped")]
+    HelmTimedOut { pass: String, seconds: u64 },
     #[error("{0}")]
     Other(String),
 }
@@ -42,6 +47,9 @@ impl ChartError {
         match self {
             ChartError::MissingDependencies { .. } => Some(
                 "run `helm dependency build` in the chart directory (it downloads them into charts/), or point -c at a packaged chart that includes them".into(),
+            ),
+            ChartError::HelmTimedOut { .. } => Some(
+                "raise the limit with --helm-timeout SECS (or BUNDLE_HELM_TIMEOUT), or check that the chart renders with `helm template` alone".into(),
             ),
             _ => None,
         }

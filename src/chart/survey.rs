@@ -1,27 +1,28 @@
 //! One survey of a chart: every pass rendered (or the values scanned), every image found with where and how,
-//! and which values paths redirect which images, for bundle.json and the air-gap values file.
+//! and, for export, the air-gap values plan (proven with helm by `prove`).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
 use super::ChartError;
 use super::discover::{self, Finding, ImageValue};
-use super::render::{Helm, RenderOptions};
+use super::prove::{self, ProbeInput};
+use super::render::{Extra, Helm, RenderOptions};
 use super::source::LoadedChart;
 use super::values::{self, UserValues};
-use crate::layout::{ChartRecord, ImageValueRecord};
+use super::values_out;
+use crate::layout::{ChartRecord, ImageValueRecord, OverrideValue, ValuesPlan};
 use crate::reference::ImageRef;
-
-/// A registry name that cannot exist, used to see which images follow `global.imageRegistry`.
-const SENTINEL: &str = "bundle-sentinel.invalid";
 
 pub struct Survey {
     pub findings: Vec<Finding>,
     pub record: ChartRecord,
     /// Set when discovery was static: images only templates compute may be missing.
     pub static_only: bool,
+    /// What the user should know but what does not stop the survey (the probe's fallbacks).
+    pub warnings: Vec<String>,
 }
 
 pub struct SurveyOptions<'a> {
@@ -30,6 +31,10 @@ pub struct SurveyOptions<'a> {
     /// Each pass's `--set` expressions; one empty pass when none were given.
     pub passes: Vec<Vec<String>>,
     pub helm: Option<&'a Helm>,
+    /// Work out the air-gap values plan (export); `bundle images` only lists.
+    pub plan_values: bool,
+    /// Where the probe's temporary values files go.
+    pub tmp_dir: PathBuf,
 }
 
 pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_>) -> Result<Survey, ChartError> {
@@ -50,21 +55,20 @@ pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_
     image_values.sort();
     image_values.dedup();
 
-    let mut covered: BTreeSet<String> = BTreeSet::new();
-    let mut rendered: BTreeSet<String> = BTreeSet::new();
+    let mut warnings = Vec::new();
+    let mut plain: Vec<Vec<Vec<Finding>>> = Vec::new();
     if let Some(helm) = opts.helm {
         for pass in &opts.passes {
-            let text = helm.template(package_path, &opts.render, pass, &[])?;
-            let found = discover::from_rendered(&text, &pass.join(","))?;
-            rendered.extend(found.iter().map(|f| f.reference.clone()));
-            findings.extend(found);
-            let sentinel = helm.template(package_path, &opts.render, pass, &[format!("global.imageRegistry={SENTINEL}")])?;
-            covered.extend(discover::from_rendered(&sentinel, "")?.into_iter().map(|f| f.reference));
+            let text = helm.template(package_path, &opts.render, pass, Extra::default())?;
+            let found = discover::by_document(&text, &pass.join(","), &BTreeSet::new())?;
+            findings.extend(found.iter().flatten().cloned());
+            plain.push(found);
         }
         // Rendered images no image map accounts for may still sit in values under another key (an operator's
-        // `reloader: quay.io/…:v1` that only shows up in args): find them by value, so they can be redirected.
+        // `reloader: quay.io/…:v1` that only shows up in args): find them by value.
+        let rendered: BTreeSet<&String> = plain.iter().flatten().flatten().map(|f| &f.reference).collect();
         let known: BTreeSet<String> = image_values.iter().filter_map(|iv| normalised(&iv.reference)).collect();
-        let wanted: BTreeSet<&String> = rendered.iter().filter(|r| normalised(r).is_some_and(|n| !known.contains(&n))).collect();
+        let wanted: BTreeSet<&String> = rendered.into_iter().filter(|r| normalised(r).is_some_and(|n| !known.contains(&n))).collect();
         if !wanted.is_empty() {
             for pass in &opts.passes {
                 let overrides = values::overrides(&opts.user, pass)?;
@@ -76,20 +80,40 @@ pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_
             image_values.dedup();
         }
     }
-    let record_values: Vec<ImageValueRecord> = image_values
-        .iter()
-        .map(|iv| ImageValueRecord { value: iv.clone(), covered_by_global: covered.contains(&sentinel_form(&iv.reference)) })
-        .collect();
-    // Images a render produced that neither a values path nor global.imageRegistry redirects.
-    let from_values: BTreeSet<String> = image_values.iter().filter_map(|iv| normalised(&iv.reference)).collect();
-    let unmapped = rendered
-        .iter()
-        .filter(|r| normalised(r).is_some_and(|n| !from_values.contains(&n)) && !covered.contains(&sentinel_form(r)))
-        .cloned()
-        .collect();
-    let global_image_registry = rendered.iter().any(|r| covered.contains(&sentinel_form(r)));
+
+    let plan = if !opts.plan_values {
+        None
+    } else if let Some(helm) = opts.helm {
+        let input = ProbeInput {
+            helm,
+            package: package_path,
+            render: &opts.render,
+            passes: &opts.passes,
+            chart: &loaded.chart,
+            user: &opts.user,
+            tmp_dir: &opts.tmp_dir,
+            plain: &plain,
+        };
+        match prove::prove(&input) {
+            Ok(proof) => {
+                warnings.extend(proof.warnings);
+                Some(proof.plan)
+            }
+            Err(reason) => {
+                warnings.push(format!(
+                    "the air-gap values file could not be proven with helm ({reason}); import will write an unproven one, so check it with `helm template -f` before installing"
+                ));
+                Some(unproven(&image_values))
+            }
+        }
+    } else {
+        Some(unproven(&image_values))
+    };
 
     let meta = &loaded.chart.meta;
+    let global_image_registry = plan.as_ref().is_some_and(|p| {
+        p.overrides.iter().any(|o| o.value == OverrideValue::Destination && values_out::dotted(&o.path) == "global.imageRegistry")
+    });
     let record = ChartRecord {
         name: meta.name.clone(),
         version: meta.version.clone(),
@@ -99,13 +123,20 @@ pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_
         values: redact_user_values(&opts.user),
         kube_version: opts.render.kube_version.clone(),
         passes: opts.passes.iter().map(|p| p.iter().map(|s| redact_set(s)).collect()).collect(),
-        image_values: record_values,
-        unmapped,
+        image_values: image_values.iter().map(|iv| ImageValueRecord { value: iv.clone(), covered_by_global: false }).collect(),
+        unmapped: plan.as_ref().map(|p| p.unmovable.clone()).unwrap_or_default(),
         global_image_registry,
+        values_plan: plan,
     };
     findings.sort();
     findings.dedup();
-    Ok(Survey { findings, record, static_only: opts.helm.is_none() })
+    Ok(Survey { findings, record, static_only: opts.helm.is_none(), warnings })
+}
+
+/// Without helm: every image value the scan found, in the form its shape suggests, unchecked.
+fn unproven(image_values: &[ImageValue]) -> ValuesPlan {
+    let refs: Vec<&ImageValue> = image_values.iter().collect();
+    ValuesPlan { proven: false, overrides: values_out::unproven_overrides(&refs), unmovable: vec![] }
 }
 
 /// String leaves of a values tree equal to one of `wanted`, as `String`-shaped image values.
@@ -126,26 +157,6 @@ fn find_strings(v: &Value, path: &mut Vec<String>, wanted: &BTreeSet<&String>, o
             out.push(ImageValue { path: path.join("."), reference: s.trim().to_string(), shape: discover::ImageShape::String });
         }
         _ => {}
-    }
-}
-
-/// How an image renders when `global.imageRegistry` points at the sentinel and the chart honours it: the
-/// sentinel host, then the path bundle import would push it to (with `library/` for official images).
-fn sentinel_form(reference: &str) -> String {
-    match ImageRef::parse(reference) {
-        Ok(r) => {
-            let mut s = format!("{SENTINEL}/{}", r.repository());
-            if let Some(t) = r.tag() {
-                s.push(':');
-                s.push_str(t);
-            }
-            if let Some(d) = r.digest() {
-                s.push('@');
-                s.push_str(d.as_str());
-            }
-            s
-        }
-        Err(_) => String::new(),
     }
 }
 
@@ -203,11 +214,5 @@ mod tests {
         let v: Value = serde_yaml_ng::from_str("a: {password: p, user: u}\nimage: {tag: '1'}\n").unwrap();
         let r = serde_yaml_ng::to_string(&redact_value(&v)).unwrap();
         assert!(!r.contains(" p\n") && r.contains("<redacted>") && r.contains("user: u"), "{r}");
-    }
-
-    #[test]
-    fn sentinel_form_keeps_library() {
-        assert_eq!(sentinel_form("nginx:1.25"), "bundle-sentinel.invalid/library/nginx:1.25");
-        assert_eq!(sentinel_form("quay.io/a/b:1"), "bundle-sentinel.invalid/a/b:1");
     }
 }

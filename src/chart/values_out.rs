@@ -1,57 +1,226 @@
 //! The values file for the air gap: what makes the chart pull every image from the destination registry.
 //!
-//! `global.imageRegistry` covers the images whose templates honour it (learnt at export by rendering with a
-//! sentinel registry); every other image found in values gets an explicit override at its own values path,
-//! so that it renders as exactly the reference `bundle import` pushed it to.
-
-use std::collections::BTreeSet;
+//! Export works out a `ValuesPlan` (proven with helm by `prove`, or derived from the values scan without it);
+//! import only fills in the destination here. The probe renders through this very function with a sentinel
+//! destination, so the file import writes is the file that was proven.
 
 use serde_yaml_ng::{Mapping, Value};
 
 use super::discover::ImageShape;
-use super::values::apply_set;
-use crate::layout::ChartRecord;
+use crate::layout::{ChartRecord, ImageValue, OverrideValue, ValuesKey, ValuesOverride, ValuesPlan};
 use crate::push::Destination;
 use crate::reference::ImageRef;
 
-/// Values that point the chart at `dest`, and the images they cannot redirect (computed only in templates).
-pub fn air_gap_values(record: &ChartRecord, dest: &Destination) -> (Value, Vec<String>) {
+/// The values tree `plan` gives for `dest`.
+pub fn values_for(plan: &ValuesPlan, dest: &Destination) -> Value {
     let mut v = Value::Mapping(Mapping::new());
-    let dest_text = match &dest.prefix {
+    for o in &plan.overrides {
+        set_at(&mut v, &o.path, resolve(&o.value, dest));
+    }
+    v
+}
+
+/// `REGISTRY/PREFIX`, or `REGISTRY` without a prefix.
+pub fn destination_text(dest: &Destination) -> String {
+    match &dest.prefix {
         Some(p) => format!("{}/{p}", dest.registry),
         None => dest.registry.clone(),
-    };
-    let mut set = |path: &str, value: String| {
-        // Paths come from our own scan; a failure here would be a bug, so it is reported in the file instead.
-        let escaped = value.replace('\\', "\\\\").replace(',', "\\,");
-        if apply_set(&mut v, &format!("{path}={escaped}"), true).is_err() {
-            eprintln!("warning: cannot express values path `{path}`");
-        }
-    };
-    if record.global_image_registry {
-        set("global.imageRegistry", dest_text.clone());
     }
-    let mut done = BTreeSet::new();
-    for iv in record.image_values.iter().filter(|iv| !iv.covered_by_global) {
-        let Ok(source) = ImageRef::parse(&iv.value.reference) else { continue };
-        if !done.insert(iv.value.path.clone()) {
+}
+
+fn resolve(value: &OverrideValue, dest: &Destination) -> Value {
+    let mapped = |image: &str| ImageRef::parse(image).ok().map(|r| dest.map(&r));
+    let text = match value {
+        OverrideValue::Destination => destination_text(dest),
+        OverrideValue::Registry => dest.registry.clone(),
+        OverrideValue::Repository { image } => mapped(image).map(|t| t.repository().to_string()).unwrap_or_default(),
+        OverrideValue::Name { image, suffix } => mapped(image).map(|t| format!("{}{suffix}", t.name())).unwrap_or_default(),
+        OverrideValue::Path { image, suffix } => mapped(image)
+            .map(|t| {
+                let repository = t.repository();
+                let path = dest.prefix.as_deref().and_then(|p| repository.strip_prefix(p)?.strip_prefix('/')).unwrap_or(repository);
+                format!("{path}{suffix}")
+            })
+            .unwrap_or_default(),
+        OverrideValue::Literal { value } => return value.clone(),
+    };
+    Value::String(text)
+}
+
+/// Set `path` in `v`, making maps and lists on the way (a list is padded with nulls up to the index).
+pub fn set_at(v: &mut Value, path: &[ValuesKey], value: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        *v = value;
+        return;
+    };
+    match first {
+        ValuesKey::Key(k) => {
+            if !v.is_mapping() {
+                *v = Value::Mapping(Mapping::new());
+            }
+            let slot = v.as_mapping_mut().expect("mapping").entry(Value::String(k.clone())).or_insert(Value::Null);
+            set_at(slot, rest, value);
+        }
+        ValuesKey::Index(i) => {
+            if !v.is_sequence() {
+                *v = Value::Sequence(Vec::new());
+            }
+            let s = v.as_sequence_mut().expect("sequence");
+            if s.len() <= *i {
+                s.resize(*i + 1, Value::Null);
+            }
+            set_at(&mut s[*i], rest, value);
+        }
+    }
+}
+
+/// The value at `path`, if there is one.
+pub fn get_at<'v>(v: &'v Value, path: &[ValuesKey]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |cur, k| match k {
+        ValuesKey::Key(k) => cur.get(k.as_str()),
+        ValuesKey::Index(i) => cur.as_sequence().and_then(|s| s.get(*i)),
+    })
+}
+
+/// `a.b[0].c` (the values scan's dotted paths) as keys.
+pub fn parse_dotted(path: &str) -> Vec<ValuesKey> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !name.is_empty() {
+            out.push(ValuesKey::Key(name.to_string()));
+        }
+        while let Some(r) = rest.strip_prefix('[') {
+            let Some((n, tail)) = r.split_once(']') else { break };
+            match n.parse() {
+                Ok(i) => out.push(ValuesKey::Index(i)),
+                Err(_) => out.push(ValuesKey::Key(format!("[{n}]"))),
+            }
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// `path` as helm's --set would write it, for messages.
+pub fn dotted(path: &[ValuesKey]) -> String {
+    let mut s = String::new();
+    for k in path {
+        match k {
+            ValuesKey::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(&k.replace('.', "\\."));
+            }
+            ValuesKey::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// The tag and/or digest a reference string carries as written (`:1.0`, `@sha256:…`, `:1.0@sha256:…`), or "".
+pub fn written_suffix(value: &str) -> &str {
+    let last_slash = value.rfind('/').map_or(0, |i| i + 1);
+    match value[last_slash..].find([':', '@']) {
+        Some(i) => &value[last_slash + i..],
+        None => "",
+    }
+}
+
+/// The plan a bundle carries, or for a bundle exported before plans existed, the one its image values give.
+pub fn plan_of(record: &ChartRecord) -> ValuesPlan {
+    if let Some(plan) = &record.values_plan {
+        return plan.clone();
+    }
+    let mut overrides = Vec::new();
+    if record.global_image_registry {
+        overrides.push(ValuesOverride { path: parse_dotted("global.imageRegistry"), value: OverrideValue::Destination });
+    }
+    let values: Vec<&ImageValue> = record.image_values.iter().filter(|iv| !iv.covered_by_global).map(|iv| &iv.value).collect();
+    overrides.extend(unproven_overrides(&values));
+    ValuesPlan { proven: false, overrides, unmovable: record.unmapped.clone() }
+}
+
+/// Overrides for image values found by the values scan, in the form that fits their shape, unchecked. Paths
+/// inside lists cannot be expressed without the whole list (helm replaces lists whole), so they are left out
+/// here; the proof (`prove`) carries whole lists.
+pub fn unproven_overrides(values: &[&ImageValue]) -> Vec<ValuesOverride> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for iv in values {
+        let path = parse_dotted(&iv.path);
+        if path.iter().any(|k| matches!(k, ValuesKey::Index(_))) || !seen.insert(path.clone()) {
             continue;
         }
-        let target = dest.map(&source);
-        let path = &iv.value.path;
-        match &iv.value.shape {
+        if ImageRef::parse(&iv.reference).is_err() {
+            continue;
+        }
+        let image = iv.reference.clone();
+        let at = |key: &str| {
+            let mut p = path.clone();
+            p.push(ValuesKey::Key(key.to_string()));
+            p
+        };
+        match &iv.shape {
             ImageShape::Map { registry_key: true, repository_key, .. } => {
-                set(&format!("{path}.registry"), target.registry().to_string());
-                set(&format!("{path}.{repository_key}"), target.repository().to_string());
+                out.push(ValuesOverride { path: at("registry"), value: OverrideValue::Registry });
+                out.push(ValuesOverride { path: at(repository_key), value: OverrideValue::Repository { image } });
             }
             ImageShape::Map { registry_key: false, repository_key, .. } => {
-                set(&format!("{path}.{repository_key}"), target.name());
+                out.push(ValuesOverride { path: at(repository_key), value: OverrideValue::Name { image, suffix: String::new() } });
             }
-            ImageShape::String => set(path, target.to_string().replace(":latest@", "@")),
+            ImageShape::String => {
+                // A string shape's reference is the value as written.
+                let suffix = written_suffix(&iv.reference).to_string();
+                out.push(ValuesOverride { path: path.clone(), value: OverrideValue::Name { image, suffix } });
+            }
         }
     }
-    let mut unmapped = record.unmapped.clone();
-    unmapped.sort();
-    unmapped.dedup();
-    (v, unmapped)
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffixes_as_written() {
+        assert_eq!(written_suffix("oliver006/redis_exporter"), "");
+        assert_eq!(written_suffix("host:5000/a/b:1.0"), ":1.0");
+        assert_eq!(written_suffix("a/b@sha256:abc"), "@sha256:abc");
+        assert_eq!(written_suffix("a/b:1@sha256:abc"), ":1@sha256:abc");
+    }
+
+    #[test]
+    fn paths_round_trip_and_lists_are_set_in_place() {
+        let p = parse_dotted("stackstate.stackpacks.images[1].repository");
+        assert_eq!(dotted(&p), "stackstate.stackpacks.images[1].repository");
+        let mut v: Value = serde_yaml_ng::from_str("a: [{r: x, t: '1'}, {r: y, t: '2'}]").unwrap();
+        set_at(&mut v, &parse_dotted("a[1].r"), Value::String("z".into()));
+        assert_eq!(v, serde_yaml_ng::from_str::<Value>("a: [{r: x, t: '1'}, {r: z, t: '2'}]").unwrap());
+    }
+
+    #[test]
+    fn the_plan_is_filled_in_with_the_destination() {
+        let plan = ValuesPlan {
+            proven: true,
+            overrides: vec![
+                ValuesOverride { path: parse_dotted("global.imageRegistry"), value: OverrideValue::Destination },
+                ValuesOverride { path: parse_dotted("a.image.registry"), value: OverrideValue::Registry },
+                ValuesOverride { path: parse_dotted("a.image.repository"), value: OverrideValue::Repository { image: "quay.io/org/a:1".into() } },
+                ValuesOverride { path: parse_dotted("b.image"), value: OverrideValue::Name { image: "nginx".into(), suffix: String::new() } },
+            ],
+            unmovable: vec![],
+        };
+        let dest = Destination::parse("reg.local:5000/mirror").unwrap();
+        let v = values_for(&plan, &dest);
+        let want: Value = serde_yaml_ng::from_str(
+            "global: {imageRegistry: reg.local:5000/mirror}\na: {image: {registry: reg.local:5000, repository: mirror/org/a}}\nb: {image: reg.local:5000/mirror/library/nginx}\n",
+        )
+        .unwrap();
+        assert_eq!(v, want);
+        let bare = values_for(&plan, &Destination::parse("reg.local:5000").unwrap());
+        assert_eq!(get_at(&bare, &parse_dotted("a.image.repository")).and_then(Value::as_str), Some("org/a"));
+    }
 }

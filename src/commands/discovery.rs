@@ -14,13 +14,14 @@ pub struct ChartInput {
     pub survey: Survey,
 }
 
-pub async fn survey_chart(ctx: &Context, args: &ChartArgs) -> anyhow::Result<Option<ChartInput>> {
+/// `plan_values`: also work out the air-gap values plan (export does; `bundle images` and dry runs only list).
+pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) -> anyhow::Result<Option<ChartInput>> {
     let Some(chart) = &args.chart else { return Ok(None) };
     let req = ChartRequest { chart: chart.clone(), repo: args.repo.clone(), version: args.chart_version.clone() };
     let loaded = source::load(&req, &ctx.registries).await.with_context(|| format!("cannot load the chart `{chart}`"))?;
     ctx.printer.info(format!("Chart {} {} ({})", loaded.chart.meta.name, loaded.chart.meta.version, loaded.origin));
 
-    let helm = if args.no_helm { None } else { Helm::locate(args.helm.as_deref())? };
+    let helm = if args.no_helm { None } else { Helm::locate(args.helm.as_deref(), std::time::Duration::from_secs(args.helm_timeout))? };
     match &helm {
         Some(h) => ctx.printer.detail(format!("rendering with {}", h.version().unwrap_or_default())),
         None => ctx.printer.warn(format!(
@@ -63,13 +64,17 @@ pub async fn survey_chart(ctx: &Context, args: &ChartArgs) -> anyhow::Result<Opt
     std::fs::write(package.path(), &loaded.package).context("cannot write the chart package")?;
     let loaded_for_task = loaded.clone();
     let package_path = package.path().to_path_buf();
+    let tmp_dir = ctx.tmp_dir.clone();
     let survey = tokio::task::spawn_blocking(move || {
-        let opts = SurveyOptions { user, render, passes, helm: helm.as_ref() };
+        let opts = SurveyOptions { user, render, passes, helm: helm.as_ref(), plan_values, tmp_dir };
         survey::survey(&loaded_for_task, &package_path, &opts)
     })
     .await
     .context("the chart survey failed")?
     .with_context(|| format!("cannot find the images of chart {}", loaded.chart.meta.name))?;
     drop(package);
+    for w in &survey.warnings {
+        ctx.printer.warn(w.clone());
+    }
     Ok(Some(ChartInput { loaded, survey }))
 }

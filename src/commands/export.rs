@@ -36,7 +36,7 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
             return Err(user_error("no output file given", "name it with -o OUT.tar.zst (or `output:` in a --spec file)"));
         }
     };
-    let chart = discovery::survey_chart(ctx, &args.chart).await?;
+    let chart = discovery::survey_chart(ctx, &args.chart, !args.dry_run).await?;
     let mut refs = collect_references(&args.images, &args.images_files)?;
     if let Some(c) = &chart {
         refs.extend(chart_references(c, &exclude)?);

@@ -36,7 +36,7 @@ pub async fn run(ctx: &Context, args: ImagesArgs) -> anyhow::Result<()> {
     if args.chart.chart.is_none() {
         return Err(user_error("no chart given", "name one with -c CHART (a directory, a .tgz, a name with --repo URL, or oci://…)"));
     }
-    let input = survey_chart(ctx, &args.chart).await?.expect("a chart was given");
+    let input = survey_chart(ctx, &args.chart, false).await?.expect("a chart was given");
     let mut by_ref: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
     for f in &input.survey.findings {
         by_ref.entry(f.reference.as_str()).or_default().push(f);

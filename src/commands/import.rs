@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use super::{Context, human, user_error};
 use crate::archive::checksum::{file_digest, read_sidecar, sidecar_path};
 use crate::archive::{ArchiveFile, BundleContents};
+use crate::chart::values_out;
 use crate::cli::ImportArgs;
 use crate::digest::Digest;
 use crate::push::{self, Destination, Mapping, PushPlan};
@@ -256,12 +257,20 @@ fn write_values(ctx: &Context, contents: &crate::archive::BundleContents, dest: 
     let record = contents.metadata.as_ref().and_then(|m| m.chart.as_ref()).ok_or_else(|| {
         user_error("--values-out needs a bundle exported from a chart (-c), and this one has none", "export with -c CHART to bundle the chart and its values")
     })?;
-    let (values, unmapped) = crate::chart::values_out::air_gap_values(record, dest);
+    let plan = values_out::plan_of(record);
+    let values = values_out::values_for(&plan, dest);
+    let proof = if !plan.proven {
+        "# Unproven: the bundle was exported without helm (or helm could not render the probe); check it with\n# `helm template -f` before installing.\n".to_string()
+    } else if dest.mapping != crate::push::Mapping::Path {
+        "# Proven at export for the default name mapping; this import used another, so check it with `helm template -f`.\n".to_string()
+    } else {
+        "# Proven at export: helm rendered every image of every pass with these values at the registry import pushes to.\n".to_string()
+    };
     let text = format!(
-        "# Values that make chart {} {} pull every image from {}.\n# Written by bundle import; pass with -f.\n{}",
+        "# Values that make chart {} {} pull every image from {}.\n# Written by bundle import; pass with -f.\n{proof}{}",
         record.name,
         record.version,
-        args_dest(dest),
+        values_out::destination_text(dest),
         serde_yaml_ng::to_string(&values).context("cannot write the values file")?
     );
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
@@ -269,15 +278,13 @@ fn write_values(ctx: &Context, contents: &crate::archive::BundleContents, dest: 
     std::io::Write::write_all(&mut tmp, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
     ctx.printer.info(format!("Wrote {} (use it with -f)", path.display()));
-    for image in &unmapped {
-        ctx.printer.warn(format!("{image} is computed by the chart's templates and no values path was found for it; override it by hand"));
+    if !plan.proven {
+        ctx.printer.warn(format!("{} is unproven: the bundle was exported without helm; render the chart with it before installing", path.display()));
+    } else if dest.mapping != crate::push::Mapping::Path {
+        ctx.printer.warn(format!("{} was proven for the default name mapping, not for --flatten or --keep-host; render the chart with it before installing", path.display()));
+    }
+    for image in &plan.unmovable {
+        ctx.printer.warn(format!("{image} is computed by the chart's templates and no values key moves it; override it by hand"));
     }
     Ok(())
-}
-
-fn args_dest(dest: &Destination) -> String {
-    match &dest.prefix {
-        Some(p) => format!("{}/{p}", dest.registry),
-        None => dest.registry.clone(),
-    }
 }

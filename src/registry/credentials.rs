@@ -6,13 +6,13 @@
 //! and the secret itself is never printed (`Debug` redacts it).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine as _;
 use serde::Deserialize;
 
+use crate::child_process::{RunError, run_bounded};
 use crate::env_vars;
 use crate::reference::DOCKER_HUB;
 
@@ -178,21 +178,21 @@ struct HelperReply {
     secret: String,
 }
 
+/// A helper may prompt (a hardware key, a login window) but must not hang an import forever.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `docker-credential-<helper> get`, the credential-helper protocol: server URL on stdin, JSON on stdout.
 fn run_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, CredentialsError> {
     let program = format!("docker-credential-{helper}");
     let err = |message: String| CredentialsError::Helper { helper: helper.to_string(), registry: registry.to_string(), message };
     let server = if registry == DOCKER_HUB { "https://index.docker.io/v1/".to_string() } else { registry.to_string() };
-    let mut child = Command::new(&program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(format!("cannot run `{program}`: {e}")))?;
-    child.stdin.take().expect("piped").write_all(server.as_bytes()).map_err(|e| err(e.to_string()))?;
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
+    let mut cmd = Command::new(&program);
+    cmd.arg("get");
+    let out = run_bounded(cmd, Some(server.into_bytes()), HELPER_TIMEOUT).map_err(|e| match e {
+        RunError::Spawn(e) => err(format!("cannot run `{program}`: {e}")),
+        RunError::TimedOut => err(format!("`{program} get` did not answer within {} s and was stopped", HELPER_TIMEOUT.as_secs())),
+    })?;
+    if !out.success() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         // The protocol's way of saying "nothing stored for this server".
         if stdout.contains("credentials not found") || String::from_utf8_lossy(&out.stderr).contains("credentials not found") {

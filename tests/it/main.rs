@@ -4,6 +4,7 @@ mod harness;
 
 mod auth;
 mod charts;
+mod corpus;
 mod cli;
 mod ecr;
 mod faults;

@@ -117,3 +117,38 @@ proptest! {
         prop_assert!(!accepted, "cut at {} of {} went unnoticed", cut, bytes.len());
     }
 }
+
+/// A ConfigMap whose data holds `s`, as helm would print it.
+fn configmap_holding(s: &str) -> String {
+    let doc = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"payload": s}});
+    serde_yaml_ng::to_string(&doc).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Regression (discovery hung on a ConfigMap string that is not YAML): any ConfigMap payload, YAML-like or
+    /// not, is searched and discovery returns. A broken parser loop would spin, so the call runs on a thread
+    /// and a bounded wait turns a hang into a failure.
+    #[test]
+    fn discovery_finishes_on_any_configmap_string(
+        parts in proptest::collection::vec(prop_oneof![
+            Just("image: quay.io/a/b:1\n".to_string()),
+            Just("---\n".to_string()),
+            Just("key: [unclosed\n".to_string()),
+            Just("- {a: ".to_string()),
+            Just("  nested:\n    image: ghcr.io/x/y:2\n".to_string()),
+            Just("\t: :\n".to_string()),
+            "\\PC{0,24}",
+        ], 0..24)
+    ) {
+        let payload = parts.concat();
+        let text = configmap_holding(&payload);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(bundle::chart::discover::from_rendered(&text, "").map(|f| f.len()));
+        });
+        let result = rx.recv_timeout(std::time::Duration::from_secs(20));
+        prop_assert!(result.is_ok(), "discovery did not finish on payload {:?}", payload);
+    }
+}

@@ -1,0 +1,184 @@
+//! Where images may sit in a chart's values: every map or string that could be what a template turns into an
+//! image reference. Deliberately liberal: the probe (`prove`) marks each candidate and renders once to learn
+//! which of them really feed which rendered image, so a false candidate costs nothing but a marker.
+
+use std::collections::BTreeSet;
+
+use serde_yaml_ng::Value;
+
+use super::values::ScopedValues;
+use crate::layout::ValuesKey;
+use crate::reference::ImageRef;
+
+/// More candidates than this in one chart is not a chart; the rest are ignored.
+const MAX_CANDIDATES: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// From the top of the values (subchart values under their key).
+    pub path: Vec<ValuesKey>,
+    pub slot: Slot,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Slot {
+    /// A map holding an image's parts: `marker_key` holds its name (`repository`, else `image`, else `name`).
+    Map { marker_key: String, written: String, registry_key: bool, repository_key: bool },
+    /// A string holding a reference (`image: "repo:tag"`, an operator's `reloader: quay.io/…:v1`).
+    String { written: String },
+}
+
+impl Candidate {
+    /// The key this candidate's trace marker goes in, and what it holds now.
+    pub fn marked(&self) -> (Vec<ValuesKey>, &str) {
+        match &self.slot {
+            Slot::Map { marker_key, written, .. } => (self.key(marker_key), written),
+            Slot::String { written } => (self.path.clone(), written),
+        }
+    }
+
+    /// The path of `key` inside this candidate's map.
+    pub fn key(&self, key: &str) -> Vec<ValuesKey> {
+        let mut p = self.path.clone();
+        p.push(ValuesKey::Key(key.to_string()));
+        p
+    }
+}
+
+/// Every candidate in the effective values of the chart and its enabled subcharts. `rendered` are the
+/// references the chart rendered: a string equal to one of them is a candidate under any key.
+pub fn find(scoped: &[ScopedValues<'_>], rendered: &BTreeSet<String>) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for scope in scoped {
+        let subcharts: BTreeSet<&str> = scope.chart.subcharts.iter().map(|s| s.key.as_str()).collect();
+        let Value::Mapping(m) = &scope.values else { continue };
+        for (k, v) in m {
+            let Some(key) = k.as_str() else { continue };
+            // A subchart's globals are its parent's, set at the top.
+            if subcharts.contains(key) || (key == "global" && !scope.path.is_empty()) {
+                continue;
+            }
+            let mut path: Vec<ValuesKey> = scope.path.iter().map(|p| ValuesKey::Key(p.clone())).collect();
+            path.push(ValuesKey::Key(key.to_string()));
+            walk(key, v, &mut path, false, rendered, &mut out);
+        }
+    }
+    out.truncate(MAX_CANDIDATES);
+    out
+}
+
+fn image_like(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("image") && !k.contains("pullsecret") && !k.contains("pullpolicy")
+}
+
+fn non_empty(m: &serde_yaml_ng::Mapping, key: &str) -> Option<String> {
+    m.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// Keys under an image map that hold anything but a name.
+fn not_a_name(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["tag", "version", "digest", "policy", "pullsecret", "registry", "namespace", "sha"].iter().any(|w| k.contains(w))
+}
+
+fn walk(key: &str, v: &Value, path: &mut Vec<ValuesKey>, under_image: bool, rendered: &BTreeSet<String>, out: &mut Vec<Candidate>) {
+    if out.len() >= MAX_CANDIDATES {
+        return;
+    }
+    match v {
+        Value::Mapping(m) => {
+            let has = |k: &str| m.contains_key(k);
+            let parts_of_an_image = image_like(key) || (has("repository") && (has("tag") || has("registry") || has("digest")));
+            // A name to mark; an empty `repository` under an image key counts too (charts that default it in
+            // templates, like traefik's `repository: null`): the marker alone still shows where it lands.
+            let marker = ["repository", "image", "name"]
+                .into_iter()
+                .find_map(|k| non_empty(m, k).map(|w| (k, w)))
+                .or_else(|| (image_like(key) && has("repository")).then(|| ("repository", String::new())));
+            if let (true, Some((marker_key, written))) = (parts_of_an_image, marker) {
+                out.push(Candidate {
+                    path: path.clone(),
+                    slot: Slot::Map { marker_key: marker_key.to_string(), written, registry_key: has("registry"), repository_key: has("repository") },
+                });
+                return;
+            }
+            for (k, val) in m {
+                let Some(k) = k.as_str() else { continue };
+                path.push(ValuesKey::Key(k.to_string()));
+                walk(k, val, path, under_image || image_like(key), rendered, out);
+                path.pop();
+            }
+        }
+        Value::Sequence(s) => {
+            for (i, item) in s.iter().enumerate() {
+                path.push(ValuesKey::Index(i));
+                walk(key, item, path, under_image, rendered, out);
+                path.pop();
+            }
+        }
+        Value::String(s) => {
+            let s = s.trim();
+            let lower = key.to_ascii_lowercase();
+            // `image: repo:tag`, `initImage: …`, or a name in a map of images (`images: {operator: ghcr.io/…}`).
+            let image_key = lower == "image" || lower.ends_with("image") || (under_image && !not_a_name(key));
+            if !s.is_empty() && ((image_key && ImageRef::parse(s).is_ok()) || rendered.contains(s)) {
+                out.push(Candidate { path: path.clone(), slot: Slot::String { written: s.to_string() } });
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chart::{Chart, ChartMeta};
+
+    fn chart(values: &str) -> Chart {
+        Chart {
+            meta: ChartMeta { api_version: None, name: "c".into(), version: "1".into(), app_version: None, dependencies: vec![], annotations: Default::default(), chart_type: None, description: None },
+            values: serde_yaml_ng::from_str(values).unwrap(),
+            subcharts: vec![],
+        }
+    }
+
+    #[test]
+    fn maps_strings_and_lists_are_candidates_policies_are_not() {
+        let c = chart(
+            "global: {image: {repository: quay.io/argoproj/argocd, tag: v3}}\n\
+             imageRegistry: quay.io\nimageNamespace: jetstack\n\
+             image: {registry: null, repository: '', name: cert-manager-controller, pullPolicy: IfNotPresent}\n\
+             exporter: {image: oliver006/redis_exporter, tag: v1.75.0}\n\
+             stackpacks: {images: [{registry: quay.io, repository: stackstate/a, tag: '1'}, {registry: quay.io, repository: stackstate/b}]}\n\
+             imagePullSecrets: [{name: regcred}]\n\
+             reloader: quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0\n\
+             traefik: {image: {registry: null, repository: null, tag: null}}\n\
+             images: {tag: 0.15.0, operator: ghcr.io/kedacore/http-add-on-operator, pullPolicy: Always}\n",
+        );
+        let scoped = crate::chart::values::effective(&c, &Value::Mapping(Default::default()));
+        let rendered = BTreeSet::from(["quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0".to_string()]);
+        let found: Vec<(String, String)> = find(&scoped, &rendered)
+            .iter()
+            .map(|c| (crate::chart::values_out::dotted(&c.marked().0), c.marked().1.to_string()))
+            .collect();
+        let want: Vec<(String, String)> = [
+            ("global.image.repository", "quay.io/argoproj/argocd"),
+            ("image.name", "cert-manager-controller"),
+            ("exporter.image", "oliver006/redis_exporter"),
+            ("stackpacks.images[0].repository", "stackstate/a"),
+            ("stackpacks.images[1].repository", "stackstate/b"),
+            ("reloader", "quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0"),
+            ("traefik.image.repository", ""),
+            ("images.operator", "ghcr.io/kedacore/http-add-on-operator"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let mut f = found.clone();
+        f.sort();
+        let mut w = want.clone();
+        w.sort();
+        assert_eq!(f, w);
+    }
+}
