@@ -1,6 +1,7 @@
 //! Helm charts: discovery with helm and without, chart sources (directory, .tgz, repository, oci://), the
 //! chart travelling in the bundle, and the air-gap values file checked in a closed loop with the real helm.
 
+use std::collections::BTreeSet;
 use std::process::Command;
 
 use crate::harness::*;
@@ -297,4 +298,92 @@ fn bundle_specs_drive_exports_and_bad_ones_name_the_key() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(spec);
         bundle::spec::BundleSpec::load(&path).unwrap_or_else(|e| panic!("{spec}: {e}"));
     }
+}
+
+/// The `wild` fixture: one of each way public charts name images that broke the values file (issue 12).
+fn wild(ws: &Workspace) -> std::path::PathBuf {
+    fixture_charts(ws).join("wild")
+}
+
+#[test]
+fn regression_discovery_of_a_configmap_script_that_is_not_yaml_ends() {
+    helm();
+    let ws = Workspace::new();
+    let chart = wild(&ws);
+    // Discovery used to spin forever on a ConfigMap string that mentions `image:` but is not YAML: a bounded
+    // wait makes a regression a failure instead of a hung suite.
+    let run = bundle::child_process::run_bounded(ws.command(&["images", "-c", chart.to_str().unwrap()]), None, std::time::Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("bundle images did not finish"));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("quay.io/stackstate/stackgraph-console:7.1") && stdout.contains("busybox:1.36"), "{stdout}");
+}
+
+#[test]
+fn regression_values_file_sends_every_pod_of_the_wild_patterns_to_an_image_that_exists() {
+    helm();
+    let ws = Workspace::new();
+    let chart = wild(&ws);
+    let outcome = closed_loop(&ws, &chart, &[], &[vec![], vec!["hbase.console.enabled=false".into()]], None);
+    let v = &outcome.values;
+    // Bitnami's check: the probe rendered with the chart's switch for foreign images, which the file carries.
+    assert!(outcome.export_stderr.contains("global.security.allowInsecureImages"), "{}", outcome.export_stderr);
+    assert!(v.contains("allowInsecureImages: true"), "{v}");
+    // Only the image the template writes itself stays, and import names it.
+    assert_eq!(outcome.unmoved, BTreeSet::from(["busybox:1.36".to_string()]), "{v}");
+    assert_eq!(outcome.warned, outcome.unmoved);
+    let want: BTreeSet<String> = [
+        "wild/app:1.0",                                        // global.imageRegistry
+        "oliver006/redis_exporter:v1.75.0",                    // redis-ha: the tag key untouched, no `:latest`
+        "argoproj/argocd:v3.0.0",                              // argo-cd: global.image.repository
+        "jetstack/cert-manager-controller:v1.21.1",            // cert-manager: imageRegistry + imageNamespace + name
+        "stackstate/stackpacks:1.0",                           // a list, carried whole
+        "stackstate/stackpacks-extra:2.0",
+        "hashicorp/vault:1.15.0",                              // vault: also in an env value
+        "stackstate/hbase-master:2.5",                         // hbase: global + "/" + repository, not DEST/DEST
+        "stackstate/stackgraph-console:7.1",                   // two deep
+        "kube-state-metrics/kube-state-metrics:v2.10.0",       // kube-state-metrics: not DEST/mirror/mirror
+        "prometheus/pushgateway:v1.11.0",                      // registry inside the repository, global in front
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(outcome.moved, want, "{v}");
+    // The list override kept every element and field: the init containers keep their names.
+    for text in &outcome.renders {
+        assert!(text.contains("name: init-stackpacks-base") && text.contains("name: init-stackpacks-extra"), "{v}\n{text}");
+        assert!(text.contains("value: \"127.0.0.1:"), "the injector's env moved too:\n{text}");
+    }
+    assert!(v.contains("# Proven at export"), "{v}");
+}
+
+#[test]
+fn without_helm_the_values_file_is_written_and_called_unproven() {
+    let ws = Workspace::new();
+    let charts = fixture_charts(&ws);
+    let world = Registry::start();
+    let dst = Registry::start();
+    let (cfg, pinned) = seed_world(&ws, &world);
+    let set = format!("{DIGEST_SET}={pinned}");
+    ws.bundle(&["--registry-config", cfg.to_str().unwrap(), "export", "--no-helm", "-c", charts.join("platform").to_str().unwrap(), "--set", &set, "-o", "p.tar.zst"]).success();
+    let r = ws.bundle(&["import", "-d", &format!("{}/airgap", dst.host()), "p.tar.zst", "--values-out", "v.yaml"]).success();
+    assert!(r.stderr.contains("v.yaml is unproven: the bundle was exported without helm"), "{}", r.stderr);
+    let v = std::fs::read_to_string(ws.path("v.yaml")).unwrap();
+    assert!(v.contains("# Unproven") && v.contains("repository: airgap/stackstate/worker"), "{v}");
+}
+
+#[test]
+fn a_helm_that_never_finishes_is_stopped_and_named() {
+    let ws = Workspace::new();
+    let charts = fixture_charts(&ws);
+    // A helm that answers `version` and then hangs on `template`, as a chart whose templates loop would.
+    let fake = ws.write("slow-helm", "#!/bin/sh\nif [ \"$1\" = version ]; then echo v3.17.3; exit 0; fi\nexec sleep 600\n");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let t = std::time::Instant::now();
+    let r = ws
+        .bundle(&["images", "-c", charts.join("legacy").to_str().unwrap(), "--helm", fake.to_str().unwrap(), "--helm-timeout", "2", "--pass", "a=b"])
+        .failure();
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+    assert!(r.stderr.contains("`helm template` with pass `a=b` did not finish within 2 s and was stopped"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: raise the limit with --helm-timeout"), "{}", r.stderr);
 }

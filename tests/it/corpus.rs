@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize;
-use serde_yaml_ng::Value;
 
 use crate::harness::*;
 
@@ -99,40 +98,6 @@ fn truth(id: &str) -> BTreeSet<String> {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/chart-ground-truth)", path.display())).lines().map(str::to_string).collect()
 }
 
-/// Every string under a key named `image` in rendered documents: the reviewer's rule, not bundle's code.
-fn strict_images(text: &str) -> BTreeSet<String> {
-    fn walk(v: &Value, out: &mut BTreeSet<String>) {
-        match v {
-            Value::Mapping(m) => {
-                for (k, val) in m {
-                    match (k.as_str(), val) {
-                        (Some("image"), Value::String(s)) if !s.trim().is_empty() => {
-                            out.insert(s.trim().to_string());
-                        }
-                        _ => walk(val, out),
-                    }
-                }
-            }
-            Value::Sequence(s) => s.iter().for_each(|x| walk(x, out)),
-            _ => {}
-        }
-    }
-    let mut out = BTreeSet::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(text) {
-        let v = Value::deserialize(doc).expect("helm prints YAML");
-        walk(&v, &mut out);
-    }
-    out
-}
-
-/// The whitespace-, quote- and `=`-separated words of a text, for "does this reference appear" questions.
-fn words(text: &str) -> BTreeSet<&str> {
-    text.split(|c: char| c.is_whitespace() || "\"'=,;()[]{}|`".contains(c))
-        .map(|w| w.trim_end_matches(['.', ':']))
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
 fn images_of(ws: &Workspace, args: &[String]) -> (BTreeSet<String>, f64) {
     let mut a: Vec<&str> = vec!["images"];
     a.extend(args.iter().map(String::as_str));
@@ -178,27 +143,6 @@ fn corpus_helm_discovery_finds_every_strict_image_and_invents_none() {
     );
 }
 
-/// A registry config that sends every registry host in `refs` to `world`, under the host's name.
-fn world_config(ws: &Workspace, world: &Registry, refs: &BTreeSet<String>) -> PathBuf {
-    let hosts: BTreeSet<String> = refs.iter().map(|r| bundle::reference::ImageRef::parse(r).unwrap().registry().to_string()).collect();
-    let mut cfg = String::new();
-    for h in hosts {
-        cfg.push_str(&format!("[[registry]]\nname = \"{h}\"\nendpoint = \"{}\"\nprefix = \"{h}\"\n\n", world.base_url()));
-    }
-    ws.write("world.toml", &cfg)
-}
-
-/// A small fake image under each reference's real name (host as the first path component).
-fn seed(world: &Registry, refs: &BTreeSet<String>) {
-    let p = Pusher::new(&world.base_url());
-    for (i, r) in refs.iter().enumerate() {
-        let parsed = bundle::reference::ImageRef::parse(r).unwrap();
-        assert!(parsed.digest().is_none(), "{r}: a digest pin cannot be faked; drop it with test_set");
-        let img = image(&[random_layer(256, 9000 + i as u64)], "amd64", false);
-        p.image(&format!("{}/{}", parsed.registry(), parsed.repository()), parsed.tag().unwrap_or("latest"), &img);
-    }
-}
-
 #[test]
 fn corpus_closed_loop_every_chart_pulls_only_images_that_exist() {
     let Some((dir, charts)) = corpus() else { return };
@@ -206,59 +150,13 @@ fn corpus_closed_loop_every_chart_pulls_only_images_that_exist() {
     let mut report = Vec::new();
     for chart in &charts {
         let ws = Workspace::new();
-        let world = Registry::start();
-        let dst = Registry::start();
-        let (refs, _) = images_of(&ws, &chart.bundle_args(&dir, true));
-        seed(&world, &refs);
-        let cfg = world_config(&ws, &world, &refs);
-        let mut args: Vec<String> = vec!["--registry-config".into(), cfg.display().to_string(), "export".into()];
-        args.extend(chart.bundle_args(&dir, true));
-        args.extend(["-o".into(), "c.tar.zst".into()]);
-        let export = ws.bundle(&args.iter().map(String::as_str).collect::<Vec<_>>()).success();
-        assert!(!export.stderr.contains("could not be proven"), "{}: {}", chart.id, export.stderr);
-        let dest = format!("{}/mirror", dst.host());
-        let import = ws.bundle(&["import", "-d", &dest, "c.tar.zst", "--values-out", "airgap.yaml"]).success();
-        let warned: BTreeSet<String> = import
-            .stderr
-            .lines()
-            .filter_map(|l| l.strip_prefix("warning: ")?.strip_suffix(" is computed by the chart's templates and no values key moves it; override it by hand"))
-            .map(str::to_string)
-            .collect();
-
-        let values = ws.path("airgap.yaml");
-        let (mut moved, mut unmoved) = (BTreeSet::new(), BTreeSet::new());
-        for pass in chart.passes() {
-            let text = chart.render(&dir, pass, true, &[values.as_path()]);
-            let present = words(&text);
-            for image in strict_images(&text).iter().map(String::as_str).chain(present.iter().copied().filter(|w| refs.contains(*w))) {
-                match image.strip_prefix(&format!("{dest}/")) {
-                    Some(rest) => {
-                        moved.insert(rest.to_string());
-                    }
-                    None => {
-                        unmoved.insert(image.to_string());
-                    }
-                }
-            }
-            for w in present.iter().filter(|w| w.starts_with(&format!("{dest}/"))) {
-                moved.insert(w[dest.len() + 1..].to_string());
-            }
-        }
-        for rest in &moved {
-            let (repo, reference) = match rest.split_once('@') {
-                Some((name, digest)) => (name.rsplit_once(':').map_or(name, |(n, _)| n), digest),
-                None => rest.rsplit_once(':').unwrap_or((rest.as_str(), "latest")),
-            };
-            assert!(
-                get_manifest(&dst.base_url(), &format!("mirror/{repo}"), reference).is_some(),
-                "{}: the values file sends a pod to {dest}/{rest}, which import did not push\n{}",
-                chart.id,
-                std::fs::read_to_string(&values).unwrap()
-            );
-        }
-        assert_eq!(unmoved, warned, "{}: images left at their public registry must be exactly those import warned about\n{}", chart.id, std::fs::read_to_string(&values).unwrap());
-        report.push(format!("{:<40} {:>3} images moved, {:>2} unmovable {:?}", chart.id, moved.len(), unmoved.len(), unmoved));
+        let passes: Vec<Vec<String>> = chart.passes().into_iter().map(|p| p.map(str::to_string).into_iter().collect()).collect();
+        let mut set = chart.set.clone();
+        set.extend(chart.test_set.iter().cloned());
+        let outcome = closed_loop(&ws, &chart.package(&dir), &set, &passes, chart.kube_version.as_deref());
+        assert!(!outcome.export_stderr.contains("could not be proven"), "{}: {}", chart.id, outcome.export_stderr);
+        assert_eq!(outcome.unmoved, outcome.warned, "{}: images left at their public registry must be exactly those import warned about\n{}", chart.id, outcome.values);
+        report.push(format!("{:<40} {:>3} images moved, {:>2} unmovable {:?}", chart.id, outcome.moved.len(), outcome.unmoved.len(), outcome.unmoved));
     }
     eprintln!("{}", report.join("\n"));
 }
-

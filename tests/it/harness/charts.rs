@@ -2,11 +2,16 @@
 //! with every image they can name, a registry config that sends quay.io, docker.io, registry.k8s.io and
 //! ghcr.io there, and a tiny static HTTP server for chart repositories.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
 
 use super::fixtures::*;
 use super::registry::Registry;
@@ -136,4 +141,147 @@ pub fn helm() -> PathBuf {
     let found = std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("helm")).find(|p| p.is_file()));
     found.expect("these tests need a helm binary on PATH: run scripts/install-helm")
+}
+
+/// Every string under a key named `image` in rendered documents: the reviewer's rule, not bundle's code.
+pub fn strict_images(text: &str) -> BTreeSet<String> {
+    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Mapping(m) => {
+                for (k, val) in m {
+                    match (k.as_str(), val) {
+                        (Some("image"), Value::String(s)) if !s.trim().is_empty() => {
+                            out.insert(s.trim().to_string());
+                        }
+                        _ => walk(val, out),
+                    }
+                }
+            }
+            Value::Sequence(s) => s.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let v = Value::deserialize(doc).expect("helm prints YAML");
+        walk(&v, &mut out);
+    }
+    out
+}
+
+/// The whitespace-, quote- and `=`-separated words of a text, for "does this reference appear" questions.
+pub fn words(text: &str) -> BTreeSet<&str> {
+    text.split(|c: char| c.is_whitespace() || "\"'=,;()[]{}|`".contains(c))
+        .map(|w| w.trim_end_matches(['.', ':']))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// A registry config that sends every registry host in `refs` to `world`, under the host's name.
+pub fn world_config(ws: &Workspace, world: &Registry, refs: &BTreeSet<String>) -> PathBuf {
+    let hosts: BTreeSet<String> = refs.iter().map(|r| bundle::reference::ImageRef::parse(r).unwrap().registry().to_string()).collect();
+    let mut cfg = String::new();
+    for h in hosts {
+        cfg.push_str(&format!("[[registry]]\nname = \"{h}\"\nendpoint = \"{}\"\nprefix = \"{h}\"\n\n", world.base_url()));
+    }
+    ws.write("world.toml", &cfg)
+}
+
+/// A small fake image under each reference's real name (host as the first path component).
+pub fn seed(world: &Registry, refs: &BTreeSet<String>) {
+    let p = Pusher::new(&world.base_url());
+    for (i, r) in refs.iter().enumerate() {
+        let parsed = bundle::reference::ImageRef::parse(r).unwrap();
+        assert!(parsed.digest().is_none(), "{r}: a digest pin cannot be faked; drop it with test_set");
+        let img = image(&[random_layer(256, 9000 + i as u64)], "amd64", false);
+        p.image(&format!("{}/{}", parsed.registry(), parsed.repository()), parsed.tag().unwrap_or("latest"), &img);
+    }
+}
+
+/// What one chart's closed loop showed: images the rendered chart pulls from the destination (`moved`, each
+/// checked to exist there), images it still pulls from elsewhere (`unmoved`), and those import warned about.
+pub struct LoopOutcome {
+    pub moved: BTreeSet<String>,
+    pub unmoved: BTreeSet<String>,
+    pub warned: BTreeSet<String>,
+    pub values: String,
+    pub export_stderr: String,
+    /// Each pass rendered with the values file.
+    pub renders: Vec<String>,
+}
+
+/// Fake images under the chart's real names in a loopback registry, `export -c`, `import -d DEST/mirror
+/// --values-out`, and `helm template` of every pass with the values file: every image under the destination
+/// must exist there.
+pub fn closed_loop(ws: &Workspace, chart: &Path, set: &[String], passes: &[Vec<String>], kube_version: Option<&str>) -> LoopOutcome {
+    let world = Registry::start();
+    let dst = Registry::start();
+    let mut chart_args: Vec<String> = vec!["-c".into(), chart.display().to_string()];
+    for s in set {
+        chart_args.extend(["--set".into(), s.clone()]);
+    }
+    for p in passes {
+        chart_args.extend(["--pass".into(), p.join(",")]);
+    }
+    if let Some(k) = kube_version {
+        chart_args.extend(["--kube-version".into(), k.to_string()]);
+    }
+    let mut images = vec!["images".to_string()];
+    images.extend(chart_args.iter().cloned());
+    let refs: BTreeSet<String> = ws.bundle(&images.iter().map(String::as_str).collect::<Vec<_>>()).success().stdout.lines().map(str::to_string).collect();
+    seed(&world, &refs);
+    let cfg = world_config(ws, &world, &refs);
+    let mut export: Vec<String> = vec!["--registry-config".into(), cfg.display().to_string(), "export".into()];
+    export.extend(chart_args.iter().cloned());
+    export.extend(["-o".into(), "loop.tar.zst".into()]);
+    let export = ws.bundle(&export.iter().map(String::as_str).collect::<Vec<_>>()).success();
+    let dest = format!("{}/mirror", dst.host());
+    let import = ws.bundle(&["import", "-d", &dest, "loop.tar.zst", "--values-out", "airgap.yaml"]).success();
+    let warned: BTreeSet<String> = import
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: ")?.strip_suffix(" is computed by the chart's templates and no values key moves it; override it by hand"))
+        .map(str::to_string)
+        .collect();
+    let values_path = ws.path("airgap.yaml");
+    let values = std::fs::read_to_string(&values_path).unwrap();
+    let (mut moved, mut unmoved, mut renders) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
+    let passes: Vec<Vec<String>> = if passes.is_empty() { vec![vec![]] } else { passes.to_vec() };
+    for pass in &passes {
+        let mut cmd = Command::new(helm());
+        cmd.args(["template", "bundle"]).arg(chart).args(["--namespace", "default", "-f"]).arg(&values_path);
+        for s in set.iter().chain(pass) {
+            cmd.args(["--set", s]);
+        }
+        if let Some(k) = kube_version {
+            cmd.args(["--kube-version", k]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}: helm template with the values file failed: {}\n{values}", chart.display(), String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let present = words(&text);
+        let prefix = format!("{dest}/");
+        for image in strict_images(&text).iter().map(String::as_str).chain(present.iter().copied().filter(|w| refs.contains(*w))) {
+            match image.strip_prefix(&prefix) {
+                Some(rest) => moved.insert(rest.to_string()),
+                None => unmoved.insert(image.to_string()),
+            };
+        }
+        for w in present.iter().filter(|w| w.starts_with(&prefix)) {
+            moved.insert(w[prefix.len()..].to_string());
+        }
+        renders.push(text);
+    }
+    for rest in &moved {
+        let (repo, reference) = match rest.split_once('@') {
+            Some((name, digest)) => (name.rsplit_once(':').map_or(name, |(n, _)| n), digest),
+            None => rest.rsplit_once(':').unwrap_or((rest.as_str(), "latest")),
+        };
+        assert!(
+            get_manifest(&dst.base_url(), &format!("mirror/{repo}"), reference).is_some(),
+            "{}: the values file sends a pod to {dest}/{rest}, which import did not push\n{values}",
+            chart.display()
+        );
+    }
+    LoopOutcome { moved, unmoved, warned, values, export_stderr: export.stderr, renders }
 }
