@@ -294,7 +294,7 @@ fn bundle_specs_drive_exports_and_bad_ones_name_the_key() {
     assert!(r.stderr.contains("bundle spec bad.yaml: at `extra_images`") || r.stderr.contains("extra_images"), "{}", r.stderr);
 
     // The shipped specs parse.
-    for spec in ["bundles/stackstate.yaml", "bundles/demo.yaml"] {
+    for spec in ["bundles/stackstate.yaml", "bundles/demo.yaml", "bundles/suse-observability.yaml", "bundles/suse-observability-agent.yaml"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(spec);
         bundle::spec::BundleSpec::load(&path).unwrap_or_else(|e| panic!("{spec}: {e}"));
     }

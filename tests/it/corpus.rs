@@ -156,7 +156,30 @@ fn corpus_closed_loop_every_chart_pulls_only_images_that_exist() {
         let outcome = closed_loop(&ws, &chart.package(&dir), &set, &passes, chart.kube_version.as_deref());
         assert!(!outcome.export_stderr.contains("could not be proven"), "{}: {}", chart.id, outcome.export_stderr);
         assert_eq!(outcome.unmoved, outcome.warned, "{}: images left at their public registry must be exactly those import warned about\n{}", chart.id, outcome.values);
-        report.push(format!("{:<40} {:>3} images moved, {:>2} unmovable {:?}", chart.id, outcome.moved.len(), outcome.unmoved.len(), outcome.unmoved));
+        report.push(format!(
+            "{:<40} {:>3} images moved, {:>2} unmovable {:?}, export {:.1} s",
+            chart.id,
+            outcome.moved.len(),
+            outcome.unmoved.len(),
+            outcome.unmoved,
+            outcome.export_secs
+        ));
     }
     eprintln!("{}", report.join("\n"));
+}
+
+/// The shipped vendor specs render with exactly the values and passes the corpus proves (split into single
+/// assignments, since a spec lists them one per line); so the corpus's closed loop covers what users export.
+#[test]
+fn the_vendor_specs_carry_the_values_the_corpus_proves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: Manifest = toml::from_str(&std::fs::read_to_string(root.join("tests/corpus/corpus.toml")).unwrap()).unwrap();
+    let split = |v: &[String]| -> BTreeSet<String> { v.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()).map(str::to_string).collect() };
+    for (spec, id) in [("bundles/suse-observability.yaml", "suse-observability-2.10.3"), ("bundles/suse-observability-agent.yaml", "suse-observability-agent-1.5.44")] {
+        let spec = bundle::spec::BundleSpec::load(&root.join(spec)).unwrap();
+        let chart = manifest.chart.iter().find(|c| c.id == id).unwrap();
+        assert_eq!(split(&spec.set), split(&chart.set), "{id}");
+        assert_eq!(spec.passes, chart.passes, "{id}");
+        assert_eq!(Some(id.rsplit_once('-').unwrap().1), spec.version.as_deref(), "{id}");
+    }
 }

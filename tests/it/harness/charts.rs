@@ -206,6 +206,8 @@ pub struct LoopOutcome {
     pub warned: BTreeSet<String>,
     pub values: String,
     pub export_stderr: String,
+    /// Seconds `bundle export` took (the proof included).
+    pub export_secs: f64,
     /// Each pass rendered with the values file.
     pub renders: Vec<String>,
 }
@@ -234,7 +236,9 @@ pub fn closed_loop(ws: &Workspace, chart: &Path, set: &[String], passes: &[Vec<S
     let mut export: Vec<String> = vec!["--registry-config".into(), cfg.display().to_string(), "export".into()];
     export.extend(chart_args.iter().cloned());
     export.extend(["-o".into(), "loop.tar.zst".into()]);
+    let started = std::time::Instant::now();
     let export = ws.bundle(&export.iter().map(String::as_str).collect::<Vec<_>>()).success();
+    let export_secs = started.elapsed().as_secs_f64();
     let dest = format!("{}/mirror", dst.host());
     let import = ws.bundle(&["import", "-d", &dest, "loop.tar.zst", "--values-out", "airgap.yaml"]).success();
     let warned: BTreeSet<String> = import
@@ -283,5 +287,5 @@ pub fn closed_loop(ws: &Workspace, chart: &Path, set: &[String], passes: &[Vec<S
             chart.display()
         );
     }
-    LoopOutcome { moved, unmoved, warned, values, export_stderr: export.stderr, renders }
+    LoopOutcome { moved, unmoved, warned, values, export_stderr: export.stderr, export_secs, renders }
 }
