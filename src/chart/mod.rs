@@ -11,6 +11,7 @@ pub mod candidates;
 pub mod discover;
 pub mod package;
 pub mod prove;
+pub mod redact;
 pub mod render;
 pub mod source;
 pub mod survey;

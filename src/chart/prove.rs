@@ -30,6 +30,7 @@ use super::render::{Extra, Helm, RenderOptions};
 use super::values::{self, ScopedValues, UserValues};
 use super::values_out::{self, get_at, parse_dotted, written_suffix};
 use super::Chart;
+use super::redact::holds_secret;
 use crate::layout::{OverrideValue, ValuesKey, ValuesOverride, ValuesPlan};
 use crate::push::{Destination, Mapping};
 use crate::reference::ImageRef;
@@ -311,17 +312,24 @@ fn plan_overrides(
 }
 
 /// Overrides inside a list are preceded by the whole list as the values have it, because helm replaces a list
-/// whole: an override of one element alone would drop every other element and field.
+/// whole: an override of one element alone would drop every other element and field. A list holding a value under
+/// a secret-looking key is not copied (it would land in bundle.json): overrides inside it are dropped, and the
+/// check names its images as unmovable.
 fn with_whole_lists(overrides: Vec<ValuesOverride>, scoped: &[ScopedValues<'_>]) -> Vec<ValuesOverride> {
     let mut out: Vec<ValuesOverride> = Vec::new();
-    let mut lists: BTreeSet<Vec<ValuesKey>> = BTreeSet::new();
+    let mut lists: BTreeMap<Vec<ValuesKey>, bool> = BTreeMap::new();
     for o in overrides {
         if let Some(at) = o.path.iter().position(|k| matches!(k, ValuesKey::Index(_))) {
             let list_path = o.path[..at].to_vec();
-            if lists.insert(list_path.clone())
-                && let Some(list) = get_at_scoped(scoped, &list_path)
-            {
-                out.push(literal(list_path, list.clone()));
+            let copied = *lists.entry(list_path.clone()).or_insert_with(|| match get_at_scoped(scoped, &list_path) {
+                Some(list) if !holds_secret(list) => {
+                    out.push(literal(list_path.clone(), list.clone()));
+                    true
+                }
+                _ => false,
+            });
+            if !copied {
+                continue;
             }
         }
         out.push(o);
@@ -423,4 +431,41 @@ fn without_names(location: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" -> ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chart::ChartMeta;
+
+    #[test]
+    fn overrides_in_lists_carry_the_whole_list_unless_it_holds_a_secret() {
+        let chart = Chart {
+            meta: ChartMeta { api_version: None, name: "c".into(), version: "1".into(), app_version: None, dependencies: vec![], annotations: Default::default(), chart_type: None, description: None },
+            values: serde_yaml_ng::from_str(
+                "packs: [{name: a, repository: x/a, tag: '1'}, {name: b, repository: x/b, tag: '2'}]\n\
+                 sidecars: [{image: x/c:1, password: hunter2}]\n",
+            )
+            .unwrap(),
+            subcharts: vec![],
+        };
+        let scoped = values::effective(&chart, &Value::Mapping(Default::default()));
+        let set = |p: &str| ValuesOverride { path: parse_dotted(p), value: OverrideValue::Registry };
+        let out = with_whole_lists(vec![set("packs[1].registry"), set("sidecars[0].image"), set("global.x")], &scoped);
+        let paths: Vec<String> = out.iter().map(|o| values_out::dotted(&o.path)).collect();
+        assert_eq!(paths, ["packs", "packs[1].registry", "global.x"]);
+        let values = values_out::values_for(&ValuesPlan { proven: true, overrides: out, unmovable: vec![] }, &sentinel());
+        let packs = values.get("packs").and_then(Value::as_sequence).unwrap();
+        assert_eq!(packs.len(), 2);
+        assert_eq!(packs[0].get("name").and_then(Value::as_str), Some("a"), "the other element is intact");
+        assert_eq!(packs[1].get("tag").and_then(Value::as_str), Some("2"), "the other fields are intact");
+        assert_eq!(packs[1].get("registry").and_then(Value::as_str), Some(SENTINEL_REGISTRY));
+        assert!(!serde_yaml_ng::to_string(&values).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn places_ignore_names() {
+        assert_eq!(without_names("Job/x-30t0939 spec.template.spec.containers[0].image"), "Job spec.template.spec.containers[0].image");
+        assert_eq!(without_names("ConfigMap/c data.a -> Pod/p spec.containers[0].image"), "ConfigMap data.a -> Pod spec.containers[0].image");
+    }
 }

@@ -12,6 +12,7 @@ use super::prove::{self, ProbeInput};
 use super::render::{Extra, Helm, RenderOptions};
 use super::source::LoadedChart;
 use super::values::{self, UserValues};
+use super::redact::{redact_set, redact_user_values};
 use super::values_out;
 use crate::layout::{ChartRecord, ImageValueRecord, OverrideValue, ValuesPlan};
 use crate::reference::ImageRef;
@@ -162,57 +163,4 @@ fn find_strings(v: &Value, path: &mut Vec<String>, wanted: &BTreeSet<&String>, o
 
 fn normalised(reference: &str) -> Option<String> {
     ImageRef::parse(reference).ok().map(|r| r.to_string())
-}
-
-/// Key names whose values are secrets in practice; their values never go into bundle.json.
-fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "apikey", "api_key", "license", "credential", "auth", "key"].iter().any(|w| k.contains(w))
-        && !matches!(k.as_str(), "keys" | "keyboard")
-}
-
-fn redact_set(expr: &str) -> String {
-    expr.split(',')
-        .map(|a| match a.split_once('=') {
-            Some((k, _)) if is_secret_key(k.rsplit('.').next().unwrap_or(k)) => format!("{k}=<redacted>"),
-            _ => a.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn redact_value(v: &Value) -> Value {
-    match v {
-        Value::Mapping(m) => Value::Mapping(
-            m.iter()
-                .map(|(k, val)| {
-                    let secret = k.as_str().is_some_and(is_secret_key) && !val.is_mapping() && !val.is_sequence();
-                    (k.clone(), if secret { Value::String("<redacted>".into()) } else { redact_value(val) })
-                })
-                .collect(),
-        ),
-        Value::Sequence(s) => Value::Sequence(s.iter().map(redact_value).collect()),
-        other => other.clone(),
-    }
-}
-
-fn redact_user_values(u: &UserValues) -> UserValues {
-    UserValues {
-        files: u.files.iter().map(redact_value).collect(),
-        set: u.set.iter().map(|s| redact_set(s)).collect(),
-        set_string: u.set_string.iter().map(|s| redact_set(s)).collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_redacted_from_the_record() {
-        assert_eq!(redact_set("stackstate.license.key=abc,stackstate.baseUrl=http://x,minio.secretKey=s"), "stackstate.license.key=<redacted>,stackstate.baseUrl=http://x,minio.secretKey=<redacted>");
-        let v: Value = serde_yaml_ng::from_str("a: {password: p, user: u}\nimage: {tag: '1'}\n").unwrap();
-        let r = serde_yaml_ng::to_string(&redact_value(&v)).unwrap();
-        assert!(!r.contains(" p\n") && r.contains("<redacted>") && r.contains("user: u"), "{r}");
-    }
 }
