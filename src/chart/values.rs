@@ -6,6 +6,7 @@
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{Chart, ChartError};
+use crate::layout::ValuesKey;
 
 pub use crate::layout::UserValues;
 
@@ -65,18 +66,12 @@ pub fn apply_set(values: &mut Value, expr: &str, as_string: bool) -> Result<(), 
             typed(&unescape(&raw))
         };
         let path = parse_key(&key).map_err(|m| ChartError::Other(format!("--set `{expr}`: {m}")))?;
-        set_path(values, &path, value);
+        set_at(values, &path, value);
     }
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-fn parse_key(key: &str) -> Result<Vec<Seg>, String> {
+fn parse_key(key: &str) -> Result<Vec<ValuesKey>, String> {
     let mut out = Vec::new();
     for part in split_unescaped(key, '.', false) {
         let mut rest = part.as_str();
@@ -85,42 +80,50 @@ fn parse_key(key: &str) -> Result<Vec<Seg>, String> {
         if name.is_empty() {
             return Err(format!("`{key}` has an empty key"));
         }
-        out.push(Seg::Key(name));
+        out.push(ValuesKey::Key(name));
         rest = &rest[name_end..];
         while let Some(r) = rest.strip_prefix('[') {
             let (n, tail) = r.split_once(']').ok_or_else(|| format!("`{key}` has an unclosed `[`"))?;
-            out.push(Seg::Index(n.parse().map_err(|_| format!("`{key}`: `[{n}]` is not a list index"))?));
+            out.push(ValuesKey::Index(n.parse().map_err(|_| format!("`{key}`: `[{n}]` is not a list index"))?));
             rest = tail;
         }
     }
     Ok(out)
 }
 
-fn set_path(v: &mut Value, path: &[Seg], value: Value) {
+/// Set `path` in `v`, making maps and lists on the way (a list is padded with nulls up to the index).
+pub fn set_at(v: &mut Value, path: &[ValuesKey], value: Value) {
     let Some((first, rest)) = path.split_first() else {
         *v = value;
         return;
     };
     match first {
-        Seg::Key(k) => {
+        ValuesKey::Key(k) => {
             if !v.is_mapping() {
                 *v = Value::Mapping(Mapping::new());
             }
-            let m = v.as_mapping_mut().expect("mapping");
-            let slot = m.entry(Value::String(k.clone())).or_insert(Value::Null);
-            set_path(slot, rest, value);
+            let slot = v.as_mapping_mut().expect("mapping").entry(Value::String(k.clone())).or_insert(Value::Null);
+            set_at(slot, rest, value);
         }
-        Seg::Index(i) => {
+        ValuesKey::Index(i) => {
             if !v.is_sequence() {
                 *v = Value::Sequence(Vec::new());
             }
             let s = v.as_sequence_mut().expect("sequence");
-            while s.len() <= *i {
-                s.push(Value::Null);
+            if s.len() <= *i {
+                s.resize(*i + 1, Value::Null);
             }
-            set_path(&mut s[*i], rest, value);
+            set_at(&mut s[*i], rest, value);
         }
     }
+}
+
+/// The value at `path`, if there is one.
+pub fn get_at<'v>(v: &'v Value, path: &[ValuesKey]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |cur, k| match k {
+        ValuesKey::Key(k) => cur.get(k.as_str()),
+        ValuesKey::Index(i) => cur.as_sequence().and_then(|s| s.get(*i)),
+    })
 }
 
 /// helm's type inference for --set: booleans, null, and integers (not floats, not leading zeros).

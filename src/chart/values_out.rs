@@ -7,6 +7,7 @@
 use serde_yaml_ng::{Mapping, Value};
 
 use super::discover::ImageShape;
+use super::values::set_at;
 use crate::layout::{ChartRecord, ImageValue, OverrideValue, ValuesKey, ValuesOverride, ValuesPlan};
 use crate::push::Destination;
 use crate::reference::ImageRef;
@@ -45,41 +46,6 @@ fn resolve(value: &OverrideValue, dest: &Destination) -> Value {
         OverrideValue::Literal { value } => return value.clone(),
     };
     Value::String(text)
-}
-
-/// Set `path` in `v`, making maps and lists on the way (a list is padded with nulls up to the index).
-pub fn set_at(v: &mut Value, path: &[ValuesKey], value: Value) {
-    let Some((first, rest)) = path.split_first() else {
-        *v = value;
-        return;
-    };
-    match first {
-        ValuesKey::Key(k) => {
-            if !v.is_mapping() {
-                *v = Value::Mapping(Mapping::new());
-            }
-            let slot = v.as_mapping_mut().expect("mapping").entry(Value::String(k.clone())).or_insert(Value::Null);
-            set_at(slot, rest, value);
-        }
-        ValuesKey::Index(i) => {
-            if !v.is_sequence() {
-                *v = Value::Sequence(Vec::new());
-            }
-            let s = v.as_sequence_mut().expect("sequence");
-            if s.len() <= *i {
-                s.resize(*i + 1, Value::Null);
-            }
-            set_at(&mut s[*i], rest, value);
-        }
-    }
-}
-
-/// The value at `path`, if there is one.
-pub fn get_at<'v>(v: &'v Value, path: &[ValuesKey]) -> Option<&'v Value> {
-    path.iter().try_fold(v, |cur, k| match k {
-        ValuesKey::Key(k) => cur.get(k.as_str()),
-        ValuesKey::Index(i) => cur.as_sequence().and_then(|s| s.get(*i)),
-    })
 }
 
 /// `a.b[0].c` (the values scan's dotted paths) as keys.
@@ -183,6 +149,7 @@ pub fn unproven_overrides(values: &[&ImageValue]) -> Vec<ValuesOverride> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chart::values::get_at;
 
     #[test]
     fn suffixes_as_written() {
