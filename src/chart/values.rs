@@ -71,7 +71,8 @@ pub fn apply_set(values: &mut Value, expr: &str, as_string: bool) -> Result<(), 
     Ok(())
 }
 
-fn parse_key(key: &str) -> Result<Vec<ValuesKey>, String> {
+/// A --set key (`a.b[0].c`, `\.` for a dot inside a key) as keys.
+pub fn parse_key(key: &str) -> Result<Vec<ValuesKey>, String> {
     let mut out = Vec::new();
     for part in split_unescaped(key, '.', false) {
         let mut rest = part.as_str();

@@ -7,7 +7,7 @@
 use serde_yaml_ng::{Mapping, Value};
 
 use super::discover::ImageShape;
-use super::values::set_at;
+use super::values::{parse_key, set_at};
 use crate::layout::{ChartRecord, ImageValue, OverrideValue, ValuesKey, ValuesOverride, ValuesPlan};
 use crate::push::Destination;
 use crate::reference::ImageRef;
@@ -48,24 +48,9 @@ fn resolve(value: &OverrideValue, dest: &Destination) -> Value {
     Value::String(text)
 }
 
-/// `a.b[0].c` (the values scan's dotted paths) as keys.
+/// `a.b[0].c` (the values scan's dotted paths, written like --set keys) as keys; empty if it is not one.
 pub fn parse_dotted(path: &str) -> Vec<ValuesKey> {
-    let mut out = Vec::new();
-    for part in path.split('.') {
-        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
-        if !name.is_empty() {
-            out.push(ValuesKey::Key(name.to_string()));
-        }
-        while let Some(r) = rest.strip_prefix('[') {
-            let Some((n, tail)) = r.split_once(']') else { break };
-            match n.parse() {
-                Ok(i) => out.push(ValuesKey::Index(i)),
-                Err(_) => out.push(ValuesKey::Key(format!("[{n}]"))),
-            }
-            rest = tail;
-        }
-    }
-    out
+    parse_key(path).unwrap_or_default()
 }
 
 /// `path` as helm's --set would write it, for messages.
@@ -116,7 +101,7 @@ pub fn unproven_overrides(values: &[&ImageValue]) -> Vec<ValuesOverride> {
     let mut seen = std::collections::BTreeSet::new();
     for iv in values {
         let path = parse_dotted(&iv.path);
-        if path.iter().any(|k| matches!(k, ValuesKey::Index(_))) || !seen.insert(path.clone()) {
+        if path.is_empty() || path.iter().any(|k| matches!(k, ValuesKey::Index(_))) || !seen.insert(path.clone()) {
             continue;
         }
         if ImageRef::parse(&iv.reference).is_err() {

@@ -259,12 +259,19 @@ fn write_values(ctx: &Context, contents: &crate::archive::BundleContents, dest: 
     })?;
     let plan = values_out::plan_of(record);
     let values = values_out::values_for(&plan, dest);
-    let proof = if !plan.proven {
-        "# Unproven: the bundle was exported without helm (or helm could not render the probe); check it with\n# `helm template -f` before installing.\n".to_string()
+    // What the file's header says about the proof, and what the user is warned of.
+    let (proof, caution) = if !plan.proven {
+        (
+            "# Unproven: the bundle was exported without helm (or helm could not render the probe); check it with\n# `helm template -f` before installing.\n",
+            Some("is unproven: the bundle was exported without helm; render the chart with it before installing"),
+        )
     } else if dest.mapping != crate::push::Mapping::Path {
-        "# Proven at export for the default name mapping; this import used another, so check it with `helm template -f`.\n".to_string()
+        (
+            "# Proven at export for the default name mapping; this import used another, so check it with `helm template -f`.\n",
+            Some("was proven for the default name mapping, not for --flatten or --keep-host; render the chart with it before installing"),
+        )
     } else {
-        "# Proven at export: helm rendered every image of every pass with these values at the registry import pushes to.\n".to_string()
+        ("# Proven at export: helm rendered every image of every pass with these values at the registry import pushes to.\n", None)
     };
     let text = format!(
         "# Values that make chart {} {} pull every image from {}.\n# Written by bundle import; pass with -f.\n{proof}{}",
@@ -278,10 +285,8 @@ fn write_values(ctx: &Context, contents: &crate::archive::BundleContents, dest: 
     std::io::Write::write_all(&mut tmp, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
     ctx.printer.info(format!("Wrote {} (use it with -f)", path.display()));
-    if !plan.proven {
-        ctx.printer.warn(format!("{} is unproven: the bundle was exported without helm; render the chart with it before installing", path.display()));
-    } else if dest.mapping != crate::push::Mapping::Path {
-        ctx.printer.warn(format!("{} was proven for the default name mapping, not for --flatten or --keep-host; render the chart with it before installing", path.display()));
+    if let Some(caution) = caution {
+        ctx.printer.warn(format!("{} {caution}", path.display()));
     }
     for image in &plan.unmovable {
         ctx.printer.warn(format!("{image} is computed by the chart's templates and no values key moves it; override it by hand"));
