@@ -42,7 +42,13 @@ fn main() {
             let bases: Vec<Vec<(Blob, String)>> = ["amd64", "arm64"]
                 .iter()
                 .enumerate()
-                .map(|(pi, _)| [30, 20, 10, 5].iter().enumerate().map(|(i, mib)| random_layer(mib * MIB, seed * 100 + pi as u64 * 10 + i as u64)).collect())
+                .map(|(pi, _)| {
+                    [30, 20, 10, 5]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, mib)| random_layer(mib * MIB, seed * 100 + pi as u64 * 10 + i as u64))
+                        .collect()
+                })
                 .collect();
             for i in 0..16u64 {
                 let mut platform_images = Vec::new();
@@ -62,7 +68,11 @@ fn main() {
         ("many", _) => {
             let shared = random_layer(256 * 1024, seed);
             for i in 0..200u64 {
-                let layers = [shared.clone(), random_layer(16 * 1024, seed * 1000 + i * 2), random_layer(64 * 1024, seed * 1000 + i * 2 + 1)];
+                let layers = [
+                    shared.clone(),
+                    random_layer(16 * 1024, seed * 1000 + i * 2),
+                    random_layer(64 * 1024, seed * 1000 + i * 2 + 1),
+                ];
                 let repo = format!("bench/many-{i:03}");
                 p.image(&repo, "1.0", &image(&layers, "amd64", false));
                 println!("{host}/{repo}:1.0");

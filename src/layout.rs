@@ -235,7 +235,6 @@ pub struct UserValues {
     pub set_string: Vec<String>,
 }
 
-
 /// An image found in values, and how to point it elsewhere (for the air-gap values file).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -261,4 +260,3 @@ pub enum ImageShape {
     /// A string `repo:tag` under an `image` key.
     String,
 }
-

@@ -162,7 +162,9 @@ mod tests {
     #[test]
     fn rejects_schema1_and_garbage() {
         let d = Digest::of(b"x");
-        assert!(parse(&d, None, br#"{"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws"}"#).is_err());
+        assert!(
+            parse(&d, None, br#"{"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws"}"#).is_err()
+        );
         assert!(parse(&d, None, b"not json").is_err());
     }
 }

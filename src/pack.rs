@@ -17,7 +17,11 @@ use crate::layout::{
 use crate::resolve::ResolvedImage;
 
 /// `bundle.json` for `images`; `created` is set only from SOURCE_DATE_EPOCH.
-pub fn metadata(images: &[ResolvedImage], created: Option<String>, chart: Option<crate::layout::ChartRecord>) -> BundleMetadata {
+pub fn metadata(
+    images: &[ResolvedImage],
+    created: Option<String>,
+    chart: Option<crate::layout::ChartRecord>,
+) -> BundleMetadata {
     let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
     for img in images {
         for m in &img.manifests {

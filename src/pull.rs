@@ -9,7 +9,7 @@ use crate::blob_store::BlobStore;
 use crate::digest::Digest;
 use crate::printer::Transfer;
 use crate::reference::ImageRef;
-use crate::registry::{PoolError, RegistryError, Registries, Role};
+use crate::registry::{PoolError, Registries, RegistryError, Role};
 use crate::resolve::ResolvedImage;
 
 /// One blob to fetch, and the image repository to fetch it from.

@@ -55,7 +55,8 @@ impl Destination {
         }
         // Validate host and prefix with the reference grammar.
         let probe = format!("{registry}/{}x:t", prefix.as_deref().map(|p| format!("{p}/")).unwrap_or_default());
-        let parsed = ImageRef::parse(&probe).map_err(|_| invalid("expected host[:port][/path], like reg.local:5000/mirror"))?;
+        let parsed =
+            ImageRef::parse(&probe).map_err(|_| invalid("expected host[:port][/path], like reg.local:5000/mirror"))?;
         if parsed.registry() != registry {
             return Err(invalid("the first component must be a registry host (with a `.` or `:` or `localhost`)"));
         }
@@ -73,7 +74,9 @@ impl Destination {
             Mapping::Path => source.repository().to_string(),
             Mapping::Flatten => source.repository().rsplit('/').next().unwrap_or(source.repository()).to_string(),
             // Ports are not valid in a path component; `host:5000` becomes `host-5000`.
-            Mapping::KeepHost => format!("{}/{}", source.registry().replace(':', "-").to_ascii_lowercase(), source.repository()),
+            Mapping::KeepHost => {
+                format!("{}/{}", source.registry().replace(':', "-").to_ascii_lowercase(), source.repository())
+            }
         };
         let repo = match &self.prefix {
             Some(p) => format!("{p}/{path}"),
@@ -101,7 +104,9 @@ pub struct PushPlan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    #[error("two images would be pushed to {target} with different content: {first} ({first_digest}) and {second} ({second_digest})")]
+    #[error(
+        "two images would be pushed to {target} with different content: {first} ({first_digest}) and {second} ({second_digest})"
+    )]
     Collision { target: String, first: String, first_digest: Digest, second: String, second_digest: Digest },
     #[error(transparent)]
     Pool(#[from] PoolError),
@@ -121,21 +126,25 @@ impl PushPlan {
                 None => format!("{}@{}", target.name(), img.digest),
             };
             if let Some((first, first_digest)) = targets.get(&key)
-                && first_digest != &img.digest {
-                    return Err(PushError::Collision {
-                        target: key,
-                        first: first.clone(),
-                        first_digest: first_digest.clone(),
-                        second: img.source.to_string(),
-                        second_digest: img.digest.clone(),
-                    });
-                }
+                && first_digest != &img.digest
+            {
+                return Err(PushError::Collision {
+                    target: key,
+                    first: first.clone(),
+                    first_digest: first_digest.clone(),
+                    second: img.source.to_string(),
+                    second_digest: img.digest.clone(),
+                });
+            }
             targets.insert(key, (img.source.to_string(), img.digest.clone()));
             images.push(ImagePush { source: img.source.clone(), target, image: i });
         }
         let mut repositories: BTreeMap<String, BTreeSet<Digest>> = BTreeMap::new();
         for p in &images {
-            repositories.entry(p.target.repository().to_string()).or_default().extend(contents.images[p.image].blobs.iter().cloned());
+            repositories
+                .entry(p.target.repository().to_string())
+                .or_default()
+                .extend(contents.images[p.image].blobs.iter().cloned());
         }
         Ok(PushPlan { images, repositories })
     }
@@ -187,7 +196,9 @@ impl Presence {
     pub fn images_complete(&self, plan: &PushPlan, contents: &BundleContents) -> usize {
         plan.images
             .iter()
-            .filter(|p| self.manifests.contains(&(p.target.repository().to_string(), contents.images[p.image].digest.clone())))
+            .filter(|p| {
+                self.manifests.contains(&(p.target.repository().to_string(), contents.images[p.image].digest.clone()))
+            })
             .count()
     }
 
@@ -203,7 +214,10 @@ impl Presence {
         self.missing_blobs.keys().filter(|d| !self.present_somewhere.contains_key(*d)).count()
     }
     pub fn blobs_to_mount(&self) -> usize {
-        self.missing_blobs.iter().map(|(d, repos)| repos.len() - usize::from(!self.present_somewhere.contains_key(d))).sum()
+        self.missing_blobs
+            .iter()
+            .map(|(d, repos)| repos.len() - usize::from(!self.present_somewhere.contains_key(d)))
+            .sum()
     }
 }
 
@@ -244,9 +258,10 @@ pub async fn probe(
             _ => false,
         };
         if let (Some(t), Some(Some(d))) = (p.target.tag(), &tag_digest)
-            && d != ours {
-                presence.tags_elsewhere.insert(format!("{}:{t}", p.target.repository()), d.clone());
-            }
+            && d != ours
+        {
+            presence.tags_elsewhere.insert(format!("{}:{t}", p.target.repository()), d.clone());
+        }
         let p = &plan.images[i];
         let img = &contents.images[p.image];
         let repo = p.target.repository().to_string();
@@ -257,10 +272,9 @@ pub async fn probe(
             for b in &img.blobs {
                 presence.present_somewhere.entry(b.clone()).or_insert_with(|| repo.clone());
             }
-            if tag_current
-                && let Some(t) = p.target.tag() {
-                    presence.tags_current.insert(format!("{repo}:{t}"));
-                }
+            if tag_current && let Some(t) = p.target.tag() {
+                presence.tags_current.insert(format!("{repo}:{t}"));
+            }
         } else {
             needed.entry(repo).or_default().extend(img.blobs.iter().cloned());
         }
@@ -308,7 +322,8 @@ pub async fn execute_in_order(
     let mut mountable: BTreeMap<Digest, String> = BTreeMap::new();
     for repo in plan.repositories.keys() {
         let images: Vec<ImagePush> = plan.images.iter().filter(|p| p.target.repository() == repo).cloned().collect();
-        let sub_plan = PushPlan { images, repositories: BTreeMap::from([(repo.clone(), plan.repositories[repo].clone())]) };
+        let sub_plan =
+            PushPlan { images, repositories: BTreeMap::from([(repo.clone(), plan.repositories[repo].clone())]) };
         let sub_presence = Presence {
             manifests: presence.manifests.clone(),
             tags_current: presence.tags_current.clone(),
@@ -537,7 +552,10 @@ impl BlobSource for ArchiveBlob {
                     }
                 }
                 if hasher.len() != entry.size {
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("blob {digest} is short in the archive")));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("blob {digest} is short in the archive"),
+                    ));
                 }
                 Ok(())
             };
@@ -551,7 +569,11 @@ impl BlobSource for ArchiveBlob {
     }
 
     fn failure(&self) -> Option<std::io::Error> {
-        self.failed.lock().expect("failure slot").as_ref().map(|(kind, message)| std::io::Error::new(*kind, message.clone()))
+        self.failed
+            .lock()
+            .expect("failure slot")
+            .as_ref()
+            .map(|(kind, message)| std::io::Error::new(*kind, message.clone()))
     }
 }
 
@@ -569,7 +591,10 @@ mod tests {
         let flat = d.clone().with_mapping(Mapping::Flatten);
         assert_eq!(flat.map(&r("quay.io/stackstate/wait:1.0.0")).to_string(), "reg.local:5000/wait:1.0.0");
         let host = Destination::parse("reg.local:5000/m").unwrap().with_mapping(Mapping::KeepHost);
-        assert_eq!(host.map(&r("quay.io/stackstate/wait:1.0.0")).to_string(), "reg.local:5000/m/quay.io/stackstate/wait:1.0.0");
+        assert_eq!(
+            host.map(&r("quay.io/stackstate/wait:1.0.0")).to_string(),
+            "reg.local:5000/m/quay.io/stackstate/wait:1.0.0"
+        );
         assert_eq!(host.map(&r("127.0.0.1:5000/a:1")).to_string(), "reg.local:5000/m/127.0.0.1-5000/a:1");
         assert_eq!(d.map(&r("quay.io/stackstate/wait:1.0.0")).to_string(), "reg.local:5000/stackstate/wait:1.0.0");
         assert_eq!(d.map(&r("justwatch/x:1")).to_string(), "reg.local:5000/justwatch/x:1");

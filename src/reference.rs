@@ -66,11 +66,12 @@ impl ImageRef {
             return Err(invalid("the repository name is missing"));
         }
         if let Some(tag) = tag
-            && !valid_tag(tag) {
-                return Err(invalid(
-                    "the tag must be 1-128 characters of letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
-                ));
-            }
+            && !valid_tag(tag)
+        {
+            return Err(invalid(
+                "the tag must be 1-128 characters of letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
+            ));
+        }
         let (registry, path) = match name.split_once('/') {
             Some((first, rest)) if is_registry_host(first) => (first.to_string(), rest.to_string()),
             _ => (DOCKER_HUB.to_string(), name.to_string()),
@@ -189,9 +190,10 @@ fn valid_host(host: &str) -> bool {
         }
     };
     if let Some(p) = port
-        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err()) {
-            return false;
-        }
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err())
+    {
+        return false;
+    }
     !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
 }
 
@@ -292,7 +294,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_reasons() {
-        for bad in ["", "Nginx", "a b", "quay.io/a/b:", "quay.io/a/b:-x", "quay.io//b", "https://quay.io/a", "a/b@sha256:zz", "quay.io:99999/a"] {
+        for bad in [
+            "",
+            "Nginx",
+            "a b",
+            "quay.io/a/b:",
+            "quay.io/a/b:-x",
+            "quay.io//b",
+            "https://quay.io/a",
+            "a/b@sha256:zz",
+            "quay.io:99999/a",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         let err = ImageRef::parse("quay.io/Org/app").unwrap_err().to_string();

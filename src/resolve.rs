@@ -10,7 +10,7 @@ use futures_util::future::try_join_all;
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, ManifestError};
 use crate::reference::ImageRef;
-use crate::registry::{PoolError, PulledManifest, RegistryClient, RegistryError, Registries, Role};
+use crate::registry::{PoolError, PulledManifest, Registries, RegistryClient, RegistryError, Role};
 
 /// One image with everything it needs.
 #[derive(Debug, Clone)]
@@ -32,7 +32,8 @@ pub struct ResolvedImage {
 impl ResolvedImage {
     /// Bytes of every distinct manifest and blob.
     pub fn size(&self) -> u64 {
-        self.manifests.iter().map(|m| m.bytes.len() as u64).sum::<u64>() + self.blobs.iter().map(|b| b.size).sum::<u64>()
+        self.manifests.iter().map(|m| m.bytes.len() as u64).sum::<u64>()
+            + self.blobs.iter().map(|b| b.size).sum::<u64>()
     }
 }
 
@@ -109,7 +110,8 @@ impl Graph<'_> {
         &'s mut self,
         mut m: PulledManifest,
         declared: Option<&'s str>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<manifest::ManifestLinks, ResolveError>> + Send + 's>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<manifest::ManifestLinks, ResolveError>> + Send + 's>>
+    {
         Box::pin(async move {
             let name = self.image.to_string();
             let links = manifest::parse(&m.digest, declared.or(Some(&m.media_type)), &m.bytes)

@@ -51,7 +51,8 @@ pub enum SpecError {
 
 impl BundleSpec {
     pub fn load(path: &Path) -> Result<BundleSpec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
         let invalid = |at: String, message: String| SpecError::Invalid { path: path.to_path_buf(), at, message };
         let de = serde_yaml_ng::Deserializer::from_str(&text);
         let mut spec: BundleSpec = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -63,7 +64,11 @@ impl BundleSpec {
             return Err(invalid("(top level)".into(), "a spec needs `chart` or `images`".into()));
         }
         if spec.chart.is_none() {
-            for key in [("repo", spec.repo.is_some()), ("version", spec.version.is_some()), ("passes", !spec.passes.is_empty())] {
+            for key in [
+                ("repo", spec.repo.is_some()),
+                ("version", spec.version.is_some()),
+                ("passes", !spec.passes.is_empty()),
+            ] {
                 if key.1 {
                     return Err(invalid(key.0.into(), "only makes sense with `chart`".into()));
                 }

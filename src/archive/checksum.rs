@@ -39,8 +39,12 @@ pub fn read_sidecar(archive: &Path) -> Result<Option<Digest>, SidecarError> {
         Err(source) => return Err(SidecarError::Read { path, source }),
     };
     let line = text.lines().next().unwrap_or_default();
-    let (hex, name) = line.split_once("  ").or_else(|| line.split_once(" *")).ok_or(SidecarError::Malformed { path: path.clone() })?;
-    let digest: Digest = format!("sha256:{}", hex.trim()).parse().map_err(|_| SidecarError::Malformed { path: path.clone() })?;
+    let (hex, name) = line
+        .split_once("  ")
+        .or_else(|| line.split_once(" *"))
+        .ok_or(SidecarError::Malformed { path: path.clone() })?;
+    let digest: Digest =
+        format!("sha256:{}", hex.trim()).parse().map_err(|_| SidecarError::Malformed { path: path.clone() })?;
     let actual = archive.file_name().unwrap_or_default().to_string_lossy().to_string();
     let named = name.trim().to_string();
     // A renamed archive keeps a valid sidecar only if the sidecar was renamed too; compare base names.

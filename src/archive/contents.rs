@@ -62,12 +62,18 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
     let mut problems = scan.problems.clone();
 
     if let Some(expected) = sidecar
-        && expected != &scan.file_digest {
-            add(&mut problems, 
-                "archive",
-                format!("its sha256 is {} but the .sha256 file says {}; the file was altered or is incomplete", scan.file_digest.hex(), expected.hex()),
-            );
-        }
+        && expected != &scan.file_digest
+    {
+        add(
+            &mut problems,
+            "archive",
+            format!(
+                "its sha256 is {} but the .sha256 file says {}; the file was altered or is incomplete",
+                scan.file_digest.hex(),
+                expected.hex()
+            ),
+        );
+    }
     match &scan.oci_layout {
         None => add(&mut problems, "oci-layout", "is missing".into()),
         Some(b) => {
@@ -101,9 +107,12 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 .and_then(|v| v.get("formatVersion").and_then(|x| x.as_u64()));
             match version {
                 Some(v) if v != FORMAT_VERSION as u64 => {
-                    add(&mut problems, 
+                    add(
+                        &mut problems,
                         "bundle.json",
-                        format!("has format version {v}, but this bundle reads version {FORMAT_VERSION}; use the bundle release that wrote it"),
+                        format!(
+                            "has format version {v}, but this bundle reads version {FORMAT_VERSION}; use the bundle release that wrote it"
+                        ),
                     );
                     None
                 }
@@ -125,24 +134,38 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
     let mut images = Vec::new();
     for (i, desc) in index.manifests.iter().enumerate() {
         let entry = format!("index.json manifests[{i}]");
-        let name = desc
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(REF_NAME).or_else(|| a.get(CONTAINERD_NAME)))
-            .cloned();
+        let name = desc.annotations.as_ref().and_then(|a| a.get(REF_NAME).or_else(|| a.get(CONTAINERD_NAME))).cloned();
         let name = metadata.as_ref().and_then(|m| m.images.get(i)).map(|img| img.source.clone()).or(name);
         let source = match name.as_deref().map(|n| (n, parse_image_name(n))) {
             Some((_, Ok(r))) => Some(r),
             Some((n, Err(msg))) => {
-                add(&mut problems, &entry, format!("names the image `{n}`, which {msg}; import needs the full source reference (re-create the archive with `skopeo copy … oci-archive:FILE:REGISTRY/REPO:TAG`)"));
+                add(
+                    &mut problems,
+                    &entry,
+                    format!(
+                        "names the image `{n}`, which {msg}; import needs the full source reference (re-create the archive with `skopeo copy … oci-archive:FILE:REGISTRY/REPO:TAG`)"
+                    ),
+                );
                 None
             }
             None => {
-                add(&mut problems, &entry, format!("has no `{REF_NAME}` annotation, so the image has no name to import it under"));
+                add(
+                    &mut problems,
+                    &entry,
+                    format!("has no `{REF_NAME}` annotation, so the image has no name to import it under"),
+                );
                 None
             }
         };
-        let mut walk = Walk { scan: &scan, manifests: &mut manifests, order: Vec::new(), blobs: Vec::new(), seen: BTreeSet::new(), problems: Vec::new(), platforms: Vec::new() };
+        let mut walk = Walk {
+            scan: &scan,
+            manifests: &mut manifests,
+            order: Vec::new(),
+            blobs: Vec::new(),
+            seen: BTreeSet::new(),
+            problems: Vec::new(),
+            platforms: Vec::new(),
+        };
         walk.visit(&desc.digest, Some(&desc.media_type), desc.size, &entry, true);
         let Walk { order, blobs, seen, problems: walk_problems, platforms, .. } = walk;
         problems.extend(walk_problems);
@@ -162,7 +185,8 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
         }
     }
     for d in scan.blobs.keys().filter(|d| !referenced.contains(*d)) {
-        problems.push(Problem { entry: d.layout_path(), message: "is not referenced by any image in index.json".into() });
+        problems
+            .push(Problem { entry: d.layout_path(), message: "is not referenced by any image in index.json".into() });
     }
 
     if let Some(meta) = &metadata {
@@ -190,7 +214,13 @@ fn parse_image_name(name: &str) -> Result<ImageRef, String> {
     ImageRef::parse(name).map_err(|e| format!("is not a valid image reference ({e})"))
 }
 
-fn check_metadata(meta: &BundleMetadata, index: &LayoutIndex, scan: &Scan, images: &[ArchiveImage], problems: &mut Vec<Problem>) {
+fn check_metadata(
+    meta: &BundleMetadata,
+    index: &LayoutIndex,
+    scan: &Scan,
+    images: &[ArchiveImage],
+    problems: &mut Vec<Problem>,
+) {
     let mut problem = |message: String| problems.push(Problem { entry: "bundle.json".into(), message });
     if meta.images.len() != index.manifests.len() {
         problem(format!("lists {} images but index.json lists {}", meta.images.len(), index.manifests.len()));
@@ -202,7 +232,10 @@ fn check_metadata(meta: &BundleMetadata, index: &LayoutIndex, scan: &Scan, image
     }
     for (img, found) in meta.images.iter().zip(images) {
         if img.size != found.size {
-            problem(format!("image `{}` is said to be {} bytes, its content adds up to {}", img.source, img.size, found.size));
+            problem(format!(
+                "image `{}` is said to be {} bytes, its content adds up to {}",
+                img.source, img.size, found.size
+            ));
         }
     }
     let listed: BTreeMap<&Digest, u64> = meta.blobs.iter().map(|b| (&b.digest, b.size)).collect();
@@ -211,7 +244,9 @@ fn check_metadata(meta: &BundleMetadata, index: &LayoutIndex, scan: &Scan, image
             None if !scan.problems.iter().any(|p| p.entry == d.layout_path()) => {
                 problem(format!("lists blob {d}, which is missing from the archive"))
             }
-            Some(e) if e.size != *size => problem(format!("lists blob {d} as {size} bytes, the archive holds {}", e.size)),
+            Some(e) if e.size != *size => {
+                problem(format!("lists blob {d} as {size} bytes, the archive holds {}", e.size))
+            }
             _ => {}
         }
     }
@@ -238,16 +273,21 @@ impl Walk<'_> {
         let path = digest.layout_path();
         let Some(entry) = self.scan.blobs.get(digest) else {
             if !self.scan.problems.iter().any(|p| p.entry == path) {
-                self.problems.push(Problem { entry: path, message: format!("is missing (a manifest referenced by {parent})") });
+                self.problems
+                    .push(Problem { entry: path, message: format!("is missing (a manifest referenced by {parent})") });
             }
             return;
         };
         if entry.size != size {
-            self.problems.push(Problem { entry: path, message: format!("is {} bytes but {parent} says {size}", entry.size) });
+            self.problems
+                .push(Problem { entry: path, message: format!("is {} bytes but {parent} says {size}", entry.size) });
             return;
         }
         let Some(bytes) = self.scan.json_blobs.get(digest) else {
-            self.problems.push(Problem { entry: path, message: format!("is not a JSON manifest, but {parent} references it as one") });
+            self.problems.push(Problem {
+                entry: path,
+                message: format!("is not a JSON manifest, but {parent} references it as one"),
+            });
             return;
         };
         let links = match manifest::parse(digest, declared, bytes) {
@@ -259,10 +299,9 @@ impl Walk<'_> {
         };
         let here = format!("manifest {digest}");
         for child in &links.children {
-            if root
-                && let Some(p) = &child.platform {
-                    self.platforms.push(p.to_string());
-                }
+            if root && let Some(p) = &child.platform {
+                self.platforms.push(p.to_string());
+            }
             self.visit(&child.digest, Some(&child.media_type), child.size, &here, false);
         }
         for blob in &links.blobs {
@@ -272,7 +311,9 @@ impl Walk<'_> {
             let bpath = blob.digest.layout_path();
             match self.scan.blobs.get(&blob.digest) {
                 None if self.scan.problems.iter().any(|p| p.entry == bpath) => {}
-                None => self.problems.push(Problem { entry: bpath, message: format!("is missing (referenced by {here})") }),
+                None => {
+                    self.problems.push(Problem { entry: bpath, message: format!("is missing (referenced by {here})") })
+                }
                 Some(e) if e.size != blob.size => self.problems.push(Problem {
                     entry: bpath,
                     message: format!("is {} bytes but {here} says {}", e.size, blob.size),

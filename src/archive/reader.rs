@@ -238,7 +238,8 @@ impl ArchiveFile {
             }
             scan.json_blobs.insert(digest, Bytes::from(buf));
         }
-        let Some(meta) = scan.metadata.as_ref().and_then(|m| serde_json::from_slice::<layout::BundleMetadata>(m).ok()) else {
+        let Some(meta) = scan.metadata.as_ref().and_then(|m| serde_json::from_slice::<layout::BundleMetadata>(m).ok())
+        else {
             return Ok(None);
         };
         for b in &meta.blobs {
@@ -276,7 +277,9 @@ impl ArchiveFile {
             let Ok(size) = header.entry_size() else { return Ok(None) };
             let Some(path) = normalise(&String::from_utf8_lossy(&header.path_bytes())) else { return Ok(None) };
             let data = offset + 512;
-            let Some(next) = size.checked_next_multiple_of(512).and_then(|s| data.checked_add(s)) else { return Ok(None) };
+            let Some(next) = size.checked_next_multiple_of(512).and_then(|s| data.checked_add(s)) else {
+                return Ok(None);
+            };
             if next > end || !seen.insert(path.clone()) {
                 return Ok(None);
             }
@@ -300,7 +303,8 @@ impl ArchiveFile {
         let file = File::open(&self.path).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
         let (hashed, hasher) = HashingReader::new(file, on_bytes);
         let mut scan = Scan::empty();
-        let stream = self.tar_stream(hashed).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
+        let stream =
+            self.tar_stream(hashed).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
         let mut tar = tar::Archive::new(stream);
         if let Err(e) = scan_entries(&mut tar, &mut scan) {
             scan.problems.push(Problem { entry: "archive".into(), message: describe_stream_error(&e) });
@@ -426,7 +430,8 @@ fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> 
 
 /// The header's stored checksum equals the sum of its bytes with the checksum field read as spaces.
 fn header_checksum_ok(block: &[u8; 512]) -> bool {
-    let sum: u32 = block.iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { b' ' as u32 } else { *b as u32 }).sum();
+    let sum: u32 =
+        block.iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { b' ' as u32 } else { *b as u32 }).sum();
     tar::Header::from_byte_slice(block).cksum().is_ok_and(|c| c == sum)
 }
 
@@ -465,7 +470,6 @@ fn count_nonzero(r: &mut dyn Read) -> io::Result<u64> {
         nonzero += buf[..n].iter().filter(|b| **b != 0).count() as u64;
     }
 }
-
 
 /// Hashes every byte read from the file, so the sidecar check costs no second read. The hashing runs on a
 /// thread of its own: the reading thread decompresses and hashes the blobs, and the two sha256 passes (of the

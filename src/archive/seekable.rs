@@ -205,7 +205,9 @@ impl<W: Write + Send + 'static, C: Write + Send + 'static> SeekableWriter<W, C> 
                     let frame = frame?;
                     let written = frame.write_to(&mut inner)?;
                     match &copy_tx {
-                        Some(tx) => tx.send(frame).map_err(|_| io::Error::other("the copy of the archive stopped early"))?,
+                        Some(tx) => {
+                            tx.send(frame).map_err(|_| io::Error::other("the copy of the archive stopped early"))?
+                        }
                         None => writer_spare.give(frame.into_buffer()),
                     }
                     frames.push((written as u32, len));
@@ -242,7 +244,10 @@ impl<W: Write + Send + 'static, C: Write + Send + 'static> SeekableWriter<W, C> 
                 self.compressible += got;
             }
             if got < want {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the source ended {} bytes early", len - got as u64)));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the source ended {} bytes early", len - got as u64),
+                ));
             }
             len -= got as u64;
             if self.filled == FRAME_SIZE {
@@ -446,7 +451,10 @@ impl SeekTable {
     fn decoder_at(&self, path: &Path, cstart: u64, buffer: usize) -> io::Result<FrameDecoder> {
         let mut file = File::open(path)?;
         file.seek(SeekFrom::Start(cstart))?;
-        zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(buffer, file.take(self.frames_len() - cstart)))
+        zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
+            buffer,
+            file.take(self.frames_len() - cstart),
+        ))
     }
 
     /// Reads at increasing offsets of the decompressed stream, decompressing only the frames they land in.
@@ -534,7 +542,9 @@ mod tests {
         w.finish().unwrap();
         let table = SeekTable::read(&mut File::open(&path).unwrap()).unwrap().unwrap();
         assert_eq!(table.decompressed_len(), data.len() as u64);
-        for (off, len) in [(0, 10), (FRAME_SIZE as u64 - 5, 10), (FRAME_SIZE as u64 * 2, 999), (123, FRAME_SIZE as u64 * 2)] {
+        for (off, len) in
+            [(0, 10), (FRAME_SIZE as u64 - 5, 10), (FRAME_SIZE as u64 * 2, 999), (123, FRAME_SIZE as u64 * 2)]
+        {
             let mut got = Vec::new();
             table.open_range(&path, off, len).unwrap().read_to_end(&mut got).unwrap();
             assert_eq!(got, &data[off as usize..(off + len) as usize]);

@@ -39,7 +39,12 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: sync_file_range reads no memory of ours; the descriptor is open for the duration of the call.
     unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 
@@ -136,7 +141,10 @@ const MAGIC_LEN: usize = 6;
 
 /// Whether `start` opens gzip, zstd, xz or bzip2 data: content zstd would not shrink.
 fn is_compressed(start: &[u8]) -> bool {
-    start.starts_with(&[0x1f, 0x8b]) || start.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || start.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) || start.starts_with(b"BZh")
+    start.starts_with(&[0x1f, 0x8b])
+        || start.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || start.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || start.starts_with(b"BZh")
 }
 
 /// A ustar header with everything that could vary between machines fixed: owner 0:0, mtime 0, no user or

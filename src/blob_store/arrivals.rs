@@ -123,7 +123,20 @@ impl Arrivals {
     /// Read `digest` (`size` bytes, stored at `path` once complete) while it is still downloading.
     pub fn follow(&self, digest: &Digest, size: u64, path: PathBuf) -> BlobFollower {
         self.inner.0.lock().expect("arrivals lock").slots.entry(digest.clone()).or_default().followed = true;
-        BlobFollower { arrivals: self.clone(), digest: digest.clone(), size, path, pos: 0, file: None, generation: 0, verified: None, hasher: None, chunk: None, found: None, ahead: None }
+        BlobFollower {
+            arrivals: self.clone(),
+            digest: digest.clone(),
+            size,
+            path,
+            pos: 0,
+            file: None,
+            generation: 0,
+            verified: None,
+            hasher: None,
+            chunk: None,
+            found: None,
+            ahead: None,
+        }
     }
 }
 
@@ -154,7 +167,8 @@ pub struct BlobFollower {
 impl Drop for BlobFollower {
     fn drop(&mut self) {
         // Done with this blob: its download need not keep chunks for it any more.
-        if let Some(slot) = self.arrivals.inner.0.lock().unwrap_or_else(|e| e.into_inner()).slots.get_mut(&self.digest) {
+        if let Some(slot) = self.arrivals.inner.0.lock().unwrap_or_else(|e| e.into_inner()).slots.get_mut(&self.digest)
+        {
             slot.followed = false;
             slot.recent.clear();
         }
@@ -235,7 +249,12 @@ impl BlobFollower {
             // The next chunk is read while this one is used.
             let next = self.pos + own.len() as u64;
             if next < end {
-                self.ahead.get_or_insert_with(ReadAhead::new).start(file.clone(), AlignedBuf::new(FOLLOW_CHUNK), next, end);
+                self.ahead.get_or_insert_with(ReadAhead::new).start(
+                    file.clone(),
+                    AlignedBuf::new(FOLLOW_CHUNK),
+                    next,
+                    end,
+                );
             }
             self.chunk = Some((self.pos, Arc::new(own)));
         }
@@ -256,12 +275,15 @@ impl std::io::Read for BlobFollower {
         let end = self.readable()?;
         match self.verified {
             Some(false) if self.pos == 0 && self.hasher.is_none() => self.hasher = Some(DigestWriter::new()),
-            Some(false) if self.hasher.is_none() => return Err(std::io::Error::other(format!("blob {} arrived unverified", self.digest))),
+            Some(false) if self.hasher.is_none() => {
+                return Err(std::io::Error::other(format!("blob {} arrived unverified", self.digest)));
+            }
             _ => {}
         }
         if self.file.is_none() {
             // Arrived without a download in this run: in the store already (then hashed here), or made here.
-            let f = DirectFile::open_read(&self.path).map_err(|e| std::io::Error::new(e.kind(), format!("staged blob {}: {e}", self.path.display())))?;
+            let f = DirectFile::open_read(&self.path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("staged blob {}: {e}", self.path.display())))?;
             self.file = Some(Arc::new(f));
         }
         let want = (end - self.pos).min(buf.len() as u64) as usize;
@@ -274,7 +296,10 @@ impl std::io::Read for BlobFollower {
             if self.arrivals.generation(&self.digest) != self.generation {
                 return Err(std::io::Error::other(DownloadRestarted(self.digest.clone())));
             }
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("staged blob {} is shorter than {} bytes", self.digest, self.size)));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("staged blob {} is shorter than {} bytes", self.digest, self.size),
+            ));
         }
         if let Some(h) = self.hasher.as_mut() {
             h.update(&buf[..n]);
@@ -348,7 +373,8 @@ mod tests {
     fn a_follower_reads_the_same_bytes_through_direct_chunks_and_the_page_cache() {
         use super::super::direct::ALIGN;
         let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..(FOLLOW_CHUNK + 3 * ALIGN + 123) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        let data: Vec<u8> =
+            (0..(FOLLOW_CHUNK + 3 * ALIGN + 123) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
         let digest = Digest::of(&data);
         let arrivals = Arrivals::default();
         let file = staged(dir.path(), &[]);
@@ -460,7 +486,10 @@ mod tests {
         let arrivals = Arrivals::default();
         arrivals.arrived(&digest, false);
         // Exactly `size` bytes, as the archive writer reads.
-        let err = arrivals.follow(&digest, good.len() as u64, dir.path().join("b")).read_exact(&mut vec![0u8; good.len()]).unwrap_err();
+        let err = arrivals
+            .follow(&digest, good.len() as u64, dir.path().join("b"))
+            .read_exact(&mut vec![0u8; good.len()])
+            .unwrap_err();
         assert!(err.get_ref().is_some_and(|e| e.is::<DamagedCacheBlob>()), "{err}");
         std::fs::write(dir.path().join("b"), &good).unwrap();
         let mut out = Vec::new();
@@ -474,7 +503,8 @@ mod tests {
     #[test]
     fn a_cached_blob_read_ahead_in_chunks_is_hashed_and_a_damaged_one_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..(3 * FOLLOW_CHUNK + 777) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
+        let data: Vec<u8> =
+            (0..(3 * FOLLOW_CHUNK + 777) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
         let digest = Digest::of(&data);
         let path = dir.path().join("cached");
         std::fs::write(&path, &data).unwrap();
@@ -504,7 +534,9 @@ mod tests {
         let digest = Digest::of(b"never");
         let waiter = {
             let arrivals = arrivals.clone();
-            std::thread::spawn(move || arrivals.follow(&digest, 5, PathBuf::from("unused")).read(&mut [0u8; 5]).unwrap_err())
+            std::thread::spawn(move || {
+                arrivals.follow(&digest, 5, PathBuf::from("unused")).read(&mut [0u8; 5]).unwrap_err()
+            })
         };
         arrivals.abort("the registry went away".into());
         assert!(waiter.join().unwrap().to_string().contains("the registry went away"));

@@ -250,7 +250,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("blob");
         let data: Vec<u8> = (0..3 * ALIGN as u32 + 100).map(|i| (i * 7 % 251) as u8).collect();
-        let file = DirectFile::new(std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap(), &path);
+        let file = DirectFile::new(
+            std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap(),
+            &path,
+        );
         let mut chunk = AlignedBuf::new(2 * ALIGN);
         assert_eq!(chunk.extend(&data[..2 * ALIGN]), 2 * ALIGN);
         assert!(chunk.is_full());

@@ -72,11 +72,21 @@ impl BlobStore {
         }
         // A fixed name lets an interrupted run's bytes be resumed; the lock keeps two runs from sharing it.
         let partial_path = self.dir.join("sha256").join(format!("{}.partial", digest.hex()));
-        let fixed = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&partial_path).map_err(io_err)?;
+        let fixed = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&partial_path)
+            .map_err(io_err)?;
         let (std_file, path, temp) = match fixed.try_lock() {
             Ok(()) => (fixed, partial_path, None),
             Err(_) => {
-                let t = tempfile::Builder::new().prefix(&format!(".{}-", digest.hex())).suffix(".partial").tempfile_in(self.dir.join("sha256")).map_err(io_err)?;
+                let t = tempfile::Builder::new()
+                    .prefix(&format!(".{}-", digest.hex()))
+                    .suffix(".partial")
+                    .tempfile_in(self.dir.join("sha256"))
+                    .map_err(io_err)?;
                 let (f, p) = t.into_parts();
                 (f, p.to_path_buf(), Some(p))
             }
@@ -85,7 +95,10 @@ impl BlobStore {
         let existing = std_file.metadata().map_err(io_err)?.len();
         let resume = if existing > 0 && existing < size {
             let p = path.clone();
-            let hasher = tokio::task::spawn_blocking(move || hash_file_state(&p, existing)).await.map_err(|e| io_err(std::io::Error::other(e)))?.map_err(io_err)?;
+            let hasher = tokio::task::spawn_blocking(move || hash_file_state(&p, existing))
+                .await
+                .map_err(|e| io_err(std::io::Error::other(e)))?
+                .map_err(io_err)?;
             progress(existing as i64);
             hasher
         } else {
@@ -111,7 +124,9 @@ impl BlobStore {
             }
             Err(e) => {
                 // Bad bytes are never kept; an interrupted transfer is kept for the next run.
-                if matches!(e, RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. }) || temp.is_some() {
+                if matches!(e, RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. })
+                    || temp.is_some()
+                {
                     let _ = std::fs::remove_file(&path);
                 }
                 Err(e)
@@ -127,4 +142,3 @@ fn hash_file_state(path: &Path, limit: u64) -> std::io::Result<DigestWriter> {
     std::io::copy(&mut std::io::Read::take(std::io::BufReader::with_capacity(1 << 20, f), limit), &mut h)?;
     Ok(h)
 }
-

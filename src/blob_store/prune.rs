@@ -37,7 +37,8 @@ pub fn parse_limit(s: &str) -> Result<Option<u64>, String> {
     }
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("`{s}` is not a size (like 20GiB, 500MiB, 0 or unlimited)"))?;
+    let number: u64 =
+        number.parse().map_err(|_| format!("`{s}` is not a size (like 20GiB, 500MiB, 0 or unlimited)"))?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kib" => 10,
@@ -57,7 +58,8 @@ pub struct CacheLock {
 impl CacheLock {
     /// Waits only while another export is pruning.
     pub fn shared(dir: &Path) -> std::io::Result<CacheLock> {
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(dir.join(".lock"))?;
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(dir.join(".lock"))?;
         file.lock_shared()?;
         Ok(CacheLock { file })
     }
@@ -77,7 +79,11 @@ pub enum PruneOutcome {
     WithinLimit,
     /// Another export is using the cache: nothing was removed.
     InUse,
-    Pruned { removed: usize, removed_bytes: u64, kept_bytes: u64 },
+    Pruned {
+        removed: usize,
+        removed_bytes: u64,
+        kept_bytes: u64,
+    },
 }
 
 /// Remove files from `dir/sha256`, least recently modified first, until the directory holds at most `max`
@@ -137,7 +143,12 @@ mod tests {
         let d = Digest::of(content);
         let path = dir.join("sha256").join(d.hex());
         std::fs::write(&path, content).unwrap();
-        File::options().write(true).open(&path).unwrap().set_modified(SystemTime::now() - Duration::from_secs(age_secs)).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(age_secs))
+            .unwrap();
         d
     }
 
@@ -179,7 +190,10 @@ mod tests {
         assert!(present(dir.path(), &d));
         drop(other);
         let lock = CacheLock::shared(dir.path()).unwrap();
-        assert!(matches!(prune(dir.path(), lock, &HashSet::new(), 0).unwrap(), PruneOutcome::Pruned { removed: 1, .. }));
+        assert!(matches!(
+            prune(dir.path(), lock, &HashSet::new(), 0).unwrap(),
+            PruneOutcome::Pruned { removed: 1, .. }
+        ));
     }
 
     #[test]

@@ -96,4 +96,3 @@ impl BlobSink for StagedFile<'_> {
         self.settle().await
     }
 }
-

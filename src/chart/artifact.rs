@@ -7,15 +7,26 @@ pub fn oci_artifact(
     loaded: &super::source::LoadedChart,
     store: &crate::blob_store::BlobStore,
 ) -> std::io::Result<crate::resolve::ResolvedImage> {
-    use crate::manifest::{HELM_CONFIG, HELM_CONTENT};
     use crate::manifest::{Descriptor, OCI_MANIFEST};
+    use crate::manifest::{HELM_CONFIG, HELM_CONTENT};
     let meta = &loaded.chart.meta;
     let config = serde_json::to_vec(meta).expect("chart metadata serialises");
     let config_digest = store.put(&config)?;
     let layer_digest = store.put(&loaded.package)?;
-    let config_desc = Descriptor { media_type: HELM_CONFIG.into(), digest: config_digest, size: config.len() as u64, platform: None, annotations: None };
-    let layer_desc =
-        Descriptor { media_type: HELM_CONTENT.into(), digest: layer_digest, size: loaded.package.len() as u64, platform: None, annotations: None };
+    let config_desc = Descriptor {
+        media_type: HELM_CONFIG.into(),
+        digest: config_digest,
+        size: config.len() as u64,
+        platform: None,
+        annotations: None,
+    };
+    let layer_desc = Descriptor {
+        media_type: HELM_CONTENT.into(),
+        digest: layer_digest,
+        size: loaded.package.len() as u64,
+        platform: None,
+        annotations: None,
+    };
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -32,9 +43,12 @@ pub fn oci_artifact(
         media_type: OCI_MANIFEST.into(),
         manifest_size: manifest.len() as u64,
         platforms: vec![],
-        manifests: vec![crate::registry::PulledManifest { digest, media_type: OCI_MANIFEST.into(), bytes: manifest.into() }],
+        manifests: vec![crate::registry::PulledManifest {
+            digest,
+            media_type: OCI_MANIFEST.into(),
+            bytes: manifest.into(),
+        }],
         blobs: vec![config_desc, layer_desc],
         helm_chart: true,
     })
 }
-

@@ -82,14 +82,22 @@ fn not_a_name(key: &str) -> bool {
     ["tag", "version", "digest", "policy", "pullsecret", "registry", "namespace", "sha"].iter().any(|w| k.contains(w))
 }
 
-fn walk(key: &str, v: &Value, path: &mut Vec<ValuesKey>, under_image: bool, rendered: &BTreeSet<String>, out: &mut Vec<Candidate>) {
+fn walk(
+    key: &str,
+    v: &Value,
+    path: &mut Vec<ValuesKey>,
+    under_image: bool,
+    rendered: &BTreeSet<String>,
+    out: &mut Vec<Candidate>,
+) {
     if out.len() >= MAX_CANDIDATES {
         return;
     }
     match v {
         Value::Mapping(m) => {
             let has = |k: &str| m.contains_key(k);
-            let parts_of_an_image = image_like(key) || (has("repository") && (has("tag") || has("registry") || has("digest")));
+            let parts_of_an_image =
+                image_like(key) || (has("repository") && (has("tag") || has("registry") || has("digest")));
             // A name to mark; an empty `repository` under an image key counts too (charts that default it in
             // templates, like traefik's `repository: null`): the marker alone still shows where it lands.
             let marker = ["repository", "image", "name"]
@@ -99,7 +107,12 @@ fn walk(key: &str, v: &Value, path: &mut Vec<ValuesKey>, under_image: bool, rend
             if let (true, Some((marker_key, written))) = (parts_of_an_image, marker) {
                 out.push(Candidate {
                     path: path.clone(),
-                    slot: Slot::Map { marker_key: marker_key.to_string(), written, registry_key: has("registry"), repository_key: has("repository") },
+                    slot: Slot::Map {
+                        marker_key: marker_key.to_string(),
+                        written,
+                        registry_key: has("registry"),
+                        repository_key: has("repository"),
+                    },
                 });
                 return;
             }
@@ -137,7 +150,16 @@ mod tests {
 
     fn chart(values: &str) -> Chart {
         Chart {
-            meta: ChartMeta { api_version: None, name: "c".into(), version: "1".into(), app_version: None, dependencies: vec![], annotations: Default::default(), chart_type: None, description: None },
+            meta: ChartMeta {
+                api_version: None,
+                name: "c".into(),
+                version: "1".into(),
+                app_version: None,
+                dependencies: vec![],
+                annotations: Default::default(),
+                chart_type: None,
+                description: None,
+            },
             values: serde_yaml_ng::from_str(values).unwrap(),
             subcharts: vec![],
         }

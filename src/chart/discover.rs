@@ -64,8 +64,9 @@ pub fn from_rendered(text: &str, pass: &str) -> Result<Vec<Finding>, ChartError>
 pub fn by_document(text: &str, pass: &str, known: &BTreeSet<String>) -> Result<Vec<Vec<Finding>>, ChartError> {
     let mut docs = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = <Value as serde::Deserialize>::deserialize(doc)
-            .map_err(|e| ChartError::Other(format!("helm printed a document (#{}) that is not valid YAML: {e}", i + 1)))?;
+        let value = <Value as serde::Deserialize>::deserialize(doc).map_err(|e| {
+            ChartError::Other(format!("helm printed a document (#{}) that is not valid YAML: {e}", i + 1))
+        })?;
         docs.push(value);
     }
     let mut known = known.clone();
@@ -114,16 +115,17 @@ fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, w: &Walk<'_>
                 if key == "image" {
                     // Maps under `image` (e.g. an image policy) are not images.
                     if let Value::String(s) = val
-                        && !s.trim().is_empty() {
-                            path.push(key);
-                            out.push(Finding {
-                                reference: s.trim().to_string(),
-                                how: if kind == "ConfigMap" { How::Configmap } else { How::ImageKey },
-                                pass: Some(pass.to_string()),
-                                location: format!("{label} {}", path.join(".")),
-                            });
-                            path.pop();
-                        }
+                        && !s.trim().is_empty()
+                    {
+                        path.push(key);
+                        out.push(Finding {
+                            reference: s.trim().to_string(),
+                            how: if kind == "ConfigMap" { How::Configmap } else { How::ImageKey },
+                            pass: Some(pass.to_string()),
+                            location: format!("{label} {}", path.join(".")),
+                        });
+                        path.pop();
+                    }
                     continue;
                 }
                 path.push(key);
@@ -170,7 +172,9 @@ fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, w: &Walk<'_>
                 }
             }
             for token in tokens(s) {
-                if (is_fully_qualified(token) || w.known.contains(token)) && !embedded.iter().any(|f| f.reference == token) {
+                if (is_fully_qualified(token) || w.known.contains(token))
+                    && !embedded.iter().any(|f| f.reference == token)
+                {
                     out.push(Finding {
                         reference: token.to_string(),
                         how,
@@ -281,12 +285,24 @@ struct ScanCtx<'a> {
     global_registry: Option<String>,
 }
 
-fn scan(ctx: &ScanCtx<'_>, key: &str, v: &Value, path: &mut Vec<String>, findings: &mut Vec<Finding>, image_values: &mut Vec<ImageValue>) {
+fn scan(
+    ctx: &ScanCtx<'_>,
+    key: &str,
+    v: &Value,
+    path: &mut Vec<String>,
+    findings: &mut Vec<Finding>,
+    image_values: &mut Vec<ImageValue>,
+) {
     match v {
         Value::Mapping(m) => {
             if let Some((reference, shape)) = image_map(ctx, key, m) {
                 let dotted = path.join(".");
-                findings.push(Finding { reference: reference.clone(), how: How::ValuesScan, pass: None, location: dotted.clone() });
+                findings.push(Finding {
+                    reference: reference.clone(),
+                    how: How::ValuesScan,
+                    pass: None,
+                    location: dotted.clone(),
+                });
                 image_values.push(ImageValue { path: dotted, reference, shape });
                 return;
             }
@@ -309,7 +325,12 @@ fn scan(ctx: &ScanCtx<'_>, key: &str, v: &Value, path: &mut Vec<String>, finding
         Value::String(s) if key == "image" && !s.trim().is_empty() && ImageRef::parse(s.trim()).is_ok() => {
             let dotted = path.join(".");
             let reference = s.trim().to_string();
-            findings.push(Finding { reference: reference.clone(), how: How::ValuesScan, pass: None, location: dotted.clone() });
+            findings.push(Finding {
+                reference: reference.clone(),
+                how: How::ValuesScan,
+                pass: None,
+                location: dotted.clone(),
+            });
             image_values.push(ImageValue { path: dotted, reference, shape: ImageShape::String });
         }
         _ => {}
@@ -349,10 +370,11 @@ fn image_map(ctx: &ScanCtx<'_>, key: &str, m: &serde_yaml_ng::Mapping) -> Option
         None => repository.clone(),
     };
     if let Some(t) = &tag
-        && !repository.rsplit('/').next().unwrap_or("").contains(':') {
-            reference.push(':');
-            reference.push_str(t);
-        }
+        && !repository.rsplit('/').next().unwrap_or("").contains(':')
+    {
+        reference.push(':');
+        reference.push_str(t);
+    }
     if let Some(d) = &digest {
         reference.push('@');
         reference.push_str(d);
@@ -382,10 +404,16 @@ mod tests {
 
     #[test]
     fn fully_qualified_references_only() {
-        for yes in ["quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0", "127.0.0.1:5000/a/b:1", "reg.io/a@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"] {
+        for yes in [
+            "quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0",
+            "127.0.0.1:5000/a/b:1",
+            "reg.io/a@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ] {
             assert!(is_fully_qualified(yes), "{yes}");
         }
-        for no in ["nginx:1.25", "https://quay.io/a/b:1", "svc.ns.svc.cluster.local:8080", "quay.io/a/b", "--flag=x", "a/b:1"] {
+        for no in
+            ["nginx:1.25", "https://quay.io/a/b:1", "svc.ns.svc.cluster.local:8080", "quay.io/a/b", "--flag=x", "a/b:1"]
+        {
             assert!(!is_fully_qualified(no), "{no}");
         }
     }

@@ -127,8 +127,7 @@ impl Chart {
     pub fn from_files(files: &ChartFiles, what: &str, dir: Option<&Path>) -> Result<Chart, ChartError> {
         let invalid = |message: String| ChartError::Invalid { what: what.to_string(), message };
         let chart_yaml = files.get("Chart.yaml").ok_or_else(|| invalid("it has no Chart.yaml".into()))?;
-        let meta: ChartMeta =
-            serde_yaml_ng::from_slice(chart_yaml).map_err(|e| invalid(format!("Chart.yaml: {e}")))?;
+        let meta: ChartMeta = serde_yaml_ng::from_slice(chart_yaml).map_err(|e| invalid(format!("Chart.yaml: {e}")))?;
         let values = match files.get("values.yaml") {
             Some(v) if !v.iter().all(u8::is_ascii_whitespace) => {
                 serde_yaml_ng::from_slice::<Value>(v).map_err(|e| invalid(format!("values.yaml: {e}")))?
@@ -172,7 +171,11 @@ impl Chart {
             match found {
                 Some(i) => {
                     used[i] = true;
-                    subcharts.push(Subchart { key: dep.key().to_string(), dependency: Some(dep.clone()), chart: vendored[i].clone() });
+                    subcharts.push(Subchart {
+                        key: dep.key().to_string(),
+                        dependency: Some(dep.clone()),
+                        chart: vendored[i].clone(),
+                    });
                 }
                 None => match (dep.repository.as_deref().and_then(|r| r.strip_prefix("file://")), dir) {
                     (Some(rel), Some(dir)) => {

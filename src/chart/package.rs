@@ -72,7 +72,8 @@ fn vendor_file_dependencies(dir: &Path, files: &mut ChartFiles) -> Result<(), Ch
         let Some(rel) = dep.repository.as_deref().and_then(|r| r.strip_prefix("file://")) else { continue };
         let vendored = files.keys().any(|k| {
             k.strip_prefix("charts/").is_some_and(|rest| {
-                rest.starts_with(&format!("{}-", dep.name)) && rest.ends_with(".tgz") || rest.starts_with(&format!("{}/", dep.name))
+                rest.starts_with(&format!("{}-", dep.name)) && rest.ends_with(".tgz")
+                    || rest.starts_with(&format!("{}/", dep.name))
             })
         });
         if vendored {
@@ -80,7 +81,12 @@ fn vendor_file_dependencies(dir: &Path, files: &mut ChartFiles) -> Result<(), Ch
         }
         let dep_dir = dir.join(rel);
         let bytes = package_dir(&dep_dir)?;
-        let dep_meta = Chart::from_files(&super::unpack_tgz(&bytes, &dep_dir.display().to_string())?, &dep_dir.display().to_string(), None)?.meta;
+        let dep_meta = Chart::from_files(
+            &super::unpack_tgz(&bytes, &dep_dir.display().to_string())?,
+            &dep_dir.display().to_string(),
+            None,
+        )?
+        .meta;
         files.insert(format!("charts/{}-{}.tgz", dep_meta.name, dep_meta.version), bytes);
     }
     Ok(())

@@ -23,15 +23,15 @@ use std::path::Path;
 
 use serde_yaml_ng::Value;
 
+use super::Chart;
 use super::ChartError;
 use super::candidates::{self, Candidate, Slot};
 use super::discover::{self, Finding, How};
-use super::render::{Extra, Helm, RenderOptions};
-use super::values::{self, ScopedValues, UserValues};
-use super::values::get_at;
-use super::values_out::{self, parse_dotted, written_suffix};
-use super::Chart;
 use super::redact::holds_secret;
+use super::render::{Extra, Helm, RenderOptions};
+use super::values::get_at;
+use super::values::{self, ScopedValues, UserValues};
+use super::values_out::{self, parse_dotted, written_suffix};
 use crate::layout::{OverrideValue, ValuesKey, ValuesOverride, ValuesPlan};
 use crate::push::{Destination, Mapping};
 use crate::reference::ImageRef;
@@ -161,7 +161,9 @@ fn run(input: &ProbeInput<'_>, warnings: &mut Vec<String>) -> Result<ValuesPlan,
             let mut f: Vec<usize> = (0..cands.len()).filter(|i| seen.contains(&marker(*i))).collect();
             if f.is_empty() && !seen.contains(GLOBAL_MARKER) {
                 // The site did not survive the marked render in place: fall back to strings equal to its image.
-                f = (0..cands.len()).filter(|i| matches!(&cands[*i].slot, Slot::String { written } if *written == site.written)).collect();
+                f = (0..cands.len())
+                    .filter(|i| matches!(&cands[*i].slot, Slot::String { written } if *written == site.written))
+                    .collect();
             }
             feeds.insert(key.clone(), (f, seen.contains(&format!("{GLOBAL_MARKER}/"))));
         }
@@ -241,7 +243,9 @@ fn literal(path: Vec<ValuesKey>, value: Value) -> ValuesOverride {
 /// The forms a candidate slot may take, most specific first.
 fn forms(c: &Candidate) -> Vec<Form> {
     match &c.slot {
-        Slot::Map { registry_key: true, .. } => vec![Form::RegistryAndRepository, Form::RegistryCarriesPrefix, Form::WholeName],
+        Slot::Map { registry_key: true, .. } => {
+            vec![Form::RegistryAndRepository, Form::RegistryCarriesPrefix, Form::WholeName]
+        }
         Slot::Map { registry_key: false, .. } => vec![Form::WholeName, Form::RegistryAndRepository],
         Slot::String { .. } => vec![Form::String],
     }
@@ -274,7 +278,9 @@ fn assignments(c: &Candidate, form: Form, source: &ImageRef) -> Vec<ValuesOverri
             vec![set(c.path.clone(), OverrideValue::Name { image, suffix: written_suffix(written).to_string() })]
         }
         Form::UnderGlobal => match &c.slot {
-            Slot::String { written } => vec![set(c.path.clone(), OverrideValue::Path { image, suffix: written_suffix(written).to_string() })],
+            Slot::String { written } => {
+                vec![set(c.path.clone(), OverrideValue::Path { image, suffix: written_suffix(written).to_string() })]
+            }
             Slot::Map { .. } => vec![set(c.key(&repository_key), OverrideValue::Path { image, suffix: String::new() })],
         },
     }
@@ -345,7 +351,9 @@ fn with_whole_lists(overrides: Vec<ValuesOverride>, scoped: &[ScopedValues<'_>])
 fn get_at_scoped<'v>(scoped: &'v [ScopedValues<'_>], path: &[ValuesKey]) -> Option<&'v Value> {
     let scope = scoped
         .iter()
-        .filter(|s| s.path.len() <= path.len() && s.path.iter().zip(path).all(|(a, b)| matches!(b, ValuesKey::Key(k) if k == a)))
+        .filter(|s| {
+            s.path.len() <= path.len() && s.path.iter().zip(path).all(|(a, b)| matches!(b, ValuesKey::Key(k) if k == a))
+        })
         .max_by_key(|s| s.path.len())?;
     get_at(&scope.values, &path[scope.path.len()..])
 }
@@ -374,12 +382,19 @@ fn render_all(
 }
 
 /// The trace render of one pass; a refusal is tried once more with the chart's switch for foreign images.
-fn render_with_switch(input: &ProbeInput<'_>, pass: usize, trace: &[ValuesOverride], switch: &mut Option<ValuesOverride>) -> Result<String, String> {
+fn render_with_switch(
+    input: &ProbeInput<'_>,
+    pass: usize,
+    trace: &[ValuesOverride],
+    switch: &mut Option<ValuesOverride>,
+) -> Result<String, String> {
     let mut overrides = trace.to_vec();
     if let Some(s) = switch.as_ref() {
         overrides.insert(0, s.clone());
     }
-    let values = |o: &[ValuesOverride]| values_out::values_for(&ValuesPlan { proven: false, overrides: o.to_vec(), unmovable: vec![] }, &sentinel());
+    let values = |o: &[ValuesOverride]| {
+        values_out::values_for(&ValuesPlan { proven: false, overrides: o.to_vec(), unmovable: vec![] }, &sentinel())
+    };
     match render(input, pass, &values(&overrides)) {
         Ok(text) => Ok(text),
         Err(first) if switch.is_none() => {
@@ -400,7 +415,8 @@ fn render(input: &ProbeInput<'_>, pass: usize, values: &Value) -> Result<String,
         .tempfile_in(input.tmp_dir)
         .map_err(|e| format!("cannot create a temporary values file in {}: {e}", input.tmp_dir.display()))?;
     let text = serde_yaml_ng::to_string(values).map_err(|e| e.to_string())?;
-    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| format!("cannot write a temporary values file: {e}"))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .map_err(|e| format!("cannot write a temporary values file: {e}"))?;
     input
         .helm
         .template(input.package, input.render, &input.passes[pass], Extra { set: &[], values_file: Some(file.path()) })
@@ -442,7 +458,16 @@ mod tests {
     #[test]
     fn overrides_in_lists_carry_the_whole_list_unless_it_holds_a_secret() {
         let chart = Chart {
-            meta: ChartMeta { api_version: None, name: "c".into(), version: "1".into(), app_version: None, dependencies: vec![], annotations: Default::default(), chart_type: None, description: None },
+            meta: ChartMeta {
+                api_version: None,
+                name: "c".into(),
+                version: "1".into(),
+                app_version: None,
+                dependencies: vec![],
+                annotations: Default::default(),
+                chart_type: None,
+                description: None,
+            },
             values: serde_yaml_ng::from_str(
                 "packs: [{name: a, repository: x/a, tag: '1'}, {name: b, repository: x/b, tag: '2'}]\n\
                  sidecars: [{image: x/c:1, password: hunter2}]\n",
@@ -455,7 +480,8 @@ mod tests {
         let out = with_whole_lists(vec![set("packs[1].registry"), set("sidecars[0].image"), set("global.x")], &scoped);
         let paths: Vec<String> = out.iter().map(|o| values_out::dotted(&o.path)).collect();
         assert_eq!(paths, ["packs", "packs[1].registry", "global.x"]);
-        let values = values_out::values_for(&ValuesPlan { proven: true, overrides: out, unmovable: vec![] }, &sentinel());
+        let values =
+            values_out::values_for(&ValuesPlan { proven: true, overrides: out, unmovable: vec![] }, &sentinel());
         let packs = values.get("packs").and_then(Value::as_sequence).unwrap();
         assert_eq!(packs.len(), 2);
         assert_eq!(packs[0].get("name").and_then(Value::as_str), Some("a"), "the other element is intact");
@@ -466,7 +492,13 @@ mod tests {
 
     #[test]
     fn places_ignore_names() {
-        assert_eq!(without_names("Job/x-30t0939 spec.template.spec.containers[0].image"), "Job spec.template.spec.containers[0].image");
-        assert_eq!(without_names("ConfigMap/c data.a -> Pod/p spec.containers[0].image"), "ConfigMap data.a -> Pod spec.containers[0].image");
+        assert_eq!(
+            without_names("Job/x-30t0939 spec.template.spec.containers[0].image"),
+            "Job spec.template.spec.containers[0].image"
+        );
+        assert_eq!(
+            without_names("ConfigMap/c data.a -> Pod/p spec.containers[0].image"),
+            "ConfigMap data.a -> Pod spec.containers[0].image"
+        );
     }
 }

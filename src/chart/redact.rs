@@ -8,7 +8,9 @@ use super::values::UserValues;
 /// Key names whose values are secrets in practice; their values never go into bundle.json.
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "apikey", "api_key", "license", "credential", "auth", "key"].iter().any(|w| k.contains(w))
+    ["password", "secret", "token", "apikey", "api_key", "license", "credential", "auth", "key"]
+        .iter()
+        .any(|w| k.contains(w))
         && !matches!(k.as_str(), "keys" | "keyboard")
 }
 
@@ -56,7 +58,10 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_from_the_record() {
-        assert_eq!(redact_set("stackstate.license.key=abc,stackstate.baseUrl=http://x,minio.secretKey=s"), "stackstate.license.key=<redacted>,stackstate.baseUrl=http://x,minio.secretKey=<redacted>");
+        assert_eq!(
+            redact_set("stackstate.license.key=abc,stackstate.baseUrl=http://x,minio.secretKey=s"),
+            "stackstate.license.key=<redacted>,stackstate.baseUrl=http://x,minio.secretKey=<redacted>"
+        );
         let v: Value = serde_yaml_ng::from_str("a: {password: p, user: u}\nimage: {tag: '1'}\n").unwrap();
         let r = serde_yaml_ng::to_string(&redact_value(&v)).unwrap();
         assert!(!r.contains(" p\n") && r.contains("<redacted>") && r.contains("user: u"), "{r}");

@@ -61,7 +61,13 @@ impl Helm {
     }
 
     /// `helm template` of the packaged chart with the user's values and one pass's `--set` expressions.
-    pub fn template(&self, chart: &Path, opts: &RenderOptions, pass: &[String], extra: Extra<'_>) -> Result<String, ChartError> {
+    pub fn template(
+        &self,
+        chart: &Path,
+        opts: &RenderOptions,
+        pass: &[String],
+        extra: Extra<'_>,
+    ) -> Result<String, ChartError> {
         let mut cmd = Command::new(&self.path);
         cmd.args(["template", "bundle"]).arg(chart).args(["--namespace", "default"]);
         for f in opts.value_files.iter().map(PathBuf::as_path).chain(extra.values_file) {
@@ -79,13 +85,17 @@ impl Helm {
         if let Some(v) = &opts.kube_version {
             cmd.args(["--kube-version", v]);
         }
-        let pass_text = if pass.is_empty() { "the common values".to_string() } else { format!("pass `{}`", pass.join(",")) };
+        let pass_text =
+            if pass.is_empty() { "the common values".to_string() } else { format!("pass `{}`", pass.join(",")) };
         let out = run_bounded(cmd, None, self.timeout).map_err(|e| match e {
             RunError::Spawn(e) => ChartError::Other(format!("cannot run {}: {e}", self.path.display())),
             RunError::TimedOut => ChartError::HelmTimedOut { pass: pass_text.clone(), seconds: self.timeout.as_secs() },
         })?;
         if !out.success() {
-            return Err(ChartError::Other(format!("`helm template` failed with {pass_text}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(ChartError::Other(format!(
+                "`helm template` failed with {pass_text}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
         String::from_utf8(out.stdout).map_err(|_| ChartError::Other("helm printed output that is not UTF-8".into()))
     }

@@ -78,10 +78,9 @@ fn from_package(package: Vec<u8>, origin: String) -> Result<LoadedChart, ChartEr
 
 fn check_version(chart: &Chart, wanted: Option<&str>) -> Result<(), ChartError> {
     match wanted {
-        Some(v) if v != chart.meta.version => Err(ChartError::Other(format!(
-            "the chart is {} {}, not version {v}",
-            chart.meta.name, chart.meta.version
-        ))),
+        Some(v) if v != chart.meta.version => {
+            Err(ChartError::Other(format!("the chart is {} {}, not version {v}", chart.meta.name, chart.meta.version)))
+        }
         _ => Ok(()),
     }
 }
@@ -89,11 +88,15 @@ fn check_version(chart: &Chart, wanted: Option<&str>) -> Result<(), ChartError> 
 async fn pull_oci(reference: &str, version: Option<&str>, registries: &Registries) -> Result<Vec<u8>, ChartError> {
     // Helm writes `+` in versions as `_` in tags.
     let with_tag = match version {
-        Some(v) if !reference.rsplit('/').next().unwrap_or("").contains(':') => format!("{reference}:{}", v.replace('+', "_")),
+        Some(v) if !reference.rsplit('/').next().unwrap_or("").contains(':') => {
+            format!("{reference}:{}", v.replace('+', "_"))
+        }
         _ => reference.to_string(),
     };
     let image = ImageRef::parse(&with_tag).map_err(|e| ChartError::Other(format!("oci://{with_tag}: {e}")))?;
-    let err = |e: &dyn std::error::Error| ChartError::Other(format!("cannot pull chart oci://{with_tag}: {}", crate::error_text::chain_line(e)));
+    let err = |e: &dyn std::error::Error| {
+        ChartError::Other(format!("cannot pull chart oci://{with_tag}: {}", crate::error_text::chain_line(e)))
+    };
     let client = registries.client(image.registry(), Role::Source).map_err(|e| err(&e))?;
     let manifest = client.get_manifest(image.repository(), &image.manifest_reference()).await.map_err(|e| err(&e))?;
     #[derive(Deserialize)]
@@ -109,11 +112,9 @@ async fn pull_oci(reference: &str, version: Option<&str>, registries: &Registrie
     }
     let m: Manifest = serde_json::from_slice(&manifest.bytes)
         .map_err(|_| ChartError::Other(format!("oci://{with_tag} is not an image manifest (is it a chart?)")))?;
-    let layer = m
-        .layers
-        .iter()
-        .find(|l| l.media_type == HELM_CONTENT)
-        .ok_or_else(|| ChartError::Other(format!("oci://{with_tag} has no {HELM_CONTENT} layer: it is not a Helm chart")))?;
+    let layer = m.layers.iter().find(|l| l.media_type == HELM_CONTENT).ok_or_else(|| {
+        ChartError::Other(format!("oci://{with_tag} has no {HELM_CONTENT} layer: it is not a Helm chart"))
+    })?;
     if layer.size > MAX_CHART_BYTES {
         return Err(ChartError::Other(format!("oci://{with_tag}: the chart is larger than {MAX_CHART_BYTES} bytes")));
     }
@@ -149,7 +150,10 @@ async fn from_repository(repo: &str, name: &str, version: Option<&str>) -> Resul
     let fetch = |url: url::Url| {
         let http = http.clone();
         async move {
-            let resp = http.get(url.clone()).send().await.map_err(|e| ChartError::Other(format!("cannot fetch {url}: {}", crate::error_text::chain_line(&e))))?;
+            let resp =
+                http.get(url.clone()).send().await.map_err(|e| {
+                    ChartError::Other(format!("cannot fetch {url}: {}", crate::error_text::chain_line(&e)))
+                })?;
             if !resp.status().is_success() {
                 return Err(ChartError::Other(format!("cannot fetch {url}: HTTP {}", resp.status())));
             }
@@ -158,16 +162,31 @@ async fn from_repository(repo: &str, name: &str, version: Option<&str>) -> Resul
     };
     let index: RepoIndex = serde_yaml_ng::from_slice(&fetch(index_url.clone()).await?)
         .map_err(|e| ChartError::Other(format!("{index_url} is not a chart repository index: {e}")))?;
-    let entries = index.entries.get(name).ok_or_else(|| ChartError::Other(format!("chart `{name}` is not in the repository {repo}")))?;
+    let entries = index
+        .entries
+        .get(name)
+        .ok_or_else(|| ChartError::Other(format!("chart `{name}` is not in the repository {repo}")))?;
     let entry = match version {
-        Some(v) => entries.iter().find(|e| e.version == v || e.version.trim_start_matches('v') == v.trim_start_matches('v')).cloned().ok_or_else(|| {
-            let mut available: Vec<&str> = entries.iter().map(|e| e.version.as_str()).collect();
-            available.truncate(10);
-            ChartError::Other(format!("{name} {v} is not in the repository {repo} (it has {})", available.join(", ")))
+        Some(v) => entries
+            .iter()
+            .find(|e| e.version == v || e.version.trim_start_matches('v') == v.trim_start_matches('v'))
+            .cloned()
+            .ok_or_else(|| {
+                let mut available: Vec<&str> = entries.iter().map(|e| e.version.as_str()).collect();
+                available.truncate(10);
+                ChartError::Other(format!(
+                    "{name} {v} is not in the repository {repo} (it has {})",
+                    available.join(", ")
+                ))
+            })?,
+        None => newest_stable(entries).ok_or_else(|| {
+            ChartError::Other(format!("the repository {repo} has no stable version of {name}; pass --version"))
         })?,
-        None => newest_stable(entries).ok_or_else(|| ChartError::Other(format!("the repository {repo} has no stable version of {name}; pass --version")))?,
     };
-    let url = entry.urls.first().ok_or_else(|| ChartError::Other(format!("{name} {} has no download URL in the index", entry.version)))?;
+    let url = entry
+        .urls
+        .first()
+        .ok_or_else(|| ChartError::Other(format!("{name} {} has no download URL in the index", entry.version)))?;
     let url = base.join(url).map_err(|e| ChartError::Other(format!("bad chart URL `{url}`: {e}")))?;
     let bytes = fetch(url.clone()).await?;
     if let Some(expected) = &entry.digest {

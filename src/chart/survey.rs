@@ -9,10 +9,10 @@ use serde_yaml_ng::Value;
 use super::ChartError;
 use super::discover::{self, Finding, ImageValue};
 use super::prove::{self, ProbeInput};
+use super::redact::{redact_set, redact_user_values};
 use super::render::{Extra, Helm, RenderOptions};
 use super::source::LoadedChart;
 use super::values::{self, UserValues};
-use super::redact::{redact_set, redact_user_values};
 use super::values_out;
 use crate::layout::{ChartRecord, ImageValueRecord, OverrideValue, ValuesPlan};
 use crate::reference::ImageRef;
@@ -69,7 +69,8 @@ pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_
         // `reloader: quay.io/…:v1` that only shows up in args): find them by value.
         let rendered: BTreeSet<&String> = plain.iter().flatten().flatten().map(|f| &f.reference).collect();
         let known: BTreeSet<String> = image_values.iter().filter_map(|iv| normalised(&iv.reference)).collect();
-        let wanted: BTreeSet<&String> = rendered.into_iter().filter(|r| normalised(r).is_some_and(|n| !known.contains(&n))).collect();
+        let wanted: BTreeSet<&String> =
+            rendered.into_iter().filter(|r| normalised(r).is_some_and(|n| !known.contains(&n))).collect();
         if !wanted.is_empty() {
             for pass in &opts.passes {
                 let overrides = values::overrides(&opts.user, pass)?;
@@ -113,7 +114,9 @@ pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_
 
     let meta = &loaded.chart.meta;
     let global_image_registry = plan.as_ref().is_some_and(|p| {
-        p.overrides.iter().any(|o| o.value == OverrideValue::Destination && values_out::dotted(&o.path) == "global.imageRegistry")
+        p.overrides
+            .iter()
+            .any(|o| o.value == OverrideValue::Destination && values_out::dotted(&o.path) == "global.imageRegistry")
     });
     let record = ChartRecord {
         name: meta.name.clone(),
@@ -124,7 +127,10 @@ pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_
         values: redact_user_values(&opts.user),
         kube_version: opts.render.kube_version.clone(),
         passes: opts.passes.iter().map(|p| p.iter().map(|s| redact_set(s)).collect()).collect(),
-        image_values: image_values.iter().map(|iv| ImageValueRecord { value: iv.clone(), covered_by_global: false }).collect(),
+        image_values: image_values
+            .iter()
+            .map(|iv| ImageValueRecord { value: iv.clone(), covered_by_global: false })
+            .collect(),
         unmapped: plan.as_ref().map(|p| p.unmovable.clone()).unwrap_or_default(),
         global_image_registry,
         values_plan: plan,
@@ -155,7 +161,11 @@ fn find_strings(v: &Value, path: &mut Vec<String>, wanted: &BTreeSet<&String>, o
             }
         }
         Value::String(s) if wanted.contains(&s.trim().to_string()) => {
-            out.push(ImageValue { path: path.join("."), reference: s.trim().to_string(), shape: discover::ImageShape::String });
+            out.push(ImageValue {
+                path: path.join("."),
+                reference: s.trim().to_string(),
+                shape: discover::ImageShape::String,
+            });
         }
         _ => {}
     }

@@ -55,13 +55,14 @@ pub fn apply_set(values: &mut Value, expr: &str, as_string: bool) -> Result<(), 
         if assignment.trim().is_empty() {
             continue;
         }
-        let (key, raw) = split_once_unescaped(&assignment, '=').ok_or_else(|| {
-            ChartError::Other(format!("`{assignment}` in --set `{expr}` is not key=value"))
-        })?;
+        let (key, raw) = split_once_unescaped(&assignment, '=')
+            .ok_or_else(|| ChartError::Other(format!("`{assignment}` in --set `{expr}` is not key=value")))?;
         let value = if as_string {
             Value::String(unescape(&raw))
         } else if raw.starts_with('{') && raw.ends_with('}') {
-            Value::Sequence(split_unescaped(&raw[1..raw.len() - 1], ',', false).iter().map(|s| typed(&unescape(s))).collect())
+            Value::Sequence(
+                split_unescaped(&raw[1..raw.len() - 1], ',', false).iter().map(|s| typed(&unescape(s))).collect(),
+            )
         } else {
             typed(&unescape(&raw))
         };
@@ -274,7 +275,10 @@ mod tests {
     fn set_expressions_like_helm() {
         let mut v = Value::Mapping(Mapping::new());
         apply_set(&mut v, "a.b=1,c=true,d=007,e={x,y},f[1].g=h,dotted\\.key=v,comma=a\\,b", false).unwrap();
-        assert_eq!(v, yaml("a: {b: 1}\nc: true\nd: '007'\ne: [x, y]\nf: [null, {g: h}]\ndotted.key: v\ncomma: 'a,b'\n"));
+        assert_eq!(
+            v,
+            yaml("a: {b: 1}\nc: true\nd: '007'\ne: [x, y]\nf: [null, {g: h}]\ndotted.key: v\ncomma: 'a,b'\n")
+        );
         let mut s = Value::Mapping(Mapping::new());
         apply_set(&mut s, "a=1,b=true", true).unwrap();
         assert_eq!(s, yaml("a: '1'\nb: 'true'\n"));

@@ -35,11 +35,17 @@ fn resolve(value: &OverrideValue, dest: &Destination) -> Value {
         OverrideValue::Destination => destination_text(dest),
         OverrideValue::Registry => dest.registry.clone(),
         OverrideValue::Repository { image } => mapped(image).map(|t| t.repository().to_string()).unwrap_or_default(),
-        OverrideValue::Name { image, suffix } => mapped(image).map(|t| format!("{}{suffix}", t.name())).unwrap_or_default(),
+        OverrideValue::Name { image, suffix } => {
+            mapped(image).map(|t| format!("{}{suffix}", t.name())).unwrap_or_default()
+        }
         OverrideValue::Path { image, suffix } => mapped(image)
             .map(|t| {
                 let repository = t.repository();
-                let path = dest.prefix.as_deref().and_then(|p| repository.strip_prefix(p)?.strip_prefix('/')).unwrap_or(repository);
+                let path = dest
+                    .prefix
+                    .as_deref()
+                    .and_then(|p| repository.strip_prefix(p)?.strip_prefix('/'))
+                    .unwrap_or(repository);
                 format!("{path}{suffix}")
             })
             .unwrap_or_default(),
@@ -86,9 +92,11 @@ pub fn plan_of(record: &ChartRecord) -> ValuesPlan {
     }
     let mut overrides = Vec::new();
     if record.global_image_registry {
-        overrides.push(ValuesOverride { path: parse_dotted("global.imageRegistry"), value: OverrideValue::Destination });
+        overrides
+            .push(ValuesOverride { path: parse_dotted("global.imageRegistry"), value: OverrideValue::Destination });
     }
-    let values: Vec<&ImageValue> = record.image_values.iter().filter(|iv| !iv.covered_by_global).map(|iv| &iv.value).collect();
+    let values: Vec<&ImageValue> =
+        record.image_values.iter().filter(|iv| !iv.covered_by_global).map(|iv| &iv.value).collect();
     overrides.extend(unproven_overrides(&values));
     ValuesPlan { proven: false, overrides, unmovable: record.unmapped.clone() }
 }
@@ -119,7 +127,10 @@ pub fn unproven_overrides(values: &[&ImageValue]) -> Vec<ValuesOverride> {
                 out.push(ValuesOverride { path: at(repository_key), value: OverrideValue::Repository { image } });
             }
             ImageShape::Map { registry_key: false, repository_key, .. } => {
-                out.push(ValuesOverride { path: at(repository_key), value: OverrideValue::Name { image, suffix: String::new() } });
+                out.push(ValuesOverride {
+                    path: at(repository_key),
+                    value: OverrideValue::Name { image, suffix: String::new() },
+                });
             }
             ImageShape::String => {
                 // A string shape's reference is the value as written.
@@ -160,8 +171,14 @@ mod tests {
             overrides: vec![
                 ValuesOverride { path: parse_dotted("global.imageRegistry"), value: OverrideValue::Destination },
                 ValuesOverride { path: parse_dotted("a.image.registry"), value: OverrideValue::Registry },
-                ValuesOverride { path: parse_dotted("a.image.repository"), value: OverrideValue::Repository { image: "quay.io/org/a:1".into() } },
-                ValuesOverride { path: parse_dotted("b.image"), value: OverrideValue::Name { image: "nginx".into(), suffix: String::new() } },
+                ValuesOverride {
+                    path: parse_dotted("a.image.repository"),
+                    value: OverrideValue::Repository { image: "quay.io/org/a:1".into() },
+                },
+                ValuesOverride {
+                    path: parse_dotted("b.image"),
+                    value: OverrideValue::Name { image: "nginx".into(), suffix: String::new() },
+                },
             ],
             unmovable: vec![],
         };

@@ -18,10 +18,15 @@ pub struct ChartInput {
 pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) -> anyhow::Result<Option<ChartInput>> {
     let Some(chart) = &args.chart else { return Ok(None) };
     let req = ChartRequest { chart: chart.clone(), repo: args.repo.clone(), version: args.chart_version.clone() };
-    let loaded = source::load(&req, &ctx.registries).await.with_context(|| format!("cannot load the chart `{chart}`"))?;
+    let loaded =
+        source::load(&req, &ctx.registries).await.with_context(|| format!("cannot load the chart `{chart}`"))?;
     ctx.printer.info(format!("Chart {} {} ({})", loaded.chart.meta.name, loaded.chart.meta.version, loaded.origin));
 
-    let helm = if args.no_helm { None } else { Helm::locate(args.helm.as_deref(), std::time::Duration::from_secs(args.helm_timeout))? };
+    let helm = if args.no_helm {
+        None
+    } else {
+        Helm::locate(args.helm.as_deref(), std::time::Duration::from_secs(args.helm_timeout))?
+    };
     match &helm {
         Some(h) => ctx.printer.detail(format!("rendering with {}", h.version().unwrap_or_default())),
         None => ctx.printer.warn(format!(
@@ -32,9 +37,14 @@ pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) ->
 
     let mut files = Vec::new();
     for f in &args.values {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read the values file {}", f.display()))?;
-        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-            .map_err(|e| user_error(format!("the values file {} is not valid YAML: {e}", f.display()), "fix the file; helm would reject it too"))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read the values file {}", f.display()))?;
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| {
+            user_error(
+                format!("the values file {} is not valid YAML: {e}", f.display()),
+                "fix the file; helm would reject it too",
+            )
+        })?;
         files.push(if v.is_null() { serde_yaml_ng::Value::Mapping(Default::default()) } else { v });
     }
     let user = UserValues { files, set: args.set.clone(), set_string: args.set_string.clone() };

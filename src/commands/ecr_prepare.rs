@@ -30,7 +30,9 @@ impl CredentialSource for TokenSource {
 fn settings_from_flags(a: &EcrArgs) -> anyhow::Result<EcrSettings> {
     let mut tags = BTreeMap::new();
     for t in &a.ecr_tags {
-        let (k, v) = t.split_once('=').ok_or_else(|| user_error(format!("--ecr-tag `{t}` is not KEY=VALUE"), "write it as --ecr-tag team=platform"))?;
+        let (k, v) = t.split_once('=').ok_or_else(|| {
+            user_error(format!("--ecr-tag `{t}` is not KEY=VALUE"), "write it as --ecr-tag team=platform")
+        })?;
         tags.insert(k.to_string(), v.to_string());
     }
     Ok(EcrSettings {
@@ -50,7 +52,13 @@ fn settings_from_flags(a: &EcrArgs) -> anyhow::Result<EcrSettings> {
 }
 
 /// Set up ECR if the destination is ECR; `None` otherwise.
-pub async fn prepare(ctx: &Context, args: &EcrArgs, dest: &Destination, plan: &PushPlan, dry_run: bool) -> anyhow::Result<Option<EcrSession>> {
+pub async fn prepare(
+    ctx: &Context,
+    args: &EcrArgs,
+    dest: &Destination,
+    plan: &PushPlan,
+    dry_run: bool,
+) -> anyhow::Result<Option<EcrSession>> {
     let endpoint = ctx.registries.config().endpoint(&dest.registry);
     let from_config = match &endpoint.ecr {
         Some((table, base)) => EcrSettings::from_config(table, base)?,
@@ -66,10 +74,16 @@ pub async fn prepare(ctx: &Context, args: &EcrArgs, dest: &Destination, plan: &P
         },
         (None, true) => {
             let registry_id = settings.registry_id.clone().ok_or_else(|| {
-                user_error(format!("{} is treated as ECR (--ecr) but its account is unknown", dest.registry), "pass --ecr-registry-id ACCOUNT (and --ecr-region REGION)")
+                user_error(
+                    format!("{} is treated as ECR (--ecr) but its account is unknown", dest.registry),
+                    "pass --ecr-registry-id ACCOUNT (and --ecr-region REGION)",
+                )
             })?;
             let region = settings.region.clone().ok_or_else(|| {
-                user_error(format!("{} is treated as ECR (--ecr) but its region is unknown", dest.registry), "pass --ecr-region REGION")
+                user_error(
+                    format!("{} is treated as ECR (--ecr) but its region is unknown", dest.registry),
+                    "pass --ecr-region REGION",
+                )
             })?;
             EcrRegistry { registry_id, region }
         }

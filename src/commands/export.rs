@@ -10,13 +10,13 @@ use futures_util::{StreamExt, stream};
 use super::discovery::{self, ChartInput};
 use super::{Context, human, user_error};
 use crate::archive::checksum::{sidecar_line, sidecar_path};
-use crate::blob_store::{BlobStore, DamagedCacheBlob, DownloadRestarted};
 use crate::blob_store::prune::{self, CacheLock};
-use crate::digest::Digest;
+use crate::blob_store::{BlobStore, DamagedCacheBlob, DownloadRestarted};
+use crate::chart::artifact;
 use crate::cli::ExportArgs;
+use crate::digest::Digest;
 use crate::env_vars;
 use crate::reference::ImageRef;
-use crate::chart::artifact;
 use crate::resolve::{ResolvedImage, resolve};
 use crate::spec::BundleSpec;
 use crate::{pack, pull};
@@ -33,7 +33,10 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         (Some(o), _) => Some(check_output(o, args.force)?),
         (None, true) => None,
         (None, false) => {
-            return Err(user_error("no output file given", "name it with -o OUT.tar.zst (or `output:` in a --spec file)"));
+            return Err(user_error(
+                "no output file given",
+                "name it with -o OUT.tar.zst (or `output:` in a --spec file)",
+            ));
         }
     };
     let chart = discovery::survey_chart(ctx, &args.chart, !args.dry_run).await?;
@@ -66,7 +69,11 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
                 c.loaded.chart.meta.name,
                 c.loaded.chart.meta.version,
                 c.survey.findings.iter().map(|f| &f.reference).collect::<std::collections::BTreeSet<_>>().len(),
-                if c.survey.static_only { "static values scan: images only templates compute may be missing" } else { "rendered with helm" },
+                if c.survey.static_only {
+                    "static values scan: images only templates compute may be missing"
+                } else {
+                    "rendered with helm"
+                },
                 c.loaded.chart.meta.name,
                 c.loaded.chart.meta.version
             );
@@ -89,7 +96,8 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     // staging directory that is removed when dropped: on success, failure or interruption.
     let mut cache = None;
     let (store, staging) = if args.no_cache {
-        std::fs::create_dir_all(&ctx.tmp_dir).with_context(|| format!("cannot create the temporary directory {}", ctx.tmp_dir.display()))?;
+        std::fs::create_dir_all(&ctx.tmp_dir)
+            .with_context(|| format!("cannot create the temporary directory {}", ctx.tmp_dir.display()))?;
         let staging = tempfile::Builder::new()
             .prefix("bundle-export-")
             .tempdir_in(&ctx.tmp_dir)
@@ -97,11 +105,16 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         (BlobStore::open(staging.path()).context("cannot prepare the staging directory")?, Some(staging))
     } else {
         let dir = args.cache_dir.clone().or_else(default_cache_dir).ok_or_else(|| {
-            user_error("no cache directory: neither XDG_CACHE_HOME nor HOME is set", "pass --cache-dir DIR, or --no-cache")
+            user_error(
+                "no cache directory: neither XDG_CACHE_HOME nor HOME is set",
+                "pass --cache-dir DIR, or --no-cache",
+            )
         })?;
         ctx.printer.detail(format!("blob cache: {}", dir.display()));
-        let store = BlobStore::open(&dir).with_context(|| format!("cannot use the cache directory {}", dir.display()))?;
-        let lock = CacheLock::shared(&dir).with_context(|| format!("cannot lock the cache directory {}", dir.display()))?;
+        let store =
+            BlobStore::open(&dir).with_context(|| format!("cannot use the cache directory {}", dir.display()))?;
+        let lock =
+            CacheLock::shared(&dir).with_context(|| format!("cannot lock the cache directory {}", dir.display()))?;
         cache = Some((dir, lock));
         (store, None)
     };
@@ -114,7 +127,11 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
 
     // The archive is written under a temporary name next to OUT (same filesystem, so the rename is atomic),
     // while the downloads are still running: the writer follows them blob by blob, in archive order.
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let file_name = output.file_name().unwrap_or_default().to_string_lossy().to_string();
     let temp = tempfile::Builder::new()
         .prefix(&format!(".{file_name}."))
@@ -134,8 +151,11 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     }
     let store = std::sync::Arc::new(store);
     let pack = |file: std::fs::File| {
-        let (images, meta, store, arrivals, w) = (images.clone(), meta.clone(), store.clone(), arrivals.clone(), writing.clone());
-        tokio::task::spawn_blocking(move || pack::write(file, &images, &meta, &store, threads, &|n| w.add(n as i64), &arrivals))
+        let (images, meta, store, arrivals, w) =
+            (images.clone(), meta.clone(), store.clone(), arrivals.clone(), writing.clone());
+        tokio::task::spawn_blocking(move || {
+            pack::write(file, &images, &meta, &store, threads, &|n| w.add(n as i64), &arrivals)
+        })
     };
     let pack_task = pack(file);
     let pulled = pull::pull_all(&ctx.registries, &store, &jobs, ctx.concurrency, &progress, &arrivals).await;
@@ -148,8 +168,11 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     for _ in 0..=jobs.len() {
         let Some(inner) = written.as_ref().err().and_then(|e| e.get_ref()) else { break };
         if let Some(DamagedCacheBlob(digest)) = inner.downcast_ref::<DamagedCacheBlob>() {
-            ctx.printer.warn(format!("the cached copy of {digest} did not match its digest; it was removed and is downloaded again"));
-            std::fs::remove_file(store.path(digest)).with_context(|| format!("cannot remove the damaged cached blob {digest}"))?;
+            ctx.printer.warn(format!(
+                "the cached copy of {digest} did not match its digest; it was removed and is downloaded again"
+            ));
+            std::fs::remove_file(store.path(digest))
+                .with_context(|| format!("cannot remove the damaged cached blob {digest}"))?;
             let job = jobs.iter().filter(|j| &j.digest == digest).cloned().collect::<Vec<_>>();
             pull::pull_all(&ctx.registries, &store, &job, 1, &progress, &arrivals).await?;
         } else if !inner.is::<DownloadRestarted>() {
@@ -246,7 +269,10 @@ fn chart_references(c: &ChartInput, exclude: &[String]) -> anyhow::Result<Vec<Im
     for f in c.survey.findings.iter().filter(|f| !exclude.contains(&f.reference)) {
         let r = ImageRef::parse(&f.reference).map_err(|e| {
             user_error(
-                format!("the chart names the image `{}` ({}), which is not a valid reference: {e}", f.reference, f.location),
+                format!(
+                    "the chart names the image `{}` ({}), which is not a valid reference: {e}",
+                    f.reference, f.location
+                ),
                 "fix the values that produce it, or leave it out with `exclude:` in a bundle spec",
             )
         })?;
@@ -264,7 +290,8 @@ pub fn collect_references(images: &[String], files: &[PathBuf]) -> anyhow::Resul
         refs.push(r);
     }
     for file in files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the images file {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("cannot read the images file {}", file.display()))?;
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
@@ -286,7 +313,10 @@ pub fn collect_references(images: &[String], files: &[PathBuf]) -> anyhow::Resul
 
 fn check_output(output: &Path, force: bool) -> anyhow::Result<PathBuf> {
     if output.is_dir() {
-        return Err(user_error(format!("{} is a directory", output.display()), "give the archive's file name, e.g. -o images.tar.zst"));
+        return Err(user_error(
+            format!("{} is a directory", output.display()),
+            "give the archive's file name, e.g. -o images.tar.zst",
+        ));
     }
     if output.exists() && !force {
         return Err(user_error(
@@ -296,7 +326,10 @@ fn check_output(output: &Path, force: bool) -> anyhow::Result<PathBuf> {
     }
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(user_error(format!("the directory {} does not exist", dir.display()), "create it first, or choose another -o path"));
+        return Err(user_error(
+            format!("the directory {} does not exist", dir.display()),
+            "create it first, or choose another -o path",
+        ));
     }
     Ok(output.to_path_buf())
 }
@@ -333,8 +366,10 @@ async fn resolve_all(ctx: &Context, refs: &[ImageRef]) -> anyhow::Result<Vec<Res
 }
 
 fn print_plan(images: &[ResolvedImage]) {
-    let rows: Vec<_> =
-        images.iter().map(|i| super::image_row(&i.source.to_string(), &i.digest, &i.media_type, &i.platforms, i.size())).collect();
+    let rows: Vec<_> = images
+        .iter()
+        .map(|i| super::image_row(&i.source.to_string(), &i.digest, &i.media_type, &i.platforms, i.size()))
+        .collect();
     super::print_image_table(&rows);
 }
 
@@ -342,7 +377,10 @@ fn print_plan(images: &[ResolvedImage]) {
 fn created_from_env() -> anyhow::Result<Option<String>> {
     let Ok(v) = std::env::var(env_vars::SOURCE_DATE_EPOCH) else { return Ok(None) };
     let secs: u64 = v.trim().parse().map_err(|_| {
-        user_error(format!("{}=`{v}` is not a number of seconds", env_vars::SOURCE_DATE_EPOCH), "set it to a Unix time, e.g. `date +%s`, or unset it")
+        user_error(
+            format!("{}=`{v}` is not a number of seconds", env_vars::SOURCE_DATE_EPOCH),
+            "set it to a Unix time, e.g. `date +%s`, or unset it",
+        )
     })?;
     Ok(Some(httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))))
 }
@@ -353,7 +391,11 @@ fn publish(temp: tempfile::NamedTempFile, path: &Path, replace: bool) -> anyhow:
     result.map(|_| ()).map_err(|e| {
         user_error(
             format!("cannot move the finished file to {}: {}", path.display(), e.error),
-            if path.exists() { "it appeared while the export ran; choose another name or pass --force" } else { "check the permissions of its directory" },
+            if path.exists() {
+                "it appeared while the export ran; choose another name or pass --force"
+            } else {
+                "check the permissions of its directory"
+            },
         )
     })
 }

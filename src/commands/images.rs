@@ -34,7 +34,10 @@ struct ImageEntry<'a> {
 
 pub async fn run(ctx: &Context, args: ImagesArgs) -> anyhow::Result<()> {
     if args.chart.chart.is_none() {
-        return Err(user_error("no chart given", "name one with -c CHART (a directory, a .tgz, a name with --repo URL, or oci://…)"));
+        return Err(user_error(
+            "no chart given",
+            "name one with -c CHART (a directory, a .tgz, a name with --repo URL, or oci://…)",
+        ));
     }
     let input = survey_chart(ctx, &args.chart, false).await?.expect("a chart was given");
     let mut by_ref: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
@@ -53,6 +56,9 @@ pub async fn run(ctx: &Context, args: ImagesArgs) -> anyhow::Result<()> {
             println!("{reference}");
         }
     }
-    ctx.printer.info(format!("{} images", input.survey.findings.iter().map(|f| &f.reference).collect::<std::collections::BTreeSet<_>>().len()));
+    ctx.printer.info(format!(
+        "{} images",
+        input.survey.findings.iter().map(|f| &f.reference).collect::<std::collections::BTreeSet<_>>().len()
+    ));
     Ok(())
 }

@@ -25,7 +25,10 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
     };
     let dest = Destination::parse(&args.destination)
         .map_err(|e| {
-            user_error(format!("invalid destination: {e}"), "write it as host[:port] or host[:port]/prefix, e.g. -d registry.internal:5000/mirror")
+            user_error(
+                format!("invalid destination: {e}"),
+                "write it as host[:port] or host[:port]/prefix, e.g. -d registry.internal:5000/mirror",
+            )
         })?
         .with_mapping(mapping);
     // Planning needs only the front of the archive (metadata and manifests) and the tar headers: when the
@@ -41,7 +44,8 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
     let plan = PushPlan::new(&contents, &dest).context("cannot plan the import")?;
     // Repositories are prepared once (ECR: created, token fetched).
     let ecr = super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, args.dry_run).await?;
-    let client = ctx.registries.client(&dest.registry, Role::Destination).context("cannot prepare the destination registry")?;
+    let client =
+        ctx.registries.client(&dest.registry, Role::Destination).context("cannot prepare the destination registry")?;
     // A dry run must say exactly what would be pushed, and ECR mounts only from repositories whose manifests
     // reference the blob: both check blobs with HEAD. Otherwise each blob's first upload checks for itself.
     let check = if args.dry_run || ecr.is_some() { push::BlobCheck::Head } else { push::BlobCheck::OnUpload };
@@ -99,9 +103,16 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
     let stats = run.map_err(|e| {
         let damaged = matches!(&e, push::PushError::Registry(crate::registry::RegistryError::Source { .. }));
         let message = if damaged {
-            format!("import into {} stopped: {} is damaged (images whose manifests were not pushed are not visible)", dest.registry, args.archive.display())
+            format!(
+                "import into {} stopped: {} is damaged (images whose manifests were not pushed are not visible)",
+                dest.registry,
+                args.archive.display()
+            )
         } else {
-            format!("import into {} did not complete; run the same command again to finish it (what was pushed is kept)", dest.registry)
+            format!(
+                "import into {} did not complete; run the same command again to finish it (what was pushed is kept)",
+                dest.registry
+            )
         };
         anyhow::Error::new(e).context(message)
     })?;
@@ -125,7 +136,13 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
 }
 
 /// What every successful import ends with: how to install the chart, and the values file.
-fn finish(ctx: &Context, args: &ImportArgs, contents: &crate::archive::BundleContents, plan: &PushPlan, dest: &Destination) -> anyhow::Result<()> {
+fn finish(
+    ctx: &Context,
+    args: &ImportArgs,
+    contents: &crate::archive::BundleContents,
+    plan: &PushPlan,
+    dest: &Destination,
+) -> anyhow::Result<()> {
     if let Some(chart) = contents.images.iter().zip(&plan.images).find(|(img, _)| img.helm_chart) {
         let target = &chart.1.target;
         ctx.printer.info(format!(
@@ -200,7 +217,13 @@ impl SidecarCheck {
 /// matches, the file is byte for byte what export wrote (which verified every blob), and each blob is hashed
 /// again as it is uploaded; that costs one sequential read instead of a full verification pass. Without a
 /// sidecar, or when it does not match, the full verification decides (and lists every problem).
-async fn prove(ctx: &Context, path: &Path, archive: Arc<ArchiveFile>, contents: BundleContents, check: SidecarCheck) -> anyhow::Result<(Arc<ArchiveFile>, BundleContents)> {
+async fn prove(
+    ctx: &Context,
+    path: &Path,
+    archive: Arc<ArchiveFile>,
+    contents: BundleContents,
+    check: SidecarCheck,
+) -> anyhow::Result<(Arc<ArchiveFile>, BundleContents)> {
     if let SidecarCheck(Some(RunningCheck { expected, result, progress })) = check {
         let actual = tokio::task::spawn_blocking(move || result.recv()).await.context("the checksum task failed")?;
         progress.finish();
@@ -215,7 +238,12 @@ async fn prove(ctx: &Context, path: &Path, archive: Arc<ArchiveFile>, contents: 
 }
 
 fn print_verified(ctx: &Context, path: &Path, contents: &BundleContents, how: &str) {
-    ctx.printer.info(format!("Verified {}{how} ({} images, {})", path.display(), contents.images.len(), human(contents.total_bytes())));
+    ctx.printer.info(format!(
+        "Verified {}{how} ({} images, {})",
+        path.display(),
+        contents.images.len(),
+        human(contents.total_bytes())
+    ));
 }
 
 /// A tag that exists with another digest in a repository whose tags are immutable would fail mid-import:
@@ -246,16 +274,27 @@ fn check_immutable_tags(presence: &push::Presence, session: &super::ecr_prepare:
 /// A chart is shown as what it is, not under its placeholder name.
 fn describe_source(img: &crate::archive::ArchiveImage, source: &crate::reference::ImageRef) -> String {
     if img.helm_chart {
-        format!("chart {}", source.repository().trim_start_matches("charts/").to_string() + ":" + source.tag().unwrap_or_default())
+        format!(
+            "chart {}",
+            source.repository().trim_start_matches("charts/").to_string() + ":" + source.tag().unwrap_or_default()
+        )
     } else {
         source.to_string()
     }
 }
 
 /// The values file that points the bundled chart at the destination, written atomically.
-fn write_values(ctx: &Context, contents: &crate::archive::BundleContents, dest: &Destination, path: &std::path::Path) -> anyhow::Result<()> {
+fn write_values(
+    ctx: &Context,
+    contents: &crate::archive::BundleContents,
+    dest: &Destination,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
     let record = contents.metadata.as_ref().and_then(|m| m.chart.as_ref()).ok_or_else(|| {
-        user_error("--values-out needs a bundle exported from a chart (-c), and this one has none", "export with -c CHART to bundle the chart and its values")
+        user_error(
+            "--values-out needs a bundle exported from a chart (-c), and this one has none",
+            "export with -c CHART to bundle the chart and its values",
+        )
     })?;
     let plan = values_out::plan_of(record);
     let values = values_out::values_for(&plan, dest);
@@ -268,10 +307,15 @@ fn write_values(ctx: &Context, contents: &crate::archive::BundleContents, dest: 
     } else if dest.mapping != crate::push::Mapping::Path {
         (
             "# Proven at export for the default name mapping; this import used another, so check it with `helm template -f`.\n",
-            Some("was proven for the default name mapping, not for --flatten or --keep-host; render the chart with it before installing"),
+            Some(
+                "was proven for the default name mapping, not for --flatten or --keep-host; render the chart with it before installing",
+            ),
         )
     } else {
-        ("# Proven at export: helm rendered every image of every pass with these values at the registry import pushes to.\n", None)
+        (
+            "# Proven at export: helm rendered every image of every pass with these values at the registry import pushes to.\n",
+            None,
+        )
     };
     let text = format!(
         "# Values that make chart {} {} pull every image from {}.\n# Written by bundle import; pass with -f.\n{proof}{}",
@@ -289,7 +333,9 @@ fn write_values(ctx: &Context, contents: &crate::archive::BundleContents, dest: 
         ctx.printer.warn(format!("{} {caution}", path.display()));
     }
     for image in &plan.unmovable {
-        ctx.printer.warn(format!("{image} is computed by the chart's templates and no values key moves it; override it by hand"));
+        ctx.printer.warn(format!(
+            "{image} is computed by the chart's templates and no values key moves it; override it by hand"
+        ));
     }
     Ok(())
 }

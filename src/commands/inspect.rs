@@ -65,7 +65,13 @@ fn listing(path: &std::path::Path) -> anyhow::Result<Listing> {
             images: meta
                 .images
                 .into_iter()
-                .map(|i| ImageRow { source: i.source, digest: i.digest.to_string(), media_type: i.media_type, platforms: i.platforms, size: i.size })
+                .map(|i| ImageRow {
+                    source: i.source,
+                    digest: i.digest.to_string(),
+                    media_type: i.media_type,
+                    platforms: i.platforms,
+                    size: i.size,
+                })
                 .collect(),
         });
     }

@@ -42,7 +42,10 @@ impl Context {
         for (name, table, base) in config.ecr_tables() {
             if let Err(e) = crate::ecr::EcrSettings::from_config(table, base) {
                 return Err(user_error(
-                    format!("the registry config {}: the entry for {name}: {e}", config.path().unwrap_or(Path::new("?")).display()),
+                    format!(
+                        "the registry config {}: the entry for {name}: {e}",
+                        config.path().unwrap_or(Path::new("?")).display()
+                    ),
                     "fix the [registry.ecr] table; docs/ecr.md lists its keys",
                 ));
             }
@@ -78,13 +81,15 @@ pub fn user_error(message: impl Into<String>, hint: impl Into<String>) -> anyhow
 pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     for cause in err.chain() {
         if let Some(u) = cause.downcast_ref::<UserError>()
-            && u.hint.is_some() {
-                return u.hint.clone();
-            }
+            && u.hint.is_some()
+        {
+            return u.hint.clone();
+        }
         if let Some(r) = cause.downcast_ref::<crate::registry::RegistryError>()
-            && let Some(h) = r.hint() {
-                return Some(h);
-            }
+            && let Some(h) = r.hint()
+        {
+            return Some(h);
+        }
         // Transparent wrappers hide the registry error from the chain; look inside them.
         let wrapped = match cause.downcast_ref::<crate::push::PushError>() {
             Some(crate::push::PushError::Registry(e)) => Some(e),
@@ -98,9 +103,10 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
             return Some(h);
         }
         if let Some(r) = cause.downcast_ref::<crate::resolve::ResolveError>()
-            && let Some(h) = r.registry_error().and_then(|e| e.hint()) {
-                return Some(h);
-            }
+            && let Some(h) = r.registry_error().and_then(|e| e.hint())
+        {
+            return Some(h);
+        }
         if let Some(h) = cause.downcast_ref::<crate::ecr::EcrError>().and_then(|c| c.hint()) {
             return Some(h);
         }
@@ -142,12 +148,30 @@ pub fn print_image_table(rows: &[[String; 5]]) {
         }
     }
     for r in std::iter::once(&header).chain(rows) {
-        println!("{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}", r[0], r[1], r[2], r[3], r[4], w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3], w4 = widths[4]);
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+            w4 = widths[4]
+        );
     }
 }
 
 /// One table row for an image.
-pub fn image_row(source: &str, digest: &crate::digest::Digest, media_type: &str, platforms: &[String], size: u64) -> [String; 5] {
+pub fn image_row(
+    source: &str,
+    digest: &crate::digest::Digest,
+    media_type: &str,
+    platforms: &[String],
+    size: u64,
+) -> [String; 5] {
     [
         source.to_string(),
         format!("sha256:{}", &digest.hex()[..12]),

@@ -46,7 +46,12 @@ pub async fn verify_archive(ctx: &Context, path: &Path) -> anyhow::Result<(Arc<A
         .await
         .context("the verification task failed")??;
     progress.finish();
-    ctx.printer.detail(format!("read {} in {:.1?}; sha256 {}", human(scan.file_len), progress.elapsed(), scan.file_digest.hex()));
+    ctx.printer.detail(format!(
+        "read {} in {:.1?}; sha256 {}",
+        human(scan.file_len),
+        progress.elapsed(),
+        scan.file_digest.hex()
+    ));
     let (contents, problems) = check(scan, sidecar.as_ref());
     match contents {
         Some(c) if problems.is_empty() => Ok((archive, c)),

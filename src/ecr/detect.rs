@@ -34,7 +34,8 @@ pub fn detect(host: &str) -> Option<EcrRegistry> {
 pub fn validate_repository_name(name: &str) -> Result<(), String> {
     static RE: OnceLock<regex_lite::Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
-        regex_lite::Regex::new(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$").expect("valid pattern")
+        regex_lite::Regex::new(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+            .expect("valid pattern")
     });
     if name.len() < 2 || name.len() > 256 {
         return Err(format!("`{name}` must be 2 to 256 characters long"));
@@ -62,7 +63,9 @@ mod tests {
         ] {
             assert_eq!(detect(host), Some(EcrRegistry { registry_id: id.into(), region: region.into() }), "{host}");
         }
-        for host in ["quay.io", "12345.dkr.ecr.eu-west-1.amazonaws.com", "123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.io"] {
+        for host in
+            ["quay.io", "12345.dkr.ecr.eu-west-1.amazonaws.com", "123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.io"]
+        {
             assert_eq!(detect(host), None, "{host}");
         }
     }

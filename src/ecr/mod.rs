@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ecr::types::{
-    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, ImageTagMutabilityExclusionFilter,
-    ImageTagMutabilityExclusionFilterType, Tag,
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
+    ImageTagMutabilityExclusionFilter, ImageTagMutabilityExclusionFilterType, Tag,
 };
 use base64::Engine as _;
 use serde::Deserialize;
@@ -86,10 +86,14 @@ impl EcrSettings {
         let bad = |m: String| EcrError::Settings(m);
         if let Some(m) = &self.tag_mutability {
             if !matches!(m.as_str(), "MUTABLE" | "IMMUTABLE" | "MUTABLE_WITH_EXCLUSION" | "IMMUTABLE_WITH_EXCLUSION") {
-                return Err(bad(format!("tag mutability `{m}` is not MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION")));
+                return Err(bad(format!(
+                    "tag mutability `{m}` is not MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION"
+                )));
             }
             if m.ends_with("_WITH_EXCLUSION") && self.tag_mutability_exclusions.is_empty() {
-                return Err(bad(format!("tag mutability {m} needs at least one exclusion filter (--ecr-tag-mutability-exclusion)")));
+                return Err(bad(format!(
+                    "tag mutability {m} needs at least one exclusion filter (--ecr-tag-mutability-exclusion)"
+                )));
             }
         }
         match (self.encryption.as_deref(), &self.kms_key) {
@@ -99,11 +103,16 @@ impl EcrSettings {
         }
         let read = |p: &Option<std::path::PathBuf>, what: &str| -> Result<Option<String>, EcrError> {
             let Some(p) = p else { return Ok(None) };
-            let text = std::fs::read_to_string(p).map_err(|e| bad(format!("cannot read the {what} {}: {e}", p.display())))?;
-            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| bad(format!("the {what} {} is not JSON: {e}", p.display())))?;
+            let text =
+                std::fs::read_to_string(p).map_err(|e| bad(format!("cannot read the {what} {}: {e}", p.display())))?;
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| bad(format!("the {what} {} is not JSON: {e}", p.display())))?;
             Ok(Some(text))
         };
-        Ok(Policies { lifecycle: read(&self.lifecycle_policy, "lifecycle policy")?, repository: read(&self.repository_policy, "repository policy")? })
+        Ok(Policies {
+            lifecycle: read(&self.lifecycle_policy, "lifecycle policy")?,
+            repository: read(&self.repository_policy, "repository policy")?,
+        })
     }
 
     /// One line for dry runs and logs.
@@ -124,7 +133,10 @@ impl EcrSettings {
             parts.push(format!("mutability exclusions: {}", self.tag_mutability_exclusions.join(",")));
         }
         if !self.tags.is_empty() {
-            parts.push(format!("tags: {}", self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")));
+            parts.push(format!(
+                "tags: {}",
+                self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+            ));
         }
         if let Some(p) = &self.lifecycle_policy {
             parts.push(format!("lifecycle policy: {}", p.display()));
@@ -181,7 +193,14 @@ where
     let auth = matches!(status, Some(401 | 403))
         || matches!(
             code.as_deref(),
-            Some("UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException" | "ExpiredToken" | "InvalidClientTokenId" | "AccessDeniedException")
+            Some(
+                "UnrecognizedClientException"
+                    | "InvalidSignatureException"
+                    | "ExpiredTokenException"
+                    | "ExpiredToken"
+                    | "InvalidClientTokenId"
+                    | "AccessDeniedException"
+            )
         )
         || DisplayErrorContext(&err).to_string().contains("credentials");
     let message = match (&err, &code, err.message(), status) {
@@ -277,7 +296,8 @@ impl Ecr {
 
     /// The repository's tag mutability, or `None` if it does not exist.
     pub async fn describe(&self, name: &str) -> Result<Option<TagMutability>, EcrError> {
-        let result = self.client.describe_repositories().registry_id(&self.registry_id).repository_names(name).send().await;
+        let result =
+            self.client.describe_repositories().registry_id(&self.registry_id).repository_names(name).send().await;
         match result {
             Ok(out) => Ok(out.repositories().first().map(|r| TagMutability {
                 mode: r.image_tag_mutability().map(|m| m.as_str().to_string()).unwrap_or_else(|| "MUTABLE".into()),
@@ -289,7 +309,12 @@ impl Ecr {
     }
 
     /// Create `name` with `settings`; a repository someone else created meanwhile counts as success.
-    pub async fn create(&self, name: &str, settings: &EcrSettings, policies: &Policies) -> Result<RepositoryState, EcrError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        settings: &EcrSettings,
+        policies: &Policies,
+    ) -> Result<RepositoryState, EcrError> {
         let mut req = self.client.create_repository().registry_id(&self.registry_id).repository_name(name);
         if let Some(scan) = settings.scan_on_push {
             req = req.image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(scan).build());
@@ -313,7 +338,8 @@ impl Ecr {
         let state = match req.send().await {
             Ok(_) => RepositoryState::Created,
             Err(e) if e.code() == Some("RepositoryAlreadyExistsException") => {
-                let mutability = self.describe(name).await?.unwrap_or_else(|| TagMutability::of(&EcrSettings::default()));
+                let mutability =
+                    self.describe(name).await?.unwrap_or_else(|| TagMutability::of(&EcrSettings::default()));
                 return Ok(RepositoryState::Existing { mutability });
             }
             Err(e) => return Err(aws_error(&format!("CreateRepository `{name}`"), e)),
@@ -388,7 +414,11 @@ impl Ecr {
         let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| EcrError::BadToken)?;
         let raw = String::from_utf8(raw).map_err(|_| EcrError::BadToken)?;
         let (user, password) = raw.split_once(':').ok_or(EcrError::BadToken)?;
-        Ok(Credentials { username: user.to_string(), password: password.to_string(), origin: "ECR GetAuthorizationToken".into() })
+        Ok(Credentials {
+            username: user.to_string(),
+            password: password.to_string(),
+            origin: "ECR GetAuthorizationToken".into(),
+        })
     }
 }
 

@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 pub enum Challenge {
     Basic,
     /// The docker token flow: fetch a token from `realm` for `service` and the scopes we need.
-    Bearer { realm: String, service: Option<String>, scope: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
 }
 
 /// Parse the first challenge we support out of a header value; `None` for unknown schemes.
@@ -66,7 +70,9 @@ mod tests {
 
     #[test]
     fn parses_docker_hub_style_bearer() {
-        let c = parse(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull,push""#);
+        let c = parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull,push""#,
+        );
         assert_eq!(
             c,
             Some(Challenge::Bearer {

@@ -23,7 +23,6 @@ use crate::digest::{Digest, DigestWriter};
 use crate::manifest::{ACCEPT as MANIFEST_TYPES, MAX_MANIFEST_BYTES};
 use crate::reference::is_loopback_host;
 
-
 /// Where a downloaded blob's bytes go, in order. The download hashes them; the sink stores them.
 pub trait BlobSink: Send {
     /// Append the next bytes.
@@ -138,8 +137,8 @@ impl RegistryClient {
             builder = builder.tls_certs_merge(certs);
         }
         if let (Some(cert), Some(key)) = (&endpoint.tls.client_cert, &endpoint.tls.client_key) {
-            let mut pem = std::fs::read(cert)
-                .map_err(|e| tls_err(format!("cannot read client_cert {}: {e}", cert.display())))?;
+            let mut pem =
+                std::fs::read(cert).map_err(|e| tls_err(format!("cannot read client_cert {}: {e}", cert.display())))?;
             pem.push(b'\n');
             pem.extend(
                 std::fs::read(key).map_err(|e| tls_err(format!("cannot read client_key {}: {e}", key.display())))?,
@@ -222,22 +221,31 @@ impl RegistryClient {
             return Err(self.status_error(&what, resp).await);
         }
         let header_digest = header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
-        let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str()).map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+        let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
         if resp.content_length().is_some_and(|l| l > MAX_MANIFEST_BYTES as u64) {
-            return Err(RegistryError::Protocol { what, message: format!("the manifest is larger than {MAX_MANIFEST_BYTES} bytes") });
+            return Err(RegistryError::Protocol {
+                what,
+                message: format!("the manifest is larger than {MAX_MANIFEST_BYTES} bytes"),
+            });
         }
         let bytes = read_limited(resp, MAX_MANIFEST_BYTES).await.map_err(|e| self.connect_error(&what, e))?;
         let actual = Digest::of(&bytes);
         let expected = reference.parse::<Digest>().ok().or(header_digest);
         if let Some(expected) = expected
-            && expected != actual {
-                return Err(RegistryError::DigestMismatch { what, expected, actual, size: bytes.len() as u64 });
-            }
+            && expected != actual
+        {
+            return Err(RegistryError::DigestMismatch { what, expected, actual, size: bytes.len() as u64 });
+        }
         let media_type = media_type_of(&bytes).or(content_type).unwrap_or_default();
         Ok(PulledManifest { digest: actual, media_type, bytes })
     }
 
-    pub async fn head_manifest(&self, repository: &str, reference: &str) -> Result<Option<ManifestHead>, RegistryError> {
+    pub async fn head_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
         self.ping().await?;
         let what = format!("manifest {}/{}:{}", self.name(), repository, reference).replace(":sha256:", "@sha256:");
         let url = self.url(&format!("/v2/{}/manifests/{}", self.remote(repository), reference));
@@ -269,7 +277,8 @@ impl RegistryClient {
         bytes: &Bytes,
     ) -> Result<(), RegistryError> {
         self.ping().await?;
-        let what = format!("push of manifest {}/{}:{}", self.name(), repository, reference).replace(":sha256:", "@sha256:");
+        let what =
+            format!("push of manifest {}/{}:{}", self.name(), repository, reference).replace(":sha256:", "@sha256:");
         let url = self.url(&format!("/v2/{}/manifests/{}", self.remote(repository), reference));
         let scope = [self.scope(repository, true)];
         let policy = self.options.retry;
@@ -297,7 +306,12 @@ impl RegistryClient {
         if let Some(d) = header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok()) {
             let ours = Digest::of(bytes);
             if d != ours {
-                return Err(RegistryError::DigestMismatch { what, expected: ours, actual: d, size: bytes.len() as u64 });
+                return Err(RegistryError::DigestMismatch {
+                    what,
+                    expected: ours,
+                    actual: d,
+                    size: bytes.len() as u64,
+                });
             }
         }
         Ok(())
@@ -366,7 +380,11 @@ impl RegistryClient {
                 match chunk {
                     Ok(chunk) => {
                         if hasher.len() + chunk.len() as u64 > size {
-                            return Err(RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() + chunk.len() as u64 });
+                            return Err(RegistryError::SizeMismatch {
+                                what,
+                                expected: size,
+                                actual: hasher.len() + chunk.len() as u64,
+                            });
                         }
                         hasher.update(&chunk);
                         sink.append(&chunk).await.map_err(|e| RegistryError::io(&what, e))?;
@@ -427,14 +445,24 @@ impl RegistryClient {
         }
         let actual = Digest::of(&bytes);
         if &actual != digest {
-            return Err(RegistryError::DigestMismatch { what, expected: digest.clone(), actual, size: bytes.len() as u64 });
+            return Err(RegistryError::DigestMismatch {
+                what,
+                expected: digest.clone(),
+                actual,
+                size: bytes.len() as u64,
+            });
         }
         Ok(bytes)
     }
 
     /// Try to mount `digest` from `from` (a repository of the same registry). `Ok(None)` means it is mounted;
     /// `Ok(Some(location))` means the registry opened an upload session instead.
-    pub async fn mount_blob(&self, repository: &str, digest: &Digest, from: &str) -> Result<Option<Url>, RegistryError> {
+    pub async fn mount_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<Option<Url>, RegistryError> {
         self.ping().await?;
         let what = format!("mount of blob {digest} into {}/{repository} from {from}", self.name());
         let mut url = self.url(&format!("/v2/{}/blobs/uploads/", self.remote(repository)));
@@ -443,9 +471,8 @@ impl RegistryClient {
         // the push scope: the same token as the uploads to that repository.
         let scopes = [self.scope(repository, true), self.scope(from, false)];
         let scopes = if from == repository { &scopes[..1] } else { &scopes[..] };
-        let resp = self
-            .send_with_retries(&what, scopes, &|| self.http.post(url.clone()).header(CONTENT_LENGTH, 0))
-            .await?;
+        let resp =
+            self.send_with_retries(&what, scopes, &|| self.http.post(url.clone()).header(CONTENT_LENGTH, 0)).await?;
         match resp.status() {
             StatusCode::CREATED => Ok(None),
             StatusCode::ACCEPTED => Ok(Some(self.location(&what, &resp)?)),
@@ -517,9 +544,11 @@ impl RegistryClient {
             tokio::time::sleep(delay.unwrap_or_else(|| policy.backoff(attempt - 1))).await;
             if let Ok(r) = &result
                 && r.status() == StatusCode::UNAUTHORIZED
-                    && let Some(c) = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).and_then(challenge::parse) {
-                        self.authenticate(&what, &c, &scopes).await?;
-                    }
+                && let Some(c) =
+                    r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).and_then(challenge::parse)
+            {
+                self.authenticate(&what, &c, &scopes).await?;
+            }
         }
     }
 
@@ -591,7 +620,11 @@ impl RegistryClient {
                 }
                 Ok(resp) if resp.status() == StatusCode::FORBIDDEN => {
                     let detail = error_detail(resp).await;
-                    return Err(RegistryError::Denied { registry: self.name().to_string(), what: what.to_string(), detail });
+                    return Err(RegistryError::Denied {
+                        registry: self.name().to_string(),
+                        what: what.to_string(),
+                        detail,
+                    });
                 }
                 Ok(resp) if is_retryable_status(resp.status()) && retries < policy.max_retries => {
                     let wait = retry_after(resp.headers());
@@ -679,10 +712,15 @@ impl RegistryClient {
                     message: format!("the token realm `{realm}` is not a URL: {e}"),
                 })?;
                 let realm_host = realm_url.host_str().unwrap_or_default().to_string();
-                if realm_url.scheme() != "https" && !is_loopback_host(&realm_host) && self.endpoint.base.scheme() == "https" {
+                if realm_url.scheme() != "https"
+                    && !is_loopback_host(&realm_host)
+                    && self.endpoint.base.scheme() == "https"
+                {
                     return Err(RegistryError::Protocol {
                         what: what.to_string(),
-                        message: format!("the token realm `{realm}` is not HTTPS; refusing to send credentials over plain HTTP"),
+                        message: format!(
+                            "the token realm `{realm}` is not HTTPS; refusing to send credentials over plain HTTP"
+                        ),
                     });
                 }
                 let mut url = realm_url.clone();
@@ -729,7 +767,10 @@ impl RegistryClient {
                     message: "the token service's answer is not the expected JSON".into(),
                 })?;
                 let token = reply.token.or(reply.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
-                    RegistryError::Protocol { what: token_what.clone(), message: "the token service returned no token".into() }
+                    RegistryError::Protocol {
+                        what: token_what.clone(),
+                        message: "the token service returned no token".into(),
+                    }
                 })?;
                 let mut state = self.auth.lock().await;
                 state.scheme = Some(Scheme::Bearer { realm: realm_url, service: service.clone() });
@@ -847,4 +888,3 @@ async fn error_detail(resp: Response) -> String {
     }
     text.chars().take(200).collect()
 }
-

@@ -69,7 +69,11 @@ pub struct Endpoint {
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the configured password.
-        f.debug_struct("Endpoint").field("name", &self.name).field("base", &self.base.as_str()).field("prefix", &self.prefix).finish()
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("base", &self.base.as_str())
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -96,14 +100,17 @@ impl RegistryConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<RegistryConfig, ConfigError> {
-        let file: ConfigFile =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let file: ConfigFile = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let mut entries = Vec::new();
         for mut e in file.registry {
             let err = |message: String| ConfigError::Entry { path: path.to_path_buf(), name: e.name.clone(), message };
             if e.name.is_empty() || e.name.contains('/') || e.name.contains("://") {
-                return Err(err("`name` must be a registry host as written in image references, like `quay.io` or `reg.local:5000`".into()));
+                return Err(err(
+                    "`name` must be a registry host as written in image references, like `quay.io` or `reg.local:5000`"
+                        .into(),
+                ));
             }
             if let Some(ep) = &e.endpoint {
                 let url = Url::parse(ep).map_err(|x| err(format!("`endpoint` `{ep}` is not a URL: {x}")))?;
@@ -155,10 +162,8 @@ impl RegistryConfig {
             .map(|s| s.trim_end_matches('/').to_string())
             .unwrap_or(default_base);
         let base = Url::parse(&base).unwrap_or_else(|_| Url::parse(&format!("https://{name}")).expect("valid host"));
-        let prefix = entry
-            .and_then(|e| e.prefix.as_deref())
-            .map(|p| p.trim_matches('/').to_string())
-            .filter(|p| !p.is_empty());
+        let prefix =
+            entry.and_then(|e| e.prefix.as_deref()).map(|p| p.trim_matches('/').to_string()).filter(|p| !p.is_empty());
         let tls = entry
             .map(|e| TlsSettings {
                 ca_file: e.ca_file.clone(),

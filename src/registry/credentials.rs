@@ -92,7 +92,11 @@ pub fn lookup(
     config_credentials: Option<&(String, String)>,
 ) -> Result<Option<Credentials>, CredentialsError> {
     if let Some((u, p)) = config_credentials {
-        return Ok(Some(Credentials { username: u.clone(), password: p.clone(), origin: "the registry config file".into() }));
+        return Ok(Some(Credentials {
+            username: u.clone(),
+            password: p.clone(),
+            origin: "the registry config file".into(),
+        }));
     }
     let env_pair = match role {
         Role::Source if registry == env_vars::STS_REGISTRY => {
@@ -103,9 +107,10 @@ pub fn lookup(
     };
     if let Some((uv, pv)) = env_pair
         && let (Ok(u), Ok(p)) = (std::env::var(uv), std::env::var(pv))
-            && !u.is_empty() {
-                return Ok(Some(Credentials { username: u, password: p, origin: format!("{uv}/{pv}") }));
-            }
+        && !u.is_empty()
+    {
+        return Ok(Some(Credentials { username: u, password: p, origin: format!("{uv}/{pv}") }));
+    }
     for path in auth_files() {
         if let Some(c) = from_auth_file(&path, registry)? {
             return Ok(Some(c));
@@ -184,25 +189,37 @@ const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// `docker-credential-<helper> get`, the credential-helper protocol: server URL on stdin, JSON on stdout.
 fn run_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, CredentialsError> {
     let program = format!("docker-credential-{helper}");
-    let err = |message: String| CredentialsError::Helper { helper: helper.to_string(), registry: registry.to_string(), message };
+    let err = |message: String| CredentialsError::Helper {
+        helper: helper.to_string(),
+        registry: registry.to_string(),
+        message,
+    };
     let server = if registry == DOCKER_HUB { "https://index.docker.io/v1/".to_string() } else { registry.to_string() };
     let mut cmd = Command::new(&program);
     cmd.arg("get");
     let out = run_bounded(cmd, Some(server.into_bytes()), HELPER_TIMEOUT).map_err(|e| match e {
         RunError::Spawn(e) => err(format!("cannot run `{program}`: {e}")),
-        RunError::TimedOut => err(format!("`{program} get` did not answer within {} s and was stopped", HELPER_TIMEOUT.as_secs())),
+        RunError::TimedOut => {
+            err(format!("`{program} get` did not answer within {} s and was stopped", HELPER_TIMEOUT.as_secs()))
+        }
     })?;
     if !out.success() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         // The protocol's way of saying "nothing stored for this server".
-        if stdout.contains("credentials not found") || String::from_utf8_lossy(&out.stderr).contains("credentials not found") {
+        if stdout.contains("credentials not found")
+            || String::from_utf8_lossy(&out.stderr).contains("credentials not found")
+        {
             return Ok(None);
         }
         return Err(err(format!("it exited with {}", out.status)));
     }
     let reply: HelperReply =
         serde_json::from_slice(&out.stdout).map_err(|_| err("its output is not the expected JSON".into()))?;
-    Ok(Some(Credentials { username: reply.username, password: reply.secret, origin: format!("credential helper {program}") }))
+    Ok(Some(Credentials {
+        username: reply.username,
+        password: reply.secret,
+        origin: format!("credential helper {program}"),
+    }))
 }
 
 #[cfg(test)]

@@ -21,7 +21,10 @@ fn test_ca(ws: &Workspace, name: &str) -> (std::path::PathBuf, Issuer<'static, K
 /// A server certificate for loopback signed by `issuer`: (cert path, key path).
 fn server_cert(ws: &Workspace, issuer: &Issuer<'static, KeyPair>) -> (std::path::PathBuf, std::path::PathBuf) {
     let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap().signed_by(&server_key, issuer).unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, issuer)
+        .unwrap();
     (ws.write("server.pem", &server.pem()), ws.write("server-key.pem", &server_key.serialize_pem()))
 }
 
@@ -31,7 +34,11 @@ fn secure_registry(ws: &Workspace) -> (Registry, std::path::PathBuf) {
     let (cert_path, key_path) = server_cert(ws, &issuer);
     let hash = bcrypt::hash_with_result(PASSWORD, 4).unwrap().format_for_version(bcrypt::Version::TwoY);
     let htpasswd = ws.write("htpasswd", &format!("{USER}:{hash}\n"));
-    let reg = Registry::start_with(RegistryOptions { tls: Some((cert_path, key_path)), htpasswd: Some(htpasswd), ..Default::default() });
+    let reg = Registry::start_with(RegistryOptions {
+        tls: Some((cert_path, key_path)),
+        htpasswd: Some(htpasswd),
+        ..Default::default()
+    });
     (reg, ca_path)
 }
 
@@ -57,11 +64,18 @@ fn import_into_tls_registry_with_private_ca_and_basic_auth() {
     let ws = Workspace::new();
     let (_src, img) = exported_archive(&ws);
     let (dst, ca) = secure_registry(&ws);
-    let cfg = config(&ws, &dst, &format!("ca_file = \"{}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n", ca.display()));
+    let cfg = config(
+        &ws,
+        &dst,
+        &format!("ca_file = \"{}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n", ca.display()),
+    );
     ws.bundle(&["--registry-config", &cfg, "import", "-d", &dst.host(), "s.tar.zst"]).success();
 
     let ca_pem = std::fs::read(&ca).unwrap();
-    let http = reqwest::blocking::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()]).build().unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()])
+        .build()
+        .unwrap();
     let r = http
         .get(format!("{}/v2/{}/manifests/{}", dst.base_url(), img.repo, img.tag))
         .basic_auth(USER, Some(PASSWORD))
@@ -109,7 +123,8 @@ fn an_untrusted_certificate_is_refused_with_a_hint() {
     let (_src, _) = exported_archive(&ws);
     let (dst, _ca) = secure_registry(&ws);
     let cfg = config(&ws, &dst, &format!("username = \"{USER}\"\npassword = \"{PASSWORD}\"\n"));
-    let r = ws.bundle(&["--registry-config", &cfg, "import", "-d", &dst.host(), "s.tar.zst", "--retries", "0"]).failure();
+    let r =
+        ws.bundle(&["--registry-config", &cfg, "import", "-d", &dst.host(), "s.tar.zst", "--retries", "0"]).failure();
     assert!(r.stderr.contains("cannot reach registry"), "{}", r.stderr);
     assert!(r.stderr.contains("ca_file"), "{}", r.stderr);
     assert!(!r.stderr.contains(PASSWORD));
@@ -126,7 +141,17 @@ fn source_credentials_come_from_the_docker_config() {
     std::fs::create_dir_all(ws.path(".docker")).unwrap();
     ws.write(".docker/config.json", &format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}", reg.host()));
     let cfg = config(&ws, &reg, &format!("ca_file = \"{}\"\n", ca.display()));
-    let r = ws.bundle(&["--registry-config", &cfg, "export", "--image", &format!("{}/private/app:2.0", reg.host()), "-o", "p.tar.zst"]).success();
+    let r = ws
+        .bundle(&[
+            "--registry-config",
+            &cfg,
+            "export",
+            "--image",
+            &format!("{}/private/app:2.0", reg.host()),
+            "-o",
+            "p.tar.zst",
+        ])
+        .success();
     assert!(!r.stderr.contains(PASSWORD));
     let archive = std::fs::read(ws.path("p.tar.zst")).unwrap();
     let tar = zstd::stream::decode_all(&archive[..]).unwrap();
@@ -141,7 +166,11 @@ fn client_certificates_open_an_mtls_registry() {
     let (ca, issuer) = test_ca(&ws, "ca");
     let (client_ca, client_issuer) = test_ca(&ws, "client-ca");
     let (cert, key) = server_cert(&ws, &issuer);
-    let dst = Registry::start_with(RegistryOptions { tls: Some((cert, key)), client_ca: Some(client_ca), ..Default::default() });
+    let dst = Registry::start_with(RegistryOptions {
+        tls: Some((cert, key)),
+        client_ca: Some(client_ca),
+        ..Default::default()
+    });
     let client_key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, "importer");
@@ -151,14 +180,20 @@ fn client_certificates_open_an_mtls_registry() {
 
     // Without the client certificate the registry refuses the connection.
     let cfg = config(&ws, &dst, &format!("ca_file = \"{}\"\n", ca.display()));
-    let r = ws.bundle(&["--registry-config", &cfg, "import", "-d", &dst.host(), "s.tar.zst", "--retries", "0"]).failure();
+    let r =
+        ws.bundle(&["--registry-config", &cfg, "import", "-d", &dst.host(), "s.tar.zst", "--retries", "0"]).failure();
     assert!(r.stderr.contains("cannot reach registry"), "{}", r.stderr);
     assert!(dst.repositories().is_empty());
 
     let cfg = config(
         &ws,
         &dst,
-        &format!("ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n", ca.display(), client_cert.display(), client_key.display()),
+        &format!(
+            "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+            ca.display(),
+            client_cert.display(),
+            client_key.display()
+        ),
     );
     ws.bundle(&["--registry-config", &cfg, "import", "-d", &dst.host(), "s.tar.zst"]).success();
     assert_eq!(dst.repositories(), vec![img.repo.clone()]);
@@ -176,14 +211,22 @@ fn the_bearer_token_flow_works_against_a_token_auth_registry() {
 
     // No credentials: the registry's token service refuses, and the error says how to log in.
     let r = ws.bundle(&["import", "-d", &host, "s.tar.zst", "--retries", "0"]).failure();
-    assert!(r.stderr.contains("requires authentication and no credentials were found") || r.stderr.contains("rejected the credentials"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("requires authentication and no credentials were found")
+            || r.stderr.contains("rejected the credentials"),
+        "{}",
+        r.stderr
+    );
 
     ws.env("DST_REGISTRY_USERNAME", TOKEN_USER);
     ws.env("DST_REGISTRY_PASSWORD", "token-flow-s3cret");
     ws.bundle(&["import", "-d", &host, "s.tar.zst"]).success();
     let asked = tr.scopes_asked.lock().unwrap().clone();
     // Mounting the shared base layer into another repository needs pull on the repository it comes from.
-    assert!(asked.iter().any(|s| s.ends_with(":pull") && !s.contains(":pull,push")), "no pull-only scope for a mount source: {asked:?}");
+    assert!(
+        asked.iter().any(|s| s.ends_with(":pull") && !s.contains(":pull,push")),
+        "no pull-only scope for a mount source: {asked:?}"
+    );
     // One token per scope set, not one per request, and not one per concurrent request either (regression: the
     // requests that first needed a scope set each fetched a token for it: 16 here). The API check, then per
     // repository pull (probe) and push (uploads, manifests, mounts from itself), and push + pull for each of the
@@ -206,7 +249,10 @@ fn the_bearer_token_flow_works_against_a_token_auth_registry() {
     // And back out of it, as a source.
     let mut ws2 = Workspace::new();
     ws2.env("DST_REGISTRY_USERNAME", "ignored-for-sources");
-    let cfg = ws2.write("cred.json", &format!("{{\"auths\":{{\"{host}\":{{\"username\":\"{TOKEN_USER}\",\"password\":\"token-flow-s3cret\"}}}}}}"));
+    let cfg = ws2.write(
+        "cred.json",
+        &format!("{{\"auths\":{{\"{host}\":{{\"username\":\"{TOKEN_USER}\",\"password\":\"token-flow-s3cret\"}}}}}}"),
+    );
     ws2.env("REGISTRY_AUTH_FILE", cfg.to_str().unwrap());
     let refs: Vec<String> = set.images.iter().map(|i| format!("{host}/{}:{}", i.repo, i.tag)).collect();
     ws2.export(&refs, "back.tar.zst");
@@ -220,7 +266,11 @@ fn planted_secrets_never_appear_in_output_or_archives() {
     let (reg, ca) = secure_registry(&ws);
     let img = image(&[random_layer(1024, 78)], "amd64", false);
     Pusher::with_tls(&reg.base_url(), &std::fs::read(&ca).unwrap(), USER, PASSWORD).image("private/app", "3.0", &img);
-    let cfg = config(&ws, &reg, &format!("ca_file = \"{}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n", ca.display()));
+    let cfg = config(
+        &ws,
+        &reg,
+        &format!("ca_file = \"{}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n", ca.display()),
+    );
     ws.env("STS_REGISTRY_PASSWORD", "sts-planted-s3cret");
     ws.env("DST_REGISTRY_USERNAME", USER);
     ws.env("DST_REGISTRY_PASSWORD", "dst-planted-s3cret");
@@ -285,8 +335,16 @@ fn credentials_are_not_sent_to_another_host_on_redirect() {
         }
     });
     let proxy = FaultProxy::start(data.port);
-    proxy.add("GET", &format!("/blobs/{}", layer.digest), Fault::Redirect(format!("http://127.0.0.2:{storage_port}/bucket/{}", &layer.digest[7..])), 1);
-    let cfg = ws.write("r.toml", &format!("[[registry]]\nname = \"{}\"\nusername = \"AWS\"\npassword = \"{TOKEN_PASSWORD}\"\n", proxy.host()));
+    proxy.add(
+        "GET",
+        &format!("/blobs/{}", layer.digest),
+        Fault::Redirect(format!("http://127.0.0.2:{storage_port}/bucket/{}", &layer.digest[7..])),
+        1,
+    );
+    let cfg = ws.write(
+        "r.toml",
+        &format!("[[registry]]\nname = \"{}\"\nusername = \"AWS\"\npassword = \"{TOKEN_PASSWORD}\"\n", proxy.host()),
+    );
     ws.env("BUNDLE_REGISTRY_CONFIG", cfg.to_str().unwrap());
     ws.bundle(&["export", "--image", &format!("{}/app:1", proxy.host()), "-o", "r.tar.zst"]).success();
     let heads = heads.lock().unwrap().clone();

@@ -61,7 +61,10 @@ fn helm_discovery_finds_images_in_every_place_a_chart_puts_them() {
             .map(|f| format!("{} {}", f["how"].as_str().unwrap(), f["location"].as_str().unwrap()))
             .collect()
     };
-    assert_eq!(how("quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0"), vec!["args Deployment/bundle-operator spec.template.spec.containers[0].args[1]"]);
+    assert_eq!(
+        how("quay.io/prometheus-operator/prometheus-config-reloader:v0.73.0"),
+        vec!["args Deployment/bundle-operator spec.template.spec.containers[0].args[1]"]
+    );
     assert_eq!(how("quay.io/prometheus/prometheus:v2.51.0"), vec!["image-key Prometheus/bundle spec.image"]);
     assert_eq!(how("busybox:1.36"), vec!["image-key Job/bundle-migrate spec.template.spec.containers[0].image"]);
 }
@@ -71,7 +74,8 @@ fn static_discovery_without_helm_and_its_known_misses() {
     let ws = Workspace::new();
     let charts = fixture_charts(&ws);
     let set = format!("{DIGEST_SET}={FAKE_DIGEST}");
-    let r = ws.bundle(&["images", "-c", charts.join("platform").to_str().unwrap(), "--set", &set, "--no-helm"]).success();
+    let r =
+        ws.bundle(&["images", "-c", charts.join("platform").to_str().unwrap(), "--set", &set, "--no-helm"]).success();
     assert!(r.stderr.contains("misses images that only templates compute"), "{}", r.stderr);
     let mut want = rendered_images(FAKE_DIGEST);
     // Known misses of the values scan: an image only ever written into container args from a key not named
@@ -91,11 +95,26 @@ fn passes_values_files_and_set_string_apply_like_helm() {
     let chart = charts.join("platform");
     ws.write("override.yaml", "worker:\n  image:\n    tag: \"9.9.9\"\n");
     for mode in [&[][..], &["--no-helm"][..]] {
-        let mut args = vec!["images", "-c", chart.to_str().unwrap(), "--pass", "", "--pass", "kafka-exporter.enabled=true", "-f", "override.yaml", "--set-string", "operator.image.tag=2"];
+        let mut args = vec![
+            "images",
+            "-c",
+            chart.to_str().unwrap(),
+            "--pass",
+            "",
+            "--pass",
+            "kafka-exporter.enabled=true",
+            "-f",
+            "override.yaml",
+            "--set-string",
+            "operator.image.tag=2",
+        ];
         args.extend(mode);
         let out = lines(&ws.bundle(&args).success().stdout);
         assert!(out.contains(&"quay.io/prometheuscommunity/kafka-exporter:v1.6.0".to_string()), "{mode:?}: {out:?}");
-        assert!(out.contains(&"quay.io/prometheuscommunity/elasticsearch-exporter:v1.7.0".to_string()), "{mode:?}: {out:?}");
+        assert!(
+            out.contains(&"quay.io/prometheuscommunity/elasticsearch-exporter:v1.7.0".to_string()),
+            "{mode:?}: {out:?}"
+        );
         assert!(out.contains(&"quay.io/stackstate/worker:9.9.9".to_string()), "{mode:?}: {out:?}");
         assert!(out.contains(&"quay.io/stackstate/operator:2".to_string()), "{mode:?}: {out:?}");
         assert!(!out.iter().any(|l| l.contains("worker:2.3.1")), "{mode:?}: {out:?}");
@@ -123,7 +142,11 @@ fn a_missing_dependency_is_named_with_the_fix() {
     let charts = fixture_charts(&ws);
     std::fs::remove_file(charts.join("platform/charts/legacy-1.0.0.tgz")).unwrap();
     let r = ws.bundle(&["images", "-c", charts.join("platform").to_str().unwrap()]).failure();
-    assert!(r.stderr.contains("chart `platform` needs legacy 1.0.0, which is not in its charts/ directory"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("chart `platform` needs legacy 1.0.0, which is not in its charts/ directory"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("hint: run `helm dependency build`"), "{}", r.stderr);
 }
 
@@ -137,12 +160,19 @@ fn charts_come_from_a_repository_index_with_version_choice_and_digest_check() {
     let mut entries = String::new();
     for version in ["1.3.0", "1.4.0", "1.5.0-rc.1"] {
         let chart_yaml = charts.join("platform/Chart.yaml");
-        let text = std::fs::read_to_string(&chart_yaml).unwrap().replace("version: 1.4.0", &format!("version: {version}")).replace("version: 1.3.0", &format!("version: {version}")).replace("version: 1.5.0-rc.1", &format!("version: {version}"));
+        let text = std::fs::read_to_string(&chart_yaml)
+            .unwrap()
+            .replace("version: 1.4.0", &format!("version: {version}"))
+            .replace("version: 1.3.0", &format!("version: {version}"))
+            .replace("version: 1.5.0-rc.1", &format!("version: {version}"));
         std::fs::write(&chart_yaml, text).unwrap();
         let tgz = bundle::chart::package::package_dir(&charts.join("platform")).unwrap();
         let file = format!("platform-{version}.tgz");
         std::fs::write(repo.join(&file), &tgz).unwrap();
-        entries.push_str(&format!("    - version: {version}\n      urls: [{file}]\n      digest: {}\n", &sha256(&tgz)[7..]));
+        entries.push_str(&format!(
+            "    - version: {version}\n      urls: [{file}]\n      digest: {}\n",
+            &sha256(&tgz)[7..]
+        ));
     }
     std::fs::write(repo.join("index.yaml"), format!("apiVersion: v1\nentries:\n  platform:\n{entries}")).unwrap();
     let server = StaticServer::start(&repo);
@@ -184,9 +214,20 @@ fn charts_come_from_an_oci_registry() {
     p.blob("charts/platform", &layer);
     p.manifest("charts/platform", "1.4.0", OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap());
     let set = format!("{DIGEST_SET}={FAKE_DIGEST}");
-    let r = ws.bundle(&["images", "-c", &format!("oci://{}/charts/platform", reg.host()), "--version", "1.4.0", "--set", &set]).success();
+    let r = ws
+        .bundle(&[
+            "images",
+            "-c",
+            &format!("oci://{}/charts/platform", reg.host()),
+            "--version",
+            "1.4.0",
+            "--set",
+            &set,
+        ])
+        .success();
     assert_eq!(lines(&r.stdout), rendered_images(FAKE_DIGEST));
-    let r = ws.bundle(&["images", "-c", &format!("oci://{}/charts/platform", reg.host()), "--version", "9.9.9"]).failure();
+    let r =
+        ws.bundle(&["images", "-c", &format!("oci://{}/charts/platform", reg.host()), "--version", "9.9.9"]).failure();
     assert!(r.stderr.contains("not found"), "{}", r.stderr);
 }
 
@@ -223,7 +264,21 @@ fn chart_travels_in_the_bundle_and_the_values_file_closes_the_loop() {
     let chart = charts.join("platform");
 
     let r = ws
-        .bundle(&["--registry-config", cfg, "export", "-c", chart.to_str().unwrap(), "--set", &set, "--pass", "", "--pass", "kafka-exporter.enabled=true", "-o", "platform.tar.zst"])
+        .bundle(&[
+            "--registry-config",
+            cfg,
+            "export",
+            "-c",
+            chart.to_str().unwrap(),
+            "--set",
+            &set,
+            "--pass",
+            "",
+            "--pass",
+            "kafka-exporter.enabled=true",
+            "-o",
+            "platform.tar.zst",
+        ])
         .success();
     assert!(r.stderr.contains("Exported 14 images"), "13 images and the chart: {}", r.stderr);
     let inspect = ws.bundle(&["inspect", "platform.tar.zst"]).success();
@@ -231,9 +286,17 @@ fn chart_travels_in_the_bundle_and_the_values_file_closes_the_loop() {
 
     let dest = format!("{}/airgap", dst.host());
     let dry = ws.bundle(&["import", "-d", &dest, "platform.tar.zst", "-t"]).success();
-    assert!(dry.stdout.contains(&format!("Copying chart platform:1.4.0 to {dest}/charts/platform:1.4.0 (dry-run)")), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains(&format!("Copying chart platform:1.4.0 to {dest}/charts/platform:1.4.0 (dry-run)")),
+        "{}",
+        dry.stdout
+    );
     let r = ws.bundle(&["import", "-d", &dest, "platform.tar.zst", "--values-out", "airgap-values.yaml"]).success();
-    assert!(r.stderr.contains(&format!("helm install RELEASE oci://{dest}/charts/platform --version 1.4.0")), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("helm install RELEASE oci://{dest}/charts/platform --version 1.4.0")),
+        "{}",
+        r.stderr
+    );
 
     // The chart can be pulled from the destination by helm itself.
     let pulled = ws.path("pulled");
@@ -259,12 +322,17 @@ fn chart_travels_in_the_bundle_and_the_values_file_closes_the_loop() {
         let images = helm_images(pulled_chart, &args);
         assert!(images.len() >= 11, "{images:?}");
         for image in &images {
-            let rest = image.strip_prefix(&format!("{dest}/")).unwrap_or_else(|| panic!("{image} is not under {dest}\nvalues:\n{values}"));
+            let rest = image
+                .strip_prefix(&format!("{dest}/"))
+                .unwrap_or_else(|| panic!("{image} is not under {dest}\nvalues:\n{values}"));
             let (repo, reference) = match rest.split_once('@') {
                 Some((name, digest)) => (name.rsplit_once(':').map_or(name, |(n, _)| n), digest),
                 None => rest.rsplit_once(':').unwrap(),
             };
-            assert!(get_manifest(&dst.base_url(), &format!("airgap/{repo}"), reference).is_some(), "{image} was not pushed\nvalues:\n{values}");
+            assert!(
+                get_manifest(&dst.base_url(), &format!("airgap/{repo}"), reference).is_some(),
+                "{image} was not pushed\nvalues:\n{values}"
+            );
         }
     }
 }
@@ -289,12 +357,24 @@ fn bundle_specs_drive_exports_and_bad_ones_name_the_key() {
     ws.bundle(&["--registry-config", cfg.to_str().unwrap(), "export", "--spec", "spec.yaml"]).success();
     ws.bundle(&["verify", "from-spec.tar.zst"]).success();
 
-    ws.write("bad.yaml", "chart: charts/platform\noutput: x.tar.zst\npasses: [\"\"]\nexclude: [a]\nextra_images: [b]\n");
+    ws.write(
+        "bad.yaml",
+        "chart: charts/platform\noutput: x.tar.zst\npasses: [\"\"]\nexclude: [a]\nextra_images: [b]\n",
+    );
     let r = ws.bundle(&["export", "--spec", "bad.yaml"]).failure();
-    assert!(r.stderr.contains("bundle spec bad.yaml: at `extra_images`") || r.stderr.contains("extra_images"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("bundle spec bad.yaml: at `extra_images`") || r.stderr.contains("extra_images"),
+        "{}",
+        r.stderr
+    );
 
     // The shipped specs parse.
-    for spec in ["bundles/stackstate.yaml", "bundles/demo.yaml", "bundles/suse-observability.yaml", "bundles/suse-observability-agent.yaml"] {
+    for spec in [
+        "bundles/stackstate.yaml",
+        "bundles/demo.yaml",
+        "bundles/suse-observability.yaml",
+        "bundles/suse-observability-agent.yaml",
+    ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(spec);
         bundle::spec::BundleSpec::load(&path).unwrap_or_else(|e| panic!("{spec}: {e}"));
     }
@@ -312,11 +392,18 @@ fn regression_discovery_of_a_configmap_script_that_is_not_yaml_ends() {
     let chart = wild(&ws);
     // Discovery used to spin forever on a ConfigMap string that mentions `image:` but is not YAML: a bounded
     // wait makes a regression a failure instead of a hung suite.
-    let run = bundle::child_process::run_bounded(ws.command(&["images", "-c", chart.to_str().unwrap()]), None, std::time::Duration::from_secs(120))
-        .unwrap_or_else(|_| panic!("bundle images did not finish"));
+    let run = bundle::child_process::run_bounded(
+        ws.command(&["images", "-c", chart.to_str().unwrap()]),
+        None,
+        std::time::Duration::from_secs(120),
+    )
+    .unwrap_or_else(|_| panic!("bundle images did not finish"));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    assert!(stdout.contains("quay.io/stackstate/stackgraph-console:7.1") && stdout.contains("busybox:1.36"), "{stdout}");
+    assert!(
+        stdout.contains("quay.io/stackstate/stackgraph-console:7.1") && stdout.contains("busybox:1.36"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -333,17 +420,17 @@ fn regression_values_file_sends_every_pod_of_the_wild_patterns_to_an_image_that_
     assert_eq!(outcome.unmoved, BTreeSet::from(["busybox:1.36".to_string()]), "{v}");
     assert_eq!(outcome.warned, outcome.unmoved);
     let want: BTreeSet<String> = [
-        "wild/app:1.0",                                        // global.imageRegistry
-        "oliver006/redis_exporter:v1.75.0",                    // redis-ha: the tag key untouched, no `:latest`
-        "argoproj/argocd:v3.0.0",                              // argo-cd: global.image.repository
-        "jetstack/cert-manager-controller:v1.21.1",            // cert-manager: imageRegistry + imageNamespace + name
-        "stackstate/stackpacks:1.0",                           // a list, carried whole
+        "wild/app:1.0",                             // global.imageRegistry
+        "oliver006/redis_exporter:v1.75.0",         // redis-ha: the tag key untouched, no `:latest`
+        "argoproj/argocd:v3.0.0",                   // argo-cd: global.image.repository
+        "jetstack/cert-manager-controller:v1.21.1", // cert-manager: imageRegistry + imageNamespace + name
+        "stackstate/stackpacks:1.0",                // a list, carried whole
         "stackstate/stackpacks-extra:2.0",
-        "hashicorp/vault:1.15.0",                              // vault: also in an env value
-        "stackstate/hbase-master:2.5",                         // hbase: global + "/" + repository, not DEST/DEST
-        "stackstate/stackgraph-console:7.1",                   // two deep
-        "kube-state-metrics/kube-state-metrics:v2.10.0",       // kube-state-metrics: not DEST/mirror/mirror
-        "prometheus/pushgateway:v1.11.0",                      // registry inside the repository, global in front
+        "hashicorp/vault:1.15.0",                        // vault: also in an env value
+        "stackstate/hbase-master:2.5",                   // hbase: global + "/" + repository, not DEST/DEST
+        "stackstate/stackgraph-console:7.1",             // two deep
+        "kube-state-metrics/kube-state-metrics:v2.10.0", // kube-state-metrics: not DEST/mirror/mirror
+        "prometheus/pushgateway:v1.11.0",                // registry inside the repository, global in front
     ]
     .iter()
     .map(|s| s.to_string())
@@ -351,7 +438,10 @@ fn regression_values_file_sends_every_pod_of_the_wild_patterns_to_an_image_that_
     assert_eq!(outcome.moved, want, "{v}");
     // The list override kept every element and field: the init containers keep their names.
     for text in &outcome.renders {
-        assert!(text.contains("name: init-stackpacks-base") && text.contains("name: init-stackpacks-extra"), "{v}\n{text}");
+        assert!(
+            text.contains("name: init-stackpacks-base") && text.contains("name: init-stackpacks-extra"),
+            "{v}\n{text}"
+        );
         assert!(text.contains("value: \"127.0.0.1:"), "the injector's env moved too:\n{text}");
     }
     assert!(v.contains("# Proven at export"), "{v}");
@@ -365,8 +455,22 @@ fn without_helm_the_values_file_is_written_and_called_unproven() {
     let dst = Registry::start();
     let (cfg, pinned) = seed_world(&ws, &world);
     let set = format!("{DIGEST_SET}={pinned}");
-    ws.bundle(&["--registry-config", cfg.to_str().unwrap(), "export", "--no-helm", "-c", charts.join("platform").to_str().unwrap(), "--set", &set, "-o", "p.tar.zst"]).success();
-    let r = ws.bundle(&["import", "-d", &format!("{}/airgap", dst.host()), "p.tar.zst", "--values-out", "v.yaml"]).success();
+    ws.bundle(&[
+        "--registry-config",
+        cfg.to_str().unwrap(),
+        "export",
+        "--no-helm",
+        "-c",
+        charts.join("platform").to_str().unwrap(),
+        "--set",
+        &set,
+        "-o",
+        "p.tar.zst",
+    ])
+    .success();
+    let r = ws
+        .bundle(&["import", "-d", &format!("{}/airgap", dst.host()), "p.tar.zst", "--values-out", "v.yaml"])
+        .success();
     assert!(r.stderr.contains("v.yaml is unproven: the bundle was exported without helm"), "{}", r.stderr);
     let v = std::fs::read_to_string(ws.path("v.yaml")).unwrap();
     assert!(v.contains("# Unproven") && v.contains("repository: airgap/stackstate/worker"), "{v}");
@@ -377,13 +481,28 @@ fn a_helm_that_never_finishes_is_stopped_and_named() {
     let ws = Workspace::new();
     let charts = fixture_charts(&ws);
     // A helm that answers `version` and then hangs on `template`, as a chart whose templates loop would.
-    let fake = ws.write("slow-helm", "#!/bin/sh\nif [ \"$1\" = version ]; then echo v3.17.3; exit 0; fi\nexec sleep 600\n");
+    let fake =
+        ws.write("slow-helm", "#!/bin/sh\nif [ \"$1\" = version ]; then echo v3.17.3; exit 0; fi\nexec sleep 600\n");
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let t = std::time::Instant::now();
     let r = ws
-        .bundle(&["images", "-c", charts.join("legacy").to_str().unwrap(), "--helm", fake.to_str().unwrap(), "--helm-timeout", "2", "--pass", "a=b"])
+        .bundle(&[
+            "images",
+            "-c",
+            charts.join("legacy").to_str().unwrap(),
+            "--helm",
+            fake.to_str().unwrap(),
+            "--helm-timeout",
+            "2",
+            "--pass",
+            "a=b",
+        ])
         .failure();
     assert!(t.elapsed() < std::time::Duration::from_secs(60));
-    assert!(r.stderr.contains("`helm template` with pass `a=b` did not finish within 2 s and was stopped"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`helm template` with pass `a=b` did not finish within 2 s and was stopped"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("hint: raise the limit with --helm-timeout"), "{}", r.stderr);
 }

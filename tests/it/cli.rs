@@ -25,7 +25,13 @@ fn help_reads_like_a_man_page() {
 #[test]
 fn invalid_flags_are_usage_errors() {
     let ws = Workspace::new();
-    for args in [&["export", "--image", "nginx"][..], &["import", "x.tar.zst"][..], &["verify"][..], &["--concurrency", "0", "verify", "x"][..], &["frobnicate"][..]] {
+    for args in [
+        &["export", "--image", "nginx"][..],
+        &["import", "x.tar.zst"][..],
+        &["verify"][..],
+        &["--concurrency", "0", "verify", "x"][..],
+        &["frobnicate"][..],
+    ] {
         let r = ws.bundle(args);
         assert_eq!(r.code, 2, "{args:?} should be a usage error:\n{}", r.stderr);
         assert!(r.stderr.contains("error:"), "{}", r.stderr);
@@ -73,7 +79,10 @@ fn a_broken_registry_config_names_the_key() {
 #[test]
 fn a_broken_ecr_table_in_the_registry_config_is_caught_by_any_command() {
     let ws = Workspace::new();
-    ws.write("r.toml", "[[registry]]\nname = \"1.dkr.ecr.eu-west-1.amazonaws.com\"\n[registry.ecr]\ntag_mutabilty = \"IMMUTABLE\"\n");
+    ws.write(
+        "r.toml",
+        "[[registry]]\nname = \"1.dkr.ecr.eu-west-1.amazonaws.com\"\n[registry.ecr]\ntag_mutabilty = \"IMMUTABLE\"\n",
+    );
     let r = ws.bundle(&["--registry-config", "r.toml", "verify", "x.tar.zst"]).failure();
     assert!(r.stderr.contains("tag_mutabilty"), "{}", r.stderr);
     assert!(r.stderr.contains("1.dkr.ecr.eu-west-1.amazonaws.com"), "{}", r.stderr);

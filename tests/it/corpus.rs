@@ -81,21 +81,32 @@ impl CorpusChart {
 
 fn corpus() -> Option<(PathBuf, Vec<CorpusChart>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::var_os("BUNDLE_CHART_CORPUS").map(PathBuf::from).unwrap_or_else(|| root.join("../shared/chart-corpus"));
-    let manifest: Manifest = toml::from_str(&std::fs::read_to_string(root.join("tests/corpus/corpus.toml")).unwrap()).unwrap();
+    let dir = std::env::var_os("BUNDLE_CHART_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/chart-corpus"));
+    let manifest: Manifest =
+        toml::from_str(&std::fs::read_to_string(root.join("tests/corpus/corpus.toml")).unwrap()).unwrap();
     if !dir.is_dir() {
         assert!(std::env::var_os("BUNDLE_CHART_CORPUS_REQUIRED").is_none(), "no chart corpus at {}", dir.display());
         eprintln!("SKIPPED: no chart corpus at {} (set BUNDLE_CHART_CORPUS)", dir.display());
         return None;
     }
     let only = std::env::var("BUNDLE_CHART_CORPUS_ONLY").ok();
-    let charts = manifest.chart.into_iter().filter(|c| only.as_deref().is_none_or(|o| o.split(',').any(|id| id == c.id))).collect();
+    let charts = manifest
+        .chart
+        .into_iter()
+        .filter(|c| only.as_deref().is_none_or(|o| o.split(',').any(|id| id == c.id)))
+        .collect();
     Some((dir, charts))
 }
 
 fn truth(id: &str) -> BTreeSet<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/truth").join(format!("{id}.txt"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/chart-ground-truth)", path.display())).lines().map(str::to_string).collect()
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/chart-ground-truth)", path.display()))
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn images_of(ws: &Workspace, args: &[String]) -> (BTreeSet<String>, f64) {
@@ -123,7 +134,8 @@ fn corpus_helm_discovery_finds_every_strict_image_and_invents_none() {
         let rendered: String = chart.passes().into_iter().map(|p| chart.render(&dir, p, false, &[])).collect();
         helm_secs += t.elapsed().as_secs_f64();
         let present = words(&rendered);
-        let invented: Vec<&String> = found.iter().filter(|f| !want.contains(*f) && !present.contains(f.as_str())).collect();
+        let invented: Vec<&String> =
+            found.iter().filter(|f| !want.contains(*f) && !present.contains(f.as_str())).collect();
         assert!(invented.is_empty(), "{}: discovery invented {invented:?}", chart.id);
 
         let mut args = chart.bundle_args(&dir, false);
@@ -150,12 +162,17 @@ fn corpus_closed_loop_every_chart_pulls_only_images_that_exist() {
     let mut report = Vec::new();
     for chart in &charts {
         let ws = Workspace::new();
-        let passes: Vec<Vec<String>> = chart.passes().into_iter().map(|p| p.map(str::to_string).into_iter().collect()).collect();
+        let passes: Vec<Vec<String>> =
+            chart.passes().into_iter().map(|p| p.map(str::to_string).into_iter().collect()).collect();
         let mut set = chart.set.clone();
         set.extend(chart.test_set.iter().cloned());
         let outcome = closed_loop(&ws, &chart.package(&dir), &set, &passes, chart.kube_version.as_deref());
         assert!(!outcome.export_stderr.contains("could not be proven"), "{}: {}", chart.id, outcome.export_stderr);
-        assert_eq!(outcome.unmoved, outcome.warned, "{}: images left at their public registry must be exactly those import warned about\n{}", chart.id, outcome.values);
+        assert_eq!(
+            outcome.unmoved, outcome.warned,
+            "{}: images left at their public registry must be exactly those import warned about\n{}",
+            chart.id, outcome.values
+        );
         report.push(format!(
             "{:<40} {:>3} images moved, {:>2} unmovable {:?}, export {:.1} s",
             chart.id,
@@ -173,9 +190,15 @@ fn corpus_closed_loop_every_chart_pulls_only_images_that_exist() {
 #[test]
 fn the_vendor_specs_carry_the_values_the_corpus_proves() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifest: Manifest = toml::from_str(&std::fs::read_to_string(root.join("tests/corpus/corpus.toml")).unwrap()).unwrap();
-    let split = |v: &[String]| -> BTreeSet<String> { v.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()).map(str::to_string).collect() };
-    for (spec, id) in [("bundles/suse-observability.yaml", "suse-observability-2.10.3"), ("bundles/suse-observability-agent.yaml", "suse-observability-agent-1.5.44")] {
+    let manifest: Manifest =
+        toml::from_str(&std::fs::read_to_string(root.join("tests/corpus/corpus.toml")).unwrap()).unwrap();
+    let split = |v: &[String]| -> BTreeSet<String> {
+        v.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    };
+    for (spec, id) in [
+        ("bundles/suse-observability.yaml", "suse-observability-2.10.3"),
+        ("bundles/suse-observability-agent.yaml", "suse-observability-agent-1.5.44"),
+    ] {
         let spec = bundle::spec::BundleSpec::load(&root.join(spec)).unwrap();
         let chart = manifest.chart.iter().find(|c| c.id == id).unwrap();
         assert_eq!(split(&spec.set), split(&chart.set), "{id}");

@@ -23,7 +23,10 @@ fn setup(moto_auth: bool) -> EcrSetup {
     let moto = Moto::start(moto_auth);
     moto.configure(&mut ws);
     let data = ecr_data_plane(&ws);
-    let config = ws.write("registries.toml", &format!("[[registry]]\nname = \"{}\"\nendpoint = \"{}\"\n", ecr_host(), data.base_url()));
+    let config = ws.write(
+        "registries.toml",
+        &format!("[[registry]]\nname = \"{}\"\nendpoint = \"{}\"\n", ecr_host(), data.base_url()),
+    );
     EcrSetup { ws, moto, data, _src: src, set, config: config.to_string_lossy().into_owned() }
 }
 
@@ -34,19 +37,40 @@ fn import_into_ecr_creates_repositories_with_the_requested_settings() {
     ws.write("lifecycle.json", r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":14},"action":{"type":"expire"}}]}"#);
     ws.write("policy.json", r#"{"Version":"2012-10-17","Statement":[{"Sid":"pull","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":["ecr:BatchGetImage"]}]}"#);
     // A repository that exists already, with other settings: it must be left alone.
-    let (status, _) = s.moto.call("CreateRepository", serde_json::json!({"repositoryName": "stackstate/wait", "imageTagMutability": "MUTABLE"}));
+    let (status, _) = s.moto.call(
+        "CreateRepository",
+        serde_json::json!({"repositoryName": "stackstate/wait", "imageTagMutability": "MUTABLE"}),
+    );
     assert_eq!(status, 200);
 
     let settings = [
-        "--ecr-scan-on-push", "true", "--ecr-tag-mutability", "IMMUTABLE", "--ecr-encryption", "KMS", "--ecr-kms-key", "alias/airgap",
-        "--ecr-tag", "team=platform", "--ecr-tag", "env=prod", "--ecr-lifecycle-policy", "lifecycle.json", "--ecr-repository-policy", "policy.json",
+        "--ecr-scan-on-push",
+        "true",
+        "--ecr-tag-mutability",
+        "IMMUTABLE",
+        "--ecr-encryption",
+        "KMS",
+        "--ecr-kms-key",
+        "alias/airgap",
+        "--ecr-tag",
+        "team=platform",
+        "--ecr-tag",
+        "env=prod",
+        "--ecr-lifecycle-policy",
+        "lifecycle.json",
+        "--ecr-repository-policy",
+        "policy.json",
     ];
     let host = ecr_host();
     let mut dry = vec!["--registry-config", &s.config, "import", "-d", &host, "s.tar.zst", "-t"];
     dry.extend(settings);
     let r = ws.bundle(&dry).success();
     assert!(r.stdout.contains("Would create ECR repository stackstate/agent (scan on push: on, tag mutability: IMMUTABLE, encryption: KMS (alias/airgap), tags: env=prod,team=platform"), "{}", r.stdout);
-    assert!(r.stdout.contains("ECR repository stackstate/wait exists (tag mutability MUTABLE); left as it is"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("ECR repository stackstate/wait exists (tag mutability MUTABLE); left as it is"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(s.moto.repository_names(), vec!["stackstate/wait"], "a dry run created repositories");
 
     let mut run = vec!["--registry-config", &s.config, "import", "-d", &host, "s.tar.zst"];
@@ -65,7 +89,12 @@ fn import_into_ecr_creates_repositories_with_the_requested_settings() {
         assert_eq!(repo["encryptionConfiguration"]["encryptionType"], "KMS", "{name}");
         assert_eq!(repo["encryptionConfiguration"]["kmsKey"], "alias/airgap", "{name}");
         let (_, tags) = s.moto.call("ListTagsForResource", serde_json::json!({"resourceArn": repo["repositoryArn"]}));
-        let mut tags: Vec<String> = tags["tags"].as_array().unwrap().iter().map(|t| format!("{}={}", t["Key"].as_str().unwrap(), t["Value"].as_str().unwrap())).collect();
+        let mut tags: Vec<String> = tags["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| format!("{}={}", t["Key"].as_str().unwrap(), t["Value"].as_str().unwrap()))
+            .collect();
         tags.sort();
         assert_eq!(tags, vec!["env=prod", "team=platform"], "{name}");
         let (status, lc) = s.moto.call("GetLifecyclePolicy", serde_json::json!({"repositoryName": name}));
@@ -96,7 +125,17 @@ fn an_immutable_tag_with_other_content_stops_the_import_before_anything_is_pushe
     let s = setup(false);
     let ws = &s.ws;
     let host = ecr_host();
-    ws.bundle(&["--registry-config", &s.config, "import", "-d", &host, "s.tar.zst", "--ecr-tag-mutability", "IMMUTABLE"]).success();
+    ws.bundle(&[
+        "--registry-config",
+        &s.config,
+        "import",
+        "-d",
+        &host,
+        "s.tar.zst",
+        "--ecr-tag-mutability",
+        "IMMUTABLE",
+    ])
+    .success();
 
     // Same names and tags, other content.
     let other = Registry::start();
@@ -106,7 +145,11 @@ fn an_immutable_tag_with_other_content_stops_the_import_before_anything_is_pushe
     let writes = |r: &Registry| r.count_requests("\"PUT ") + r.count_requests("\"POST ");
     let before = writes(&s.data);
     let r = ws.bundle(&["--registry-config", &s.config, "import", "-d", &host, "other.tar.zst"]).failure();
-    assert!(r.stderr.contains("tags already exist with other content in repositories whose tags are immutable"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("tags already exist with other content in repositories whose tags are immutable"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("stackstate/agent:7.51.1 (now sha256:"), "{}", r.stderr);
     assert_eq!(writes(&s.data), before, "something was pushed");
 }
@@ -120,10 +163,18 @@ fn tags_an_exclusion_filter_leaves_mutable_may_move_and_the_others_may_not() {
     let ws = &s.ws;
     let host = ecr_host();
     ws.bundle(&[
-        "--registry-config", &s.config, "import", "-d", &host, "s.tar.zst",
-        "--ecr-tag-mutability", "IMMUTABLE_WITH_EXCLUSION",
-        "--ecr-tag-mutability-exclusion", "7.*",
-        "--ecr-tag-mutability-exclusion", "1.2*",
+        "--registry-config",
+        &s.config,
+        "import",
+        "-d",
+        &host,
+        "s.tar.zst",
+        "--ecr-tag-mutability",
+        "IMMUTABLE_WITH_EXCLUSION",
+        "--ecr-tag-mutability-exclusion",
+        "7.*",
+        "--ecr-tag-mutability-exclusion",
+        "1.2*",
     ])
     .success();
     let repo = s.moto.repository("stackstate/agent").unwrap();
@@ -175,7 +226,19 @@ fn forced_ecr_behaviour_for_a_private_name_needs_account_and_region() {
     let r = s.ws.bundle(&["--registry-config", &s.config, "import", "-d", alias, "s.tar.zst"]).failure();
     assert!(r.stderr.contains("pass --ecr-registry-id ACCOUNT"), "{}", r.stderr);
     s.ws.env("AWS_REGION", REGION);
-    s.ws.bundle(&["--registry-config", &s.config, "import", "-d", alias, "s.tar.zst", "--ecr-registry-id", ACCOUNT, "--ecr-region", REGION]).success();
+    s.ws.bundle(&[
+        "--registry-config",
+        &s.config,
+        "import",
+        "-d",
+        alias,
+        "s.tar.zst",
+        "--ecr-registry-id",
+        ACCOUNT,
+        "--ecr-region",
+        REGION,
+    ])
+    .success();
     assert_eq!(s.moto.repository("stackstate/agent").unwrap()["imageScanningConfiguration"]["scanOnPush"], true);
 }
 
@@ -189,15 +252,27 @@ fn expired_registry_credentials_are_renewed_on_401() {
 
     struct Renew(Arc<AtomicUsize>);
     impl CredentialSource for Renew {
-        fn fetch(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Credentials, String>> + Send + '_>> {
+        fn fetch(
+            &self,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Credentials, String>> + Send + '_>> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async { Ok(Credentials { username: "AWS".into(), password: TOKEN_PASSWORD.into(), origin: "test".into() }) })
+            Box::pin(async {
+                Ok(Credentials { username: "AWS".into(), password: TOKEN_PASSWORD.into(), origin: "test".into() })
+            })
         }
     }
     let ws = Workspace::new();
     let data = ecr_data_plane(&ws);
     let img = image(&[random_layer(256, 9)], "amd64", false);
-    let hash_user = |p: &str| reqwest::blocking::Client::new().get(format!("{}/v2/", data.base_url())).basic_auth("AWS", Some(p)).send().unwrap().status().as_u16();
+    let hash_user = |p: &str| {
+        reqwest::blocking::Client::new()
+            .get(format!("{}/v2/", data.base_url()))
+            .basic_auth("AWS", Some(p))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
     assert_eq!(hash_user(TOKEN_PASSWORD), 200);
     // Seed with the right password.
     Pusher::with_auth(&data.base_url(), "AWS", TOKEN_PASSWORD).image("app", "1", &img);
@@ -205,8 +280,17 @@ fn expired_registry_credentials_are_renewed_on_401() {
     let calls = Arc::new(AtomicUsize::new(0));
     let config = bundle::registry::RegistryConfig::default();
     let registries = bundle::registry::Registries::new(config, bundle::registry::ClientOptions::default());
-    let stale = Credentials { username: "AWS".into(), password: "expired-token".into(), origin: "ECR GetAuthorizationToken".into() };
-    registries.set_credentials(&data.host(), bundle::registry::Role::Destination, stale, Some(Arc::new(Renew(calls.clone()))));
+    let stale = Credentials {
+        username: "AWS".into(),
+        password: "expired-token".into(),
+        origin: "ECR GetAuthorizationToken".into(),
+    };
+    registries.set_credentials(
+        &data.host(),
+        bundle::registry::Role::Destination,
+        stale,
+        Some(Arc::new(Renew(calls.clone()))),
+    );
     let client = registries.client(&data.host(), bundle::registry::Role::Destination).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pulled = rt.block_on(client.get_manifest("app", "1")).unwrap();
@@ -221,9 +305,24 @@ fn expired_registry_credentials_are_renewed_on_401() {
 fn two_imports_at_once_both_succeed_and_update_existing_applies_settings() {
     let s = setup(false);
     let host = ecr_host();
-    let args = ["--registry-config", s.config.as_str(), "import", "-d", host.as_str(), "s.tar.zst", "--ecr-scan-on-push", "false"];
+    let args = [
+        "--registry-config",
+        s.config.as_str(),
+        "import",
+        "-d",
+        host.as_str(),
+        "s.tar.zst",
+        "--ecr-scan-on-push",
+        "false",
+    ];
     let children: Vec<_> = (0..2)
-        .map(|_| s.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap())
+        .map(|_| {
+            s.ws.command(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
@@ -235,9 +334,23 @@ fn two_imports_at_once_both_succeed_and_update_existing_applies_settings() {
     }
 
     // Existing repositories change only when asked to.
-    s.ws.bundle(&["--registry-config", &s.config, "import", "-d", &host, "s.tar.zst", "--ecr-scan-on-push", "true"]).success();
+    s.ws.bundle(&["--registry-config", &s.config, "import", "-d", &host, "s.tar.zst", "--ecr-scan-on-push", "true"])
+        .success();
     assert_eq!(s.moto.repository("stackstate/agent").unwrap()["imageScanningConfiguration"]["scanOnPush"], false);
-    s.ws.bundle(&["--registry-config", &s.config, "import", "-d", &host, "s.tar.zst", "--ecr-scan-on-push", "true", "--ecr-tag-mutability", "IMMUTABLE", "--ecr-update-existing"]).success();
+    s.ws.bundle(&[
+        "--registry-config",
+        &s.config,
+        "import",
+        "-d",
+        &host,
+        "s.tar.zst",
+        "--ecr-scan-on-push",
+        "true",
+        "--ecr-tag-mutability",
+        "IMMUTABLE",
+        "--ecr-update-existing",
+    ])
+    .success();
     let repo = s.moto.repository("stackstate/agent").unwrap();
     assert_eq!(repo["imageScanningConfiguration"]["scanOnPush"], true);
     assert_eq!(repo["imageTagMutability"], "IMMUTABLE");

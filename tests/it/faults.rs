@@ -119,7 +119,11 @@ fn a_corrupted_byte_is_never_accepted() {
     assert!(!f.ws.path("b.tar.zst").exists());
     assert!(listing(f.ws.dir.path()).iter().all(|n| !n.contains(".partial")));
     let cache = f.ws.path(".cache/bundle/sha256");
-    assert!(listing(&cache).iter().all(|n| !n.starts_with(&layer[7..])), "bad bytes kept in the cache: {:?}", listing(&cache));
+    assert!(
+        listing(&cache).iter().all(|n| !n.starts_with(&layer[7..])),
+        "bad bytes kept in the cache: {:?}",
+        listing(&cache)
+    );
     let _ = &f.src;
 }
 
@@ -148,7 +152,8 @@ fn a_download_restarted_after_the_archive_writer_read_part_of_it_rewrites_the_ar
     let args = f.export_args("a.tar.zst", &["--no-cache"]);
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.insert(0, "-v");
-    let child = f.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child =
+        f.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     assert!(f.proxy.wait_held(), "the export never reached the held blob");
     // Wait (bounded) until the temporary archive holds 2 MiB of the layer: the writer is following it.
     let partial_len = || {
@@ -163,12 +168,19 @@ fn a_download_restarted_after_the_archive_writer_read_part_of_it_rewrites_the_ar
     while partial_len() < before + (2 << 20) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert!(partial_len() >= before + (2 << 20), "the archive writer did not follow the download ({} bytes)", partial_len());
+    assert!(
+        partial_len() >= before + (2 << 20),
+        "the archive writer did not follow the download ({} bytes)",
+        partial_len()
+    );
     f.proxy.release();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("started over after part of it was written to the archive; writing the archive again"), "{stderr}");
+    assert!(
+        stderr.contains("started over after part of it was written to the archive; writing the archive again"),
+        "{stderr}"
+    );
     assert_eq!(f.proxy.count("GET", &format!("/blobs/{layer}")), 2);
     f.check_archive("a.tar.zst");
 }
@@ -198,11 +210,12 @@ fn ctrl_c_during_export_leaves_no_archive_and_a_reusable_cache() {
     let layer = f.layer();
     f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::Hold, 1);
     let args = f.export_args("a.tar.zst", &[]);
-    let child = f.ws.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        f.ws.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
     assert!(f.proxy.wait_held(), "the export never reached the held blob");
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
@@ -228,15 +241,19 @@ fn an_export_does_not_prune_the_cache_under_another_running_export() {
     let layer = f.layer();
     f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::Hold, 1);
     let args = f.export_args("a.tar.zst", &[]);
-    let first = f.ws.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first =
+        f.ws.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
     assert!(f.proxy.wait_held(), "the first export never reached the held blob");
 
     let nginx = f.set.images.iter().find(|i| i.repo == "library/nginx").unwrap();
-    let second = |out: &str| f.ws.bundle(&["-v", "export", "--image", &nginx.reference(&f.src.host()), "-o", out, "--cache-max-size", "0"]).success();
+    let second = |out: &str| {
+        f.ws.bundle(&["-v", "export", "--image", &nginx.reference(&f.src.host()), "-o", out, "--cache-max-size", "0"])
+            .success()
+    };
     let r = second("n.tar.zst");
     assert!(r.stderr.contains("not pruned: another export is using it"), "{}", r.stderr);
     assert!(!r.stderr.contains("Pruned the blob cache"), "{}", r.stderr);
@@ -305,11 +322,12 @@ fn sigterm_during_import_then_a_rerun_completes() {
     let dst = Registry::start();
     let proxy = FaultProxy::start(dst.port);
     proxy.add("PUT", "/blobs/uploads/", Fault::Hold, 1);
-    let child = f.ws.command(&["import", "-d", &proxy.host(), "s.tar.zst"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        f.ws.command(&["import", "-d", &proxy.host(), "s.tar.zst"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
     assert!(proxy.wait_held(), "the import never reached an upload");
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let out = child.wait_with_output().unwrap();

@@ -23,7 +23,11 @@ fn valid_entries() -> Vec<(String, Vec<u8>)> {
     entries
 }
 
-fn write_tar(path: &std::path::Path, entries: &[(String, Vec<u8>)], extra: impl FnOnce(&mut tar::Builder<std::fs::File>)) {
+fn write_tar(
+    path: &std::path::Path,
+    entries: &[(String, Vec<u8>)],
+    extra: impl FnOnce(&mut tar::Builder<std::fs::File>),
+) {
     let mut t = tar::Builder::new(std::fs::File::create(path).unwrap());
     for (name, bytes) in entries {
         let mut h = tar::Header::new_gnu();
@@ -138,7 +142,13 @@ fn missing_blobs_and_unexpected_entries_are_refused() {
 fn a_bundle_json_of_another_format_version_is_refused() {
     let ws = Workspace::new();
     let mut entries = valid_entries();
-    entries.insert(2, ("bundle.json".into(), br#"{"formatVersion": 99, "tool": {"name": "bundle", "version": "9"}, "images": [], "blobs": []}"#.to_vec()));
+    entries.insert(
+        2,
+        (
+            "bundle.json".into(),
+            br#"{"formatVersion": 99, "tool": {"name": "bundle", "version": "9"}, "images": [], "blobs": []}"#.to_vec(),
+        ),
+    );
     write_tar(&ws.path("future.tar"), &entries, |_| {});
     refused(&ws, "future.tar", "has format version 99");
 }

@@ -99,7 +99,8 @@ fn an_archive_altered_with_its_sidecar_is_caught_blob_by_blob_and_tags_nothing()
     let (_src, dst, ws, set) = exported(512 * 1024, 16);
     let len = std::fs::metadata(ws.path("s.tar.zst")).unwrap().len() as usize;
     flip_byte(&ws.path("s.tar.zst"), len - 4096);
-    let forged = format!("{}  s.tar.zst\n", sha256(&std::fs::read(ws.path("s.tar.zst")).unwrap()).trim_start_matches("sha256:"));
+    let forged =
+        format!("{}  s.tar.zst\n", sha256(&std::fs::read(ws.path("s.tar.zst")).unwrap()).trim_start_matches("sha256:"));
     std::fs::write(ws.path("s.tar.zst.sha256"), forged).unwrap();
     let r = ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).failure();
     assert!(r.stderr.contains("s.tar.zst is damaged"), "{}", r.stderr);

@@ -5,7 +5,12 @@ use std::process::Command;
 use crate::harness::*;
 
 fn skopeo(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
-    Command::new("skopeo").args(["--insecure-policy"]).args(args).current_dir(cwd).output().expect("run skopeo (apt-get install skopeo)")
+    Command::new("skopeo")
+        .args(["--insecure-policy"])
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run skopeo (apt-get install skopeo)")
 }
 
 #[track_caller]
@@ -23,7 +28,10 @@ fn is_docker_typed(img: &SampleImage) -> bool {
 #[track_caller]
 fn assert_skopeo_skips_docker_types(out: std::process::Output, reference: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("no descriptor found for reference"), "skopeo now reads Docker-typed entries ({reference}): update docs/interop.md\n{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("no descriptor found for reference"),
+        "skopeo now reads Docker-typed entries ({reference}): update docs/interop.md\n{stderr}"
+    );
 }
 
 #[test]
@@ -38,11 +46,25 @@ fn skopeo_copies_every_oci_image_out_of_our_archive() {
     ws.export(&refs, "s.tar.zst");
 
     // zstd -d, then skopeo's oci-archive transport, image by image, by its full source name.
-    let z = Command::new("zstd").args(["-q", "-d", "s.tar.zst", "-o", "s.tar"]).current_dir(ws.dir.path()).status().unwrap();
+    let z = Command::new("zstd")
+        .args(["-q", "-d", "s.tar.zst", "-o", "s.tar"])
+        .current_dir(ws.dir.path())
+        .status()
+        .unwrap();
     assert!(z.success());
     for (img, r) in set.images.iter().zip(&refs) {
         let target = format!("docker://{}/via-archive/{}:{}", dst.host(), img.repo, img.tag);
-        let out = skopeo(&["copy", "--all", "--preserve-digests", "--dest-tls-verify=false", &format!("oci-archive:s.tar:{r}"), &target], ws.dir.path());
+        let out = skopeo(
+            &[
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                &format!("oci-archive:s.tar:{r}"),
+                &target,
+            ],
+            ws.dir.path(),
+        );
         if is_docker_typed(img) {
             assert_skopeo_skips_docker_types(out, r);
             continue;
@@ -54,11 +76,18 @@ fn skopeo_copies_every_oci_image_out_of_our_archive() {
 
     // tar --zstd -x, then skopeo's oci transport on the directory.
     std::fs::create_dir(ws.path("layout")).unwrap();
-    let t = Command::new("tar").args(["--zstd", "-xf", "s.tar.zst", "-C", "layout"]).current_dir(ws.dir.path()).status().unwrap();
+    let t = Command::new("tar")
+        .args(["--zstd", "-xf", "s.tar.zst", "-C", "layout"])
+        .current_dir(ws.dir.path())
+        .status()
+        .unwrap();
     assert!(t.success());
     for (img, r) in set.images.iter().zip(&refs) {
         let target = format!("docker://{}/via-dir/{}:{}", dst.host(), img.repo, img.tag);
-        let out = skopeo(&["copy", "--all", "--preserve-digests", "--dest-tls-verify=false", &format!("oci:layout:{r}"), &target], ws.dir.path());
+        let out = skopeo(
+            &["copy", "--all", "--preserve-digests", "--dest-tls-verify=false", &format!("oci:layout:{r}"), &target],
+            ws.dir.path(),
+        );
         if is_docker_typed(img) {
             assert_skopeo_skips_docker_types(out, r);
             continue;
@@ -78,7 +107,13 @@ fn a_skopeo_oci_archive_is_importable() {
     let agent = &set.images[0]; // the OCI index: skopeo keeps OCI content as it is
     let name = agent.reference(&src.host());
     ok(skopeo(
-        &["copy", "--all", "--src-tls-verify=false", &format!("docker://{name}"), &format!("oci-archive:skopeo.tar:{name}")],
+        &[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{name}"),
+            &format!("oci-archive:skopeo.tar:{name}"),
+        ],
         ws.dir.path(),
     ));
     let r = ws.bundle(&["verify", "skopeo.tar"]).success();
@@ -91,7 +126,15 @@ fn a_skopeo_oci_archive_is_importable() {
     }
 
     // An archive whose image is named by a bare tag cannot be imported, and says why.
-    ok(skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{}", set.images[3].reference(&src.host())), "oci-archive:bare.tar:v1"], ws.dir.path()));
+    ok(skopeo(
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}", set.images[3].reference(&src.host())),
+            "oci-archive:bare.tar:v1",
+        ],
+        ws.dir.path(),
+    ));
     let r = ws.bundle(&["import", "-d", &dst.host(), "bare.tar"]).failure();
     assert!(r.stderr.contains("names the image `v1`, which is not a full image reference"), "{}", r.stderr);
 }

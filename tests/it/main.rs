@@ -4,8 +4,8 @@ mod harness;
 
 mod auth;
 mod charts;
-mod corpus;
 mod cli;
+mod corpus;
 mod ecr;
 mod faults;
 mod hostile;

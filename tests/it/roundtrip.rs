@@ -41,7 +41,8 @@ fn export_verify_import_roundtrip_preserves_every_digest() {
     let pinned_tag = format!("{}/library/nginx:1.25@{}", src.host(), nginx.root.digest);
     let reloader = &set.images[3];
     let digest_only = format!("{}/{}@{}", src.host(), reloader.repo, reloader.root.digest);
-    let list: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).chain([pinned_tag.clone(), digest_only]).collect();
+    let list: Vec<String> =
+        set.images.iter().map(|i| i.reference(&src.host())).chain([pinned_tag.clone(), digest_only]).collect();
     let file = ws.write("images.txt", &list.join("\n"));
     let run = ws.bundle(&["export", "--images-file", file.to_str().unwrap(), "-o", "sample.tar.zst"]).success();
     assert!(run.stderr.contains("Exported 6 images"), "{}", run.stderr);
@@ -49,7 +50,11 @@ fn export_verify_import_roundtrip_preserves_every_digest() {
     assert!(ws.tmp_leftovers().is_empty(), "staging left behind: {:?}", ws.tmp_leftovers());
 
     // The sidecar works with plain sha256sum.
-    let check = std::process::Command::new("sha256sum").args(["-c", "sample.tar.zst.sha256"]).current_dir(ws.dir.path()).output().unwrap();
+    let check = std::process::Command::new("sha256sum")
+        .args(["-c", "sample.tar.zst.sha256"])
+        .current_dir(ws.dir.path())
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 
     let verify = ws.bundle(&["verify", "sample.tar.zst"]).success();
@@ -57,7 +62,12 @@ fn export_verify_import_roundtrip_preserves_every_digest() {
 
     let inspect = ws.bundle(&["inspect", "sample.tar.zst", "--json"]).success();
     let json: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
-    let agent = json["images"].as_array().unwrap().iter().find(|i| i["source"].as_str().unwrap().ends_with("agent:7.51.1")).unwrap();
+    let agent = json["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["source"].as_str().unwrap().ends_with("agent:7.51.1"))
+        .unwrap();
     assert_eq!(agent["digest"], set.images[0].root.digest);
     assert_eq!(agent["platforms"], serde_json::json!(["linux/amd64", "linux/arm64"]));
 
@@ -108,7 +118,11 @@ fn dry_runs_change_nothing() {
     export_sample(&ws, &src, &set, "s.tar.zst");
     let before = src.count_requests("\"PUT ") + dst.count_requests("\"PUT ") + dst.count_requests("\"POST ");
     let r = ws.bundle(&["import", "-d", &format!("{}/mirror", dst.host()), "s.tar.zst", "-t"]).success();
-    let line = format!("Copying {}/stackstate/wait:1.0.0 to {}/mirror/stackstate/wait:1.0.0 (dry-run)", src.host(), dst.host());
+    let line = format!(
+        "Copying {}/stackstate/wait:1.0.0 to {}/mirror/stackstate/wait:1.0.0 (dry-run)",
+        src.host(),
+        dst.host()
+    );
     assert!(r.stdout.contains(&line), "{}", r.stdout);
     assert!(r.stdout.contains("0 blobs already present"), "{}", r.stdout);
     assert!(r.stdout.contains("nothing changed"), "{}", r.stdout);
@@ -158,7 +172,8 @@ fn interrupted_import_completes_on_rerun() {
     assert!(stderr.contains("run the same command again"), "{stderr}");
 
     dst.restart();
-    let blob_heads = |r: &Registry| r.log_text().lines().filter(|l| l.contains("\"HEAD /v2/") && l.contains("/blobs/")).count();
+    let blob_heads =
+        |r: &Registry| r.log_text().lines().filter(|l| l.contains("\"HEAD /v2/") && l.contains("/blobs/")).count();
     let heads_before = blob_heads(&dst);
     let rerun = ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).success();
     // The blob that landed is found by asking its repository to mount it from itself (no HEAD per blob), and
@@ -182,12 +197,25 @@ fn shared_layers_of_a_complete_image_are_mounted_not_uploaded() {
     let reloader = set.images.iter().find(|i| i.repo == "prometheus-operator/prometheus-config-reloader").unwrap();
     ws.bundle(&["export", "--image", &nginx.reference(&src.host()), "-o", "one.tar.zst"]).success();
     ws.bundle(&["import", "-d", &dst.host(), "one.tar.zst"]).success();
-    ws.bundle(&["export", "--image", &nginx.reference(&src.host()), "--image", &reloader.reference(&src.host()), "-o", "two.tar.zst"]).success();
+    ws.bundle(&[
+        "export",
+        "--image",
+        &nginx.reference(&src.host()),
+        "--image",
+        &reloader.reference(&src.host()),
+        "-o",
+        "two.tar.zst",
+    ])
+    .success();
     let r = ws.bundle(&["import", "-d", &dst.host(), "two.tar.zst"]).success();
     // The reloader's config and its own layer are uploaded; the base layer it shares with nginx is mounted.
     assert!(r.stderr.contains("(1 were already complete): 2 blobs uploaded"), "{}", r.stderr);
     assert!(r.stderr.contains(", 1 mounted,"), "{}", r.stderr);
-    let mounts = dst.log_text().lines().filter(|l| l.contains("\"POST /v2/prometheus-operator/") && l.contains("from=library%2Fnginx")).count();
+    let mounts = dst
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("\"POST /v2/prometheus-operator/") && l.contains("from=library%2Fnginx"))
+        .count();
     assert_eq!(mounts, 1, "{}", dst.log_text());
     assert_image_at(&dst.base_url(), &reloader.repo, &reloader.tag, reloader);
 }
@@ -212,8 +240,14 @@ fn unknown_image_is_a_clear_error_and_nothing_is_written() {
 fn unreachable_registry_is_a_clear_error() {
     let ws = Workspace::new();
     let port = free_port();
-    let r = ws.bundle(&["export", "--image", &format!("127.0.0.1:{port}/a/b:1"), "-o", "x.tar.zst", "--retries", "1"]).failure();
-    assert!(r.stderr.contains(&format!("cannot reach registry 127.0.0.1:{port} at http://127.0.0.1:{port}")), "{}", r.stderr);
+    let r = ws
+        .bundle(&["export", "--image", &format!("127.0.0.1:{port}/a/b:1"), "-o", "x.tar.zst", "--retries", "1"])
+        .failure();
+    assert!(
+        r.stderr.contains(&format!("cannot reach registry 127.0.0.1:{port} at http://127.0.0.1:{port}")),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("hint: check that 127.0.0.1:"), "{}", r.stderr);
     assert!(!ws.path("x.tar.zst").exists());
 }
@@ -229,9 +263,22 @@ fn two_sources_colliding_on_one_destination_tag_push_nothing() {
     Pusher::new(&a.base_url()).image("team/app", "1.0", &one);
     Pusher::new(&b.base_url()).image("team/app", "1.0", &two);
     let ws = Workspace::new();
-    ws.bundle(&["export", "--image", &format!("{}/team/app:1.0", a.host()), "--image", &format!("{}/team/app:1.0", b.host()), "-o", "c.tar.zst"]).success();
+    ws.bundle(&[
+        "export",
+        "--image",
+        &format!("{}/team/app:1.0", a.host()),
+        "--image",
+        &format!("{}/team/app:1.0", b.host()),
+        "-o",
+        "c.tar.zst",
+    ])
+    .success();
     let r = ws.bundle(&["import", "-d", &dst.host(), "c.tar.zst"]).failure();
-    assert!(r.stderr.contains(&format!("two images would be pushed to {}/team/app:1.0 with different content", dst.host())), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("two images would be pushed to {}/team/app:1.0 with different content", dst.host())),
+        "{}",
+        r.stderr
+    );
     assert_eq!(dst.repositories(), Vec::<String>::new());
 }
 
@@ -260,7 +307,11 @@ fn flatten_and_keep_host_map_paths_and_flatten_collisions_stop_the_import() {
     ws.export(&[format!("{}/team-a/app:1", src.host()), format!("{}/team-b/app:1", src.host())], "c.tar.zst");
     ws.bundle(&["import", "-d", &format!("{}/ok", dst.host()), "c.tar.zst"]).success();
     let r = ws.bundle(&["import", "-d", &format!("{}/clash", dst.host()), "c.tar.zst", "--flatten"]).failure();
-    assert!(r.stderr.contains(&format!("two images would be pushed to {}/clash/app:1 with different content", dst.host())), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("two images would be pushed to {}/clash/app:1 with different content", dst.host())),
+        "{}",
+        r.stderr
+    );
     assert!(!dst.repositories().iter().any(|r| r.starts_with("clash")));
 }
 
@@ -294,9 +345,12 @@ fn the_blob_cache_is_pruned_to_its_limit_least_recently_used_first() {
     export(wait, "w2.tar.zst", "unlimited");
     export(nginx, "n3.tar.zst", "unlimited");
     // Distinct blobs (a multi-arch image lists its shared base layer once per platform), and their cached sizes.
-    let distinct = |img: &SampleImage| img.blobs.iter().map(|b| b.digest.clone()).collect::<std::collections::BTreeSet<_>>();
+    let distinct =
+        |img: &SampleImage| img.blobs.iter().map(|b| b.digest.clone()).collect::<std::collections::BTreeSet<_>>();
     let bytes = |ds: &std::collections::BTreeSet<String>| -> u64 {
-        ds.iter().map(|d| std::fs::metadata(ws.path(&format!(".cache/bundle/sha256/{}", &d[7..]))).map_or(0, |m| m.len())).sum()
+        ds.iter()
+            .map(|d| std::fs::metadata(ws.path(&format!(".cache/bundle/sha256/{}", &d[7..]))).map_or(0, |m| m.len()))
+            .sum()
     };
     let all: std::collections::BTreeSet<String> = [agent, nginx, wait].iter().flat_map(|i| distinct(i)).collect();
     let limit = bytes(&all) - 1;
@@ -315,7 +369,8 @@ fn a_repeated_export_downloads_only_what_is_missing_and_a_damaged_cache_entry_is
     let set = seed_sample(&src.base_url(), 9, 256 * 1024);
     let ws = Workspace::new();
     let refs: Vec<String> = set.images.iter().map(|i| i.reference(&src.host())).collect();
-    let blob_gets = || src.log_text().lines().filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:")).count();
+    let blob_gets =
+        || src.log_text().lines().filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:")).count();
     ws.export(&refs, "a.tar.zst");
     let after_first = blob_gets();
     assert!(after_first >= 13, "{after_first}");

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
+use super::Workspace;
 use super::fixtures::*;
 use super::registry::Registry;
-use super::Workspace;
 
 /// Every image the fixture chart `platform` can run, in any pass, plus the one only its annotation names.
 pub const PLATFORM_IMAGES: &[&str] = &[
@@ -75,7 +75,10 @@ pub fn seed_world(ws: &Workspace, world: &Registry) -> (PathBuf, String) {
     }
     let mut cfg = String::new();
     for n in NAMES {
-        cfg.push_str(&format!("[[registry]]\nname = \"{n}\"\nendpoint = \"{}\"\nprefix = \"{n}\"\n\n", world.base_url()));
+        cfg.push_str(&format!(
+            "[[registry]]\nname = \"{n}\"\nendpoint = \"{}\"\nprefix = \"{n}\"\n\n",
+            world.base_url()
+        ));
     }
     (ws.write("world.toml", &cfg), pinned)
 }
@@ -112,7 +115,9 @@ impl StaticServer {
                 let file = root.join(&path);
                 let reply = match std::fs::read(&file) {
                     Ok(body) if !path.contains("..") => {
-                        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                        let mut r =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+                                .into_bytes();
                         r.extend(body);
                         r
                     }
@@ -179,10 +184,14 @@ pub fn words(text: &str) -> BTreeSet<&str> {
 
 /// A registry config that sends every registry host in `refs` to `world`, under the host's name.
 pub fn world_config(ws: &Workspace, world: &Registry, refs: &BTreeSet<String>) -> PathBuf {
-    let hosts: BTreeSet<String> = refs.iter().map(|r| bundle::reference::ImageRef::parse(r).unwrap().registry().to_string()).collect();
+    let hosts: BTreeSet<String> =
+        refs.iter().map(|r| bundle::reference::ImageRef::parse(r).unwrap().registry().to_string()).collect();
     let mut cfg = String::new();
     for h in hosts {
-        cfg.push_str(&format!("[[registry]]\nname = \"{h}\"\nendpoint = \"{}\"\nprefix = \"{h}\"\n\n", world.base_url()));
+        cfg.push_str(&format!(
+            "[[registry]]\nname = \"{h}\"\nendpoint = \"{}\"\nprefix = \"{h}\"\n\n",
+            world.base_url()
+        ));
     }
     ws.write("world.toml", &cfg)
 }
@@ -215,7 +224,13 @@ pub struct LoopOutcome {
 /// Fake images under the chart's real names in a loopback registry, `export -c`, `import -d DEST/mirror
 /// --values-out`, and `helm template` of every pass with the values file: every image under the destination
 /// must exist there.
-pub fn closed_loop(ws: &Workspace, chart: &Path, set: &[String], passes: &[Vec<String>], kube_version: Option<&str>) -> LoopOutcome {
+pub fn closed_loop(
+    ws: &Workspace,
+    chart: &Path,
+    set: &[String],
+    passes: &[Vec<String>],
+    kube_version: Option<&str>,
+) -> LoopOutcome {
     let world = Registry::start();
     let dst = Registry::start();
     let mut chart_args: Vec<String> = vec!["-c".into(), chart.display().to_string()];
@@ -230,7 +245,13 @@ pub fn closed_loop(ws: &Workspace, chart: &Path, set: &[String], passes: &[Vec<S
     }
     let mut images = vec!["images".to_string()];
     images.extend(chart_args.iter().cloned());
-    let refs: BTreeSet<String> = ws.bundle(&images.iter().map(String::as_str).collect::<Vec<_>>()).success().stdout.lines().map(str::to_string).collect();
+    let refs: BTreeSet<String> = ws
+        .bundle(&images.iter().map(String::as_str).collect::<Vec<_>>())
+        .success()
+        .stdout
+        .lines()
+        .map(str::to_string)
+        .collect();
     seed(&world, &refs);
     let cfg = world_config(ws, &world, &refs);
     let mut export: Vec<String> = vec!["--registry-config".into(), cfg.display().to_string(), "export".into()];
@@ -244,7 +265,10 @@ pub fn closed_loop(ws: &Workspace, chart: &Path, set: &[String], passes: &[Vec<S
     let warned: BTreeSet<String> = import
         .stderr
         .lines()
-        .filter_map(|l| l.strip_prefix("warning: ")?.strip_suffix(" is computed by the chart's templates and no values key moves it; override it by hand"))
+        .filter_map(|l| {
+            l.strip_prefix("warning: ")?
+                .strip_suffix(" is computed by the chart's templates and no values key moves it; override it by hand")
+        })
         .map(str::to_string)
         .collect();
     let values_path = ws.path("airgap.yaml");
@@ -261,11 +285,18 @@ pub fn closed_loop(ws: &Workspace, chart: &Path, set: &[String], passes: &[Vec<S
             cmd.args(["--kube-version", k]);
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}: helm template with the values file failed: {}\n{values}", chart.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: helm template with the values file failed: {}\n{values}",
+            chart.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         let present = words(&text);
         let prefix = format!("{dest}/");
-        for image in strict_images(&text).iter().map(String::as_str).chain(present.iter().copied().filter(|w| refs.contains(*w))) {
+        for image in
+            strict_images(&text).iter().map(String::as_str).chain(present.iter().copied().filter(|w| refs.contains(*w)))
+        {
             match image.strip_prefix(&prefix) {
                 Some(rest) => moved.insert(rest.to_string()),
                 None => unmoved.insert(image.to_string()),

@@ -102,7 +102,9 @@ pub fn index(images: &[(&Image, &str)], docker: bool) -> Blob {
             })
         })
         .collect();
-    Blob::new(serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": mt, "manifests": manifests})).unwrap())
+    Blob::new(
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": mt, "manifests": manifests})).unwrap(),
+    )
 }
 
 /// A minimal pusher: POST + monolithic PUT per blob, PUT per manifest.
@@ -119,7 +121,11 @@ impl Pusher {
 
     /// Basic auth over plain HTTP (a loopback registry with htpasswd).
     pub fn with_auth(base: &str, user: &str, password: &str) -> Pusher {
-        Pusher { http: reqwest::blocking::Client::new(), base: base.to_string(), auth: Some((user.into(), password.into())) }
+        Pusher {
+            http: reqwest::blocking::Client::new(),
+            base: base.to_string(),
+            auth: Some((user.into(), password.into())),
+        }
     }
 
     pub fn with_tls(base: &str, ca_pem: &[u8], user: &str, password: &str) -> Pusher {
@@ -137,7 +143,8 @@ impl Pusher {
     }
 
     pub fn blob(&self, repo: &str, blob: &Blob) {
-        let head = self.req(reqwest::Method::HEAD, &format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest)).send().unwrap();
+        let head =
+            self.req(reqwest::Method::HEAD, &format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest)).send().unwrap();
         if head.status().is_success() {
             return;
         }

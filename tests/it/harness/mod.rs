@@ -15,7 +15,7 @@ pub use fixtures::*;
 pub use moto::*;
 pub use proxy::{Fault, FaultProxy};
 pub use registry::*;
-pub use token::{TokenRegistry, TOKEN_USER};
+pub use token::{TOKEN_USER, TokenRegistry};
 
 /// The result of one `bundle` run.
 pub struct Run {
@@ -106,13 +106,18 @@ impl Workspace {
 
     /// Files left in TMPDIR (there should be none after any run).
     pub fn tmp_leftovers(&self) -> Vec<String> {
-        std::fs::read_dir(self.path("tmp")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        std::fs::read_dir(self.path("tmp"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
     }
 }
 
 /// Everything in `dir` (names), for "nothing half-written" checks.
 pub fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::registry::{Registry, RegistryOptions, free_port};
 use super::Workspace;
+use super::registry::{Registry, RegistryOptions, free_port};
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
@@ -20,7 +20,8 @@ pub fn ecr_host() -> String {
 }
 
 fn moto_server() -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("moto_server")).find(|p| p.is_file()));
+    let on_path = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("moto_server")).find(|p| p.is_file()));
     on_path
         .or_else(|| Some(PathBuf::from("/opt/bundle-venv/bin/moto_server")).filter(|p| p.is_file()))
         .expect("these tests need moto_server: python3 -m venv /opt/bundle-venv && /opt/bundle-venv/bin/pip install 'moto[server]'")
@@ -36,7 +37,10 @@ impl Moto {
     pub fn start(auth: bool) -> Moto {
         let port = free_port();
         let mut cmd = Command::new(moto_server());
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if auth {
             cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
         }
@@ -92,7 +96,10 @@ impl Moto {
 
     pub fn repository_names(&self) -> Vec<String> {
         let (_, v) = self.call("DescribeRepositories", serde_json::json!({}));
-        let mut names: Vec<String> = v["repositories"].as_array().map(|a| a.iter().map(|r| r["repositoryName"].as_str().unwrap().to_string()).collect()).unwrap_or_default();
+        let mut names: Vec<String> = v["repositories"]
+            .as_array()
+            .map(|a| a.iter().map(|r| r["repositoryName"].as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
         names.sort();
         names
     }
@@ -117,7 +124,10 @@ pub fn ecr_manifest(data: &Registry, repo: &str, reference: &str) -> Option<Vec<
     let r = reqwest::blocking::Client::new()
         .get(format!("{}/v2/{repo}/manifests/{reference}", data.base_url()))
         .basic_auth("AWS", Some(TOKEN_PASSWORD))
-        .header("accept", [super::OCI_INDEX, super::OCI_MANIFEST, super::DOCKER_LIST, super::DOCKER_MANIFEST].join(", "))
+        .header(
+            "accept",
+            [super::OCI_INDEX, super::OCI_MANIFEST, super::DOCKER_LIST, super::DOCKER_MANIFEST].join(", "),
+        )
         .send()
         .unwrap();
     r.status().is_success().then(|| r.bytes().unwrap().to_vec())

@@ -188,13 +188,20 @@ fn handle(
             std::io::copy(&mut (&mut reader).take(content_length as u64), &mut std::io::sink())?;
             let extra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
             let body = format!("{{\"errors\":[{{\"code\":\"INJECTED\",\"message\":\"injected {code}\"}}]}}");
-            write!(client, "HTTP/1.1 {code} Injected\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+            write!(
+                client,
+                "HTTP/1.1 {code} Injected\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
             return Ok(());
         }
         Some(Fault::Hold) => hold(held),
         Some(Fault::Drop) => return Ok(()),
         Some(Fault::Redirect(to)) => {
-            write!(client, "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+            write!(
+                client,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
             return Ok(());
         }
         Some(Fault::CutUpload(n)) => {

@@ -88,9 +88,12 @@ impl Registry {
             .spawn()
             .expect("start docker-registry (apt-get install docker-registry)");
         self.log.0.lock().unwrap().clear();
-        for out in [child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stdout.take().map(|s| Box::new(s) as _)]
-            .into_iter()
-            .flatten()
+        for out in [
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as _),
+        ]
+        .into_iter()
+        .flatten()
         {
             let log = self.log.clone();
             std::thread::spawn(move || {
@@ -102,7 +105,12 @@ impl Registry {
             });
         }
         self.child = Some(child);
-        assert!(self.wait_for_log("listening on"), "docker-registry did not start on port {}:\n{}", self.port, self.log_text());
+        assert!(
+            self.wait_for_log("listening on"),
+            "docker-registry did not start on port {}:\n{}",
+            self.port,
+            self.log_text()
+        );
     }
 
     /// Block until a log line contains `needle` (true) or the timeout passes (false).

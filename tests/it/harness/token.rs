@@ -88,9 +88,13 @@ impl TokenRegistry {
                 }
                 let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
                 let url = url::Url::parse(&format!("http://x{target}")).unwrap();
-                let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{TOKEN_USER}:{TOKEN_PASSWORD}")));
+                let expected = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{TOKEN_USER}:{TOKEN_PASSWORD}"))
+                );
                 if authorization != expected {
-                    let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ =
+                        conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     continue;
                 }
                 let mut access = Vec::new();
@@ -109,7 +113,8 @@ impl TokenRegistry {
                     "iss": ISSUER, "sub": TOKEN_USER, "aud": SERVICE, "exp": now + 300, "nbf": now - 10, "iat": now,
                     "jti": format!("{}", fastrand::u64(..)), "access": access,
                 });
-                let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+                let signing_input =
+                    format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
                 let signature = der_to_raw(&key.sign(signing_input.as_bytes()).unwrap());
                 let token = format!("{signing_input}.{}", b64url(&signature));
                 count.fetch_add(1, Ordering::SeqCst);
