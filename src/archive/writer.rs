@@ -34,7 +34,6 @@ impl WritebackFile {
 
 /// Ask the kernel to start writing back a range, without waiting. Only an optimisation: errors are ignored
 /// (the final `fsync` reports what matters).
-#[cfg(target_os = "linux")]
 fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: sync_file_range reads no memory of ours; the descriptor is open for the duration of the call.
@@ -47,9 +46,6 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
         );
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_: &File, _: u64, _: u64) {}
 
 impl Write for WritebackFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -2,12 +2,15 @@
 //! random (incompressible) bytes from a fixed seed, so every run makes the same images. Prints the image
 //! references, one per line, in the images-file format.
 //!
-//! Usage: cargo run --example seed_registry -- HOST:PORT [WORKLOAD] [SEED]
+//! Usage: cargo run --release --features seed --bin seed-registry -- HOST:PORT [WORKLOAD] [SEED]
 //!   WORKLOAD  sample[:LAYER_BYTES]  the demo set: OCI index, Docker list, shared base layer (default 2 MiB)
 //!             std     16 images, each a 2-platform OCI index; per platform 4 shared base layers (30, 20, 10,
 //!                     5 MiB) and one unique layer of 2.5-7.5 MiB (about 300 MiB of unique blobs)
 //!             many    200 single-platform images of 3 small layers each
 //!             big     one image with a single 2 GiB layer
+//!
+//! A binary behind the `seed` feature, not an example: examples link every dev-dependency, and building those in
+//! release was most of the demo's time from a fresh clone. This needs only the library's own dependencies.
 
 // The same fixture code the integration tests use, so the demo shows exactly what is tested.
 #[path = "../tests/it/harness/fixtures.rs"]
@@ -21,14 +24,14 @@ const MIB: usize = 1 << 20;
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(host) = args.next() else {
-        eprintln!("usage: seed_registry HOST:PORT [sample[:BYTES]|std|many|big] [SEED]");
+        eprintln!("usage: seed-registry HOST:PORT [sample[:BYTES]|std|many|big] [SEED]");
         std::process::exit(2);
     };
     let workload = args.next().unwrap_or_else(|| "sample".into());
     let seed: u64 = args.next().map_or(1, |s| s.parse().expect("SEED is a number"));
     let base = format!("http://{host}");
     let p = Pusher::new(&base);
-    println!("# {workload} images seeded by examples/seed_registry.rs (seed {seed})");
+    println!("# {workload} images seeded by tools/seed_registry.rs (seed {seed})");
     match workload.split_once(':').map_or((workload.as_str(), None), |(w, n)| (w, Some(n))) {
         ("sample", size) => {
             // Backwards compatible: a bare number is the layer size.
