@@ -11,10 +11,10 @@ const ABOUT: &str = "Move the container images of a Helm chart into an air-gappe
 const LONG_ABOUT: &str = "\
 Move container images into an air-gapped network as one verified archive.
 
-On a connected host, `bundle export` resolves every image (all platforms of multi-arch images, exact digests),
-downloads each distinct blob once, and writes ONE zstd-compressed OCI image layout with a sha256sum sidecar.
-Carry the two files across the air gap. `bundle verify` proves, offline, that the archive is complete and
-unaltered; `bundle import` verifies again and pushes every image into the local registry, uploading only what
+On a connected host, `bundle export` resolves every image (all platforms of multi-arch images, exact digests), \
+downloads each distinct blob once, and writes ONE zstd-compressed OCI image layout with a sha256sum sidecar. \
+Carry the two files across the air gap. `bundle verify` proves, offline, that the archive is complete and \
+unaltered; `bundle import` verifies again and pushes every image into the local registry, uploading only what \
 is missing, so re-runs are safe and fast.";
 
 const AFTER_HELP: &str = "\
@@ -24,12 +24,12 @@ Examples:
   bundle verify images.tar.zst
   bundle import -d registry.internal:5000/mirror images.tar.zst
 
-Registries on loopback addresses are spoken to over plain HTTP; every other registry over HTTPS with the system's
-roots, unless the registry config (--registry-config) says otherwise. Credentials come from the registry config,
-STS_REGISTRY_USERNAME/PASSWORD (source quay.io), DST_REGISTRY_USERNAME/PASSWORD (import destination), podman's
+Registries on loopback addresses are spoken to over plain HTTP; every other registry over HTTPS with the system's \
+roots, unless the registry config (--registry-config) says otherwise. Credentials come from the registry config, \
+STS_REGISTRY_USERNAME/PASSWORD (source quay.io), DST_REGISTRY_USERNAME/PASSWORD (import destination), podman's \
 REGISTRY_AUTH_FILE and docker's config.json (DOCKER_CONFIG), including credential helpers.
 
-Exit status: 0 on success, 1 when the operation failed (or verify found problems), 2 for invalid usage,
+Exit status: 0 on success, 1 when the operation failed (or verify found problems), 2 for invalid usage, \
 130 when interrupted.";
 
 #[derive(Debug, Parser)]
@@ -41,7 +41,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every subcommand takes, shown under their own heading in each one's help.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Registry config file (TOML): endpoints, mirrors, CAs, client certificates and credentials per registry.
     #[arg(long, global = true, value_name = "FILE", env = env_vars::BUNDLE_REGISTRY_CONFIG)]
@@ -83,11 +85,11 @@ pub enum Command {
         long_about = "\
 Pull images into one compressed, checksummed archive.
 
-Every reference is resolved to its exact digest; multi-arch indexes are kept whole (all platforms) and Docker
-media types are kept as they are, so digests never change. Each distinct blob is downloaded once, verified
-against its digest, kept in the blob cache (--cache-dir), and written into OUT as a tar of an OCI image layout, compressed
-with seekable zstd. OUT.sha256 is written next to it in sha256sum format. OUT appears only when complete; an
-existing OUT is never overwritten unless --force is given. The same images always give a byte-identical
+Every reference is resolved to its exact digest; multi-arch indexes are kept whole (all platforms) and Docker \
+media types are kept as they are, so digests never change. Each distinct blob is downloaded once, verified \
+against its digest, kept in the blob cache (--cache-dir), and written into OUT as a tar of an OCI image layout, compressed \
+with seekable zstd. OUT.sha256 is written next to it in sha256sum format. OUT appears only when complete; an \
+existing OUT is never overwritten unless --force is given. The same images always give a byte-identical \
 archive.",
         after_help = "\
 Examples:
@@ -103,9 +105,9 @@ Examples:
     #[command(long_about = "\
 Check, offline, that an archive is complete and unaltered.
 
-Checks the sidecar checksum (FILE.sha256) when it is present, then reads the archive once: every blob's sha256
-and size, every manifest reachable from index.json and every blob they reference, bundle.json against both,
-and that nothing else is in it. Writes nothing. Exits 0 only when all of it holds; otherwise lists each
+Checks the sidecar checksum (FILE.sha256) when it is present, then reads the archive once: every blob's sha256 \
+and size, every manifest reachable from index.json and every blob they reference, bundle.json against both, \
+and that nothing else is in it. Writes nothing. Exits 0 only when all of it holds; otherwise lists each \
 problem (entry, expected, found) and exits 1.")]
     Verify(VerifyArgs),
 
@@ -114,9 +116,9 @@ problem (entry, expected, found) and exits 1.")]
         long_about = "\
 Push every image of an archive into a registry.
 
-The archive is verified first; a damaged archive pushes nothing. Each image goes to the destination with the
-source registry host dropped and the path kept (quay.io/stackstate/wait:1.0.0 -> DEST/stackstate/wait:1.0.0;
-official Docker Hub images keep library/). Blobs are read straight from the archive, never extracted. What the
+The archive is verified first; a damaged archive pushes nothing. Each image goes to the destination with the \
+source registry host dropped and the path kept (quay.io/stackstate/wait:1.0.0 -> DEST/stackstate/wait:1.0.0; \
+official Docker Hub images keep library/). Blobs are read straight from the archive, never extracted. What the \
 destination already has is skipped, so a re-run (after an interruption, or of the same bundle) only checks.",
         after_help = "\
 Examples:
@@ -128,14 +130,14 @@ Examples:
     /// Print the images a chart needs, one per line.
     #[command(
         long_about = "\
-Print the images a chart needs, one per line, sorted and de-duplicated, as the chart writes them; nothing else
+Print the images a chart needs, one per line, sorted and de-duplicated, as the chart writes them; nothing else \
 goes to stdout, so the list can feed other tools or an images file.
 
-With a helm binary (on PATH, or --helm), the chart is rendered with `helm template` once per pass and every
-rendered document is searched: strings under `image:` keys anywhere (pods, init containers, custom resources,
-hooks, test pods), and fully qualified references in container args, env values and ConfigMap payloads.
-Without helm (or with --no-helm), the values of the chart and every enabled subchart are scanned for image
-maps and `image:` strings, plus Chart.yaml's image annotations; this may miss images that only templates
+With a helm binary (on PATH, or --helm), the chart is rendered with `helm template` once per pass and every \
+rendered document is searched: strings under `image:` keys anywhere (pods, init containers, custom resources, \
+hooks, test pods), and fully qualified references in container args, env values and ConfigMap payloads. \
+Without helm (or with --no-helm), the values of the chart and every enabled subchart are scanned for image \
+maps and `image:` strings, plus Chart.yaml's image annotations; this may miss images that only templates \
 compute, so prefer helm.",
         after_help = "\
 Examples:
@@ -147,9 +149,30 @@ Examples:
 
     /// List the images of an archive.
     #[command(long_about = "\
-List the images of an archive: source reference, digest, media type, platforms and size, then totals.
+List the images of an archive: source reference, digest, media type, platforms and size, then totals. \
 Reads only the archive's metadata, so it is fast on any size; run `bundle verify` to check the content.")]
     Inspect(InspectArgs),
+
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    #[command(after_help = "\
+Examples:
+  bundle completions bash > /etc/bash_completion.d/bundle
+  bundle completions zsh > \"${fpath[1]}/_bundle\"
+  bundle completions fish > ~/.config/fish/completions/bundle.fish")]
+    Completions(CompletionsArgs),
+
+    /// Print the man page (roff).
+    #[command(after_help = "\
+Example:
+  bundle manpage > /usr/local/share/man/man1/bundle.1 && man bundle")]
+    Manpage,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 /// Where a chart comes from and how to render it: helm's own flags, with helm's meanings.

@@ -126,6 +126,12 @@ impl std::io::Write for DigestWriter {
     }
 }
 
+impl crate::hint::Hint for DigestError {
+    fn hint(&self) -> Option<String> {
+        Some("digests look like `sha256:` and 64 hex characters; copy it from `skopeo inspect` or the registry".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,12 @@
 //! The binary (`src/main.rs`) only parses flags and dispatches to `commands`; the work lives in modules with
 //! one job each: `reference` (image names), `registry` (our distribution client), `resolve` (manifest
 //! graphs), `pull` and `blob_store` (downloads), `pack` and `archive` (the archive format), `push` (import).
+//!
+//! Linux only: staging uses `O_DIRECT` and `sync_file_range`, child processes are killed by pid. Air-gapped
+//! sites run the tool on Linux hosts; a build for anything else stops here rather than half-working.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("bundle builds for Linux only (O_DIRECT staging, sync_file_range); see README.md, \"Install\"");
 
 pub mod archive;
 pub mod blob_store;
@@ -14,6 +20,7 @@ pub mod digest;
 pub mod ecr;
 pub mod env_vars;
 pub mod error_text;
+pub mod hint;
 pub mod layout;
 pub mod manifest;
 pub mod pack;

@@ -136,6 +136,17 @@ pub fn parse(digest: &Digest, declared: Option<&str>, bytes: &[u8]) -> Result<Ma
     Ok(links)
 }
 
+impl crate::hint::Hint for ManifestError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ManifestError::UnsupportedMediaType { .. } => {
+                Some("bundle carries OCI and Docker schema 2 images and indexes; leave this one out".into())
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

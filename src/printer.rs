@@ -1,11 +1,14 @@
 //! All user-facing output goes through the `Printer`: messages to stderr (stdout is for results such as
 //! `inspect` tables and dry-run plans, so they can be piped), progress bars on a terminal, plain periodic
 //! lines when stderr is a file or pipe (CI logs), and nothing but errors with `--quiet`.
+//!
+//! A closed stdout (`bundle images ... | head -1`) is a reader that has seen enough, not a failure: results
+//! written after it closes are dropped and the command ends as it would have. `println!` would panic there.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -22,6 +25,8 @@ pub struct Printer {
     verbosity: Verbosity,
     terminal: bool,
     multi: MultiProgress,
+    /// Set once stdout's reader has gone away.
+    stdout_closed: Arc<AtomicBool>,
 }
 
 /// How often a non-terminal progress line is printed.
@@ -35,7 +40,12 @@ impl Printer {
         } else {
             ProgressDrawTarget::hidden()
         };
-        Printer { verbosity, terminal, multi: MultiProgress::with_draw_target(target) }
+        Printer {
+            verbosity,
+            terminal,
+            multi: MultiProgress::with_draw_target(target),
+            stdout_closed: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     pub fn verbosity(&self) -> Verbosity {
@@ -47,8 +57,51 @@ impl Printer {
             // Keeps bars intact: the line is printed above them.
             let _ = self.multi.println(line);
         } else {
-            eprintln!("{line}");
+            stderr_line(line);
         }
+    }
+
+    /// A line of the command's result, on stdout, whatever the verbosity (`--quiet` silences messages, not
+    /// results).
+    pub fn result(&self, line: impl AsRef<str>) {
+        if self.stdout_closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let written = writeln!(out, "{}", line.as_ref()).and_then(|()| out.flush());
+        if written.is_err() {
+            // A closed pipe, or a full disk behind a redirect: either way nobody reads the rest.
+            self.stdout_closed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes of a result that carries its own line ends (a completion script, a man page).
+    pub fn result_bytes(&self, bytes: &[u8]) {
+        if self.stdout_closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+            self.stdout_closed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A value as pretty JSON on stdout.
+    pub fn result_json(&self, value: &impl serde::Serialize) {
+        self.result(serde_json::to_string_pretty(value).expect("our result types serialise"));
+    }
+
+    /// An error that ends the command: the message, each cause, and what to do about it.
+    /// Printed with `--quiet` too, and straight to stderr: the progress bars are gone by then.
+    pub fn error(&self, message: &str, causes: &[String], hint: Option<&str>) {
+        let mut text = format!("error: {message}");
+        for cause in causes {
+            text.push_str(&format!("\n  Caused by: {cause}"));
+        }
+        if let Some(hint) = hint {
+            text.push_str(&format!("\nhint: {hint}"));
+        }
+        stderr_line(&text);
     }
 
     /// A normal progress message (hidden with --quiet).
@@ -142,7 +195,7 @@ impl Transfer {
             if last.elapsed() >= PLAIN_INTERVAL {
                 *last = Instant::now();
                 drop(last);
-                eprintln!("{}", self.line());
+                stderr_line(&self.line());
             }
         }
     }
@@ -201,4 +254,9 @@ impl Transfer {
     pub fn elapsed(&self) -> Duration {
         self.inner.started.elapsed()
     }
+}
+
+/// One line on stderr; a closed stderr is ignored (there is nowhere left to say anything).
+fn stderr_line(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

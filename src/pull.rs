@@ -87,3 +87,12 @@ pub async fn pull_all(
     }
     result
 }
+
+impl crate::hint::Hint for PullError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            PullError::Registry { source, .. } => source.hint(),
+            PullError::Pool(e) => e.hint(),
+        }
+    }
+}

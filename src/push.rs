@@ -577,6 +577,18 @@ impl BlobSource for ArchiveBlob {
     }
 }
 
+impl crate::hint::Hint for PushError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            PushError::Collision { .. } => Some(
+                "keep the registry host in the path (--keep-host) or import into another prefix, so the two images land apart".into(),
+            ),
+            PushError::Pool(e) => e.hint(),
+            PushError::Registry(e) => e.hint(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

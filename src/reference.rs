@@ -250,6 +250,12 @@ pub fn is_loopback_host(host: &str) -> bool {
     bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+impl crate::hint::Hint for ReferenceError {
+    fn hint(&self) -> Option<String> {
+        Some("references look like `registry/path/name:tag` or `name@sha256:<digest>`".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

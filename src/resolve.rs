@@ -153,3 +153,16 @@ impl Graph<'_> {
         })
     }
 }
+
+impl crate::hint::Hint for ResolveError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ResolveError::Registry { source, .. } => source.hint(),
+            ResolveError::Pool { source, .. } => source.hint(),
+            ResolveError::Manifest { source, .. } => source.hint(),
+            ResolveError::SizeMismatch { .. } => {
+                Some("the registry serves an index that does not match its manifests; report it to its owner".into())
+            }
+        }
+    }
+}

@@ -91,6 +91,15 @@ impl BundleSpec {
     }
 }
 
+impl crate::hint::Hint for SpecError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            SpecError::Read { .. } => Some("check the path given to --spec".into()),
+            SpecError::Invalid { .. } => Some("docs/usage.md, \"Bundle specs\", lists the keys a spec accepts".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,3 +69,9 @@ pub fn file_digest(path: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> std::io::Res
         on_bytes(n as u64);
     }
 }
+
+impl crate::hint::Hint for SidecarError {
+    fn hint(&self) -> Option<String> {
+        Some("the .sha256 file beside the archive must be the one export wrote with it; copy it again, or remove it to check the archive against its own digests only".into())
+    }
+}

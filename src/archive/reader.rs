@@ -530,6 +530,18 @@ fn finish_file_digest(hasher: FileHasher, path: &Path) -> (Digest, u64) {
     (hasher.finish(), len)
 }
 
+impl crate::hint::Hint for ArchiveError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ArchiveError::Open { .. } => Some("check the archive's path and permissions".into()),
+            ArchiveError::UnknownFormat { .. } => {
+                Some("bundle reads the .tar.zst it writes and plain tars of OCI image layouts".into())
+            }
+            ArchiveError::SeekTable { source, .. } => source.hint(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -510,6 +510,15 @@ impl Cursor<'_> {
     }
 }
 
+impl crate::hint::Hint for SeekTableError {
+    fn hint(&self) -> Option<String> {
+        Some(DAMAGED_ARCHIVE_HINT.into())
+    }
+}
+
+/// What to do about an archive that is not what export wrote.
+pub const DAMAGED_ARCHIVE_HINT: &str = "the archive is damaged, truncated or altered; copy it again from the export side and compare it with `sha256sum -c` against the .sha256 file written with it";
+
 #[cfg(test)]
 mod tests {
     use super::*;

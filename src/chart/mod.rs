@@ -43,20 +43,6 @@ pub enum ChartError {
     Other(String),
 }
 
-impl ChartError {
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            ChartError::MissingDependencies { .. } => Some(
-                "run `helm dependency build` in the chart directory (it downloads them into charts/), or point -c at a packaged chart that includes them".into(),
-            ),
-            ChartError::HelmTimedOut { .. } => Some(
-                "raise the limit with --helm-timeout SECS (or BUNDLE_HELM_TIMEOUT), or check that the chart renders with `helm template` alone".into(),
-            ),
-            _ => None,
-        }
-    }
-}
-
 /// `Chart.yaml`, the parts we use.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -265,4 +251,19 @@ pub fn unpack_tgz(bytes: &[u8], what: &str) -> Result<ChartFiles, ChartError> {
         return Err(invalid("it is empty".into()));
     }
     Ok(files)
+}
+
+/// What the user can do about it.
+impl crate::hint::Hint for ChartError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ChartError::MissingDependencies { .. } => Some(
+                "run `helm dependency build` in the chart directory (it downloads them into charts/), or point -c at a packaged chart that includes them".into(),
+            ),
+            ChartError::HelmTimedOut { .. } => Some(
+                "raise the limit with --helm-timeout SECS (or BUNDLE_HELM_TIMEOUT), or check that the chart renders with `helm template` alone".into(),
+            ),
+            _ => None,
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! The chart half of `images` and `export`: load the chart, pick helm or the static scan, survey every pass.
 
-use anyhow::Context as _;
+use super::failure::Explain as _;
 
-use super::{Context, user_error};
+use super::{Context, Failure, Outcome};
 use crate::chart::render::{Helm, RenderOptions};
 use crate::chart::source::{self, ChartRequest, LoadedChart};
 use crate::chart::survey::{self, Survey, SurveyOptions};
@@ -15,11 +15,11 @@ pub struct ChartInput {
 }
 
 /// `plan_values`: also work out the air-gap values plan (export does; `bundle images` and dry runs only list).
-pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) -> anyhow::Result<Option<ChartInput>> {
+pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) -> Outcome<Option<ChartInput>> {
     let Some(chart) = &args.chart else { return Ok(None) };
     let req = ChartRequest { chart: chart.clone(), repo: args.repo.clone(), version: args.chart_version.clone() };
     let loaded =
-        source::load(&req, &ctx.registries).await.with_context(|| format!("cannot load the chart `{chart}`"))?;
+        source::load(&req, &ctx.registries).await.explain_with(|| format!("cannot load the chart `{chart}`"))?;
     ctx.printer.info(format!("Chart {} {} ({})", loaded.chart.meta.name, loaded.chart.meta.version, loaded.origin));
 
     let helm = if args.no_helm {
@@ -38,9 +38,9 @@ pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) ->
     let mut files = Vec::new();
     for f in &args.values {
         let text =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read the values file {}", f.display()))?;
+            std::fs::read_to_string(f).explain_with(|| format!("cannot read the values file {}", f.display()))?;
         let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| {
-            user_error(
+            Failure::user(
                 format!("the values file {} is not valid YAML: {e}", f.display()),
                 "fix the file; helm would reject it too",
             )
@@ -49,14 +49,14 @@ pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) ->
     }
     let user = UserValues { files, set: args.set.clone(), set_string: args.set_string.clone() };
     // Validate the expressions up front, with the flag that carried them.
-    crate::chart::values::overrides(&user, &[]).context("invalid --set, --set-string or values")?;
+    crate::chart::values::overrides(&user, &[]).explain("invalid --set, --set-string or values")?;
     let passes: Vec<Vec<String>> = if args.passes.is_empty() {
         vec![vec![]]
     } else {
         args.passes.iter().map(|p| if p.trim().is_empty() { vec![] } else { vec![p.clone()] }).collect()
     };
     for p in &passes {
-        crate::chart::values::overrides(&user, p).with_context(|| format!("invalid --pass `{}`", p.join(",")))?;
+        crate::chart::values::overrides(&user, p).explain_with(|| format!("invalid --pass `{}`", p.join(",")))?;
     }
     let render = RenderOptions {
         value_files: args.values.clone(),
@@ -70,8 +70,8 @@ pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) ->
         .prefix("bundle-chart-")
         .suffix(".tgz")
         .tempfile_in(&ctx.tmp_dir)
-        .with_context(|| format!("cannot create a temporary file under {}", ctx.tmp_dir.display()))?;
-    std::fs::write(package.path(), &loaded.package).context("cannot write the chart package")?;
+        .explain_with(|| format!("cannot create a temporary file under {}", ctx.tmp_dir.display()))?;
+    std::fs::write(package.path(), &loaded.package).explain("cannot write the chart package")?;
     let loaded_for_task = loaded.clone();
     let package_path = package.path().to_path_buf();
     let tmp_dir = ctx.tmp_dir.clone();
@@ -80,8 +80,8 @@ pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) ->
         survey::survey(&loaded_for_task, &package_path, &opts)
     })
     .await
-    .context("the chart survey failed")?
-    .with_context(|| format!("cannot find the images of chart {}", loaded.chart.meta.name))?;
+    .explain("the chart survey failed")?
+    .explain_with(|| format!("cannot find the images of chart {}", loaded.chart.meta.name))?;
     drop(package);
     for w in &survey.warnings {
         ctx.printer.warn(w.clone());

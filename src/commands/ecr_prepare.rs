@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use super::failure::Explain as _;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use super::{Context, user_error};
+use super::{Context, Failure, Outcome};
 use crate::cli::EcrArgs;
 use crate::ecr::{Ecr, EcrRegistry, EcrSettings, detect, validate_repository_name};
 use crate::push::{Destination, PushPlan};
@@ -27,11 +27,11 @@ impl CredentialSource for TokenSource {
     }
 }
 
-fn settings_from_flags(a: &EcrArgs) -> anyhow::Result<EcrSettings> {
+fn settings_from_flags(a: &EcrArgs) -> Outcome<EcrSettings> {
     let mut tags = BTreeMap::new();
     for t in &a.ecr_tags {
         let (k, v) = t.split_once('=').ok_or_else(|| {
-            user_error(format!("--ecr-tag `{t}` is not KEY=VALUE"), "write it as --ecr-tag team=platform")
+            Failure::user(format!("--ecr-tag `{t}` is not KEY=VALUE"), "write it as --ecr-tag team=platform")
         })?;
         tags.insert(k.to_string(), v.to_string());
     }
@@ -58,7 +58,7 @@ pub async fn prepare(
     dest: &Destination,
     plan: &PushPlan,
     dry_run: bool,
-) -> anyhow::Result<Option<EcrSession>> {
+) -> Outcome<Option<EcrSession>> {
     let endpoint = ctx.registries.config().endpoint(&dest.registry);
     let from_config = match &endpoint.ecr {
         Some((table, base)) => EcrSettings::from_config(table, base)?,
@@ -74,13 +74,13 @@ pub async fn prepare(
         },
         (None, true) => {
             let registry_id = settings.registry_id.clone().ok_or_else(|| {
-                user_error(
+                Failure::user(
                     format!("{} is treated as ECR (--ecr) but its account is unknown", dest.registry),
                     "pass --ecr-registry-id ACCOUNT (and --ecr-region REGION)",
                 )
             })?;
             let region = settings.region.clone().ok_or_else(|| {
-                user_error(
+                Failure::user(
                     format!("{} is treated as ECR (--ecr) but its region is unknown", dest.registry),
                     "pass --ecr-region REGION",
                 )
@@ -93,7 +93,7 @@ pub async fn prepare(
     // Every name ECR would refuse, before any call.
     let bad: Vec<String> = plan.repositories.keys().filter_map(|r| validate_repository_name(r).err()).collect();
     if !bad.is_empty() {
-        return Err(user_error(
+        return Err(Failure::user(
             format!("ECR would refuse {} repository names:\n  - {}", bad.len(), bad.join("\n  - ")),
             "ECR allows single `.`, `_` or `-` between lowercase letters and digits; --flatten or a different -d prefix may help",
         ));
@@ -101,7 +101,7 @@ pub async fn prepare(
 
     ctx.printer.info(format!("ECR registry {} in {}", registry.registry_id, registry.region));
     let ecr = Arc::new(Ecr::connect(&registry).await);
-    let token = ecr.token().await.context("cannot get an ECR authorization token")?;
+    let token = ecr.token().await.explain("cannot get an ECR authorization token")?;
     ctx.registries.set_credentials(&dest.registry, Role::Destination, token, Some(Arc::new(TokenSource(ecr.clone()))));
 
     let existing: Vec<(String, Option<crate::ecr::TagMutability>)> = stream::iter(plan.repositories.keys().cloned())
@@ -119,11 +119,11 @@ pub async fn prepare(
         match state {
             Some(m) => {
                 if dry_run {
-                    println!(
+                    ctx.printer.result(format!(
                         "ECR repository {name} exists (tag mutability {}){}",
                         m.mode,
                         if settings.update_existing { "; would apply the settings" } else { "; left as it is" }
-                    );
+                    ));
                 } else if settings.update_existing {
                     ecr.update(&name, &settings, &policies).await?;
                 }
@@ -131,7 +131,7 @@ pub async fn prepare(
                 mutability.insert(name, if applied { crate::ecr::TagMutability::of(&settings) } else { m });
             }
             None if dry_run => {
-                println!("Would create ECR repository {name} ({})", settings.describe());
+                ctx.printer.result(format!("Would create ECR repository {name} ({})", settings.describe()));
             }
             None => {
                 let state = ecr.create(&name, &settings, &policies).await?;

@@ -4,11 +4,11 @@ use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use super::failure::Explain as _;
 use futures_util::{StreamExt, stream};
 
 use super::discovery::{self, ChartInput};
-use super::{Context, human, user_error};
+use super::{Context, Failure, Outcome, human};
 use crate::archive::checksum::{sidecar_line, sidecar_path};
 use crate::blob_store::prune::{self, CacheLock};
 use crate::blob_store::{BlobStore, DamagedCacheBlob, DownloadRestarted};
@@ -16,12 +16,13 @@ use crate::chart::artifact;
 use crate::cli::ExportArgs;
 use crate::digest::Digest;
 use crate::env_vars;
+use crate::hint::Hint as _;
 use crate::reference::ImageRef;
 use crate::resolve::{ResolvedImage, resolve};
 use crate::spec::BundleSpec;
 use crate::{pack, pull};
 
-pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, mut args: ExportArgs) -> Outcome<()> {
     let started = std::time::Instant::now();
     let mut exclude = Vec::new();
     if let Some(path) = args.spec.clone() {
@@ -33,7 +34,7 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         (Some(o), _) => Some(check_output(o, args.force)?),
         (None, true) => None,
         (None, false) => {
-            return Err(user_error(
+            return Err(Failure::user(
                 "no output file given",
                 "name it with -o OUT.tar.zst (or `output:` in a --spec file)",
             ));
@@ -49,7 +50,7 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     refs.sort();
     refs.dedup();
     if refs.is_empty() && chart.is_none() {
-        return Err(user_error(
+        return Err(Failure::user(
             "no images to export",
             "name images with --image REF (repeatable) or --images-file FILE, or a chart with -c CHART",
         ));
@@ -60,11 +61,11 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     let record = chart.as_ref().map(|c| c.survey.record.clone());
 
     if args.dry_run {
-        print_plan(&images);
+        print_plan(&ctx.printer, &images);
         let meta = pack::metadata(&images, None, record);
         let blob_bytes: u64 = pull::jobs(&images).iter().map(|j| j.size).sum();
         if let Some(c) = &chart {
-            println!(
+            ctx.printer.result(format!(
                 "chart {} {} found {} images ({}); it travels in the bundle as charts/{}:{}",
                 c.loaded.chart.meta.name,
                 c.loaded.chart.meta.version,
@@ -76,15 +77,15 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
                 },
                 c.loaded.chart.meta.name,
                 c.loaded.chart.meta.version
-            );
+            ));
         }
-        println!(
+        ctx.printer.result(format!(
             "{} images, {} distinct blobs, {} to download{}; nothing written (dry run)",
             images.len(),
             meta.blobs.len(),
             human(blob_bytes),
             output.as_ref().map(|o| format!(", would write {}", o.display())).unwrap_or_default()
-        );
+        ));
         return Ok(());
     }
     let output = output.expect("set unless dry run");
@@ -97,29 +98,29 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     let mut cache = None;
     let (store, staging) = if args.no_cache {
         std::fs::create_dir_all(&ctx.tmp_dir)
-            .with_context(|| format!("cannot create the temporary directory {}", ctx.tmp_dir.display()))?;
+            .explain_with(|| format!("cannot create the temporary directory {}", ctx.tmp_dir.display()))?;
         let staging = tempfile::Builder::new()
             .prefix("bundle-export-")
             .tempdir_in(&ctx.tmp_dir)
-            .with_context(|| format!("cannot create a staging directory under {}", ctx.tmp_dir.display()))?;
-        (BlobStore::open(staging.path()).context("cannot prepare the staging directory")?, Some(staging))
+            .explain_with(|| format!("cannot create a staging directory under {}", ctx.tmp_dir.display()))?;
+        (BlobStore::open(staging.path()).explain("cannot prepare the staging directory")?, Some(staging))
     } else {
         let dir = args.cache_dir.clone().or_else(default_cache_dir).ok_or_else(|| {
-            user_error(
+            Failure::user(
                 "no cache directory: neither XDG_CACHE_HOME nor HOME is set",
                 "pass --cache-dir DIR, or --no-cache",
             )
         })?;
         ctx.printer.detail(format!("blob cache: {}", dir.display()));
         let store =
-            BlobStore::open(&dir).with_context(|| format!("cannot use the cache directory {}", dir.display()))?;
+            BlobStore::open(&dir).explain_with(|| format!("cannot use the cache directory {}", dir.display()))?;
         let lock =
-            CacheLock::shared(&dir).with_context(|| format!("cannot lock the cache directory {}", dir.display()))?;
+            CacheLock::shared(&dir).explain_with(|| format!("cannot lock the cache directory {}", dir.display()))?;
         cache = Some((dir, lock));
         (store, None)
     };
     if let Some(c) = &chart {
-        images.push(artifact::oci_artifact(&c.loaded, &store).context("cannot stage the chart")?);
+        images.push(artifact::oci_artifact(&c.loaded, &store).explain("cannot stage the chart")?);
     }
     let meta = pack::metadata(&images, created_from_env()?, record);
     let jobs = pull::jobs(&images);
@@ -137,8 +138,8 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         .prefix(&format!(".{file_name}."))
         .suffix(".partial")
         .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let file = temp.as_file().try_clone().context("cannot open the temporary archive")?;
+        .explain_with(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let file = temp.as_file().try_clone().explain("cannot open the temporary archive")?;
     let total = meta.total_blob_bytes();
     let progress = ctx.printer.transfer("pull", blob_bytes, jobs.len() as u64);
     let writing = ctx.printer.transfer("write", total, meta.blobs.len() as u64);
@@ -160,7 +161,7 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
     let pack_task = pack(file);
     let pulled = pull::pull_all(&ctx.registries, &store, &jobs, ctx.concurrency, &progress, &arrivals).await;
     progress.finish();
-    let mut written = pack_task.await.context("the archive writer failed")?;
+    let mut written = pack_task.await.explain("the archive writer failed")?;
     pulled?;
     // Rare: the archive holds bytes it must not keep, so it is written again from the store. Either a download
     // started over after the writer took part of it (its bytes failed the digest), or a cached blob turned out
@@ -172,20 +173,20 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
                 "the cached copy of {digest} did not match its digest; it was removed and is downloaded again"
             ));
             std::fs::remove_file(store.path(digest))
-                .with_context(|| format!("cannot remove the damaged cached blob {digest}"))?;
+                .explain_with(|| format!("cannot remove the damaged cached blob {digest}"))?;
             let job = jobs.iter().filter(|j| &j.digest == digest).cloned().collect::<Vec<_>>();
             pull::pull_all(&ctx.registries, &store, &job, 1, &progress, &arrivals).await?;
         } else if !inner.is::<DownloadRestarted>() {
             break;
         }
         ctx.printer.detail(format!("{inner}; writing the archive again"));
-        let mut file = temp.as_file().try_clone().context("cannot open the temporary archive")?;
-        file.set_len(0).context("cannot rewrite the temporary archive")?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).context("cannot rewrite the temporary archive")?;
+        let mut file = temp.as_file().try_clone().explain("cannot open the temporary archive")?;
+        file.set_len(0).explain("cannot rewrite the temporary archive")?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).explain("cannot rewrite the temporary archive")?;
         writing.reset();
-        written = pack(file).await.context("the archive writer failed")?;
+        written = pack(file).await.explain("the archive writer failed")?;
     }
-    let written = written.with_context(|| format!("cannot write the archive {}", output.display()))?;
+    let written = written.explain_with(|| format!("cannot write the archive {}", output.display()))?;
     ctx.printer.detail(format!("pulled {} blobs ({}) in {:.1?}", jobs.len(), human(blob_bytes), progress.elapsed()));
     writing.finish();
 
@@ -194,12 +195,12 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> anyhow::Result<()> {
         .prefix(&format!(".{file_name}.sha256."))
         .suffix(".partial")
         .tempfile_in(&dir)
-        .context("cannot create the checksum file")?;
-    side_temp.write_all(sidecar_line(&output, &written.digest).as_bytes()).context("cannot write the checksum file")?;
-    side_temp.as_file().sync_all().context("cannot write the checksum file")?;
+        .explain("cannot create the checksum file")?;
+    side_temp.write_all(sidecar_line(&output, &written.digest).as_bytes()).explain("cannot write the checksum file")?;
+    side_temp.as_file().sync_all().explain("cannot write the checksum file")?;
     // Temporary files are created private (0600); the results are ordinary files.
     for f in [temp.as_file(), side_temp.as_file()] {
-        set_readable(f).context("cannot set the archive's permissions")?;
+        set_readable(f).explain("cannot set the archive's permissions")?;
     }
     publish(temp, &output, args.force)?;
     publish(side_temp, &sidecar, true)?;
@@ -264,11 +265,11 @@ fn apply_spec(args: &mut ExportArgs, spec: BundleSpec) {
 }
 
 /// The chart's images as references; `exclude` holds images to leave out, as the chart writes them.
-fn chart_references(c: &ChartInput, exclude: &[String]) -> anyhow::Result<Vec<ImageRef>> {
+fn chart_references(c: &ChartInput, exclude: &[String]) -> Outcome<Vec<ImageRef>> {
     let mut out = Vec::new();
     for f in c.survey.findings.iter().filter(|f| !exclude.contains(&f.reference)) {
         let r = ImageRef::parse(&f.reference).map_err(|e| {
-            user_error(
+            Failure::user(
                 format!(
                     "the chart names the image `{}` ({}), which is not a valid reference: {e}",
                     f.reference, f.location
@@ -283,22 +284,22 @@ fn chart_references(c: &ChartInput, exclude: &[String]) -> anyhow::Result<Vec<Im
 
 /// `--image` values and the lines of every `--images-file`, normalised, de-duplicated and sorted (so the
 /// archive does not depend on the order they were listed in).
-pub fn collect_references(images: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<ImageRef>> {
+pub fn collect_references(images: &[String], files: &[PathBuf]) -> Outcome<Vec<ImageRef>> {
     let mut refs = Vec::new();
     for (i, s) in images.iter().enumerate() {
-        let r = ImageRef::parse(s).with_context(|| format!("--image #{}", i + 1))?;
+        let r = ImageRef::parse(s).explain_with(|| format!("--image #{}", i + 1))?;
         refs.push(r);
     }
     for file in files {
         let text =
-            std::fs::read_to_string(file).with_context(|| format!("cannot read the images file {}", file.display()))?;
+            std::fs::read_to_string(file).explain_with(|| format!("cannot read the images file {}", file.display()))?;
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
             }
             let r = ImageRef::parse(line).map_err(|e| {
-                user_error(
+                Failure::user(
                     format!("{}:{}: {e}", file.display(), n + 1),
                     "fix or remove that line; references look like `registry/path/name:tag` or `name@sha256:<digest>`",
                 )
@@ -311,22 +312,22 @@ pub fn collect_references(images: &[String], files: &[PathBuf]) -> anyhow::Resul
     Ok(refs)
 }
 
-fn check_output(output: &Path, force: bool) -> anyhow::Result<PathBuf> {
+fn check_output(output: &Path, force: bool) -> Outcome<PathBuf> {
     if output.is_dir() {
-        return Err(user_error(
+        return Err(Failure::user(
             format!("{} is a directory", output.display()),
             "give the archive's file name, e.g. -o images.tar.zst",
         ));
     }
     if output.exists() && !force {
-        return Err(user_error(
+        return Err(Failure::user(
             format!("{} already exists", output.display()),
             "choose another name with -o, or pass --force to replace it",
         ));
     }
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(user_error(
+        return Err(Failure::user(
             format!("the directory {} does not exist", dir.display()),
             "create it first, or choose another -o path",
         ));
@@ -334,7 +335,7 @@ fn check_output(output: &Path, force: bool) -> anyhow::Result<PathBuf> {
     Ok(output.to_path_buf())
 }
 
-async fn resolve_all(ctx: &Context, refs: &[ImageRef]) -> anyhow::Result<Vec<ResolvedImage>> {
+async fn resolve_all(ctx: &Context, refs: &[ImageRef]) -> Outcome<Vec<ResolvedImage>> {
     let results: Vec<_> = stream::iter(refs.iter().enumerate())
         .map(|(i, r)| async move { (i, resolve(&ctx.registries, r).await) })
         .buffer_unordered(ctx.concurrency)
@@ -354,30 +355,32 @@ async fn resolve_all(ctx: &Context, refs: &[ImageRef]) -> anyhow::Result<Vec<Res
     failed.sort_by_key(|(i, _)| *i);
     if failed.len() == 1 {
         let (_, e) = failed.pop().expect("one failure");
-        return Err(anyhow::Error::new(e));
+        return Err(e.into());
     }
     // Report every image that failed, so one run tells the user everything to fix.
     let mut message = format!("{} of {} images could not be resolved:", failed.len(), refs.len());
     for (_, e) in &failed {
         message.push_str(&format!("\n  - {}", crate::error_text::chain_line(e)));
     }
-    let hint = failed.iter().find_map(|(_, e)| e.registry_error().and_then(|r| r.hint()));
-    Err(anyhow::Error::new(super::UserError { message, hint }))
+    match failed.iter().find_map(|(_, e)| e.hint()) {
+        Some(hint) => Err(Failure::user(message, hint)),
+        None => Err(Failure::message(message)),
+    }
 }
 
-fn print_plan(images: &[ResolvedImage]) {
+fn print_plan(printer: &crate::printer::Printer, images: &[ResolvedImage]) {
     let rows: Vec<_> = images
         .iter()
         .map(|i| super::image_row(&i.source.to_string(), &i.digest, &i.media_type, &i.platforms, i.size()))
         .collect();
-    super::print_image_table(&rows);
+    super::print_image_table(printer, &rows);
 }
 
 /// `created` for bundle.json: only from SOURCE_DATE_EPOCH, so archives carry no timestamp otherwise.
-fn created_from_env() -> anyhow::Result<Option<String>> {
+fn created_from_env() -> Outcome<Option<String>> {
     let Ok(v) = std::env::var(env_vars::SOURCE_DATE_EPOCH) else { return Ok(None) };
     let secs: u64 = v.trim().parse().map_err(|_| {
-        user_error(
+        Failure::user(
             format!("{}=`{v}` is not a number of seconds", env_vars::SOURCE_DATE_EPOCH),
             "set it to a Unix time, e.g. `date +%s`, or unset it",
         )
@@ -386,10 +389,10 @@ fn created_from_env() -> anyhow::Result<Option<String>> {
 }
 
 /// Rename a finished temporary file to its final name; `replace` decides whether an existing file may go.
-fn publish(temp: tempfile::NamedTempFile, path: &Path, replace: bool) -> anyhow::Result<()> {
+fn publish(temp: tempfile::NamedTempFile, path: &Path, replace: bool) -> Outcome<()> {
     let result = if replace { temp.persist(path) } else { temp.persist_noclobber(path) };
     result.map(|_| ()).map_err(|e| {
-        user_error(
+        Failure::user(
             format!("cannot move the finished file to {}: {}", path.display(), e.error),
             if path.exists() {
                 "it appeared while the export ran; choose another name or pass --force"
@@ -400,13 +403,7 @@ fn publish(temp: tempfile::NamedTempFile, path: &Path, replace: bool) -> anyhow:
     })
 }
 
-#[cfg(unix)]
 fn set_readable(f: &std::fs::File) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     f.set_permissions(std::fs::Permissions::from_mode(0o644))
-}
-
-#[cfg(not(unix))]
-fn set_readable(_: &std::fs::File) -> std::io::Result<()> {
-    Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::discovery::survey_chart;
-use super::{Context, user_error};
+use super::{Context, Failure, Outcome};
 use crate::chart::discover::Finding;
 use crate::cli::ImagesArgs;
 
@@ -32,9 +32,9 @@ struct ImageEntry<'a> {
     found: Vec<&'a Finding>,
 }
 
-pub async fn run(ctx: &Context, args: ImagesArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, args: ImagesArgs) -> Outcome<()> {
     if args.chart.chart.is_none() {
-        return Err(user_error(
+        return Err(Failure::user(
             "no chart given",
             "name one with -c CHART (a directory, a .tgz, a name with --repo URL, or oci://…)",
         ));
@@ -50,10 +50,10 @@ pub async fn run(ctx: &Context, args: ImagesArgs) -> anyhow::Result<()> {
             chart: ChartInfo { name: &r.name, version: &r.version, origin: &r.origin, discovery: &r.discovery },
             images: by_ref.into_iter().map(|(reference, found)| ImageEntry { reference, found }).collect(),
         };
-        println!("{}", serde_json::to_string_pretty(&listing).expect("listing serialises"));
+        ctx.printer.result_json(&listing);
     } else {
         for reference in by_ref.keys() {
-            println!("{reference}");
+            ctx.printer.result(reference);
         }
     }
     ctx.printer.info(format!(

@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use super::failure::Explain as _;
 
-use super::{Context, human, user_error};
+use super::{Context, Failure, Outcome, human};
 use crate::archive::checksum::{file_digest, read_sidecar, sidecar_path};
 use crate::archive::{ArchiveFile, BundleContents};
 use crate::chart::values_out;
@@ -14,7 +14,7 @@ use crate::digest::Digest;
 use crate::push::{self, Destination, Mapping, PushPlan};
 use crate::registry::Role;
 
-pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, args: ImportArgs) -> Outcome<()> {
     let started = std::time::Instant::now();
     let mapping = if args.flatten {
         Mapping::Flatten
@@ -25,7 +25,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
     };
     let dest = Destination::parse(&args.destination)
         .map_err(|e| {
-            user_error(
+            Failure::user(
                 format!("invalid destination: {e}"),
                 "write it as host[:port] or host[:port]/prefix, e.g. -d registry.internal:5000/mirror",
             )
@@ -41,17 +41,17 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
             (archive, contents, None)
         }
     };
-    let plan = PushPlan::new(&contents, &dest).context("cannot plan the import")?;
+    let plan = PushPlan::new(&contents, &dest).explain("cannot plan the import")?;
     // Repositories are prepared once (ECR: created, token fetched).
     let ecr = super::ecr_prepare::prepare(ctx, &args.ecr, &dest, &plan, args.dry_run).await?;
     let client =
-        ctx.registries.client(&dest.registry, Role::Destination).context("cannot prepare the destination registry")?;
+        ctx.registries.client(&dest.registry, Role::Destination).explain("cannot prepare the destination registry")?;
     // A dry run must say exactly what would be pushed, and ECR mounts only from repositories whose manifests
     // reference the blob: both check blobs with HEAD. Otherwise each blob's first upload checks for itself.
     let check = if args.dry_run || ecr.is_some() { push::BlobCheck::Head } else { push::BlobCheck::OnUpload };
     let presence = push::probe(&client, &plan, &contents, ctx.concurrency, check)
         .await
-        .with_context(|| format!("cannot check what {} already has", dest.registry))?;
+        .explain_with(|| format!("cannot check what {} already has", dest.registry))?;
     if let Some(session) = &ecr {
         check_immutable_tags(&presence, session)?;
     }
@@ -76,9 +76,13 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
 
     if args.dry_run {
         for p in &plan.images {
-            println!("Copying {} to {} (dry-run)", describe_source(&contents.images[p.image], &p.source), p.target);
+            ctx.printer.result(format!(
+                "Copying {} to {} (dry-run)",
+                describe_source(&contents.images[p.image], &p.source),
+                p.target
+            ));
         }
-        println!(
+        ctx.printer.result(format!(
             "Plan: {} images into {} repositories of {} ({} already complete); {} blobs already present; {} blobs to upload ({}), {} to mount; nothing changed (dry run)",
             plan.images.len(),
             plan.repositories.len(),
@@ -88,7 +92,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
             presence.blobs_to_upload(),
             human(presence.bytes_to_upload(&contents)),
             presence.blobs_to_mount(),
-        );
+        ));
         return Ok(());
     }
 
@@ -114,7 +118,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> anyhow::Result<()> {
                 dest.registry
             )
         };
-        anyhow::Error::new(e).context(message)
+        Failure::from(e).explained(message)
     })?;
     progress.finish();
     for p in &plan.images {
@@ -142,7 +146,7 @@ fn finish(
     contents: &crate::archive::BundleContents,
     plan: &PushPlan,
     dest: &Destination,
-) -> anyhow::Result<()> {
+) -> Outcome<()> {
     if let Some(chart) = contents.images.iter().zip(&plan.images).find(|(img, _)| img.helm_chart) {
         let target = &chart.1.target;
         ctx.printer.info(format!(
@@ -223,9 +227,9 @@ async fn prove(
     archive: Arc<ArchiveFile>,
     contents: BundleContents,
     check: SidecarCheck,
-) -> anyhow::Result<(Arc<ArchiveFile>, BundleContents)> {
+) -> Outcome<(Arc<ArchiveFile>, BundleContents)> {
     if let SidecarCheck(Some(RunningCheck { expected, result, progress })) = check {
-        let actual = tokio::task::spawn_blocking(move || result.recv()).await.context("the checksum task failed")?;
+        let actual = tokio::task::spawn_blocking(move || result.recv()).await.explain("the checksum task failed")?;
         progress.finish();
         if actual.is_ok_and(|r| r.is_ok_and(|d| d == expected)) {
             print_verified(ctx, path, &contents, &format!(" against {}", sidecar_path(path).display()));
@@ -248,7 +252,7 @@ fn print_verified(ctx: &Context, path: &Path, contents: &BundleContents, how: &s
 
 /// A tag that exists with another digest in a repository whose tags are immutable would fail mid-import:
 /// refuse it before anything is pushed.
-fn check_immutable_tags(presence: &push::Presence, session: &super::ecr_prepare::EcrSession) -> anyhow::Result<()> {
+fn check_immutable_tags(presence: &push::Presence, session: &super::ecr_prepare::EcrSession) -> Outcome<()> {
     let conflicts: Vec<String> = presence
         .tags_elsewhere
         .iter()
@@ -261,7 +265,7 @@ fn check_immutable_tags(presence: &push::Presence, session: &super::ecr_prepare:
     if conflicts.is_empty() {
         return Ok(());
     }
-    Err(user_error(
+    Err(Failure::user(
         format!(
             "{} tags already exist with other content in repositories whose tags are immutable; nothing was pushed:\n  - {}",
             conflicts.len(),
@@ -289,9 +293,9 @@ fn write_values(
     contents: &crate::archive::BundleContents,
     dest: &Destination,
     path: &std::path::Path,
-) -> anyhow::Result<()> {
+) -> Outcome<()> {
     let record = contents.metadata.as_ref().and_then(|m| m.chart.as_ref()).ok_or_else(|| {
-        user_error(
+        Failure::user(
             "--values-out needs a bundle exported from a chart (-c), and this one has none",
             "export with -c CHART to bundle the chart and its values",
         )
@@ -322,12 +326,12 @@ fn write_values(
         record.name,
         record.version,
         values_out::destination_text(dest),
-        serde_yaml_ng::to_string(&values).context("cannot write the values file")?
+        serde_yaml_ng::to_string(&values).explain("cannot write the values file")?
     );
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write {}", path.display()))?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).explain_with(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).explain_with(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).explain_with(|| format!("cannot write {}", path.display()))?;
     ctx.printer.info(format!("Wrote {} (use it with -f)", path.display()));
     if let Some(caution) = caution {
         ctx.printer.warn(format!("{} {caution}", path.display()));

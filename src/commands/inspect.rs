@@ -1,9 +1,9 @@
 //! `bundle inspect FILE [--json]`: what is in an archive, from its metadata.
 
-use anyhow::Context as _;
+use super::failure::Explain as _;
 use serde::Serialize;
 
-use super::{Context, human};
+use super::{Context, Failure, Outcome, human};
 use crate::archive::ArchiveFile;
 use crate::archive::contents::check;
 use crate::cli::InspectArgs;
@@ -34,11 +34,11 @@ struct Totals {
     bytes: u64,
 }
 
-pub async fn run(_ctx: &Context, args: InspectArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, args: InspectArgs) -> Outcome<()> {
     let path = args.archive.clone();
-    let listing = tokio::task::spawn_blocking(move || listing(&path)).await.context("the inspect task failed")??;
+    let listing = tokio::task::spawn_blocking(move || listing(&path)).await.explain("the inspect task failed")??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&listing).expect("listing serialises"));
+        ctx.printer.result_json(&listing);
         return Ok(());
     }
     let rows: Vec<_> = listing
@@ -49,15 +49,20 @@ pub async fn run(_ctx: &Context, args: InspectArgs) -> anyhow::Result<()> {
             super::image_row(&i.source, &digest, &i.media_type, &i.platforms, i.size)
         })
         .collect();
-    super::print_image_table(&rows);
-    println!("{} images, {} blobs, {}", listing.totals.images, listing.totals.blobs, human(listing.totals.bytes));
+    super::print_image_table(&ctx.printer, &rows);
+    ctx.printer.result(format!(
+        "{} images, {} blobs, {}",
+        listing.totals.images,
+        listing.totals.blobs,
+        human(listing.totals.bytes)
+    ));
     Ok(())
 }
 
-fn listing(path: &std::path::Path) -> anyhow::Result<Listing> {
-    let archive = ArchiveFile::open(path).with_context(|| format!("cannot inspect {}", path.display()))?;
+fn listing(path: &std::path::Path) -> Outcome<Listing> {
+    let archive = ArchiveFile::open(path).explain_with(|| format!("cannot inspect {}", path.display()))?;
     // bundle.json comes first in our archives, so this reads only the first few kilobytes.
-    if let Some(meta) = archive.read_metadata().with_context(|| format!("cannot inspect {}", path.display()))? {
+    if let Some(meta) = archive.read_metadata().explain_with(|| format!("cannot inspect {}", path.display()))? {
         return Ok(Listing {
             archive: path.display().to_string(),
             format_version: Some(meta.format_version),
@@ -80,7 +85,10 @@ fn listing(path: &std::path::Path) -> anyhow::Result<Listing> {
     let (contents, problems) = check(scan, None);
     let Some(contents) = contents else {
         let list: Vec<String> = problems.iter().take(10).map(|p| format!("  - {p}")).collect();
-        anyhow::bail!("{} is not a valid image archive:\n{}", path.display(), list.join("\n"));
+        return Err(Failure::user(
+            format!("{} is not a valid image archive:\n{}", path.display(), list.join("\n")),
+            crate::archive::seekable::DAMAGED_ARCHIVE_HINT,
+        ));
     };
     Ok(Listing {
         archive: path.display().to_string(),

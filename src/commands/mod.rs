@@ -1,21 +1,111 @@
-//! One file per subcommand. This is the edge where library errors get context and hints (anyhow), and
-//! where the global flags become the settings every command shares.
+//! One file per subcommand. This is the edge where library errors get context (`Failure`, carrying the hint
+//! of the error at its root), where the global flags become the settings every command shares, and where the
+//! exit code is decided.
 
 pub mod discovery;
+pub mod documentation;
 pub mod ecr_prepare;
 pub mod export;
+pub mod failure;
 pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::GlobalArgs;
+pub use failure::{Explain, Failure, Outcome};
+
+use crate::cli::{Cli, Command, GlobalArgs};
 use crate::printer::{Printer, Verbosity};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::{ClientOptions, Registries, RegistryConfig};
+
+/// Run one command line to its exit code: 0 done, 1 failed, 130 interrupted (2, bad usage, is clap's).
+pub fn run(cli: Cli) -> ExitCode {
+    let printer = Printer::new(verbosity(&cli.global));
+    let command = match cli.command {
+        Command::Completions(args) => return documentation::completions(&printer, args.shell),
+        Command::Manpage => return documentation::manpage(&printer),
+        other => other,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            printer.error(&format!("cannot start the async runtime: {e}"), &[], None);
+            return ExitCode::from(1);
+        }
+    };
+    let on_interrupt = interrupted_message(&command);
+    let result = runtime.block_on(async {
+        let ctx = Context::new(&cli.global, printer.clone())?;
+        let work = async {
+            match command {
+                Command::Export(args) => export::run(&ctx, args).await,
+                Command::Verify(args) => verify::run(&ctx, args).await,
+                Command::Import(args) => import::run(&ctx, args).await,
+                Command::Inspect(args) => inspect::run(&ctx, args).await,
+                Command::Images(args) => images::run(&ctx, args).await,
+                Command::Completions(_) | Command::Manpage => unreachable!("handled without a runtime"),
+            }
+        };
+        // On Ctrl-C or SIGTERM the command's future is dropped, which removes its temporary files.
+        tokio::select! {
+            r = work => r.map(|()| ExitCode::SUCCESS),
+            () = interrupted() => {
+                printer.error(&format!("interrupted; {on_interrupt}"), &[], None);
+                Ok(ExitCode::from(130))
+            }
+        }
+    });
+    // Blocking tasks (archive writing) may still hold files; do not wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            printer.error(&failure.message_text(), &failure.causes(), failure.hint());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What an interruption leaves behind, in each command's terms.
+fn interrupted_message(command: &Command) -> &'static str {
+    match command {
+        Command::Export(_) => {
+            "nothing was written under the output name; blobs downloaded into the cache are kept, so a re-run downloads only the rest"
+        }
+        Command::Import(_) => "what was pushed is kept; run the same import again to finish it",
+        Command::Verify(_) => "the archive was not fully checked",
+        Command::Images(_) => "the image list is incomplete",
+        Command::Inspect(_) | Command::Completions(_) | Command::Manpage => "nothing was changed",
+    }
+}
+
+/// Ctrl-C or SIGTERM (what `timeout` and service managers send).
+async fn interrupted() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn verbosity(global: &GlobalArgs) -> Verbosity {
+    if global.quiet {
+        Verbosity::Quiet
+    } else if global.verbose > 0 {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    }
+}
 
 /// Settings every command shares, validated once.
 pub struct Context {
@@ -26,14 +116,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(global: &GlobalArgs) -> anyhow::Result<Context> {
-        let verbosity = if global.quiet {
-            Verbosity::Quiet
-        } else if global.verbose > 0 {
-            Verbosity::Verbose
-        } else {
-            Verbosity::Normal
-        };
+    pub fn new(global: &GlobalArgs, printer: Printer) -> Outcome<Context> {
         let config = match &global.registry_config {
             Some(path) => RegistryConfig::load(path)?,
             None => RegistryConfig::default(),
@@ -41,7 +124,7 @@ impl Context {
         // `[registry.ecr]` is used only by an ECR import, but a typo in it should not wait until then.
         for (name, table, base) in config.ecr_tables() {
             if let Err(e) = crate::ecr::EcrSettings::from_config(table, base) {
-                return Err(user_error(
+                return Err(Failure::user(
                     format!(
                         "the registry config {}: the entry for {name}: {e}",
                         config.path().unwrap_or(Path::new("?")).display()
@@ -57,67 +140,12 @@ impl Context {
         };
         let tmp_dir = global.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
         Ok(Context {
-            printer: Printer::new(verbosity),
+            printer,
             registries: Registries::new(config, options),
             concurrency: global.concurrency as usize,
             tmp_dir,
         })
     }
-}
-
-/// An error whose message is complete as it stands, with what the user can do about it.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct UserError {
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-pub fn user_error(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(UserError { message: message.into(), hint: Some(hint.into()) })
-}
-
-/// The first hint anywhere in the error's chain.
-pub fn hint_for(err: &anyhow::Error) -> Option<String> {
-    for cause in err.chain() {
-        if let Some(u) = cause.downcast_ref::<UserError>()
-            && u.hint.is_some()
-        {
-            return u.hint.clone();
-        }
-        if let Some(r) = cause.downcast_ref::<crate::registry::RegistryError>()
-            && let Some(h) = r.hint()
-        {
-            return Some(h);
-        }
-        // Transparent wrappers hide the registry error from the chain; look inside them.
-        let wrapped = match cause.downcast_ref::<crate::push::PushError>() {
-            Some(crate::push::PushError::Registry(e)) => Some(e),
-            Some(crate::push::PushError::Pool(crate::registry::PoolError::Registry(e))) => Some(e),
-            _ => match cause.downcast_ref::<crate::registry::PoolError>() {
-                Some(crate::registry::PoolError::Registry(e)) => Some(e),
-                _ => None,
-            },
-        };
-        if let Some(h) = wrapped.and_then(|e| e.hint()) {
-            return Some(h);
-        }
-        if let Some(r) = cause.downcast_ref::<crate::resolve::ResolveError>()
-            && let Some(h) = r.registry_error().and_then(|e| e.hint())
-        {
-            return Some(h);
-        }
-        if let Some(h) = cause.downcast_ref::<crate::ecr::EcrError>().and_then(|c| c.hint()) {
-            return Some(h);
-        }
-        if let Some(h) = cause.downcast_ref::<crate::chart::ChartError>().and_then(|c| c.hint()) {
-            return Some(h);
-        }
-        if cause.downcast_ref::<crate::registry::config::ConfigError>().is_some() {
-            return Some("see docs/usage.md, \"Registry config\", for the keys each [[registry]] entry accepts".into());
-        }
-    }
-    None
 }
 
 /// Human-readable size.
@@ -139,7 +167,7 @@ pub fn short_media_type(media_type: &str) -> &str {
 }
 
 /// Print image rows as an aligned table on stdout (widths follow the content).
-pub fn print_image_table(rows: &[[String; 5]]) {
+pub fn print_image_table(printer: &Printer, rows: &[[String; 5]]) {
     let header = ["IMAGE", "DIGEST", "TYPE", "PLATFORMS", "SIZE"].map(str::to_string);
     let mut widths = header.clone().map(|h| h.len());
     for r in rows {
@@ -148,7 +176,7 @@ pub fn print_image_table(rows: &[[String; 5]]) {
         }
     }
     for r in std::iter::once(&header).chain(rows) {
-        println!(
+        printer.result(format!(
             "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}",
             r[0],
             r[1],
@@ -160,7 +188,7 @@ pub fn print_image_table(rows: &[[String; 5]]) {
             w2 = widths[2],
             w3 = widths[3],
             w4 = widths[4]
-        );
+        ));
     }
 }
 

@@ -3,35 +3,35 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use super::failure::Explain as _;
 
-use super::{Context, human, user_error};
+use super::{Context, Failure, Outcome, human};
 use crate::archive::checksum::{read_sidecar, sidecar_path};
 use crate::archive::contents::check;
 use crate::archive::{ArchiveFile, BundleContents};
 
-pub async fn run(ctx: &Context, args: crate::cli::VerifyArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, args: crate::cli::VerifyArgs) -> Outcome<()> {
     let (_, contents) = verify_archive(ctx, &args.archive).await?;
     let checked = if contents.metadata.is_some() { "" } else { " (no bundle.json: not written by bundle)" };
-    println!(
+    ctx.printer.result(format!(
         "{}: OK, {} images, {} blobs, {} verified{checked}",
         args.archive.display(),
         contents.images.len(),
         contents.blobs.len(),
         human(contents.total_bytes())
-    );
+    ));
     Ok(())
 }
 
 /// Read the whole archive once and check everything; any problem is an error listing all problems.
-pub async fn verify_archive(ctx: &Context, path: &Path) -> anyhow::Result<(Arc<ArchiveFile>, BundleContents)> {
+pub async fn verify_archive(ctx: &Context, path: &Path) -> Outcome<(Arc<ArchiveFile>, BundleContents)> {
     let archive = match ArchiveFile::open(path) {
         Ok(a) => Arc::new(a),
         Err(e) => {
-            return Err(anyhow::Error::new(e)).with_context(|| format!("cannot verify {}", path.display()));
+            return Err(e).explain_with(|| format!("cannot verify {}", path.display()));
         }
     };
-    let sidecar = read_sidecar(path).with_context(|| format!("cannot verify {}", path.display()))?;
+    let sidecar = read_sidecar(path).explain_with(|| format!("cannot verify {}", path.display()))?;
     if sidecar.is_none() {
         ctx.printer.warn(format!(
             "{} not found; checking the archive's content against its own digests only",
@@ -44,7 +44,7 @@ pub async fn verify_archive(ctx: &Context, path: &Path) -> anyhow::Result<(Arc<A
     let p = progress.clone();
     let scan = tokio::task::spawn_blocking(move || scanning.scan(&|n| p.add(n as i64)))
         .await
-        .context("the verification task failed")??;
+        .explain("the verification task failed")??;
     progress.finish();
     ctx.printer.detail(format!(
         "read {} in {:.1?}; sha256 {}",
@@ -64,7 +64,7 @@ pub async fn verify_archive(ctx: &Context, path: &Path) -> anyhow::Result<(Arc<A
             if problems.len() > shown {
                 message.push_str(&format!("\n  … and {} more", problems.len() - shown));
             }
-            Err(user_error(
+            Err(Failure::user(
                 message,
                 "the archive is damaged, truncated or altered; copy it again from the export side and compare it with `sha256sum -c` against the .sha256 file written with it",
             ))

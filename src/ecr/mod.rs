@@ -165,18 +165,6 @@ pub enum EcrError {
     BadToken,
 }
 
-impl EcrError {
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            EcrError::Aws { auth: true, .. } => Some(
-                "the AWS credentials were refused or have expired: refresh them (aws sso login, a new session token) or check AWS_PROFILE / AWS_ACCESS_KEY_ID; docs/ecr.md lists the IAM permissions the import needs".into(),
-            ),
-            EcrError::Aws { .. } => Some("docs/ecr.md lists the IAM permissions the import needs and the VPC endpoints it uses".into()),
-            _ => None,
-        }
-    }
-}
-
 fn aws_error<E>(what: &str, err: aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>) -> EcrError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -419,6 +407,19 @@ impl Ecr {
             password: password.to_string(),
             origin: "ECR GetAuthorizationToken".into(),
         })
+    }
+}
+
+/// What the user can do about it.
+impl crate::hint::Hint for EcrError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            EcrError::Aws { auth: true, .. } => Some(
+                "the AWS credentials were refused or have expired: refresh them (aws sso login, a new session token) or check AWS_PROFILE / AWS_ACCESS_KEY_ID; docs/ecr.md lists the IAM permissions the import needs".into(),
+            ),
+            EcrError::Aws { .. } => Some("docs/ecr.md lists the IAM permissions the import needs and the VPC endpoints it uses".into()),
+            _ => None,
+        }
     }
 }
 

@@ -179,6 +179,12 @@ impl RegistryConfig {
     }
 }
 
+impl crate::hint::Hint for ConfigError {
+    fn hint(&self) -> Option<String> {
+        Some("see docs/usage.md, \"Registry config\", for the keys each [[registry]] entry accepts".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -222,6 +222,19 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, Crede
     }))
 }
 
+impl crate::hint::Hint for CredentialsError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            CredentialsError::Helper { .. } => {
+                Some("run the helper by hand (`echo REGISTRY | docker-credential-NAME get`) to see why it fails".into())
+            }
+            _ => Some(
+                "fix or move the credentials file; docs/usage.md, \"Credentials\", lists where bundle looks".into(),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

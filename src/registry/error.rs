@@ -54,9 +54,11 @@ impl RegistryError {
     pub(crate) fn io(what: &str, source: std::io::Error) -> RegistryError {
         RegistryError::Io { what: what.to_string(), source }
     }
+}
 
-    /// What the user can do about it.
-    pub fn hint(&self) -> Option<String> {
+/// What the user can do about it.
+impl crate::hint::Hint for RegistryError {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             RegistryError::Connect { registry, source, .. } => {
                 let chain = crate::error_text::chain_line(source);

@@ -76,3 +76,12 @@ impl Registries {
         Ok(client)
     }
 }
+
+impl crate::hint::Hint for PoolError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            PoolError::Credentials(e) => e.hint(),
+            PoolError::Registry(e) => e.hint(),
+        }
+    }
+}

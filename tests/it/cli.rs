@@ -19,6 +19,61 @@ fn help_reads_like_a_man_page() {
         for w in words {
             assert!(h.stdout.contains(w), "`{cmd} --help` lacks {w}:\n{}", h.stdout);
         }
+        // The options every command takes are under their own heading, after the command's own.
+        let (own, global) = h.stdout.split_once("Global options:").expect("a Global options heading");
+        assert!(global.contains("--registry-config") && global.contains("--retries"), "{}", h.stdout);
+        assert!(!own.contains("--registry-config"), "{}", h.stdout);
+    }
+}
+
+/// Paragraphs are written as paragraphs and wrapped by clap at the terminal's width: at 200 columns no line of
+/// prose breaks early because of a line end in the source.
+#[test]
+fn regression_help_paragraphs_are_not_broken_at_the_sources_width() {
+    let mut ws = Workspace::new();
+    ws.env("COLUMNS", "200");
+    for cmd in ["export", "verify", "import", "images", "inspect"] {
+        let h = ws.bundle(&[cmd, "--help"]).success();
+        let about = h.stdout.split("\nUsage:").next().unwrap();
+        for para in about.split("\n\n").skip(1) {
+            let lines: Vec<&str> = para.lines().collect();
+            // A paragraph under 200 columns is one line; a longer one fills its lines.
+            for l in &lines[..lines.len().saturating_sub(1)] {
+                assert!(l.len() > 150, "`{cmd} --help` breaks a paragraph early:\n{para}");
+            }
+        }
+    }
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_flags() {
+    let ws = Workspace::new();
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let r = ws.bundle(&["completions", shell]).success();
+        for word in ["export", "import", "images-file", "values-out"] {
+            assert!(r.stdout.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let man = ws.bundle(&["manpage"]).success();
+    assert!(man.stdout.starts_with(".ie") || man.stdout.contains(".TH bundle 1"), "{}", man.stdout);
+    for word in ["export", "verify", "import", "registry\\-config"] {
+        assert!(man.stdout.contains(word), "the man page lacks {word}");
+    }
+    assert_eq!(ws.bundle(&["completions", "tcsh"]).code, 2);
+}
+
+/// `bundle ... | head -1`: the reader goes away and the rest of the output has nowhere to go. That is the reader's
+/// choice, not a failure: exit 0, no panic, nothing on stderr.
+#[test]
+fn regression_a_closed_stdout_ends_quietly_with_success() {
+    let ws = Workspace::new();
+    for args in [&["completions", "bash"][..], &["manpage"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = ws.command(args).stdout(writer).stderr(std::process::Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
 
