@@ -20,6 +20,7 @@ pub mod digest;
 pub mod ecr;
 pub mod env_vars;
 pub mod error_text;
+pub mod export;
 pub mod hint;
 pub mod layout;
 pub mod manifest;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use crate::archive::writer::{ArchiveWriter, WrittenArchive};
-use crate::blob_store::BlobStore;
+use crate::blob_store::{BlobStore, Rewrite};
 use crate::digest::Digest;
 use crate::layout::{
     BLOBS_DIR, BUNDLE_FILE, BundleBlob, BundleImage, BundleMetadata, FORMAT_VERSION, INDEX_FILE, LayoutIndex,
@@ -52,12 +52,35 @@ pub fn metadata(
     }
 }
 
+/// What writing the archive came to.
+pub enum Packed {
+    Written(WrittenArchive),
+    /// The file holds bytes it must not keep; write it again once the reason is dealt with.
+    Again(Rewrite),
+}
+
 /// Write the archive into `file`, following the downloads: a blob is read from the store while it is still
 /// being written. Blobs are verified by their download (or, from the cache, before use); one that arrived
 /// unverified is hashed on its way in, so a damaged cache can never produce an archive that lies. If a
-/// download starts over after part of it was written, this fails with `DownloadRestarted` and the caller
-/// writes the archive again once the downloads are done.
+/// download starts over after part of it was written, or a cached blob is damaged, the result is
+/// `Packed::Again` and the caller writes the archive again once the downloads are done.
 pub fn write(
+    file: std::fs::File,
+    images: &[ResolvedImage],
+    meta: &BundleMetadata,
+    store: &BlobStore,
+    threads: usize,
+    on_bytes: &(dyn Fn(u64) + Sync),
+    arrivals: &crate::blob_store::Arrivals,
+) -> io::Result<Packed> {
+    match write_once(file, images, meta, store, threads, on_bytes, arrivals) {
+        Ok(written) => Ok(Packed::Written(written)),
+        // A follower's read failed for a reason it recorded: that reason, typed, decides.
+        Err(e) => arrivals.take_rewrite().map(Packed::Again).ok_or(e),
+    }
+}
+
+fn write_once(
     file: std::fs::File,
     images: &[ResolvedImage],
     meta: &BundleMetadata,

@@ -3,6 +3,7 @@
 
 pub mod checksum;
 pub mod contents;
+pub mod proof;
 pub mod reader;
 pub mod seekable;
 mod stored_frame;

@@ -42,6 +42,8 @@ struct ArrivalState {
     slots: HashMap<Digest, Slot>,
     /// Why no more blobs will come, if they won't.
     aborted: Option<String>,
+    /// Why the archive being written must be written again, once a follower found out.
+    rewrite: Option<Rewrite>,
 }
 
 /// What the downloads have put in the store so far, so that the archive writer can follow them: a blob that
@@ -51,17 +53,19 @@ pub struct Arrivals {
     inner: Arc<(Mutex<ArrivalState>, Condvar)>,
 }
 
-/// A blob that was in the store already (from an earlier run) does not match its digest: the cache is
-/// damaged. The copy must be removed and fetched again, and the archive written again without it.
-#[derive(Debug, thiserror::Error)]
-#[error("the cached copy of {0} does not match its digest (the cache is damaged)")]
-pub struct DamagedCacheBlob(pub Digest);
-
-/// A blob's download started over after the archive writer had read part of it: those bytes are in the
-/// archive already, so the archive must be written again (see `BlobFollower`).
-#[derive(Debug, thiserror::Error)]
-#[error("the download of {0} started over after part of it was written to the archive")]
-pub struct DownloadRestarted(pub Digest);
+/// Why the archive that followed the downloads holds bytes it must not keep, and has to be written again.
+/// A follower's read fails when it finds out, and the reason is kept here, typed, for the writer's caller
+/// (`Arrivals::take_rewrite`): the `io::Error` that travels through the tar writer only says that reading stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rewrite {
+    /// A blob's download started over after the writer had read part of it: those bytes are in the archive.
+    #[error("the download of {0} started over after part of it was written to the archive")]
+    DownloadRestarted(Digest),
+    /// A blob that was in the store already (from an earlier run) does not match its digest: the cache is
+    /// damaged. The copy must be removed and fetched again first.
+    #[error("the cached copy of {0} does not match its digest (the cache is damaged)")]
+    DamagedCacheBlob(Digest),
+}
 
 impl Arrivals {
     fn update(&self, digest: &Digest, change: impl FnOnce(&mut Slot)) {
@@ -111,6 +115,18 @@ impl Arrivals {
     /// `verified`: the bytes were hashed against the digest as they were written, in this run.
     pub fn arrived(&self, digest: &Digest, verified: bool) {
         self.update(digest, |s| s.done = Some(verified));
+    }
+
+    /// The archive must be written again; the first reason found is kept.
+    fn must_rewrite(&self, why: Rewrite) -> std::io::Error {
+        let message = why.to_string();
+        self.inner.0.lock().expect("arrivals lock").rewrite.get_or_insert(why);
+        std::io::Error::other(message)
+    }
+
+    /// Why the archive must be written again, if a follower found a reason since the last call.
+    pub fn take_rewrite(&self) -> Option<Rewrite> {
+        self.inner.0.lock().expect("arrivals lock").rewrite.take()
     }
 
     /// No more blobs will come: wake the waiter with this reason.
@@ -184,7 +200,8 @@ impl BlobFollower {
             if let Some(slot) = guard.slots.get(&self.digest) {
                 if slot.generation != self.generation {
                     if self.pos > 0 {
-                        return Err(std::io::Error::other(DownloadRestarted(self.digest.clone())));
+                        drop(guard);
+                        return Err(self.arrivals.must_rewrite(Rewrite::DownloadRestarted(self.digest.clone())));
                     }
                     self.generation = slot.generation;
                     self.chunk = None;
@@ -294,7 +311,7 @@ impl std::io::Read for BlobFollower {
         if n == 0 {
             // The file was cut under us: the download started over between `readable` and this read.
             if self.arrivals.generation(&self.digest) != self.generation {
-                return Err(std::io::Error::other(DownloadRestarted(self.digest.clone())));
+                return Err(self.arrivals.must_rewrite(Rewrite::DownloadRestarted(self.digest.clone())));
             }
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -311,7 +328,7 @@ impl std::io::Read for BlobFollower {
             && let Some(h) = self.hasher.take()
             && h.finish() != self.digest
         {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, DamagedCacheBlob(self.digest.clone())));
+            return Err(self.arrivals.must_rewrite(Rewrite::DamagedCacheBlob(self.digest.clone())));
         }
         Ok(n)
     }
@@ -446,7 +463,7 @@ mod tests {
         assert_eq!(follower.read(&mut buf).unwrap(), 999);
         arrivals.restarted(&digest);
         let err = follower.read(&mut buf).unwrap_err();
-        assert!(err.get_ref().is_some_and(|e| e.is::<DownloadRestarted>()), "{err}");
+        assert_eq!(arrivals.take_rewrite(), Some(Rewrite::DownloadRestarted(digest.clone())), "{err}");
 
         let mut again = arrivals.follow(&digest, 1000, dir.path().join("unused"));
         arrivals.committed(&digest, 1000);
@@ -474,7 +491,7 @@ mod tests {
         // Restarted after: the bytes already read may be wrong.
         arrivals.restarted(&digest);
         let err = late.read(&mut buf).unwrap_err();
-        assert!(err.get_ref().is_some_and(|e| e.is::<DownloadRestarted>()), "{err}");
+        assert_eq!(arrivals.take_rewrite(), Some(Rewrite::DownloadRestarted(digest.clone())), "{err}");
     }
 
     #[test]
@@ -490,7 +507,7 @@ mod tests {
             .follow(&digest, good.len() as u64, dir.path().join("b"))
             .read_exact(&mut vec![0u8; good.len()])
             .unwrap_err();
-        assert!(err.get_ref().is_some_and(|e| e.is::<DamagedCacheBlob>()), "{err}");
+        assert_eq!(arrivals.take_rewrite(), Some(Rewrite::DamagedCacheBlob(digest.clone())), "{err}");
         std::fs::write(dir.path().join("b"), &good).unwrap();
         let mut out = Vec::new();
         arrivals.follow(&digest, good.len() as u64, dir.path().join("b")).read_to_end(&mut out).unwrap();
@@ -525,7 +542,7 @@ mod tests {
         damaged[2 * FOLLOW_CHUNK + 5] ^= 1;
         std::fs::write(&path, &damaged).unwrap();
         let err = arrivals.follow(&digest, data.len() as u64, path).read_exact(&mut vec![0u8; data.len()]).unwrap_err();
-        assert!(err.get_ref().is_some_and(|e| e.is::<DamagedCacheBlob>()), "{err}");
+        assert_eq!(arrivals.take_rewrite(), Some(Rewrite::DamagedCacheBlob(digest.clone())), "{err}");
     }
 
     #[test]

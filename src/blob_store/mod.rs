@@ -11,7 +11,7 @@ mod staged;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use arrivals::{Arrivals, BlobFollower, DamagedCacheBlob, DownloadRestarted};
+pub use arrivals::{Arrivals, BlobFollower, Rewrite};
 use direct::DirectFile;
 use staged::StagedFile;
 
@@ -49,7 +49,7 @@ impl BlobStore {
     /// Make `digest` available in the store: a stored copy is used as it is; otherwise the blob is downloaded,
     /// resuming a partial download an interrupted run left behind. Returns whether the bytes in the store were
     /// verified in this run: false for a stored copy, which its reader must hash (and on a mismatch, remove
-    /// and fetch again: `DamagedCacheBlob`).
+    /// and fetch again: `Rewrite::DamagedCacheBlob`).
     pub async fn fetch(
         &self,
         client: &RegistryClient,

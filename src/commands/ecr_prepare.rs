@@ -100,7 +100,7 @@ pub async fn prepare(
     }
 
     ctx.printer.info(format!("ECR registry {} in {}", registry.registry_id, registry.region));
-    let ecr = Arc::new(Ecr::connect(&registry).await);
+    let ecr = Arc::new(Ecr::connect(&registry).await?);
     let token = ecr.token().await.explain("cannot get an ECR authorization token")?;
     ctx.registries.set_credentials(&dest.registry, Role::Destination, token, Some(Arc::new(TokenSource(ecr.clone()))));
 

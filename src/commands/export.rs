@@ -1,24 +1,18 @@
-//! `bundle export`: references → resolved graphs → staged blobs → one archive, published atomically.
+//! `bundle export`: the spec and the flags → the references (a chart's and the listed ones) → resolved
+//! images → `export::write_archive` (the library's pipeline) → the report.
 
-use std::collections::HashSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::failure::Explain as _;
-use futures_util::{StreamExt, stream};
 
 use super::discovery::{self, ChartInput};
 use super::{Context, Failure, Outcome, human};
-use crate::archive::checksum::{sidecar_line, sidecar_path};
-use crate::blob_store::prune::{self, CacheLock};
-use crate::blob_store::{BlobStore, DamagedCacheBlob, DownloadRestarted};
-use crate::chart::artifact;
+use crate::blob_store::prune::{self, PruneOutcome};
 use crate::cli::ExportArgs;
-use crate::digest::Digest;
 use crate::env_vars;
-use crate::hint::Hint as _;
+use crate::export::{ArchiveJob, Staging};
 use crate::reference::ImageRef;
-use crate::resolve::{ResolvedImage, resolve};
+use crate::resolve::ResolvedImage;
 use crate::spec::BundleSpec;
 use crate::{pack, pull};
 
@@ -57,7 +51,7 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> Outcome<()> {
     }
 
     ctx.printer.info(format!("Resolving {} images", refs.len()));
-    let mut images = resolve_all(ctx, &refs).await?;
+    let images = crate::export::resolve_all(&ctx.registries, &refs, ctx.concurrency).await?;
     let record = chart.as_ref().map(|c| c.survey.record.clone());
 
     if args.dry_run {
@@ -92,18 +86,10 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> Outcome<()> {
     for img in &images {
         ctx.printer.detail(format!("{} -> {} ({})", img.source, img.digest, human(img.size())));
     }
-
     // Blobs land in the cache (kept, so a re-run downloads only what is missing) or, with --no-cache, in a
-    // staging directory that is removed when dropped: on success, failure or interruption.
-    let mut cache = None;
-    let (store, staging) = if args.no_cache {
-        std::fs::create_dir_all(&ctx.tmp_dir)
-            .explain_with(|| format!("cannot create the temporary directory {}", ctx.tmp_dir.display()))?;
-        let staging = tempfile::Builder::new()
-            .prefix("bundle-export-")
-            .tempdir_in(&ctx.tmp_dir)
-            .explain_with(|| format!("cannot create a staging directory under {}", ctx.tmp_dir.display()))?;
-        (BlobStore::open(staging.path()).explain("cannot prepare the staging directory")?, Some(staging))
+    // staging directory that is removed however the export ends.
+    let staging = if args.no_cache {
+        Staging::Temporary { tmp_dir: ctx.tmp_dir.clone() }
     } else {
         let dir = args.cache_dir.clone().or_else(default_cache_dir).ok_or_else(|| {
             Failure::user(
@@ -111,131 +97,43 @@ pub async fn run(ctx: &Context, mut args: ExportArgs) -> Outcome<()> {
                 "pass --cache-dir DIR, or --no-cache",
             )
         })?;
-        ctx.printer.detail(format!("blob cache: {}", dir.display()));
-        let store =
-            BlobStore::open(&dir).explain_with(|| format!("cannot use the cache directory {}", dir.display()))?;
-        let lock =
-            CacheLock::shared(&dir).explain_with(|| format!("cannot lock the cache directory {}", dir.display()))?;
-        cache = Some((dir, lock));
-        (store, None)
+        Staging::Cache { dir, max_bytes: args.cache_max_size.map_or(Some(prune::DEFAULT_MAX_BYTES), |l| l.0) }
     };
-    if let Some(c) = &chart {
-        images.push(artifact::oci_artifact(&c.loaded, &store).explain("cannot stage the chart")?);
-    }
-    let meta = pack::metadata(&images, created_from_env()?, record);
-    let jobs = pull::jobs(&images);
-    let blob_bytes: u64 = jobs.iter().map(|j| j.size).sum();
-
-    // The archive is written under a temporary name next to OUT (same filesystem, so the rename is atomic),
-    // while the downloads are still running: the writer follows them blob by blob, in archive order.
-    let dir = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let file_name = output.file_name().unwrap_or_default().to_string_lossy().to_string();
-    let temp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .explain_with(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let file = temp.as_file().try_clone().explain("cannot open the temporary archive")?;
-    let total = meta.total_blob_bytes();
-    let progress = ctx.printer.transfer("pull", blob_bytes, jobs.len() as u64);
-    let writing = ctx.printer.transfer("write", total, meta.blobs.len() as u64);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let arrivals = crate::blob_store::Arrivals::default();
-    for img in images.iter().filter(|i| i.helm_chart) {
-        for b in &img.blobs {
-            arrivals.arrived(&b.digest, true);
-        }
-    }
-    let store = std::sync::Arc::new(store);
-    let pack = |file: std::fs::File| {
-        let (images, meta, store, arrivals, w) =
-            (images.clone(), meta.clone(), store.clone(), arrivals.clone(), writing.clone());
-        tokio::task::spawn_blocking(move || {
-            pack::write(file, &images, &meta, &store, threads, &|n| w.add(n as i64), &arrivals)
-        })
+    let job = ArchiveJob {
+        images,
+        chart: chart.as_ref().map(|c| (&c.loaded, c.survey.record.clone())),
+        output: output.clone(),
+        replace: args.force,
+        staging,
+        created: created_from_env()?,
+        concurrency: ctx.concurrency,
     };
-    let pack_task = pack(file);
-    let pulled = pull::pull_all(&ctx.registries, &store, &jobs, ctx.concurrency, &progress, &arrivals).await;
-    progress.finish();
-    let mut written = pack_task.await.explain("the archive writer failed")?;
-    pulled?;
-    // Rare: the archive holds bytes it must not keep, so it is written again from the store. Either a download
-    // started over after the writer took part of it (its bytes failed the digest), or a cached blob turned out
-    // damaged: that one is removed and fetched again first. A round per damaged blob, so at most one per blob.
-    for _ in 0..=jobs.len() {
-        let Some(inner) = written.as_ref().err().and_then(|e| e.get_ref()) else { break };
-        if let Some(DamagedCacheBlob(digest)) = inner.downcast_ref::<DamagedCacheBlob>() {
-            ctx.printer.warn(format!(
-                "the cached copy of {digest} did not match its digest; it was removed and is downloaded again"
-            ));
-            std::fs::remove_file(store.path(digest))
-                .explain_with(|| format!("cannot remove the damaged cached blob {digest}"))?;
-            let job = jobs.iter().filter(|j| &j.digest == digest).cloned().collect::<Vec<_>>();
-            pull::pull_all(&ctx.registries, &store, &job, 1, &progress, &arrivals).await?;
-        } else if !inner.is::<DownloadRestarted>() {
-            break;
-        }
-        ctx.printer.detail(format!("{inner}; writing the archive again"));
-        let mut file = temp.as_file().try_clone().explain("cannot open the temporary archive")?;
-        file.set_len(0).explain("cannot rewrite the temporary archive")?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).explain("cannot rewrite the temporary archive")?;
-        writing.reset();
-        written = pack(file).await.explain("the archive writer failed")?;
-    }
-    let written = written.explain_with(|| format!("cannot write the archive {}", output.display()))?;
-    ctx.printer.detail(format!("pulled {} blobs ({}) in {:.1?}", jobs.len(), human(blob_bytes), progress.elapsed()));
-    writing.finish();
-
-    let sidecar = sidecar_path(&output);
-    let mut side_temp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}.sha256."))
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .explain("cannot create the checksum file")?;
-    side_temp.write_all(sidecar_line(&output, &written.digest).as_bytes()).explain("cannot write the checksum file")?;
-    side_temp.as_file().sync_all().explain("cannot write the checksum file")?;
-    // Temporary files are created private (0600); the results are ordinary files.
-    for f in [temp.as_file(), side_temp.as_file()] {
-        set_readable(f).explain("cannot set the archive's permissions")?;
-    }
-    publish(temp, &output, args.force)?;
-    publish(side_temp, &sidecar, true)?;
+    let done = crate::export::write_archive(&ctx.registries, &ctx.printer, job).await?;
 
     ctx.printer.info(format!(
         "Exported {} images ({} blobs, {} of content, {} compressed) to {} in {:.1?}",
-        images.len(),
-        meta.blobs.len(),
-        human(total),
-        human(written.compressed_len),
+        done.images,
+        done.blobs,
+        human(done.content_bytes),
+        human(done.compressed_bytes),
         output.display(),
         started.elapsed()
     ));
-    ctx.printer.info(format!("sha256 {}  (in {})", written.digest.hex(), sidecar.display()));
-    drop(staging);
-    if let Some((dir, lock)) = cache {
-        let limit = args.cache_max_size.map_or(Some(prune::DEFAULT_MAX_BYTES), |l| l.0);
-        if let Some(max) = limit {
-            let keep: HashSet<Digest> = meta.blobs.iter().map(|b| b.digest.clone()).collect();
-            // The archive is complete: a cache that cannot be pruned is worth a warning, not a failure.
-            match prune::prune(&dir, lock, &keep, max) {
-                Ok(prune::PruneOutcome::Pruned { removed, removed_bytes, kept_bytes }) => ctx.printer.info(format!(
-                    "Pruned the blob cache {}: removed {removed} blobs ({}) this export did not use, {} kept (limit {})",
-                    dir.display(),
-                    human(removed_bytes),
-                    human(kept_bytes),
-                    human(max)
-                )),
-                Ok(prune::PruneOutcome::InUse) => {
-                    ctx.printer.detail(format!("blob cache {} not pruned: another export is using it", dir.display()))
-                }
-                Ok(prune::PruneOutcome::WithinLimit) => {}
-                Err(e) => ctx.printer.warn(format!("cannot prune the blob cache {}: {e}", dir.display())),
-            }
+    ctx.printer.info(format!("sha256 {}  (in {})", done.digest.hex(), done.sidecar.display()));
+    match done.pruned {
+        Some((dir, max, Ok(PruneOutcome::Pruned { removed, removed_bytes, kept_bytes }))) => ctx.printer.info(format!(
+            "Pruned the blob cache {}: removed {removed} blobs ({}) this export did not use, {} kept (limit {})",
+            dir.display(),
+            human(removed_bytes),
+            human(kept_bytes),
+            human(max)
+        )),
+        Some((dir, _, Ok(PruneOutcome::InUse))) => {
+            ctx.printer.detail(format!("blob cache {} not pruned: another export is using it", dir.display()))
         }
+        // The archive is complete: a cache that cannot be pruned is worth a warning, not a failure.
+        Some((dir, _, Err(e))) => ctx.printer.warn(format!("cannot prune the blob cache {}: {e}", dir.display())),
+        Some((_, _, Ok(PruneOutcome::WithinLimit))) | None => {}
     }
     Ok(())
 }
@@ -335,39 +233,6 @@ fn check_output(output: &Path, force: bool) -> Outcome<PathBuf> {
     Ok(output.to_path_buf())
 }
 
-async fn resolve_all(ctx: &Context, refs: &[ImageRef]) -> Outcome<Vec<ResolvedImage>> {
-    let results: Vec<_> = stream::iter(refs.iter().enumerate())
-        .map(|(i, r)| async move { (i, resolve(&ctx.registries, r).await) })
-        .buffer_unordered(ctx.concurrency)
-        .collect()
-        .await;
-    let mut ok = vec![None; refs.len()];
-    let mut failed = Vec::new();
-    for (i, result) in results {
-        match result {
-            Ok(img) => ok[i] = Some(img),
-            Err(e) => failed.push((i, e)),
-        }
-    }
-    if failed.is_empty() {
-        return Ok(ok.into_iter().map(|x| x.expect("resolved")).collect());
-    }
-    failed.sort_by_key(|(i, _)| *i);
-    if failed.len() == 1 {
-        let (_, e) = failed.pop().expect("one failure");
-        return Err(e.into());
-    }
-    // Report every image that failed, so one run tells the user everything to fix.
-    let mut message = format!("{} of {} images could not be resolved:", failed.len(), refs.len());
-    for (_, e) in &failed {
-        message.push_str(&format!("\n  - {}", crate::error_text::chain_line(e)));
-    }
-    match failed.iter().find_map(|(_, e)| e.hint()) {
-        Some(hint) => Err(Failure::user(message, hint)),
-        None => Err(Failure::message(message)),
-    }
-}
-
 fn print_plan(printer: &crate::printer::Printer, images: &[ResolvedImage]) {
     let rows: Vec<_> = images
         .iter()
@@ -386,24 +251,4 @@ fn created_from_env() -> Outcome<Option<String>> {
         )
     })?;
     Ok(Some(httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))))
-}
-
-/// Rename a finished temporary file to its final name; `replace` decides whether an existing file may go.
-fn publish(temp: tempfile::NamedTempFile, path: &Path, replace: bool) -> Outcome<()> {
-    let result = if replace { temp.persist(path) } else { temp.persist_noclobber(path) };
-    result.map(|_| ()).map_err(|e| {
-        Failure::user(
-            format!("cannot move the finished file to {}: {}", path.display(), e.error),
-            if path.exists() {
-                "it appeared while the export ran; choose another name or pass --force"
-            } else {
-                "check the permissions of its directory"
-            },
-        )
-    })
-}
-
-fn set_readable(f: &std::fs::File) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))
 }

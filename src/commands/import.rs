@@ -1,16 +1,16 @@
-//! `bundle import -d REGISTRY[/PREFIX] FILE`: plan from the front, probe, prove the archive sound, push.
+//! `bundle import -d REGISTRY[/PREFIX] FILE`: plan from the archive's front, probe the destination, prove the
+//! archive sound (`archive::proof`), push (`push`), write the values file.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::failure::Explain as _;
 
 use super::{Context, Failure, Outcome, human};
-use crate::archive::checksum::{file_digest, read_sidecar, sidecar_path};
-use crate::archive::{ArchiveFile, BundleContents};
+use crate::archive::BundleContents;
+use crate::archive::checksum::sidecar_path;
+use crate::archive::proof::{self, Proven};
 use crate::chart::values_out;
 use crate::cli::ImportArgs;
-use crate::digest::Digest;
 use crate::push::{self, Destination, Mapping, PushPlan};
 use crate::registry::Role;
 
@@ -33,11 +33,11 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> Outcome<()> {
         .with_mapping(mapping);
     // Planning needs only the front of the archive (metadata and manifests) and the tar headers: when the
     // destination already has everything, nothing else is read.
-    let (archive, contents, pending) = match quick_contents(&args.archive).await {
-        Some((archive, contents)) => (archive, contents, Some(SidecarCheck::start(ctx, &args.archive))),
+    let (archive, contents, pending) = match proof::front(&args.archive).await {
+        Some((archive, contents)) => (archive, contents, Some(proof::Pending::start(&ctx.printer, &args.archive))),
         None => {
-            let (archive, contents) = super::verify::verify_archive(ctx, &args.archive).await?;
-            print_verified(ctx, &args.archive, &contents, "");
+            let (archive, contents) = proof::verify(&ctx.printer, &args.archive).await?;
+            print_verified(ctx, &args.archive, &contents, Proven::InFull);
             (archive, contents, None)
         }
     };
@@ -70,7 +70,11 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> Outcome<()> {
     }
     // Something will be pushed: the archive must be proven sound first, so a damaged one pushes nothing.
     let (archive, contents) = match pending {
-        Some(check) => prove(ctx, &args.archive, archive, contents, check).await?,
+        Some(check) => {
+            let (archive, contents, how) = check.prove(&ctx.printer, &args.archive, archive, contents).await?;
+            print_verified(ctx, &args.archive, &contents, how);
+            (archive, contents)
+        }
         None => (archive, contents),
     };
 
@@ -162,86 +166,11 @@ fn finish(
     Ok(())
 }
 
-/// Contents from the front of the archive and the tar headers (our seekable layout only), with every blob's
-/// location but no blob read yet; `None` means "verify fully first".
-async fn quick_contents(path: &Path) -> Option<(Arc<ArchiveFile>, BundleContents)> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let archive = ArchiveFile::open(&path).ok()?;
-        let mut scan = archive.scan_front().ok()??;
-        let located = archive.locate().ok()??;
-        // Every blob bundle.json lists, where the headers say it is, with the size both agree on; nothing more.
-        if located.len() != scan.blobs.len() {
-            return None;
-        }
-        for (digest, entry) in scan.blobs.iter_mut() {
-            let at = located.get(digest).filter(|l| l.size == entry.size)?;
-            *entry = *at;
-        }
-        let (contents, problems) = crate::archive::contents::check(scan, None);
-        contents.filter(|_| problems.is_empty()).map(|c| (Arc::new(archive), c))
-    })
-    .await
-    .ok()?
-}
-
-/// The sidecar check, started as soon as the plan is known so that it runs while the destination is probed. A
-/// thread of its own: when nothing needs pushing, the import ends without waiting for it. `None` inside: the
-/// archive has no (readable) sidecar.
-struct SidecarCheck(Option<RunningCheck>);
-
-struct RunningCheck {
-    expected: Digest,
-    result: std::sync::mpsc::Receiver<std::io::Result<Digest>>,
-    progress: crate::printer::Transfer,
-}
-
-impl SidecarCheck {
-    fn start(ctx: &Context, path: &Path) -> SidecarCheck {
-        let Ok(Some(expected)) = read_sidecar(path) else { return SidecarCheck(None) };
-        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let progress = ctx.printer.transfer("check", len, 0);
-        let (tx, result) = std::sync::mpsc::sync_channel(1);
-        let (file, p) = (path.to_path_buf(), progress.clone());
-        std::thread::spawn(move || {
-            let _ = tx.send(file_digest(&file, &|n| p.add(n as i64)));
-        });
-        SidecarCheck(Some(RunningCheck { expected, result, progress }))
-    }
-
-    /// Not needed after all (nothing to push): clear its progress bar; the thread ends with the process.
-    fn abandon(self) {
-        if let Some(running) = self.0 {
-            running.progress.finish();
-        }
-    }
-}
-
-/// Prove an archive planned from its front sound before anything is pushed. With a `.sha256` sidecar that
-/// matches, the file is byte for byte what export wrote (which verified every blob), and each blob is hashed
-/// again as it is uploaded; that costs one sequential read instead of a full verification pass. Without a
-/// sidecar, or when it does not match, the full verification decides (and lists every problem).
-async fn prove(
-    ctx: &Context,
-    path: &Path,
-    archive: Arc<ArchiveFile>,
-    contents: BundleContents,
-    check: SidecarCheck,
-) -> Outcome<(Arc<ArchiveFile>, BundleContents)> {
-    if let SidecarCheck(Some(RunningCheck { expected, result, progress })) = check {
-        let actual = tokio::task::spawn_blocking(move || result.recv()).await.explain("the checksum task failed")?;
-        progress.finish();
-        if actual.is_ok_and(|r| r.is_ok_and(|d| d == expected)) {
-            print_verified(ctx, path, &contents, &format!(" against {}", sidecar_path(path).display()));
-            return Ok((archive, contents));
-        }
-    }
-    let (archive, contents) = super::verify::verify_archive(ctx, path).await?;
-    print_verified(ctx, path, &contents, "");
-    Ok((archive, contents))
-}
-
-fn print_verified(ctx: &Context, path: &Path, contents: &BundleContents, how: &str) {
+fn print_verified(ctx: &Context, path: &Path, contents: &BundleContents, how: Proven) {
+    let how = match how {
+        Proven::InFull => String::new(),
+        Proven::BySidecar => format!(" against {}", sidecar_path(path).display()),
+    };
     ctx.printer.info(format!(
         "Verified {}{how} ({} images, {})",
         path.display(),

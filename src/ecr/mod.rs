@@ -159,6 +159,8 @@ pub struct Policies {
 pub enum EcrError {
     #[error("ECR {what} failed: {message}")]
     Aws { what: String, message: String, auth: bool },
+    #[error("no AWS credentials for ECR: {message}")]
+    NoCredentials { message: String },
     #[error("invalid ECR settings: {0}")]
     Settings(String),
     #[error("ECR returned an authorization token that is not base64 `AWS:<password>`")]
@@ -189,8 +191,7 @@ where
                     | "InvalidClientTokenId"
                     | "AccessDeniedException"
             )
-        )
-        || DisplayErrorContext(&err).to_string().contains("credentials");
+        );
     let message = match (&err, &code, err.message(), status) {
         (_, Some(c), Some(m), _) => format!("{c}: {m}"),
         (_, Some(c), None, Some(st)) => format!("HTTP {st} ({c})"),
@@ -274,12 +275,22 @@ pub struct Ecr {
 }
 
 impl Ecr {
-    pub async fn connect(registry: &EcrRegistry) -> Ecr {
+    /// Load the AWS configuration and resolve its credentials now: a missing or broken credential chain is
+    /// its own error, named before any request (and never inferred later from a request's failure text).
+    pub async fn connect(registry: &EcrRegistry) -> Result<Ecr, EcrError> {
+        use aws_sdk_ecr::config::ProvideCredentials as _;
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(registry.region.clone()))
             .load()
             .await;
-        Ecr { client: aws_sdk_ecr::Client::new(&conf), registry_id: registry.registry_id.clone() }
+        let provider = conf
+            .credentials_provider()
+            .ok_or_else(|| EcrError::NoCredentials { message: "no credential provider is configured".into() })?;
+        provider
+            .provide_credentials()
+            .await
+            .map_err(|e| EcrError::NoCredentials { message: DisplayErrorContext(&e).to_string() })?;
+        Ok(Ecr { client: aws_sdk_ecr::Client::new(&conf), registry_id: registry.registry_id.clone() })
     }
 
     /// The repository's tag mutability, or `None` if it does not exist.
@@ -416,6 +427,9 @@ impl crate::hint::Hint for EcrError {
         match self {
             EcrError::Aws { auth: true, .. } => Some(
                 "the AWS credentials were refused or have expired: refresh them (aws sso login, a new session token) or check AWS_PROFILE / AWS_ACCESS_KEY_ID; docs/ecr.md lists the IAM permissions the import needs".into(),
+            ),
+            EcrError::NoCredentials { .. } => Some(
+                "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an instance or pod role applies; docs/ecr.md lists the sources bundle reads".into(),
             ),
             EcrError::Aws { .. } => Some("docs/ecr.md lists the IAM permissions the import needs and the VPC endpoints it uses".into()),
             _ => None,

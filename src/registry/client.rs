@@ -18,7 +18,7 @@ use super::challenge::{self, Challenge};
 use super::config::Endpoint;
 use super::credentials::{CredentialSource, Credentials};
 use super::error::RegistryError;
-use super::retry::{RetryPolicy, is_retryable_status, retry_after};
+use super::retry::{Attempt, RetryPolicy, Verdict};
 use crate::digest::{Digest, DigestWriter};
 use crate::manifest::{ACCEPT as MANIFEST_TYPES, MAX_MANIFEST_BYTES};
 use crate::reference::is_loopback_host;
@@ -289,14 +289,19 @@ impl RegistryClient {
                     self.http.put(url.clone()).header(CONTENT_TYPE, media_type).body(bytes.clone())
                 })
                 .await?;
-            if resp.status() != StatusCode::BAD_REQUEST || attempt >= policy.max_retries {
+            if resp.status() != StatusCode::BAD_REQUEST {
                 break resp;
             }
+            // Some registries make a blob visible to manifest pushes a moment after its upload completed.
             let detail = error_detail(resp).await;
-            if !["MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"].iter().any(|c| detail.contains(c)) {
-                return Err(RegistryError::Status { registry: self.name().to_string(), what, status: 400, detail });
+            let transient =
+                ["MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"].iter().any(|c| detail.contains(c));
+            match policy.decide(attempt, Attempt::Transient) {
+                Verdict::Wait(delay) if transient => tokio::time::sleep(delay).await,
+                _ => {
+                    return Err(RegistryError::Status { registry: self.name().to_string(), what, status: 400, detail });
+                }
             }
-            tokio::time::sleep(policy.backoff(attempt)).await;
             attempt += 1;
         };
         if !resp.status().is_success() {
@@ -396,20 +401,18 @@ impl RegistryClient {
                     }
                 }
             }
-            if let Some(e) = broke {
-                broken_streams += 1;
-                if broken_streams > policy.max_retries {
-                    return Err(self.connect_error(&what, e));
+            // A body that broke off, or ended early without an error: resume from where it stopped.
+            if broke.is_some() || hasher.len() != size {
+                match policy.decide(broken_streams, Attempt::Broken { retryable: true }) {
+                    Verdict::Wait(delay) => tokio::time::sleep(delay).await,
+                    _ => {
+                        return Err(match broke {
+                            Some(e) => self.connect_error(&what, e),
+                            None => RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() },
+                        });
+                    }
                 }
-                tokio::time::sleep(policy.backoff(broken_streams - 1)).await;
-                continue;
-            }
-            if hasher.len() != size {
-                // A body that ended early without an error: resume from where it stopped.
                 broken_streams += 1;
-                if broken_streams > policy.max_retries {
-                    return Err(RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() });
-                }
                 continue;
             }
             let actual = hasher.clone().finish();
@@ -525,30 +528,27 @@ impl RegistryClient {
             {
                 return Err(RegistryError::Source { what, source });
             }
-            let retryable = match &result {
-                Ok(r) if r.status() == StatusCode::CREATED || r.status().is_success() => return Ok(()),
-                Ok(r) => is_retryable_status(r.status()) || r.status() == StatusCode::UNAUTHORIZED,
-                Err(_) => true,
+            // A failed upload is retried whole (a new session, the source reopened): the body was consumed.
+            let verdict = match &result {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => policy.decide(attempt, Attempt::Answered { status: r.status(), headers: r.headers() }),
+                Err(_) => policy.decide(attempt, Attempt::Broken { retryable: true }),
             };
+            match (verdict, result) {
+                (Verdict::Wait(delay), _) => tokio::time::sleep(delay).await,
+                // A token that expired during a long upload: fetch a new one, as often as retries last.
+                (Verdict::Reauthenticate, Ok(r)) if attempt < policy.max_retries => {
+                    let challenge =
+                        r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).and_then(challenge::parse);
+                    match challenge {
+                        Some(c) => self.authenticate(&what, &c, &scopes).await?,
+                        None => return Err(self.unauthorized(&what)),
+                    }
+                }
+                (_, Ok(r)) => return Err(self.status_error(&what, r).await),
+                (_, Err(e)) => return Err(self.connect_error(&what, e)),
+            }
             attempt += 1;
-            if !retryable || attempt > policy.max_retries {
-                return match result {
-                    Ok(r) => Err(self.status_error(&what, r).await),
-                    Err(e) => Err(self.connect_error(&what, e)),
-                };
-            }
-            let delay = match &result {
-                Ok(r) => retry_after(r.headers()).filter(|d| *d <= policy.max_retry_after),
-                Err(_) => None,
-            };
-            tokio::time::sleep(delay.unwrap_or_else(|| policy.backoff(attempt - 1))).await;
-            if let Ok(r) = &result
-                && r.status() == StatusCode::UNAUTHORIZED
-                && let Some(c) =
-                    r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).and_then(challenge::parse)
-            {
-                self.authenticate(&what, &c, &scopes).await?;
-            }
         }
     }
 
@@ -589,21 +589,30 @@ impl RegistryClient {
         let mut refreshed = false;
         self.prepare_auth(what, scopes).await?;
         loop {
-            let result = self.send_once(scopes, build()).await;
-            match result {
-                Err(e) => {
-                    if retries >= policy.max_retries || !is_retryable_error(&e) {
-                        return Err(self.connect_error(what, e));
+            let resp = match self.send_once(scopes, build()).await {
+                Ok(resp) => resp,
+                Err(e) => match policy.decide(retries, Attempt::Broken { retryable: is_retryable_error(&e) }) {
+                    Verdict::Wait(delay) => {
+                        tokio::time::sleep(delay).await;
+                        retries += 1;
+                        continue;
                     }
+                    _ => return Err(self.connect_error(what, e)),
+                },
+            };
+            match policy.decide(retries, Attempt::Answered { status: resp.status(), headers: resp.headers() }) {
+                Verdict::Wait(delay) => {
+                    tokio::time::sleep(delay).await;
+                    retries += 1;
+                    continue;
                 }
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                Verdict::Reauthenticate => {
                     let challenge =
                         resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).and_then(challenge::parse);
                     match challenge {
                         Some(c) if !reauthenticated => {
                             self.authenticate(what, &c, scopes).await?;
                             reauthenticated = true;
-                            continue;
                         }
                         // Credentials that were accepted before may have expired: fetch them once more.
                         Some(c) if !refreshed && self.refresher.is_some() => {
@@ -613,34 +622,22 @@ impl RegistryClient {
                             if matches!(c, Challenge::Bearer { .. }) {
                                 self.authenticate(what, &c, scopes).await?;
                             }
-                            continue;
                         }
                         _ => return Err(self.unauthorized(what)),
                     }
+                    continue;
                 }
-                Ok(resp) if resp.status() == StatusCode::FORBIDDEN => {
-                    let detail = error_detail(resp).await;
-                    return Err(RegistryError::Denied {
-                        registry: self.name().to_string(),
-                        what: what.to_string(),
-                        detail,
-                    });
-                }
-                Ok(resp) if is_retryable_status(resp.status()) && retries < policy.max_retries => {
-                    let wait = retry_after(resp.headers());
-                    if let Some(w) = wait {
-                        if w > policy.max_retry_after {
-                            return Ok(resp);
-                        }
-                        tokio::time::sleep(w).await;
-                        retries += 1;
-                        continue;
-                    }
-                }
-                Ok(resp) => return Ok(resp),
+                Verdict::Accept | Verdict::GiveUp => {}
             }
-            tokio::time::sleep(policy.backoff(retries)).await;
-            retries += 1;
+            if resp.status() == StatusCode::FORBIDDEN {
+                let detail = error_detail(resp).await;
+                return Err(RegistryError::Denied {
+                    registry: self.name().to_string(),
+                    what: what.to_string(),
+                    detail,
+                });
+            }
+            return Ok(resp);
         }
     }
 
@@ -741,13 +738,22 @@ impl RegistryClient {
                     if let Some(c) = &self.current_credentials() {
                         req = req.header(AUTHORIZATION, c.basic_header());
                     }
-                    match req.send().await {
-                        Ok(r) if is_retryable_status(r.status()) && retries < policy.max_retries => {}
-                        Ok(r) => break r,
-                        Err(e) if is_retryable_error(&e) && retries < policy.max_retries => {}
-                        Err(e) => return Err(self.connect_error(&token_what, e)),
+                    let verdict = match req.send().await {
+                        Ok(r) => match policy
+                            .decide(retries, Attempt::Answered { status: r.status(), headers: r.headers() })
+                        {
+                            // A refusal is not retried here: it is reported below as bad credentials.
+                            Verdict::Accept | Verdict::Reauthenticate | Verdict::GiveUp => break r,
+                            wait => wait,
+                        },
+                        Err(e) => match policy.decide(retries, Attempt::Broken { retryable: is_retryable_error(&e) }) {
+                            Verdict::Wait(delay) => Verdict::Wait(delay),
+                            _ => return Err(self.connect_error(&token_what, e)),
+                        },
+                    };
+                    if let Verdict::Wait(delay) = verdict {
+                        tokio::time::sleep(delay).await;
                     }
-                    tokio::time::sleep(policy.backoff(retries)).await;
                     retries += 1;
                 };
                 if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {

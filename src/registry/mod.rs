@@ -18,11 +18,17 @@ pub use error::RegistryError;
 /// Credentials a caller decided on, and how to renew them.
 type CredentialOverride = (credentials::Credentials, Option<Arc<dyn credentials::CredentialSource>>);
 
+/// Where one registry's client is made, once.
+type ClientSlot = Arc<Mutex<Option<Arc<RegistryClient>>>>;
+
 /// One client per registry name, so connections and tokens are shared by everything that talks to it.
 pub struct Registries {
     config: RegistryConfig,
     options: ClientOptions,
-    clients: Mutex<HashMap<(String, bool), Arc<RegistryClient>>>,
+    /// A slot per (registry, is destination). The pool lock is held only to find a slot; making a client (a
+    /// credential helper process, CA files) holds that registry's slot alone, so other registries go on and
+    /// callers for the same one wait for its client instead of making their own.
+    clients: Mutex<HashMap<(String, bool), ClientSlot>>,
     /// Credentials decided by the caller (ECR tokens), by (registry, is destination).
     overrides: Mutex<HashMap<(String, bool), CredentialOverride>>,
 }
@@ -61,8 +67,9 @@ impl Registries {
     /// The client for registry `name` in `role` (credentials differ per side of the transfer).
     pub fn client(&self, name: &str, role: Role) -> Result<Arc<RegistryClient>, PoolError> {
         let key = (name.to_string(), role == Role::Destination);
-        let mut clients = self.clients.lock().expect("registry pool lock");
-        if let Some(c) = clients.get(&key) {
+        let slot = self.clients.lock().expect("registry pool lock").entry(key.clone()).or_default().clone();
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
         let endpoint = self.config.endpoint(name);
@@ -72,7 +79,7 @@ impl Registries {
             None => (credentials::lookup(name, role, endpoint.config_credentials.as_ref())?, None),
         };
         let client = Arc::new(RegistryClient::new(endpoint, creds, refresher, self.options.clone())?);
-        clients.insert(key, client.clone());
+        *slot = Some(client.clone());
         Ok(client)
     }
 }
