@@ -336,15 +336,15 @@ pub struct EcrArgs {
     /// Scan images on push in repositories the import creates.
     #[arg(long, value_name = "BOOL")]
     pub ecr_scan_on_push: Option<bool>,
-    /// Tag mutability of created repositories: MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION, IMMUTABLE_WITH_EXCLUSION.
-    #[arg(long, value_name = "MUTABILITY")]
-    pub ecr_tag_mutability: Option<String>,
+    /// Tag mutability of created repositories.
+    #[arg(long, value_name = "MUTABILITY", ignore_case = true)]
+    pub ecr_tag_mutability: Option<crate::ecr::MutabilityMode>,
     /// A wildcard tag filter excluded from the mutability rule (repeatable; with *_WITH_EXCLUSION).
     #[arg(long, value_name = "FILTER")]
     pub ecr_tag_mutability_exclusion: Vec<String>,
-    /// Encryption of created repositories: AES256 or KMS.
-    #[arg(long, value_name = "TYPE")]
-    pub ecr_encryption: Option<String>,
+    /// Encryption of created repositories.
+    #[arg(long, value_name = "TYPE", ignore_case = true)]
+    pub ecr_encryption: Option<crate::ecr::Encryption>,
     /// The KMS key (id or ARN) for KMS encryption; default: the AWS managed key.
     #[arg(long, value_name = "KEY")]
     pub ecr_kms_key: Option<String>,

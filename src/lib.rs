@@ -16,6 +16,7 @@ pub mod chart;
 pub mod child_process;
 pub mod cli;
 pub mod commands;
+pub mod destination;
 pub mod digest;
 pub mod ecr;
 pub mod env_vars;

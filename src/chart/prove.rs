@@ -32,8 +32,8 @@ use super::render::{Extra, Helm, RenderOptions};
 use super::values::get_at;
 use super::values::{self, ScopedValues, UserValues};
 use super::values_out::{self, parse_dotted, written_suffix};
+use crate::destination::{Destination, Mapping};
 use crate::layout::{OverrideValue, ValuesKey, ValuesOverride, ValuesPlan};
-use crate::push::{Destination, Mapping};
 use crate::reference::ImageRef;
 
 /// Correction rounds at most (each one render per pass); every image has at most a handful of forms to try.

@@ -8,8 +8,8 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::discover::ImageShape;
 use super::values::{parse_key, set_at};
+use crate::destination::Destination;
 use crate::layout::{ChartRecord, ImageValue, OverrideValue, ValuesKey, ValuesOverride, ValuesPlan};
-use crate::push::Destination;
 use crate::reference::ImageRef;
 
 /// The values tree `plan` gives for `dest`.

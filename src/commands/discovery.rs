@@ -2,12 +2,12 @@
 
 use super::failure::Explain as _;
 
+use super::settings::{ChartSettings, HelmChoice};
 use super::{Context, Failure, Outcome};
 use crate::chart::render::{Helm, RenderOptions};
-use crate::chart::source::{self, ChartRequest, LoadedChart};
+use crate::chart::source::{self, LoadedChart};
 use crate::chart::survey::{self, Survey, SurveyOptions};
 use crate::chart::values::UserValues;
-use crate::cli::ChartArgs;
 
 pub struct ChartInput {
     pub loaded: LoadedChart,
@@ -15,28 +15,28 @@ pub struct ChartInput {
 }
 
 /// `plan_values`: also work out the air-gap values plan (export does; `bundle images` and dry runs only list).
-pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) -> Outcome<Option<ChartInput>> {
-    let Some(chart) = &args.chart else { return Ok(None) };
-    let req = ChartRequest { chart: chart.clone(), repo: args.repo.clone(), version: args.chart_version.clone() };
-    let loaded =
-        source::load(&req, &ctx.registries).await.explain_with(|| format!("cannot load the chart `{chart}`"))?;
+pub async fn survey_chart(ctx: &Context, args: &ChartSettings, plan_values: bool) -> Outcome<ChartInput> {
+    let chart = &args.request.chart;
+    let loaded = source::load(&args.request, &ctx.registries)
+        .await
+        .explain_with(|| format!("cannot load the chart `{chart}`"))?;
     ctx.printer.info(format!("Chart {} {} ({})", loaded.chart.meta.name, loaded.chart.meta.version, loaded.origin));
 
-    let helm = if args.no_helm {
-        None
-    } else {
-        Helm::locate(args.helm.as_deref(), std::time::Duration::from_secs(args.helm_timeout))?
+    let helm = match &args.helm {
+        None => None,
+        Some(HelmChoice::Search) => Helm::locate(None, args.helm_timeout)?,
+        Some(HelmChoice::Path(p)) => Helm::locate(Some(p), args.helm_timeout)?,
     };
     match &helm {
         Some(h) => ctx.printer.detail(format!("rendering with {}", h.version().unwrap_or_default())),
         None => ctx.printer.warn(format!(
             "{}: finding images by scanning values files, which misses images that only templates compute; install helm (or pass --helm PATH) for a complete list",
-            if args.no_helm { "--no-helm" } else { "no helm binary on PATH" }
+            if args.helm.is_none() { "--no-helm" } else { "no helm binary on PATH" }
         )),
     }
 
     let mut files = Vec::new();
-    for f in &args.values {
+    for f in &args.values_files {
         let text =
             std::fs::read_to_string(f).explain_with(|| format!("cannot read the values file {}", f.display()))?;
         let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| {
@@ -50,16 +50,12 @@ pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) ->
     let user = UserValues { files, set: args.set.clone(), set_string: args.set_string.clone() };
     // Validate the expressions up front, with the flag that carried them.
     crate::chart::values::overrides(&user, &[]).explain("invalid --set, --set-string or values")?;
-    let passes: Vec<Vec<String>> = if args.passes.is_empty() {
-        vec![vec![]]
-    } else {
-        args.passes.iter().map(|p| if p.trim().is_empty() { vec![] } else { vec![p.clone()] }).collect()
-    };
+    let passes = args.passes.clone();
     for p in &passes {
         crate::chart::values::overrides(&user, p).explain_with(|| format!("invalid --pass `{}`", p.join(",")))?;
     }
     let render = RenderOptions {
-        value_files: args.values.clone(),
+        value_files: args.values_files.clone(),
         set: args.set.clone(),
         set_string: args.set_string.clone(),
         kube_version: args.kube_version.clone(),
@@ -86,5 +82,5 @@ pub async fn survey_chart(ctx: &Context, args: &ChartArgs, plan_values: bool) ->
     for w in &survey.warnings {
         ctx.printer.warn(w.clone());
     }
-    Ok(Some(ChartInput { loaded, survey }))
+    Ok(ChartInput { loaded, survey })
 }

@@ -7,9 +7,9 @@ use super::failure::Explain as _;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::{Context, Failure, Outcome};
-use crate::cli::EcrArgs;
+use crate::destination::Destination;
 use crate::ecr::{Ecr, EcrRegistry, EcrSettings, detect, validate_repository_name};
-use crate::push::{Destination, PushPlan};
+use crate::push::PushPlan;
 use crate::registry::Role;
 use crate::registry::credentials::{CredentialSource, Credentials};
 
@@ -27,34 +27,10 @@ impl CredentialSource for TokenSource {
     }
 }
 
-fn settings_from_flags(a: &EcrArgs) -> Outcome<EcrSettings> {
-    let mut tags = BTreeMap::new();
-    for t in &a.ecr_tags {
-        let (k, v) = t.split_once('=').ok_or_else(|| {
-            Failure::user(format!("--ecr-tag `{t}` is not KEY=VALUE"), "write it as --ecr-tag team=platform")
-        })?;
-        tags.insert(k.to_string(), v.to_string());
-    }
-    Ok(EcrSettings {
-        enabled: a.ecr,
-        region: a.ecr_region.clone(),
-        registry_id: a.ecr_registry_id.clone(),
-        scan_on_push: a.ecr_scan_on_push,
-        tag_mutability: a.ecr_tag_mutability.clone(),
-        tag_mutability_exclusions: a.ecr_tag_mutability_exclusion.clone(),
-        encryption: a.ecr_encryption.clone(),
-        kms_key: a.ecr_kms_key.clone(),
-        tags,
-        lifecycle_policy: a.ecr_lifecycle_policy.clone(),
-        repository_policy: a.ecr_repository_policy.clone(),
-        update_existing: a.ecr_update_existing,
-    })
-}
-
 /// Set up ECR if the destination is ECR; `None` otherwise.
 pub async fn prepare(
     ctx: &Context,
-    args: &EcrArgs,
+    flags: &EcrSettings,
     dest: &Destination,
     plan: &PushPlan,
     dry_run: bool,
@@ -64,7 +40,7 @@ pub async fn prepare(
         Some((table, base)) => EcrSettings::from_config(table, base)?,
         None => EcrSettings::default(),
     };
-    let settings = from_config.overlay(settings_from_flags(args)?);
+    let settings = from_config.overlay(flags.clone());
     let detected = detect(&dest.registry);
     let registry = match (detected, settings.enabled) {
         (None, false) => return Ok(None),

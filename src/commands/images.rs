@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::discovery::survey_chart;
-use super::{Context, Failure, Outcome};
+use super::settings::ImagesSettings;
+use super::{Context, Outcome};
 use crate::chart::discover::Finding;
-use crate::cli::ImagesArgs;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,19 +32,13 @@ struct ImageEntry<'a> {
     found: Vec<&'a Finding>,
 }
 
-pub async fn run(ctx: &Context, args: ImagesArgs) -> Outcome<()> {
-    if args.chart.chart.is_none() {
-        return Err(Failure::user(
-            "no chart given",
-            "name one with -c CHART (a directory, a .tgz, a name with --repo URL, or oci://…)",
-        ));
-    }
-    let input = survey_chart(ctx, &args.chart, false).await?.expect("a chart was given");
+pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
+    let input = survey_chart(ctx, &settings.chart, false).await?;
     let mut by_ref: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
     for f in &input.survey.findings {
         by_ref.entry(f.reference.as_str()).or_default().push(f);
     }
-    if args.json {
+    if settings.json {
         let r = &input.survey.record;
         let listing = Listing {
             chart: ChartInfo { name: &r.name, version: &r.version, origin: &r.origin, discovery: &r.discovery },

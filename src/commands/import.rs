@@ -5,32 +5,19 @@ use std::path::Path;
 
 use super::failure::Explain as _;
 
+use super::settings::ImportSettings;
 use super::{Context, Failure, Outcome, human};
 use crate::archive::BundleContents;
 use crate::archive::checksum::sidecar_path;
 use crate::archive::proof::{self, Proven};
 use crate::chart::values_out;
-use crate::cli::ImportArgs;
-use crate::push::{self, Destination, Mapping, PushPlan};
+use crate::destination::Destination;
+use crate::push::{self, PushPlan};
 use crate::registry::Role;
 
-pub async fn run(ctx: &Context, args: ImportArgs) -> Outcome<()> {
+pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
     let started = std::time::Instant::now();
-    let mapping = if args.flatten {
-        Mapping::Flatten
-    } else if args.keep_host {
-        Mapping::KeepHost
-    } else {
-        Mapping::Path
-    };
-    let dest = Destination::parse(&args.destination)
-        .map_err(|e| {
-            Failure::user(
-                format!("invalid destination: {e}"),
-                "write it as host[:port] or host[:port]/prefix, e.g. -d registry.internal:5000/mirror",
-            )
-        })?
-        .with_mapping(mapping);
+    let dest = args.destination.clone();
     // Planning needs only the front of the archive (metadata and manifests) and the tar headers: when the
     // destination already has everything, nothing else is read.
     let (archive, contents, pending) = match proof::front(&args.archive).await {
@@ -58,7 +45,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> Outcome<()> {
     if presence.nothing_to_do(&plan, &contents) && !args.dry_run {
         ctx.printer.info(format!(
             "{} already holds all {} images of {} with the same digests; nothing to push (checked in {:.1?})",
-            args.destination,
+            args.destination_text,
             plan.images.len(),
             args.archive.display(),
             started.elapsed()
@@ -131,7 +118,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> Outcome<()> {
     ctx.printer.info(format!(
         "Imported {} images into {} ({} were already complete): {} blobs uploaded ({}), {} mounted, {} already present, {} manifests pushed, in {:.1?}",
         plan.images.len(),
-        args.destination,
+        args.destination_text,
         presence.images_complete(&plan, &contents),
         stats.uploaded,
         human(stats.uploaded_bytes),
@@ -146,7 +133,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> Outcome<()> {
 /// What every successful import ends with: how to install the chart, and the values file.
 fn finish(
     ctx: &Context,
-    args: &ImportArgs,
+    args: &ImportSettings,
     contents: &crate::archive::BundleContents,
     plan: &PushPlan,
     dest: &Destination,

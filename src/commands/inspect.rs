@@ -6,7 +6,6 @@ use serde::Serialize;
 use super::{Context, Failure, Outcome, human};
 use crate::archive::ArchiveFile;
 use crate::archive::contents::check;
-use crate::cli::InspectArgs;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,10 +33,10 @@ struct Totals {
     bytes: u64,
 }
 
-pub async fn run(ctx: &Context, args: InspectArgs) -> Outcome<()> {
-    let path = args.archive.clone();
+pub async fn run(ctx: &Context, archive: &std::path::Path, json: bool) -> Outcome<()> {
+    let path = archive.to_path_buf();
     let listing = tokio::task::spawn_blocking(move || listing(&path)).await.explain("the inspect task failed")??;
-    if args.json {
+    if json {
         ctx.printer.result_json(&listing);
         return Ok(());
     }

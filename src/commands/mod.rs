@@ -10,6 +10,7 @@ pub mod failure;
 pub mod images;
 pub mod import;
 pub mod inspect;
+pub mod settings;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -43,11 +44,11 @@ pub fn run(cli: Cli) -> ExitCode {
         let ctx = Context::new(&cli.global, printer.clone())?;
         let work = async {
             match command {
-                Command::Export(args) => export::run(&ctx, args).await,
-                Command::Verify(args) => verify::run(&ctx, args).await,
-                Command::Import(args) => import::run(&ctx, args).await,
-                Command::Inspect(args) => inspect::run(&ctx, args).await,
-                Command::Images(args) => images::run(&ctx, args).await,
+                Command::Export(args) => export::run(&ctx, settings::ExportSettings::new(args, &ctx.tmp_dir)?).await,
+                Command::Verify(args) => verify::run(&ctx, &args.archive).await,
+                Command::Import(args) => import::run(&ctx, settings::ImportSettings::new(args)?).await,
+                Command::Inspect(args) => inspect::run(&ctx, &args.archive, args.json).await,
+                Command::Images(args) => images::run(&ctx, settings::ImagesSettings::new(args)?).await,
                 Command::Completions(_) | Command::Manpage => unreachable!("handled without a runtime"),
             }
         };

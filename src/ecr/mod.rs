@@ -21,6 +21,52 @@ pub use detect::{EcrRegistry, detect, validate_repository_name};
 
 use crate::registry::credentials::Credentials;
 
+/// Tag mutability of a repository, as ECR names it (flags accept any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MutabilityMode {
+    Mutable,
+    Immutable,
+    MutableWithExclusion,
+    ImmutableWithExclusion,
+}
+
+impl MutabilityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MutabilityMode::Mutable => "MUTABLE",
+            MutabilityMode::Immutable => "IMMUTABLE",
+            MutabilityMode::MutableWithExclusion => "MUTABLE_WITH_EXCLUSION",
+            MutabilityMode::ImmutableWithExclusion => "IMMUTABLE_WITH_EXCLUSION",
+        }
+    }
+
+    fn with_exclusion(self) -> bool {
+        matches!(self, MutabilityMode::MutableWithExclusion | MutabilityMode::ImmutableWithExclusion)
+    }
+}
+
+/// Encryption of a created repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+pub enum Encryption {
+    #[serde(rename = "AES256")]
+    #[value(name = "AES256")]
+    Aes256,
+    #[serde(rename = "KMS")]
+    #[value(name = "KMS")]
+    Kms,
+}
+
+impl Encryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encryption::Aes256 => "AES256",
+            Encryption::Kms => "KMS",
+        }
+    }
+}
+
 /// Repository settings for repositories an import creates (and, with `update_existing`, existing ones).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,13 +77,11 @@ pub struct EcrSettings {
     pub region: Option<String>,
     pub registry_id: Option<String>,
     pub scan_on_push: Option<bool>,
-    /// MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION.
-    pub tag_mutability: Option<String>,
+    pub tag_mutability: Option<MutabilityMode>,
     /// Wildcard filters for the *_WITH_EXCLUSION mutabilities.
     #[serde(default)]
     pub tag_mutability_exclusions: Vec<String>,
-    /// AES256 or KMS.
-    pub encryption: Option<String>,
+    pub encryption: Option<Encryption>,
     pub kms_key: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -84,22 +128,17 @@ impl EcrSettings {
     /// Check values before any call, and read the policy files.
     pub fn validate(&self) -> Result<Policies, EcrError> {
         let bad = |m: String| EcrError::Settings(m);
-        if let Some(m) = &self.tag_mutability {
-            if !matches!(m.as_str(), "MUTABLE" | "IMMUTABLE" | "MUTABLE_WITH_EXCLUSION" | "IMMUTABLE_WITH_EXCLUSION") {
-                return Err(bad(format!(
-                    "tag mutability `{m}` is not MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION"
-                )));
-            }
-            if m.ends_with("_WITH_EXCLUSION") && self.tag_mutability_exclusions.is_empty() {
-                return Err(bad(format!(
-                    "tag mutability {m} needs at least one exclusion filter (--ecr-tag-mutability-exclusion)"
-                )));
-            }
+        if let Some(m) = self.tag_mutability
+            && m.with_exclusion()
+            && self.tag_mutability_exclusions.is_empty()
+        {
+            return Err(bad(format!(
+                "tag mutability {} needs at least one exclusion filter (--ecr-tag-mutability-exclusion)",
+                m.as_str()
+            )));
         }
-        match (self.encryption.as_deref(), &self.kms_key) {
-            (Some("AES256") | None, Some(_)) => return Err(bad("a KMS key goes with encryption KMS".into())),
-            (Some("AES256" | "KMS") | None, _) => {}
-            (Some(other), _) => return Err(bad(format!("encryption `{other}` is not AES256 or KMS"))),
+        if self.kms_key.is_some() && self.encryption != Some(Encryption::Kms) {
+            return Err(bad("a KMS key goes with encryption KMS".into()));
         }
         let read = |p: &Option<std::path::PathBuf>, what: &str| -> Result<Option<String>, EcrError> {
             let Some(p) = p else { return Ok(None) };
@@ -119,12 +158,12 @@ impl EcrSettings {
     pub fn describe(&self) -> String {
         let mut parts = vec![
             format!("scan on push: {}", if self.scan_on_push.unwrap_or(false) { "on" } else { "off" }),
-            format!("tag mutability: {}", self.tag_mutability.as_deref().unwrap_or("MUTABLE")),
+            format!("tag mutability: {}", self.tag_mutability.map_or("MUTABLE", MutabilityMode::as_str)),
             format!(
                 "encryption: {}",
-                match (self.encryption.as_deref(), &self.kms_key) {
-                    (Some("KMS"), Some(k)) => format!("KMS ({k})"),
-                    (Some("KMS"), None) => "KMS (AWS managed key)".into(),
+                match (self.encryption, &self.kms_key) {
+                    (Some(Encryption::Kms), Some(k)) => format!("KMS ({k})"),
+                    (Some(Encryption::Kms), None) => "KMS (AWS managed key)".into(),
                     _ => "AES256".into(),
                 }
             ),
@@ -213,7 +252,7 @@ impl TagMutability {
     /// What `settings` give a repository created with them.
     pub fn of(settings: &EcrSettings) -> TagMutability {
         TagMutability {
-            mode: settings.tag_mutability.clone().unwrap_or_else(|| "MUTABLE".into()),
+            mode: settings.tag_mutability.map_or("MUTABLE", MutabilityMode::as_str).to_string(),
             exclusions: settings.tag_mutability_exclusions.clone(),
         }
     }
@@ -318,13 +357,13 @@ impl Ecr {
         if let Some(scan) = settings.scan_on_push {
             req = req.image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(scan).build());
         }
-        if let Some(m) = &settings.tag_mutability {
+        if let Some(m) = settings.tag_mutability {
             req = req.image_tag_mutability(ImageTagMutability::from(m.as_str()));
             for filter in exclusion_filters(settings)? {
                 req = req.image_tag_mutability_exclusion_filters(filter);
             }
         }
-        if let Some(enc) = &settings.encryption {
+        if let Some(enc) = settings.encryption {
             let mut e = EncryptionConfiguration::builder().encryption_type(EncryptionType::from(enc.as_str()));
             if let Some(k) = &settings.kms_key {
                 e = e.kms_key(k);
@@ -383,7 +422,7 @@ impl Ecr {
                 .await
                 .map_err(|e| aws_error(&format!("PutImageScanningConfiguration on `{name}`"), e))?;
         }
-        if let Some(m) = &settings.tag_mutability {
+        if let Some(m) = settings.tag_mutability {
             let mut req = self
                 .client
                 .put_image_tag_mutability()

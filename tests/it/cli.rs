@@ -85,6 +85,8 @@ fn invalid_flags_are_usage_errors() {
         &["import", "x.tar.zst"][..],
         &["verify"][..],
         &["--concurrency", "0", "verify", "x"][..],
+        &["import", "-d", "r.internal", "x.tar.zst", "--ecr-encryption", "rot13"][..],
+        &["import", "-d", "r.internal", "x.tar.zst", "--ecr-tag-mutability", "sometimes"][..],
         &["frobnicate"][..],
     ] {
         let r = ws.bundle(args);

@@ -1,0 +1,298 @@
+//! The flags (cli.rs, as clap parsed them) and a bundle spec, made into settings once: merged, parsed and
+//! checked here, so a command starts from values it can use as they are and every usage error is found before
+//! any work. ripgrep's low args → high args.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::failure::{Explain as _, Failure, Outcome};
+use crate::blob_store::prune;
+use crate::chart::source::ChartRequest;
+use crate::cli::{ChartArgs, EcrArgs, ExportArgs, ImagesArgs, ImportArgs};
+use crate::destination::{Destination, Mapping};
+use crate::ecr::EcrSettings;
+use crate::env_vars;
+use crate::export::Staging;
+use crate::reference::ImageRef;
+use crate::spec::BundleSpec;
+
+/// A chart to survey and how to render it.
+#[derive(Debug, Clone)]
+pub struct ChartSettings {
+    pub request: ChartRequest,
+    /// `None`: scan values statically (--no-helm).
+    pub helm: Option<HelmChoice>,
+    pub helm_timeout: Duration,
+    pub values_files: Vec<PathBuf>,
+    pub set: Vec<String>,
+    pub set_string: Vec<String>,
+    pub kube_version: Option<String>,
+    /// Each pass's own --set expressions; one empty pass when none were given.
+    pub passes: Vec<Vec<String>>,
+}
+
+/// Which helm renders.
+#[derive(Debug, Clone)]
+pub enum HelmChoice {
+    /// The one on PATH, if there is one.
+    Search,
+    Path(PathBuf),
+}
+
+impl ChartSettings {
+    fn from_args(c: ChartArgs) -> Option<ChartSettings> {
+        let chart = c.chart?;
+        let passes = if c.passes.is_empty() {
+            vec![vec![]]
+        } else {
+            c.passes.into_iter().map(|p| if p.trim().is_empty() { vec![] } else { vec![p] }).collect()
+        };
+        Some(ChartSettings {
+            request: ChartRequest { chart, repo: c.repo, version: c.chart_version },
+            helm: match (c.no_helm, c.helm) {
+                (true, _) => None,
+                (false, Some(p)) => Some(HelmChoice::Path(p)),
+                (false, None) => Some(HelmChoice::Search),
+            },
+            helm_timeout: Duration::from_secs(c.helm_timeout),
+            values_files: c.values,
+            set: c.set,
+            set_string: c.set_string,
+            kube_version: c.kube_version,
+            passes,
+        })
+    }
+}
+
+pub struct ImagesSettings {
+    pub chart: ChartSettings,
+    pub json: bool,
+}
+
+impl ImagesSettings {
+    pub fn new(args: ImagesArgs) -> Outcome<ImagesSettings> {
+        let chart = ChartSettings::from_args(args.chart).ok_or_else(|| {
+            Failure::user(
+                "no chart given",
+                "name one with -c CHART (a directory, a .tgz, a name with --repo URL, or oci://…)",
+            )
+        })?;
+        Ok(ImagesSettings { chart, json: args.json })
+    }
+}
+
+pub struct ExportSettings {
+    pub chart: Option<ChartSettings>,
+    /// The listed images (--image, --images-file, the spec's), parsed, sorted and de-duplicated.
+    pub images: Vec<ImageRef>,
+    /// Images to leave out, as the chart writes them (a spec's `exclude:`).
+    pub exclude: Vec<String>,
+    /// `None` only for a dry run without -o.
+    pub output: Option<PathBuf>,
+    pub dry_run: bool,
+    pub force: bool,
+    pub staging: Staging,
+    /// bundle.json's `created`, from SOURCE_DATE_EPOCH.
+    pub created: Option<String>,
+}
+
+impl ExportSettings {
+    /// The spec's settings under the command line's: flags add to lists and win over single values.
+    pub fn new(mut args: ExportArgs, tmp_dir: &Path) -> Outcome<ExportSettings> {
+        let mut exclude = Vec::new();
+        if let Some(path) = args.spec.clone() {
+            let spec = BundleSpec::load(&path)?;
+            exclude = spec.exclude.clone();
+            let c = &mut args.chart;
+            c.chart = c.chart.take().or(spec.chart);
+            c.repo = c.repo.take().or(spec.repo);
+            c.chart_version = c.chart_version.take().or(spec.version);
+            c.kube_version = c.kube_version.take().or(spec.kube_version);
+            c.set = spec.set.into_iter().chain(c.set.drain(..)).collect();
+            c.set_string = spec.set_string.into_iter().chain(c.set_string.drain(..)).collect();
+            c.values = spec.values.into_iter().chain(c.values.drain(..)).collect();
+            c.passes = spec.passes.into_iter().chain(c.passes.drain(..)).collect();
+            args.images = spec.images.into_iter().chain(args.images.drain(..)).collect();
+            args.output = args.output.take().or(Some(spec.output));
+        }
+        let output = match (&args.output, args.dry_run) {
+            (Some(o), _) => Some(check_output(o, args.force)?),
+            (None, true) => None,
+            (None, false) => {
+                return Err(Failure::user(
+                    "no output file given",
+                    "name it with -o OUT.tar.zst (or `output:` in a --spec file)",
+                ));
+            }
+        };
+        let images = collect_references(&args.images, &args.images_files)?;
+        let chart = ChartSettings::from_args(args.chart);
+        if images.is_empty() && chart.is_none() {
+            return Err(Failure::user(
+                "no images to export",
+                "name images with --image REF (repeatable) or --images-file FILE, or a chart with -c CHART",
+            ));
+        }
+        // Blobs land in the cache (kept, so a re-run downloads only what is missing) or, with --no-cache, in a
+        // staging directory that is removed however the export ends.
+        let staging = if args.no_cache {
+            Staging::Temporary { tmp_dir: tmp_dir.to_path_buf() }
+        } else {
+            let dir = args.cache_dir.clone().or_else(default_cache_dir).ok_or_else(|| {
+                Failure::user(
+                    "no cache directory: neither XDG_CACHE_HOME nor HOME is set",
+                    "pass --cache-dir DIR, or --no-cache",
+                )
+            })?;
+            Staging::Cache { dir, max_bytes: args.cache_max_size.map_or(Some(prune::DEFAULT_MAX_BYTES), |l| l.0) }
+        };
+        Ok(ExportSettings {
+            chart,
+            images,
+            exclude,
+            output,
+            dry_run: args.dry_run,
+            force: args.force,
+            staging,
+            created: created_from_env()?,
+        })
+    }
+}
+
+pub struct ImportSettings {
+    /// Where images go, with the path mapping the flags chose.
+    pub destination: Destination,
+    /// `-d` as the user wrote it, for messages.
+    pub destination_text: String,
+    pub archive: PathBuf,
+    pub dry_run: bool,
+    pub values_out: Option<PathBuf>,
+    /// ECR settings from the flags (the registry config's `[registry.ecr]` is laid under them at import).
+    pub ecr: EcrSettings,
+}
+
+impl ImportSettings {
+    pub fn new(args: ImportArgs) -> Outcome<ImportSettings> {
+        let mapping = if args.flatten {
+            Mapping::Flatten
+        } else if args.keep_host {
+            Mapping::KeepHost
+        } else {
+            Mapping::Path
+        };
+        let destination = Destination::parse(&args.destination)
+            .map_err(|e| {
+                Failure::user(
+                    format!("invalid destination: {e}"),
+                    "write it as host[:port] or host[:port]/prefix, e.g. -d registry.internal:5000/mirror",
+                )
+            })?
+            .with_mapping(mapping);
+        Ok(ImportSettings {
+            destination,
+            destination_text: args.destination,
+            archive: args.archive,
+            dry_run: args.dry_run,
+            values_out: args.values_out,
+            ecr: ecr_settings(&args.ecr)?,
+        })
+    }
+}
+
+fn ecr_settings(a: &EcrArgs) -> Outcome<EcrSettings> {
+    let mut tags = std::collections::BTreeMap::new();
+    for t in &a.ecr_tags {
+        let (k, v) = t.split_once('=').ok_or_else(|| {
+            Failure::user(format!("--ecr-tag `{t}` is not KEY=VALUE"), "write it as --ecr-tag team=platform")
+        })?;
+        tags.insert(k.to_string(), v.to_string());
+    }
+    Ok(EcrSettings {
+        enabled: a.ecr,
+        region: a.ecr_region.clone(),
+        registry_id: a.ecr_registry_id.clone(),
+        scan_on_push: a.ecr_scan_on_push,
+        tag_mutability: a.ecr_tag_mutability,
+        tag_mutability_exclusions: a.ecr_tag_mutability_exclusion.clone(),
+        encryption: a.ecr_encryption,
+        kms_key: a.ecr_kms_key.clone(),
+        tags,
+        lifecycle_policy: a.ecr_lifecycle_policy.clone(),
+        repository_policy: a.ecr_repository_policy.clone(),
+        update_existing: a.ecr_update_existing,
+    })
+}
+
+/// `$XDG_CACHE_HOME/bundle`, else `~/.cache/bundle`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os(env_vars::XDG_CACHE_HOME)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os(env_vars::HOME).map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("bundle"))
+}
+
+/// `--image` values and the lines of every `--images-file`, normalised, de-duplicated and sorted (so the
+/// archive does not depend on the order they were listed in).
+pub fn collect_references(images: &[String], files: &[PathBuf]) -> Outcome<Vec<ImageRef>> {
+    let mut refs = Vec::new();
+    for (i, s) in images.iter().enumerate() {
+        let r = ImageRef::parse(s).explain_with(|| format!("--image #{}", i + 1))?;
+        refs.push(r);
+    }
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).explain_with(|| format!("cannot read the images file {}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let r = ImageRef::parse(line).map_err(|e| {
+                Failure::user(
+                    format!("{}:{}: {e}", file.display(), n + 1),
+                    "fix or remove that line; references look like `registry/path/name:tag` or `name@sha256:<digest>`",
+                )
+            })?;
+            refs.push(r);
+        }
+    }
+    refs.sort();
+    refs.dedup();
+    Ok(refs)
+}
+
+fn check_output(output: &Path, force: bool) -> Outcome<PathBuf> {
+    if output.is_dir() {
+        return Err(Failure::user(
+            format!("{} is a directory", output.display()),
+            "give the archive's file name, e.g. -o images.tar.zst",
+        ));
+    }
+    if output.exists() && !force {
+        return Err(Failure::user(
+            format!("{} already exists", output.display()),
+            "choose another name with -o, or pass --force to replace it",
+        ));
+    }
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(Failure::user(
+            format!("the directory {} does not exist", dir.display()),
+            "create it first, or choose another -o path",
+        ));
+    }
+    Ok(output.to_path_buf())
+}
+
+/// `created` for bundle.json: only from SOURCE_DATE_EPOCH, so archives carry no timestamp otherwise.
+fn created_from_env() -> Outcome<Option<String>> {
+    let Ok(v) = std::env::var(env_vars::SOURCE_DATE_EPOCH) else { return Ok(None) };
+    let secs: u64 = v.trim().parse().map_err(|_| {
+        Failure::user(
+            format!("{}=`{v}` is not a number of seconds", env_vars::SOURCE_DATE_EPOCH),
+            "set it to a Unix time, e.g. `date +%s`, or unset it",
+        )
+    })?;
+    Ok(Some(httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))))
+}
