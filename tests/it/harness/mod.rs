@@ -104,6 +104,14 @@ impl Workspace {
         Run::from(self.command(args).output().expect("run bundle"))
     }
 
+    /// Run `bundle` with stdout a pipe whose reader is already gone (`bundle … | head -c 0`).
+    pub fn bundle_into_closed_pipe(&self, args: &[&str]) -> Run {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let out = self.command(args).stdout(writer).stderr(std::process::Stdio::piped()).output().expect("run bundle");
+        Run::from(out)
+    }
+
     /// Files left in TMPDIR (there should be none after any run).
     pub fn tmp_leftovers(&self) -> Vec<String> {
         std::fs::read_dir(self.path("tmp"))
