@@ -6,6 +6,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::env_vars;
 
+/// `bundle 0.1.0 (abc1234, x86_64-linux-gnu, glibc>=2.17)`: the commit, the target and, for release builds, the
+/// oldest glibc the binary runs on (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BUNDLE_BUILD_INFO"), ")");
+
 const ABOUT: &str = "Move the container images of a Helm chart into an air-gapped network as one verified archive";
 
 const LONG_ABOUT: &str = "\
@@ -33,7 +37,7 @@ Exit status: 0 on success, 1 when the operation failed (or verify found problems
 130 when interrupted.";
 
 #[derive(Debug, Parser)]
-#[command(name = "bundle", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+#[command(name = "bundle", version = VERSION, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

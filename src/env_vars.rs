@@ -27,5 +27,10 @@ pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// Home directory, for `~/.docker/config.json` and the default cache `~/.cache/bundle`.
 pub const HOME: &str = "HOME";
 
+/// Read when bundle is built, not when it runs (build.rs, scripts/release): the commit and the glibc floor that
+/// `bundle --version` reports.
+pub const BUNDLE_BUILD_COMMIT: &str = "BUNDLE_BUILD_COMMIT";
+pub const BUNDLE_GLIBC_FLOOR: &str = "BUNDLE_GLIBC_FLOOR";
+
 /// The registry the vendor's `STS_REGISTRY_*` variables are meant for.
 pub const STS_REGISTRY: &str = "quay.io";

@@ -73,6 +73,18 @@ fn regression_a_closed_stdout_ends_quietly_with_success() {
     }
 }
 
+/// Support tells builds apart by `--version`: the version, the commit and the target.
+#[test]
+fn the_version_names_the_commit_and_the_target() {
+    let ws = Workspace::new();
+    let v = ws.bundle(&["--version"]).success().stdout;
+    let inner =
+        v.trim().strip_prefix(&format!("bundle {} (", env!("CARGO_PKG_VERSION"))).and_then(|r| r.strip_suffix(')'));
+    let parts: Vec<&str> = inner.unwrap_or_else(|| panic!("{v}")).split(", ").collect();
+    assert!(parts[0] == "unknown" || (parts[0].len() >= 7 && parts[0].chars().all(|c| c.is_ascii_hexdigit())), "{v}");
+    assert_eq!(parts[1], format!("{}-linux-gnu", std::env::consts::ARCH), "{v}");
+}
+
 #[test]
 fn invalid_flags_are_usage_errors() {
     let ws = Workspace::new();
