@@ -21,4 +21,4 @@ macro_rules! no_hint {
     };
 }
 
-no_hint!(std::io::Error, tokio::task::JoinError, serde_json::Error, serde_yaml_ng::Error, std::sync::mpsc::RecvError);
+no_hint!(std::io::Error, tokio::task::JoinError, serde_yaml_ng::Error);

@@ -73,45 +73,36 @@ pub fn write(
     on_bytes: &(dyn Fn(u64) + Sync),
     arrivals: &crate::blob_store::Arrivals,
 ) -> io::Result<Packed> {
-    match write_once(file, images, meta, store, threads, on_bytes, arrivals) {
+    let written = (|| {
+        let mut w = ArchiveWriter::new(file, threads);
+        w.add_bytes(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
+        w.add_bytes(INDEX_FILE, &LayoutIndex::new(&meta.images).to_json())?;
+        w.add_bytes(BUNDLE_FILE, &meta.to_json())?;
+        w.add_dir(BLOBS_DIR)?;
+        w.add_dir(SHA256_DIR)?;
+
+        let mut manifests = BTreeMap::new();
+        for img in images {
+            for m in &img.manifests {
+                manifests.insert(m.digest.clone(), m.bytes.clone());
+            }
+        }
+        for (digest, bytes) in &manifests {
+            w.add_bytes(&digest.layout_path(), bytes)?;
+            on_bytes(bytes.len() as u64);
+        }
+        for blob in meta.blobs.iter().filter(|b| !manifests.contains_key(&b.digest)) {
+            // Follows the download while it runs; hashes the blob itself if it was not verified on arrival.
+            let follower = arrivals.follow(&blob.digest, blob.size, store.path(&blob.digest));
+            w.add_reader(&blob.digest.layout_path(), blob.size, CountingReader { inner: follower, on_bytes })?;
+        }
+        w.finish()
+    })();
+    match written {
         Ok(written) => Ok(Packed::Written(written)),
         // A follower's read failed for a reason it recorded: that reason, typed, decides.
         Err(e) => arrivals.take_rewrite().map(Packed::Again).ok_or(e),
     }
-}
-
-fn write_once(
-    file: std::fs::File,
-    images: &[ResolvedImage],
-    meta: &BundleMetadata,
-    store: &BlobStore,
-    threads: usize,
-    on_bytes: &(dyn Fn(u64) + Sync),
-    arrivals: &crate::blob_store::Arrivals,
-) -> io::Result<WrittenArchive> {
-    let mut w = ArchiveWriter::new(file, threads);
-    w.add_bytes(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
-    w.add_bytes(INDEX_FILE, &LayoutIndex::new(&meta.images).to_json())?;
-    w.add_bytes(BUNDLE_FILE, &meta.to_json())?;
-    w.add_dir(BLOBS_DIR)?;
-    w.add_dir(SHA256_DIR)?;
-
-    let mut manifests = BTreeMap::new();
-    for img in images {
-        for m in &img.manifests {
-            manifests.insert(m.digest.clone(), m.bytes.clone());
-        }
-    }
-    for (digest, bytes) in &manifests {
-        w.add_bytes(&digest.layout_path(), bytes)?;
-        on_bytes(bytes.len() as u64);
-    }
-    for blob in meta.blobs.iter().filter(|b| !manifests.contains_key(&b.digest)) {
-        // Follows the download while it runs; hashes the blob itself if it was not verified on arrival.
-        let follower = arrivals.follow(&blob.digest, blob.size, store.path(&blob.digest));
-        w.add_reader(&blob.digest.layout_path(), blob.size, CountingReader { inner: follower, on_bytes })?;
-    }
-    w.finish()
 }
 
 struct CountingReader<'a, R> {

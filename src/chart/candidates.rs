@@ -146,23 +146,10 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chart::{Chart, ChartMeta};
+    use crate::chart::Chart;
 
     fn chart(values: &str) -> Chart {
-        Chart {
-            meta: ChartMeta {
-                api_version: None,
-                name: "c".into(),
-                version: "1".into(),
-                app_version: None,
-                dependencies: vec![],
-                annotations: Default::default(),
-                chart_type: None,
-                description: None,
-            },
-            values: serde_yaml_ng::from_str(values).unwrap(),
-            subcharts: vec![],
-        }
+        Chart::with_values(values)
     }
 
     #[test]

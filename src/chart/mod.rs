@@ -108,6 +108,25 @@ pub struct Subchart {
 pub type ChartFiles = BTreeMap<String, Vec<u8>>;
 
 impl Chart {
+    /// A chart named `c`, version 1, with these values and no subcharts: what unit tests of values need.
+    #[cfg(test)]
+    pub(crate) fn with_values(values: &str) -> Chart {
+        Chart {
+            meta: ChartMeta {
+                api_version: None,
+                name: "c".into(),
+                version: "1".into(),
+                app_version: None,
+                dependencies: vec![],
+                annotations: Default::default(),
+                chart_type: None,
+                description: None,
+            },
+            values: serde_yaml_ng::from_str(values).expect("test values are YAML"),
+            subcharts: vec![],
+        }
+    }
+
     /// Load a chart from its files (a directory's content or an unpacked .tgz). `dir` is the chart's directory
     /// on disk, if any, for `file://` dependencies.
     pub fn from_files(files: &ChartFiles, what: &str, dir: Option<&Path>) -> Result<Chart, ChartError> {

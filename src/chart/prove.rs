@@ -453,28 +453,13 @@ fn without_names(location: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chart::ChartMeta;
 
     #[test]
     fn overrides_in_lists_carry_the_whole_list_unless_it_holds_a_secret() {
-        let chart = Chart {
-            meta: ChartMeta {
-                api_version: None,
-                name: "c".into(),
-                version: "1".into(),
-                app_version: None,
-                dependencies: vec![],
-                annotations: Default::default(),
-                chart_type: None,
-                description: None,
-            },
-            values: serde_yaml_ng::from_str(
-                "packs: [{name: a, repository: x/a, tag: '1'}, {name: b, repository: x/b, tag: '2'}]\n\
-                 sidecars: [{image: x/c:1, password: hunter2}]\n",
-            )
-            .unwrap(),
-            subcharts: vec![],
-        };
+        let chart = Chart::with_values(
+            "packs: [{name: a, repository: x/a, tag: '1'}, {name: b, repository: x/b, tag: '2'}]\n\
+             sidecars: [{image: x/c:1, password: hunter2}]\n",
+        );
         let scoped = values::effective(&chart, &Value::Mapping(Default::default()));
         let set = |p: &str| ValuesOverride { path: parse_dotted(p), value: OverrideValue::Registry };
         let out = with_whole_lists(vec![set("packs[1].registry"), set("sidecars[0].image"), set("global.x")], &scoped);
