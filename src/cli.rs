@@ -131,6 +131,23 @@ Examples:
     )]
     Import(ImportArgs),
 
+    /// Copy images straight from their registries into another one, without an archive.
+    #[command(
+        long_about = "\
+Copy images straight from their registries into another one, without an archive.
+
+Takes the same sources as export (a chart, --image, --images-file, --spec) and the same destination options as \
+import (mapping, ECR, --values-out). Blobs stream from the source registry to the destination, verified against \
+their digests on the way; nothing is written to disk. What the destination already has is skipped, so a re-run \
+only checks. A chart goes to DEST/charts/NAME:VERSION as an OCI artifact, as import puts it.",
+        after_help = "\
+Examples:
+  bundle copy -d registry.internal:5000 --image quay.io/stackstate/wait:1.0.0
+  bundle copy -d 123456789012.dkr.ecr.eu-west-1.amazonaws.com -c suse-observability -r https://charts.rancher.com/server-charts/prime/suse-observability -t
+  bundle copy -d registry.internal/mirror -c ./my-chart --values-out airgap-values.yaml --platform linux/amd64"
+    )]
+    Copy(CopyArgs),
+
     /// Print the images a chart needs, one per line.
     #[command(
         long_about = "\
@@ -236,25 +253,78 @@ pub struct ImagesArgs {
     /// Print, for each image, where it was found and how, as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// With --json: resolve each image and show which platforms --platform would keep.
+    #[command(flatten)]
+    pub platform: PlatformArgs,
 }
 
+/// The images to carry: a spec, a chart, listed images (export and copy take the same).
 #[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// A bundle spec (YAML) with the chart, repository, version, passes, extra and excluded images and the
-    /// output name; command-line flags add to it.
+pub struct SourceArgs {
+    /// A bundle spec (YAML) with the chart, repository, version, passes, extra and excluded images, platforms
+    /// and the output name; command-line flags add to it.
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,
 
     #[command(flatten)]
     pub chart: ChartArgs,
 
-    /// An image to export (repeatable), e.g. `nginx:1.25` or `quay.io/org/app:1.0@sha256:…`.
+    /// An image (repeatable), e.g. `nginx:1.25` or `quay.io/org/app:1.0@sha256:…`.
     #[arg(long = "image", value_name = "REF")]
     pub images: Vec<String>,
 
     /// A file of image references, one per line; blank lines and `#` comments are ignored (repeatable).
     #[arg(long = "images-file", value_name = "FILE")]
     pub images_files: Vec<PathBuf>,
+}
+
+/// Which platforms of multi-arch images travel.
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "Platforms")]
+pub struct PlatformArgs {
+    /// Carry only these platforms of multi-arch images: os/arch[/variant], repeatable or comma-separated
+    /// (`--platform linux/amd64,linux/arm64`). A tag's index is replaced by a new one listing only them; an
+    /// index pinned by digest travels whole; a single-platform image of another platform is an error.
+    /// Default: every platform.
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_delimiter = ',')]
+    pub platforms: Vec<crate::platform::PlatformSpec>,
+
+    /// How a tag's index loses the other platforms: `filter` writes a new index (new digest, accepted by every
+    /// registry); `sparse` keeps the original index and its digest but carries only the chosen children, which
+    /// docker distribution, ECR and Harbor refuse to store.
+    #[arg(long, value_name = "MODE", default_value = "filter", ignore_case = true)]
+    pub platform_mode: crate::platform::PlatformMode,
+}
+
+/// Where images go and what the push may create: import and copy take the same.
+#[derive(Debug, Args)]
+pub struct DestinationArgs {
+    /// Destination registry, optionally with a path prefix: `host[:port][/prefix]`.
+    #[arg(short, long, value_name = "REGISTRY[/PREFIX]")]
+    pub destination: String,
+
+    /// Write the Helm values that make the chart pull every image from the destination.
+    #[arg(long, value_name = "FILE")]
+    pub values_out: Option<PathBuf>,
+
+    /// Keep only the last path component of each image (`quay.io/a/b:1` -> `DEST/b:1`), for registries that
+    /// limit path depth. Images that would collide stop before anything is pushed.
+    #[arg(long, conflicts_with = "keep_host")]
+    pub flatten: bool,
+
+    /// Put the source registry host first in each destination path (`quay.io/a/b:1` -> `DEST/quay.io/a/b:1`).
+    #[arg(long)]
+    pub keep_host: bool,
+
+    #[command(flatten)]
+    pub ecr: EcrArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
 
     /// The archive to write (conventionally NAME.tar.zst); a spec may name it instead.
     #[arg(short, long, value_name = "OUT", required_unless_present_any = ["dry_run", "spec"])]
@@ -282,6 +352,25 @@ pub struct ExportArgs {
     /// another export uses the same cache. Default: 20GiB.
     #[arg(long, value_name = "SIZE", env = env_vars::BUNDLE_CACHE_MAX_SIZE, conflicts_with = "no_cache")]
     pub cache_max_size: Option<crate::blob_store::prune::CacheLimit>,
+
+    #[command(flatten)]
+    pub platform: PlatformArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+
+    #[command(flatten)]
+    pub target: DestinationArgs,
+
+    /// Print one `Copying SRC to DST (dry-run)` line per image and the plan; change nothing.
+    #[arg(short = 't', long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub platform: PlatformArgs,
 }
 
 #[derive(Debug, Args)]
@@ -293,33 +382,16 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// Destination registry, optionally with a path prefix: `host[:port][/prefix]`.
-    #[arg(short, long, value_name = "REGISTRY[/PREFIX]")]
-    pub destination: String,
-
     /// The archive to import.
     #[arg(value_name = "FILE")]
     pub archive: PathBuf,
 
+    #[command(flatten)]
+    pub target: DestinationArgs,
+
     /// Print one `Copying SRC to DST (dry-run)` line per image and the plan; change nothing.
     #[arg(short = 't', long)]
     pub dry_run: bool,
-
-    /// Write the Helm values that make the bundled chart pull every image from the destination.
-    #[arg(long, value_name = "FILE")]
-    pub values_out: Option<PathBuf>,
-
-    /// Keep only the last path component of each image (`quay.io/a/b:1` -> `DEST/b:1`), for registries that
-    /// limit path depth. Images that would collide stop the import before anything is pushed.
-    #[arg(long, conflicts_with = "keep_host")]
-    pub flatten: bool,
-
-    /// Put the source registry host first in each destination path (`quay.io/a/b:1` -> `DEST/quay.io/a/b:1`).
-    #[arg(long)]
-    pub keep_host: bool,
-
-    #[command(flatten)]
-    pub ecr: EcrArgs,
 }
 
 /// Amazon ECR destinations: detected from the hostname (`ACCOUNT.dkr.ecr.REGION.amazonaws.com` and the other

@@ -137,10 +137,11 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportE
 pub async fn resolve_all(
     registries: &Registries,
     refs: &[ImageRef],
+    choice: Option<&crate::platform::PlatformChoice>,
     concurrency: usize,
 ) -> Result<Vec<ResolvedImage>, ExportError> {
     let results: Vec<_> = stream::iter(refs.iter().enumerate())
-        .map(|(i, r)| async move { (i, resolve(registries, r).await) })
+        .map(|(i, r)| async move { (i, resolve(registries, r, choice).await) })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -193,7 +194,11 @@ pub async fn write_archive(
     };
     let record = chart.as_ref().map(|(_, r)| r.clone());
     if let Some((loaded, _)) = chart {
-        images.push(crate::chart::artifact::oci_artifact(loaded, &store).map_err(ExportError::Chart)?);
+        let artifact = crate::chart::artifact::oci_artifact(loaded).map_err(ExportError::Chart)?;
+        for (_, bytes) in &artifact.blobs {
+            store.put(bytes).map_err(ExportError::Chart)?;
+        }
+        images.push(artifact.image);
     }
     let meta = pack::metadata(&images, created, record);
     let jobs = pull::jobs(&images);

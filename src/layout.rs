@@ -197,6 +197,41 @@ pub struct BundleImage {
     /// The chart itself, as a Helm OCI artifact (pushed to `DEST/charts/NAME:VERSION`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub helm_chart: bool,
+    /// What `--platform` did to this index (absent when no platforms were chosen, or for single images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_selection: Option<PlatformRecord>,
+}
+
+/// How an index travels when platforms were chosen.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectionMode {
+    /// A new index (the image's `digest`) listing only the chosen platforms of `originalDigest`.
+    Filter,
+    /// The original index; the `omitted` children and what only they need are not in the archive.
+    Sparse,
+    /// Every platform: the reference pins the index's digest, or every platform was chosen.
+    #[default]
+    Whole,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlatformRecord {
+    pub mode: SelectionMode,
+    /// The platforms asked for (`--platform`).
+    pub chosen: Vec<String>,
+    /// The index as the source registry serves it (`filter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_digest: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_size: Option<u64>,
+    /// Platforms of the source index that do not travel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
+    /// Children of the index that are not in the archive (`sparse`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<Digest>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]

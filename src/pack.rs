@@ -45,6 +45,7 @@ pub fn metadata(
                 platforms: img.platforms.clone(),
                 size: img.size(),
                 helm_chart: img.helm_chart,
+                platform_selection: img.selection.clone(),
             })
             .collect(),
         blobs: blobs.into_iter().map(|(digest, size)| BundleBlob { digest, size }).collect(),

@@ -1,8 +1,10 @@
-//! Import: map every image of a verified archive to the destination registry and push what is missing.
+//! Push a set of images (an archive's, or for `copy` the ones just resolved) into the destination registry:
+//! map every image, probe what is there, push what is missing.
 //!
-//! Order is what registries require and what makes an interrupted import resumable: blobs, then child
+//! Order is what registries require and what makes an interrupted push resumable: blobs, then child
 //! manifests, then indexes, then tags. Existence is probed first, so a re-run only HEADs what is there. A blob
-//! is uploaded once per destination and mounted into the other repositories that need it.
+//! is uploaded once per destination and mounted into the other repositories that need it. Where the bytes come
+//! from is a `BlobOrigin`: the archive for import (`ArchiveOrigin`), the source registry for copy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -42,6 +44,17 @@ pub enum PushError {
         "two images would be pushed to {target} with different content: {first} ({first_digest}) and {second} ({second_digest})"
     )]
     Collision { target: String, first: String, first_digest: Digest, second: String, second_digest: Digest },
+    #[error(
+        "{registry} refused the index of {image} ({digest}): it was carried sparse (only the chosen platforms' manifests), and this registry stores an index only with all its children"
+    )]
+    SparseRefused {
+        image: String,
+        registry: String,
+        digest: Digest,
+        // Boxed: it would otherwise double the size of every push result.
+        #[source]
+        source: Box<RegistryError>,
+    },
     #[error(transparent)]
     Pool(#[from] PoolError),
     #[error(transparent)]
@@ -245,7 +258,7 @@ pub async fn probe(
 /// mounted elsewhere. ECR only mounts a blob from a repository where a manifest already references it.
 pub async fn execute_in_order(
     client: &RegistryClient,
-    archive: Arc<ArchiveFile>,
+    origin: &dyn BlobOrigin,
     plan: &PushPlan,
     contents: &BundleContents,
     presence: &Presence,
@@ -272,7 +285,7 @@ pub async fn execute_in_order(
             blobs_present: 0,
             unchecked: presence.unchecked,
         };
-        total += execute(client, archive.clone(), &sub_plan, contents, &sub_presence, concurrency, progress).await?;
+        total += execute(client, origin, &sub_plan, contents, &sub_presence, concurrency, progress).await?;
         for d in &plan.repositories[repo] {
             mountable.entry(d.clone()).or_insert_with(|| repo.clone());
         }
@@ -283,7 +296,7 @@ pub async fn execute_in_order(
 /// Run the push. Returns (blobs uploaded, blobs mounted, manifests pushed).
 pub async fn execute(
     client: &RegistryClient,
-    archive: Arc<ArchiveFile>,
+    origin: &dyn BlobOrigin,
     plan: &PushPlan,
     contents: &BundleContents,
     presence: &Presence,
@@ -291,15 +304,12 @@ pub async fn execute(
     progress: &Transfer,
 ) -> Result<PushStats, PushError> {
     let stats = Mutex::new(PushStats::default());
-    // Sequential access is all a stream-only archive allows; parallel readers would each decompress from
-    // the start.
-    let concurrency = if archive.is_random_access() { concurrency.max(1) } else { 1 };
+    let concurrency = if origin.parallel() { concurrency.max(1) } else { 1 };
     stream::iter(presence.missing_blobs.iter().map(Ok::<_, PushError>))
         .try_for_each_concurrent(concurrency, |(digest, repos)| {
-            let archive = archive.clone();
             let stats = &stats;
             async move {
-                let entry = contents.blobs[digest];
+                let size = contents.blobs[digest].size;
                 let mut repos = repos.iter();
                 // The first repository gets the bytes (mounted from elsewhere in the destination if possible);
                 // every other one mounts from it, concurrently: one shared base layer may go to hundreds.
@@ -316,26 +326,26 @@ pub async fn execute(
                             (false, None)
                         };
                         if present {
-                            progress.skipped(entry.size);
+                            progress.skipped(size);
                             stats.lock().await.present += 1;
                         } else {
-                            upload(client, &archive, first, digest, entry, session, progress).await?;
-                            stats.lock().await.count_upload(entry.size);
+                            upload(client, origin, first, digest, size, session, progress).await?;
+                            stats.lock().await.count_upload(size);
                         }
                         first.clone()
                     }
                 };
                 stream::iter(repos.map(Ok::<_, PushError>))
                     .try_for_each_concurrent(concurrency, |repo| {
-                        let (archive, source) = (archive.clone(), source.clone());
+                        let source = source.clone();
                         async move {
                             match client.mount_blob(repo, digest, &source).await? {
                                 None => stats.lock().await.mounted += 1,
                                 Some(session) => {
                                     // The registry would not mount (ECR without blob mounting, another
                                     // account): upload into the session it opened.
-                                    upload(client, &archive, repo, digest, entry, Some(session), progress).await?;
-                                    stats.lock().await.count_upload(entry.size);
+                                    upload(client, origin, repo, digest, size, Some(session), progress).await?;
+                                    stats.lock().await.count_upload(size);
                                 }
                             }
                             Ok(())
@@ -374,7 +384,18 @@ pub async fn execute(
                 let current = tag_key.as_ref().is_some_and(|k| presence.tags_current.contains(k));
                 if !current {
                     let reference = p.target.tag().map(str::to_string).unwrap_or_else(|| img.digest.to_string());
-                    client.put_manifest(&repo, &reference, &stored.media_type, &stored.bytes).await?;
+                    client.put_manifest(&repo, &reference, &stored.media_type, &stored.bytes).await.map_err(
+                        |source| match source.status() {
+                            // Docker distribution answers 400 MANIFEST_BLOB_UNKNOWN; others 400 or 404.
+                            Some(400 | 404) if !img.omitted.is_empty() => PushError::SparseRefused {
+                                image: p.source.to_string(),
+                                registry: client.name().to_string(),
+                                digest: img.digest.clone(),
+                                source: Box::new(source),
+                            },
+                            _ => PushError::Registry(source),
+                        },
+                    )?;
                     stats.lock().await.manifests += 1;
                 }
                 Ok(())
@@ -413,25 +434,52 @@ impl std::ops::AddAssign for PushStats {
 
 async fn upload(
     client: &RegistryClient,
-    archive: &Arc<ArchiveFile>,
+    origin: &dyn BlobOrigin,
     repo: &str,
     digest: &Digest,
-    entry: BlobEntry,
+    size: u64,
     session: Option<url::Url>,
     progress: &Transfer,
 ) -> Result<(), RegistryError> {
     progress.item_started();
-    let source = ArchiveBlob {
-        archive: archive.clone(),
-        entry,
-        digest: digest.clone(),
-        progress: progress.clone(),
-        counted: Arc::new(AtomicI64::new(0)),
-        failed: Arc::default(),
-    };
-    let result = client.upload_blob(repo, digest, entry.size, &source, session).await;
+    let source = origin.source(digest, size, progress);
+    let result = client.upload_blob(repo, digest, size, source.as_ref(), session).await;
     progress.item_done();
     result
+}
+
+/// Where the bytes of the blobs being pushed come from.
+pub trait BlobOrigin: Sync {
+    /// Whether many blobs can be read at once.
+    fn parallel(&self) -> bool;
+    /// The body of one blob, reopened for each upload attempt; the bytes must be verified on their way, so
+    /// that the registry never receives a complete blob that differs from its digest.
+    fn source(&self, digest: &Digest, size: u64, progress: &Transfer) -> Box<dyn BlobSource + Send>;
+}
+
+/// Blobs read straight from a verified archive.
+pub struct ArchiveOrigin<'a> {
+    pub archive: Arc<ArchiveFile>,
+    pub blobs: &'a BTreeMap<Digest, BlobEntry>,
+}
+
+impl BlobOrigin for ArchiveOrigin<'_> {
+    /// Sequential access is all a stream-only archive allows; parallel readers would each decompress from
+    /// the start.
+    fn parallel(&self) -> bool {
+        self.archive.is_random_access()
+    }
+
+    fn source(&self, digest: &Digest, _size: u64, progress: &Transfer) -> Box<dyn BlobSource + Send> {
+        Box::new(ArchiveBlob {
+            archive: self.archive.clone(),
+            entry: self.blobs[digest],
+            digest: digest.clone(),
+            progress: progress.clone(),
+            counted: Arc::new(AtomicI64::new(0)),
+            failed: Arc::default(),
+        })
+    }
 }
 
 /// A blob's bytes read straight from the archive, hashed as they go: a mismatch fails the upload body, so
@@ -516,6 +564,9 @@ impl crate::hint::Hint for PushError {
         match self {
             PushError::Collision { .. } => Some(
                 "keep the registry host in the path (--keep-host) or import into another prefix, so the two images land apart".into(),
+            ),
+            PushError::SparseRefused { .. } => Some(
+                "export (or copy) again with --platform-mode filter (the default: a new index of the chosen platforms), or without --platform to carry every platform".into(),
             ),
             PushError::Pool(e) => e.hint(),
             PushError::Registry(e) => e.hint(),

@@ -35,6 +35,9 @@ pub struct BundleSpec {
     /// Images to leave out (as written by the chart or in `images`).
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Platforms to carry (`os/arch[/variant]`), as `--platform`; empty: all.
+    #[serde(default)]
+    pub platforms: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

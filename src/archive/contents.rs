@@ -30,6 +30,9 @@ pub struct ArchiveImage {
     pub blobs: Vec<Digest>,
     /// The bundled Helm chart (an OCI artifact), not a container image.
     pub helm_chart: bool,
+    /// Children of the index left out by `--platform-mode sparse`: the index names them, the archive does not
+    /// hold them.
+    pub omitted: Vec<Digest>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,7 +160,14 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 None
             }
         };
+        let omitted: BTreeSet<Digest> = metadata
+            .as_ref()
+            .and_then(|m| m.images.get(i))
+            .and_then(|img| img.platform_selection.as_ref())
+            .map(|s| s.omitted.iter().cloned().collect())
+            .unwrap_or_default();
         let mut walk = Walk {
+            omitted: &omitted,
             scan: &scan,
             manifests: &mut manifests,
             order: Vec::new(),
@@ -181,6 +191,7 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 manifests: order,
                 blobs,
                 helm_chart: metadata.as_ref().and_then(|m| m.images.get(i)).is_some_and(|img| img.helm_chart),
+                omitted: omitted.into_iter().collect(),
             });
         }
     }
@@ -256,6 +267,8 @@ fn check_metadata(
 }
 
 struct Walk<'a> {
+    /// Children bundle.json says were left out on purpose (sparse platform selection).
+    omitted: &'a BTreeSet<Digest>,
     scan: &'a Scan,
     manifests: &'a mut HashMap<Digest, StoredManifest>,
     order: Vec<Digest>,
@@ -298,7 +311,7 @@ impl Walk<'_> {
             }
         };
         let here = format!("manifest {digest}");
-        for child in &links.children {
+        for child in links.children.iter().filter(|c| !self.omitted.contains(&c.digest)) {
             if root && let Some(p) = &child.platform {
                 self.platforms.push(p.to_string());
             }

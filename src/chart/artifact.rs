@@ -1,28 +1,36 @@
 //! The chart as a Helm OCI artifact, so it travels in the bundle next to its images and `helm install oci://…`
 //! works from the destination registry.
 
+use bytes::Bytes;
+
+use crate::digest::Digest;
+
+/// The chart as an image to carry, and the bytes of its two blobs (small: Chart.yaml and the package).
+pub struct ChartArtifact {
+    pub image: crate::resolve::ResolvedImage,
+    pub blobs: Vec<(Digest, Bytes)>,
+}
+
 /// The chart as a Helm OCI artifact (what `helm push` makes): a config holding Chart.yaml as JSON and one
 /// layer holding the package. Built from the package alone, so the same chart gives the same digest.
-pub fn oci_artifact(
-    loaded: &super::source::LoadedChart,
-    store: &crate::blob_store::BlobStore,
-) -> std::io::Result<crate::resolve::ResolvedImage> {
+pub fn oci_artifact(loaded: &super::source::LoadedChart) -> std::io::Result<ChartArtifact> {
     use crate::manifest::{Descriptor, OCI_MANIFEST};
     use crate::manifest::{HELM_CONFIG, HELM_CONTENT};
     let meta = &loaded.chart.meta;
-    let config = serde_json::to_vec(meta).expect("chart metadata serialises");
-    let config_digest = store.put(&config)?;
-    let layer_digest = store.put(&loaded.package)?;
+    let config = Bytes::from(serde_json::to_vec(meta).expect("chart metadata serialises"));
+    let package = Bytes::from(loaded.package.clone());
+    let config_digest = Digest::of(&config);
+    let layer_digest = Digest::of(&package);
     let config_desc = Descriptor {
         media_type: HELM_CONFIG.into(),
-        digest: config_digest,
+        digest: config_digest.clone(),
         size: config.len() as u64,
         platform: None,
         annotations: None,
     };
     let layer_desc = Descriptor {
         media_type: HELM_CONTENT.into(),
-        digest: layer_digest,
+        digest: layer_digest.clone(),
         size: loaded.package.len() as u64,
         platform: None,
         annotations: None,
@@ -34,10 +42,10 @@ pub fn oci_artifact(
         "layers": [layer_desc],
     }))
     .expect("manifest serialises");
-    let digest = crate::digest::Digest::of(&manifest);
+    let digest = Digest::of(&manifest);
     let source = crate::reference::ImageRef::parse(&format!("charts/{}:{}", meta.name, meta.version.replace('+', "_")))
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("chart name: {e}")))?;
-    Ok(crate::resolve::ResolvedImage {
+    let image = crate::resolve::ResolvedImage {
         source,
         digest: digest.clone(),
         media_type: OCI_MANIFEST.into(),
@@ -50,5 +58,7 @@ pub fn oci_artifact(
         }],
         blobs: vec![config_desc, layer_desc],
         helm_chart: true,
-    })
+        selection: None,
+    };
+    Ok(ChartArtifact { image, blobs: vec![(config_digest, config), (layer_digest, package)] })
 }

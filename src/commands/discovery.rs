@@ -1,13 +1,17 @@
-//! The chart half of `images` and `export`: load the chart, pick helm or the static scan, survey every pass.
+//! From what the user named to resolved images, for `images`, `export` and `copy`: load the chart, pick helm
+//! or the static scan, survey every pass, add the listed images, resolve them all.
 
 use super::failure::Explain as _;
 
-use super::settings::{ChartSettings, HelmChoice};
+use super::settings::{ChartSettings, HelmChoice, SourceSettings};
 use super::{Context, Failure, Outcome};
 use crate::chart::render::{Helm, RenderOptions};
 use crate::chart::source::{self, LoadedChart};
 use crate::chart::survey::{self, Survey, SurveyOptions};
 use crate::chart::values::UserValues;
+use crate::platform::PlatformChoice;
+use crate::reference::ImageRef;
+use crate::resolve::ResolvedImage;
 
 pub struct ChartInput {
     pub loaded: LoadedChart,
@@ -83,4 +87,68 @@ pub async fn survey_chart(ctx: &Context, args: &ChartSettings, plan_values: bool
         ctx.printer.warn(w.clone());
     }
     Ok(ChartInput { loaded, survey })
+}
+
+/// The chart (surveyed, when there is one) and every image reference to carry: the chart's and the listed ones,
+/// without the excluded, sorted and de-duplicated. `plan_values` as for `survey_chart`.
+pub async fn gather(
+    ctx: &Context,
+    sources: &SourceSettings,
+    plan_values: bool,
+) -> Outcome<(Option<ChartInput>, Vec<ImageRef>)> {
+    let chart = match &sources.chart {
+        Some(c) => Some(survey_chart(ctx, c, plan_values).await?),
+        None => None,
+    };
+    let mut refs = sources.images.clone();
+    if let Some(c) = &chart {
+        refs.extend(chart_references(c, &sources.exclude)?);
+    }
+    let excluded: Vec<ImageRef> = sources.exclude.iter().filter_map(|e| ImageRef::parse(e).ok()).collect();
+    refs.retain(|r| !excluded.contains(r));
+    refs.sort();
+    refs.dedup();
+    Ok((chart, refs))
+}
+
+/// Resolve every reference (only the chosen platforms, with `choice`), and say what choosing did.
+pub async fn resolve(ctx: &Context, refs: &[ImageRef], choice: Option<&PlatformChoice>) -> Outcome<Vec<ResolvedImage>> {
+    ctx.printer.info(format!("Resolving {} images", refs.len()));
+    let images = crate::export::resolve_all(&ctx.registries, refs, choice, ctx.concurrency).await?;
+    for img in &images {
+        let Some(record) = &img.selection else { continue };
+        match (record.mode, &record.original_digest) {
+            (crate::layout::SelectionMode::Whole, _) if img.source.digest().is_some() => ctx.printer.warn(format!(
+                "{} is pinned by digest: all its platforms travel, so that the digest keeps resolving",
+                img.source
+            )),
+            (crate::layout::SelectionMode::Filter, Some(original)) => ctx.printer.info(format!(
+                "{}: index {original} filtered to {} ({}), without {}",
+                img.source,
+                img.digest,
+                img.platforms.join(","),
+                record.dropped.join(",")
+            )),
+            _ => {}
+        }
+    }
+    Ok(images)
+}
+
+/// The chart's images as references; `exclude` holds images to leave out, as the chart writes them.
+fn chart_references(c: &ChartInput, exclude: &[String]) -> Outcome<Vec<ImageRef>> {
+    let mut out = Vec::new();
+    for f in c.survey.findings.iter().filter(|f| !exclude.contains(&f.reference)) {
+        let r = ImageRef::parse(&f.reference).map_err(|e| {
+            Failure::user(
+                format!(
+                    "the chart names the image `{}` ({}), which is not a valid reference: {e}",
+                    f.reference, f.location
+                ),
+                "fix the values that produce it, or leave it out with `exclude:` in a bundle spec",
+            )
+        })?;
+        out.push(r);
+    }
+    Ok(out)
 }

@@ -1,32 +1,18 @@
 //! `bundle export`: the spec and the flags → the references (a chart's and the listed ones) → resolved
 //! images → `export::write_archive` (the library's pipeline) → the report.
 
-use super::discovery::{self, ChartInput};
+use super::discovery;
 use super::settings::ExportSettings;
-use super::{Context, Failure, Outcome, human};
+use super::{Context, Outcome, human};
 use crate::blob_store::prune::PruneOutcome;
 use crate::export::ArchiveJob;
-use crate::reference::ImageRef;
 use crate::resolve::ResolvedImage;
 use crate::{pack, pull};
 
 pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
     let started = std::time::Instant::now();
-    let chart = match &settings.chart {
-        Some(c) => Some(discovery::survey_chart(ctx, c, !settings.dry_run).await?),
-        None => None,
-    };
-    let mut refs = settings.images.clone();
-    if let Some(c) = &chart {
-        refs.extend(chart_references(c, &settings.exclude)?);
-    }
-    let excluded: Vec<ImageRef> = settings.exclude.iter().filter_map(|e| ImageRef::parse(e).ok()).collect();
-    refs.retain(|r| !excluded.contains(r));
-    refs.sort();
-    refs.dedup();
-
-    ctx.printer.info(format!("Resolving {} images", refs.len()));
-    let images = crate::export::resolve_all(&ctx.registries, &refs, ctx.concurrency).await?;
+    let (chart, refs) = discovery::gather(ctx, &settings.sources, !settings.dry_run).await?;
+    let images = discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref()).await?;
     let record = chart.as_ref().map(|c| c.survey.record.clone());
 
     if settings.dry_run {
@@ -98,24 +84,6 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         Some((_, _, Ok(PruneOutcome::WithinLimit))) | None => {}
     }
     Ok(())
-}
-
-/// The chart's images as references; `exclude` holds images to leave out, as the chart writes them.
-fn chart_references(c: &ChartInput, exclude: &[String]) -> Outcome<Vec<ImageRef>> {
-    let mut out = Vec::new();
-    for f in c.survey.findings.iter().filter(|f| !exclude.contains(&f.reference)) {
-        let r = ImageRef::parse(&f.reference).map_err(|e| {
-            Failure::user(
-                format!(
-                    "the chart names the image `{}` ({}), which is not a valid reference: {e}",
-                    f.reference, f.location
-                ),
-                "fix the values that produce it, or leave it out with `exclude:` in a bundle spec",
-            )
-        })?;
-        out.push(r);
-    }
-    Ok(out)
 }
 
 fn print_plan(printer: &crate::printer::Printer, images: &[ResolvedImage]) {

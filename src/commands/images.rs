@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::discovery::survey_chart;
+use super::failure::Explain as _;
 use super::settings::ImagesSettings;
 use super::{Context, Outcome};
 use crate::chart::discover::Finding;
+use crate::reference::ImageRef;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -30,6 +32,19 @@ struct ChartInfo<'a> {
 struct ImageEntry<'a> {
     reference: &'a str,
     found: Vec<&'a Finding>,
+    /// With --platform: what would travel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    travels: Option<Travels>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Travels {
+    digest: String,
+    media_type: String,
+    platforms: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform_selection: Option<crate::layout::PlatformRecord>,
 }
 
 pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
@@ -39,10 +54,35 @@ pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
         by_ref.entry(f.reference.as_str()).or_default().push(f);
     }
     if settings.json {
+        // With --platform, each image is resolved to show which platforms would travel.
+        let mut travels: BTreeMap<&str, Travels> = BTreeMap::new();
+        if let Some(choice) = &settings.platforms {
+            let refs = by_ref
+                .keys()
+                .map(|r| ImageRef::parse(r).map(|parsed| (*r, parsed)))
+                .collect::<Result<Vec<_>, _>>()
+                .explain("the chart names an invalid image reference")?;
+            let parsed: Vec<ImageRef> = refs.iter().map(|(_, p)| p.clone()).collect();
+            let images = super::discovery::resolve(ctx, &parsed, Some(choice)).await?;
+            for ((written, _), img) in refs.iter().zip(images) {
+                travels.insert(
+                    written,
+                    Travels {
+                        digest: img.digest.to_string(),
+                        media_type: img.media_type,
+                        platforms: img.platforms,
+                        platform_selection: img.selection,
+                    },
+                );
+            }
+        }
         let r = &input.survey.record;
         let listing = Listing {
             chart: ChartInfo { name: &r.name, version: &r.version, origin: &r.origin, discovery: &r.discovery },
-            images: by_ref.into_iter().map(|(reference, found)| ImageEntry { reference, found }).collect(),
+            images: by_ref
+                .into_iter()
+                .map(|(reference, found)| ImageEntry { reference, found, travels: travels.remove(reference) })
+                .collect(),
         };
         ctx.printer.result_json(&listing);
     } else {

@@ -24,6 +24,9 @@ struct ImageRow {
     media_type: String,
     platforms: Vec<String>,
     size: u64,
+    /// What --platform did at export: the original index digest, the mode, what was left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform_selection: Option<crate::layout::PlatformRecord>,
 }
 
 #[derive(Serialize)]
@@ -75,6 +78,7 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
                     media_type: i.media_type,
                     platforms: i.platforms,
                     size: i.size,
+                    platform_selection: i.platform_selection,
                 })
                 .collect(),
         });
@@ -102,6 +106,7 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
                 media_type: i.media_type.clone(),
                 platforms: i.platforms.clone(),
                 size: i.size,
+                platform_selection: None,
             })
             .collect(),
     })

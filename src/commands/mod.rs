@@ -2,6 +2,8 @@
 //! of the error at its root), where the global flags become the settings every command shares, and where the
 //! exit code is decided.
 
+pub mod copy;
+pub mod delivery;
 pub mod discovery;
 pub mod documentation;
 pub mod ecr_prepare;
@@ -47,6 +49,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Command::Export(args) => export::run(&ctx, settings::ExportSettings::new(args, &ctx.tmp_dir)?).await,
                 Command::Verify(args) => verify::run(&ctx, &args.archive).await,
                 Command::Import(args) => import::run(&ctx, settings::ImportSettings::new(args)?).await,
+                Command::Copy(args) => copy::run(&ctx, settings::CopySettings::new(args)?).await,
                 Command::Inspect(args) => inspect::run(&ctx, &args.archive, args.json).await,
                 Command::Images(args) => images::run(&ctx, settings::ImagesSettings::new(args)?).await,
                 Command::Completions(_) | Command::Manpage => unreachable!("handled without a runtime"),
@@ -79,6 +82,7 @@ fn interrupted_message(command: &Command) -> &'static str {
             "nothing was written under the output name; blobs downloaded into the cache are kept, so a re-run downloads only the rest"
         }
         Command::Import(_) => "what was pushed is kept; run the same import again to finish it",
+        Command::Copy(_) => "what was pushed is kept; run the same copy again to finish it",
         Command::Verify(_) => "the archive was not fully checked",
         Command::Images(_) => "the image list is incomplete",
         Command::Inspect(_) | Command::Completions(_) | Command::Manpage => "nothing was changed",

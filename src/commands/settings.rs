@@ -8,11 +8,14 @@ use std::time::Duration;
 use super::failure::{Explain as _, Failure, Outcome};
 use crate::blob_store::prune;
 use crate::chart::source::ChartRequest;
-use crate::cli::{ChartArgs, EcrArgs, ExportArgs, ImagesArgs, ImportArgs};
+use crate::cli::{
+    ChartArgs, CopyArgs, DestinationArgs, EcrArgs, ExportArgs, ImagesArgs, ImportArgs, PlatformArgs, SourceArgs,
+};
 use crate::destination::{Destination, Mapping};
 use crate::ecr::EcrSettings;
 use crate::env_vars;
 use crate::export::Staging;
+use crate::platform::PlatformChoice;
 use crate::reference::ImageRef;
 use crate::spec::BundleSpec;
 
@@ -67,6 +70,8 @@ impl ChartSettings {
 pub struct ImagesSettings {
     pub chart: ChartSettings,
     pub json: bool,
+    /// Resolve each image and show what --platform keeps (with --json only).
+    pub platforms: Option<PlatformChoice>,
 }
 
 impl ImagesSettings {
@@ -77,29 +82,35 @@ impl ImagesSettings {
                 "name one with -c CHART (a directory, a .tgz, a name with --repo URL, or oci://…)",
             )
         })?;
-        Ok(ImagesSettings { chart, json: args.json })
+        let platforms = platform_choice(args.platform, Vec::new())?;
+        if platforms.is_some() && !args.json {
+            return Err(Failure::user(
+                "--platform needs --json in `bundle images`",
+                "add --json to see, per image, which platforms would travel",
+            ));
+        }
+        Ok(ImagesSettings { chart, json: args.json, platforms })
     }
 }
 
-pub struct ExportSettings {
+/// What to carry: the chart, the listed images, the exclusions and the platforms (export and copy).
+pub struct SourceSettings {
     pub chart: Option<ChartSettings>,
     /// The listed images (--image, --images-file, the spec's), parsed, sorted and de-duplicated.
     pub images: Vec<ImageRef>,
     /// Images to leave out, as the chart writes them (a spec's `exclude:`).
     pub exclude: Vec<String>,
-    /// `None` only for a dry run without -o.
-    pub output: Option<PathBuf>,
-    pub dry_run: bool,
-    pub force: bool,
-    pub staging: Staging,
-    /// bundle.json's `created`, from SOURCE_DATE_EPOCH.
-    pub created: Option<String>,
+    /// `None`: every platform.
+    pub platforms: Option<PlatformChoice>,
 }
 
-impl ExportSettings {
-    /// The spec's settings under the command line's: flags add to lists and win over single values.
-    pub fn new(mut args: ExportArgs, tmp_dir: &Path) -> Outcome<ExportSettings> {
+impl SourceSettings {
+    /// The spec's settings under the command line's: flags add to lists and win over single values. Returns the
+    /// spec's output name too (export uses it).
+    fn new(mut args: SourceArgs, platform: PlatformArgs) -> Outcome<(SourceSettings, Option<PathBuf>)> {
         let mut exclude = Vec::new();
+        let mut spec_output = None;
+        let mut spec_platforms = Vec::new();
         if let Some(path) = args.spec.clone() {
             let spec = BundleSpec::load(&path)?;
             exclude = spec.exclude.clone();
@@ -113,10 +124,52 @@ impl ExportSettings {
             c.values = spec.values.into_iter().chain(c.values.drain(..)).collect();
             c.passes = spec.passes.into_iter().chain(c.passes.drain(..)).collect();
             args.images = spec.images.into_iter().chain(args.images.drain(..)).collect();
-            args.output = args.output.take().or(Some(spec.output));
+            spec_output = Some(spec.output);
+            spec_platforms = spec.platforms;
         }
-        let output = match (&args.output, args.dry_run) {
-            (Some(o), _) => Some(check_output(o, args.force)?),
+        let images = collect_references(&args.images, &args.images_files)?;
+        let chart = ChartSettings::from_args(args.chart);
+        if images.is_empty() && chart.is_none() {
+            return Err(Failure::user(
+                "no images given",
+                "name images with --image REF (repeatable) or --images-file FILE, or a chart with -c CHART",
+            ));
+        }
+        let platforms = platform_choice(platform, spec_platforms)?;
+        Ok((SourceSettings { chart, images, exclude, platforms }, spec_output))
+    }
+}
+
+/// `--platform` (and a spec's `platforms:`) as one choice; `None` when no platform was named.
+fn platform_choice(args: PlatformArgs, from_spec: Vec<String>) -> Outcome<Option<PlatformChoice>> {
+    let mut platforms = args.platforms;
+    for p in from_spec {
+        platforms.push(p.parse().map_err(|e| {
+            Failure::user(format!("the spec's `platforms:` entry {e}"), "write platforms as os/arch[/variant]")
+        })?);
+    }
+    platforms.sort();
+    platforms.dedup();
+    Ok((!platforms.is_empty()).then_some(PlatformChoice { platforms, mode: args.platform_mode }))
+}
+
+pub struct ExportSettings {
+    pub sources: SourceSettings,
+    /// `None` only for a dry run without -o.
+    pub output: Option<PathBuf>,
+    pub dry_run: bool,
+    pub force: bool,
+    pub staging: Staging,
+    /// bundle.json's `created`, from SOURCE_DATE_EPOCH.
+    pub created: Option<String>,
+}
+
+impl ExportSettings {
+    pub fn new(args: ExportArgs, tmp_dir: &Path) -> Outcome<ExportSettings> {
+        let output = args.output.clone();
+        let (sources, spec_output) = SourceSettings::new(args.sources, args.platform)?;
+        let output = match (output.or(spec_output), args.dry_run) {
+            (Some(o), _) => Some(check_output(&o, args.force)?),
             (None, true) => None,
             (None, false) => {
                 return Err(Failure::user(
@@ -125,14 +178,6 @@ impl ExportSettings {
                 ));
             }
         };
-        let images = collect_references(&args.images, &args.images_files)?;
-        let chart = ChartSettings::from_args(args.chart);
-        if images.is_empty() && chart.is_none() {
-            return Err(Failure::user(
-                "no images to export",
-                "name images with --image REF (repeatable) or --images-file FILE, or a chart with -c CHART",
-            ));
-        }
         // Blobs land in the cache (kept, so a re-run downloads only what is missing) or, with --no-cache, in a
         // staging directory that is removed however the export ends.
         let staging = if args.no_cache {
@@ -147,9 +192,7 @@ impl ExportSettings {
             Staging::Cache { dir, max_bytes: args.cache_max_size.map_or(Some(prune::DEFAULT_MAX_BYTES), |l| l.0) }
         };
         Ok(ExportSettings {
-            chart,
-            images,
-            exclude,
+            sources,
             output,
             dry_run: args.dry_run,
             force: args.force,
@@ -159,20 +202,19 @@ impl ExportSettings {
     }
 }
 
-pub struct ImportSettings {
+/// Where images go (import and copy).
+pub struct DestinationSettings {
     /// Where images go, with the path mapping the flags chose.
     pub destination: Destination,
     /// `-d` as the user wrote it, for messages.
     pub destination_text: String,
-    pub archive: PathBuf,
-    pub dry_run: bool,
     pub values_out: Option<PathBuf>,
-    /// ECR settings from the flags (the registry config's `[registry.ecr]` is laid under them at import).
+    /// ECR settings from the flags (the registry config's `[registry.ecr]` is laid under them).
     pub ecr: EcrSettings,
 }
 
-impl ImportSettings {
-    pub fn new(args: ImportArgs) -> Outcome<ImportSettings> {
+impl DestinationSettings {
+    fn new(args: DestinationArgs) -> Outcome<DestinationSettings> {
         let mapping = if args.flatten {
             Mapping::Flatten
         } else if args.keep_host {
@@ -188,14 +230,41 @@ impl ImportSettings {
                 )
             })?
             .with_mapping(mapping);
-        Ok(ImportSettings {
+        Ok(DestinationSettings {
             destination,
             destination_text: args.destination,
-            archive: args.archive,
-            dry_run: args.dry_run,
             values_out: args.values_out,
             ecr: ecr_settings(&args.ecr)?,
         })
+    }
+}
+
+pub struct ImportSettings {
+    pub target: DestinationSettings,
+    pub archive: PathBuf,
+    pub dry_run: bool,
+}
+
+impl ImportSettings {
+    pub fn new(args: ImportArgs) -> Outcome<ImportSettings> {
+        Ok(ImportSettings {
+            target: DestinationSettings::new(args.target)?,
+            archive: args.archive,
+            dry_run: args.dry_run,
+        })
+    }
+}
+
+pub struct CopySettings {
+    pub sources: SourceSettings,
+    pub target: DestinationSettings,
+    pub dry_run: bool,
+}
+
+impl CopySettings {
+    pub fn new(args: CopyArgs) -> Outcome<CopySettings> {
+        let (sources, _) = SourceSettings::new(args.sources, args.platform)?;
+        Ok(CopySettings { sources, target: DestinationSettings::new(args.target)?, dry_run: args.dry_run })
     }
 }
 

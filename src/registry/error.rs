@@ -51,6 +51,15 @@ fn detail_suffix(detail: &str) -> String {
 }
 
 impl RegistryError {
+    /// The HTTP status the registry answered, when it answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Status { status, .. } => Some(*status),
+            RegistryError::NotFound { .. } => Some(404),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(what: &str, source: std::io::Error) -> RegistryError {
         RegistryError::Io { what: what.to_string(), source }
     }
@@ -83,7 +92,7 @@ impl crate::hint::Hint for RegistryError {
                 "check the image name and tag; `skopeo inspect docker://IMAGE` shows what the registry has".into()
             }
             RegistryError::Source { .. } => {
-                "the content being uploaded is damaged; for an archive, `bundle verify FILE` lists what is wrong; copy it again from the export side".into()
+                "the content being uploaded is damaged: from an archive, `bundle verify FILE` lists what is wrong (copy it again from the export side); from a source registry (`bundle copy`), run again, and if it repeats, the registry or a proxy before it alters the blob".into()
             }
             RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. } => {
                 "the registry or something between it and this host altered the content; nothing was kept".into()

@@ -471,7 +471,7 @@ fn without_helm_the_values_file_is_written_and_called_unproven() {
     let r = ws
         .bundle(&["import", "-d", &format!("{}/airgap", dst.host()), "p.tar.zst", "--values-out", "v.yaml"])
         .success();
-    assert!(r.stderr.contains("v.yaml is unproven: the bundle was exported without helm"), "{}", r.stderr);
+    assert!(r.stderr.contains("v.yaml is unproven: the chart was surveyed without helm"), "{}", r.stderr);
     let v = std::fs::read_to_string(ws.path("v.yaml")).unwrap();
     assert!(v.contains("# Unproven") && v.contains("repository: airgap/stackstate/worker"), "{v}");
 }

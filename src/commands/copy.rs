@@ -1,0 +1,48 @@
+//! `bundle copy -d REGISTRY[/PREFIX]`: the sources of export (`discovery`), the destination steps of import
+//! (`delivery`), and between them the library's `copy`: blobs stream from registry to registry.
+
+use std::collections::HashMap;
+
+use super::failure::Explain as _;
+use super::settings::CopySettings;
+use super::{Context, Outcome, delivery, discovery};
+use crate::copy::{RegistryOrigin, contents_of};
+use crate::pack;
+
+pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
+    let started = std::time::Instant::now();
+    let target = &settings.target;
+    // The values plan is proven with helm only when a values file will be written.
+    let (chart, refs) = discovery::gather(ctx, &settings.sources, target.values_out.is_some()).await?;
+    let mut images = discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref()).await?;
+    let mut local = HashMap::new();
+    if let Some(c) = &chart {
+        let artifact = crate::chart::artifact::oci_artifact(&c.loaded).explain("cannot package the chart")?;
+        local.extend(artifact.blobs);
+        images.push(artifact.image);
+    }
+    let meta = pack::metadata(&images, None, chart.as_ref().map(|c| c.survey.record.clone()));
+    let contents = contents_of(&images, meta).explain("cannot plan the copy")?;
+    let prepared = delivery::prepare(ctx, target, &contents, settings.dry_run).await?;
+    if settings.dry_run {
+        prepared.print_dry_run(ctx, &contents);
+        return Ok(());
+    }
+    if prepared.nothing_to_do(&contents) {
+        ctx.printer.info(format!(
+            "{} already holds all {} images with the same digests; nothing to copy (checked in {:.1?})",
+            target.destination_text,
+            prepared.plan.images.len(),
+            started.elapsed()
+        ));
+        return prepared.finish(ctx, target, &contents);
+    }
+    let origin =
+        RegistryOrigin::new(&ctx.registries, &images, local).explain("cannot prepare the source registries")?;
+    let stats = prepared
+        .push(ctx, &origin, &contents)
+        .await
+        .map_err(|e| delivery::push_failure(e, "copy", &target.destination.registry, None))?;
+    prepared.report(ctx, "Copied", &contents, &stats, &target.destination_text, started);
+    prepared.finish(ctx, target, &contents)
+}

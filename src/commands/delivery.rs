@@ -1,0 +1,271 @@
+//! The destination half of `import` and `copy`: plan, prepare ECR, probe, print the dry run, push, report, and
+//! end with the chart's install line and the values file. The two commands differ only in where the images and
+//! their bytes come from (an archive, or the source registries).
+
+use std::sync::Arc;
+
+use super::failure::Explain as _;
+use super::settings::DestinationSettings;
+use super::{Context, Failure, Outcome, human};
+use crate::archive::{ArchiveImage, BundleContents};
+use crate::chart::values_out;
+use crate::destination::Destination;
+use crate::push::{self, BlobOrigin, Presence, PushPlan, PushStats};
+use crate::reference::ImageRef;
+use crate::registry::{RegistryClient, Role};
+
+/// The destination, probed: what is there and what a push would do.
+pub struct Prepared {
+    pub plan: PushPlan,
+    pub presence: Presence,
+    client: Arc<RegistryClient>,
+    ecr: Option<super::ecr_prepare::EcrSession>,
+}
+
+/// Plan where each image goes, set up ECR, and learn what the destination already has.
+pub async fn prepare(
+    ctx: &Context,
+    target: &DestinationSettings,
+    contents: &BundleContents,
+    dry_run: bool,
+) -> Outcome<Prepared> {
+    let dest = &target.destination;
+    let plan = PushPlan::new(contents, dest).explain("cannot plan the push")?;
+    // Repositories are prepared once (ECR: created, token fetched).
+    let ecr = super::ecr_prepare::prepare(ctx, &target.ecr, dest, &plan, dry_run).await?;
+    let client =
+        ctx.registries.client(&dest.registry, Role::Destination).explain("cannot prepare the destination registry")?;
+    // A dry run must say exactly what would be pushed, and ECR mounts only from repositories whose manifests
+    // reference the blob: both check blobs with HEAD. Otherwise each blob's first upload checks for itself.
+    let check = if dry_run || ecr.is_some() { push::BlobCheck::Head } else { push::BlobCheck::OnUpload };
+    let presence = push::probe(&client, &plan, contents, ctx.concurrency, check)
+        .await
+        .explain_with(|| format!("cannot check what {} already has", dest.registry))?;
+    if let Some(session) = &ecr {
+        check_immutable_tags(&presence, session)?;
+    }
+    Ok(Prepared { plan, presence, client, ecr })
+}
+
+impl Prepared {
+    pub fn nothing_to_do(&self, contents: &BundleContents) -> bool {
+        self.presence.nothing_to_do(&self.plan, contents)
+    }
+
+    /// The seed's dry-run lines (`Copying SRC to DST (dry-run)`), one per image, then the plan.
+    pub fn print_dry_run(&self, ctx: &Context, contents: &BundleContents) {
+        for p in &self.plan.images {
+            let img = &contents.images[p.image];
+            let filtered = contents
+                .metadata
+                .as_ref()
+                .and_then(|m| m.images.get(p.image))
+                .and_then(|m| m.platform_selection.as_ref())
+                .map(|s| describe_selection(s, img))
+                .unwrap_or_default();
+            ctx.printer.result(format!(
+                "Copying {} to {} (dry-run){filtered}",
+                describe_source(img, &p.source),
+                p.target
+            ));
+        }
+        let presence = &self.presence;
+        ctx.printer.result(format!(
+            "Plan: {} images into {} repositories of {} ({} already complete); {} blobs already present; {} blobs to upload ({}), {} to mount; nothing changed (dry run)",
+            self.plan.images.len(),
+            self.plan.repositories.len(),
+            self.client.name(),
+            presence.images_complete(&self.plan, contents),
+            presence.blobs_present,
+            presence.blobs_to_upload(),
+            human(presence.bytes_to_upload(contents)),
+            presence.blobs_to_mount(),
+        ));
+    }
+
+    /// Push what is missing, with a progress bar.
+    pub async fn push(
+        &self,
+        ctx: &Context,
+        origin: &dyn BlobOrigin,
+        contents: &BundleContents,
+    ) -> Result<PushStats, push::PushError> {
+        let presence = &self.presence;
+        let progress =
+            ctx.printer.transfer("push", presence.bytes_to_upload(contents), presence.blobs_to_upload() as u64);
+        let run = if self.ecr.is_some() {
+            // ECR mounts a blob only from a repository whose manifests already reference it.
+            push::execute_in_order(&self.client, origin, &self.plan, contents, presence, ctx.concurrency, &progress)
+                .await
+        } else {
+            push::execute(&self.client, origin, &self.plan, contents, presence, ctx.concurrency, &progress).await
+        };
+        if run.is_ok() {
+            progress.finish();
+        }
+        run
+    }
+
+    /// One line per image (verbose) and the totals.
+    pub fn report(
+        &self,
+        ctx: &Context,
+        verb: &str,
+        contents: &BundleContents,
+        stats: &PushStats,
+        target: &str,
+        started: std::time::Instant,
+    ) {
+        for p in &self.plan.images {
+            ctx.printer.detail(format!("{} -> {}", describe_source(&contents.images[p.image], &p.source), p.target));
+        }
+        ctx.printer.info(format!(
+            "{verb} {} images into {target} ({} were already complete): {} blobs uploaded ({}), {} mounted, {} already present, {} manifests pushed, in {:.1?}",
+            self.plan.images.len(),
+            self.presence.images_complete(&self.plan, contents),
+            stats.uploaded,
+            human(stats.uploaded_bytes),
+            stats.mounted,
+            self.presence.blobs_present + stats.present,
+            stats.manifests,
+            started.elapsed()
+        ));
+    }
+
+    /// What every successful push ends with: how to install the chart, and the values file.
+    pub fn finish(&self, ctx: &Context, target: &DestinationSettings, contents: &BundleContents) -> Outcome<()> {
+        if let Some((_, p)) = contents.images.iter().zip(&self.plan.images).find(|(img, _)| img.helm_chart) {
+            ctx.printer.info(format!(
+                "Chart: helm install RELEASE oci://{}/{} --version {}",
+                p.target.registry(),
+                p.target.repository(),
+                p.target.tag().unwrap_or_default().replace('_', "+")
+            ));
+        }
+        if let Some(path) = &target.values_out {
+            write_values(ctx, contents, &target.destination, path)?;
+        }
+        Ok(())
+    }
+}
+
+/// What to tell the user when a push stopped, in the terms of the command (`import`, `copy`).
+pub fn push_failure(e: push::PushError, verb: &str, registry: &str, archive: Option<&std::path::Path>) -> Failure {
+    let message = match (&e, archive) {
+        (push::PushError::Registry(crate::registry::RegistryError::Source { .. }), Some(path)) => format!(
+            "{verb} into {registry} stopped: {} is damaged (images whose manifests were not pushed are not visible)",
+            path.display()
+        ),
+        (push::PushError::SparseRefused { .. }, _) => format!(
+            "{verb} into {registry} stopped: the registry does not store sparse indexes, and running again will not change that"
+        ),
+        _ => format!(
+            "{verb} into {registry} did not complete; run the same command again to finish it (what was pushed is kept)"
+        ),
+    };
+    Failure::from(e).explained(message)
+}
+
+/// `[platforms linux/amd64 of index sha256:… as sha256:…]`: what --platform did, on the dry-run line.
+fn describe_selection(record: &crate::layout::PlatformRecord, img: &ArchiveImage) -> String {
+    use crate::layout::SelectionMode;
+    let kept = if img.platforms.is_empty() { record.chosen.join(",") } else { img.platforms.join(",") };
+    match (record.mode, &record.original_digest) {
+        (SelectionMode::Filter, Some(original)) => {
+            format!(" [platforms {kept} of index {original}, as new index {}]", img.digest)
+        }
+        (SelectionMode::Sparse, _) => {
+            format!(" [platforms {kept} of index {}, sparse: {} children left out]", img.digest, record.omitted.len())
+        }
+        _ => format!(" [all platforms of index {}]", img.digest),
+    }
+}
+
+/// A tag that exists with another digest in a repository whose tags are immutable would fail mid-push:
+/// refuse it before anything is pushed.
+fn check_immutable_tags(presence: &Presence, session: &super::ecr_prepare::EcrSession) -> Outcome<()> {
+    let conflicts: Vec<String> = presence
+        .tags_elsewhere
+        .iter()
+        .filter(|(repo_tag, _)| {
+            let (repo, tag) = repo_tag.rsplit_once(':').unwrap_or((repo_tag.as_str(), ""));
+            session.mutability.get(repo).is_some_and(|m| m.is_immutable(tag))
+        })
+        .map(|(repo_tag, digest)| format!("{repo_tag} (now {digest})"))
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::user(
+        format!(
+            "{} tags already exist with other content in repositories whose tags are immutable; nothing was pushed:\n  - {}",
+            conflicts.len(),
+            conflicts.join("\n  - ")
+        ),
+        "an immutable tag cannot be moved: push into another prefix (-d REGISTRY/PREFIX), or ask the repository owner",
+    ))
+}
+
+/// A chart is shown as what it is, not under its placeholder name.
+fn describe_source(img: &ArchiveImage, source: &ImageRef) -> String {
+    if img.helm_chart {
+        format!(
+            "chart {}",
+            source.repository().trim_start_matches("charts/").to_string() + ":" + source.tag().unwrap_or_default()
+        )
+    } else {
+        source.to_string()
+    }
+}
+
+/// The values file that points the chart at the destination, written atomically.
+fn write_values(ctx: &Context, contents: &BundleContents, dest: &Destination, path: &std::path::Path) -> Outcome<()> {
+    let record = contents.metadata.as_ref().and_then(|m| m.chart.as_ref()).ok_or_else(|| {
+        Failure::user(
+            "--values-out needs a chart (-c), and there is none",
+            "export (or copy) with -c CHART, so the chart and its values travel",
+        )
+    })?;
+    let plan = values_out::plan_of(record);
+    let values = values_out::values_for(&plan, dest);
+    // What the file's header says about the proof, and what the user is warned of.
+    let (proof, caution) = if !plan.proven {
+        (
+            "# Unproven: the chart was surveyed without helm (or helm could not render the probe); check it with\n# `helm template -f` before installing.\n",
+            Some("is unproven: the chart was surveyed without helm; render the chart with it before installing"),
+        )
+    } else if dest.mapping != crate::push::Mapping::Path {
+        (
+            "# Proven at export or copy for the default name mapping; this push used another, so check it with `helm template -f`.\n",
+            Some(
+                "was proven for the default name mapping, not for --flatten or --keep-host; render the chart with it before installing",
+            ),
+        )
+    } else {
+        (
+            "# Proven at export or copy: helm rendered every image of every pass with these values at the registry the images were pushed to.\n",
+            None,
+        )
+    };
+    let text = format!(
+        "# Values that make chart {} {} pull every image from {}.\n# Written by bundle; pass with -f.\n{proof}{}",
+        record.name,
+        record.version,
+        values_out::destination_text(dest),
+        serde_yaml_ng::to_string(&values).explain("cannot write the values file")?
+    );
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).explain_with(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).explain_with(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).explain_with(|| format!("cannot write {}", path.display()))?;
+    ctx.printer.info(format!("Wrote {} (use it with -f)", path.display()));
+    if let Some(caution) = caution {
+        ctx.printer.warn(format!("{} {caution}", path.display()));
+    }
+    for image in &plan.unmovable {
+        ctx.printer.warn(format!(
+            "{image} is computed by the chart's templates and no values key moves it; override it by hand"
+        ));
+    }
+    Ok(())
+}
