@@ -254,7 +254,8 @@ pub struct ImagesArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// With --json: resolve each image and show which platforms --platform would keep.
+    /// With --json: resolve each image and show which platforms --platform would keep, and the signatures,
+    /// attestations and SBOMs attached to it.
     #[command(flatten)]
     pub platform: PlatformArgs,
 }
@@ -277,6 +278,11 @@ pub struct SourceArgs {
     /// A file of image references, one per line; blank lines and `#` comments are ignored (repeatable).
     #[arg(long = "images-file", value_name = "FILE")]
     pub images_files: Vec<PathBuf>,
+
+    /// Leave out the signatures, attestations and SBOMs attached to the images (cosign's tags, OCI referrers),
+    /// which otherwise travel with them.
+    #[arg(long)]
+    pub no_referrers: bool,
 }
 
 /// Which platforms of multi-arch images travel.
@@ -444,7 +450,19 @@ pub struct InspectArgs {
     #[arg(value_name = "FILE")]
     pub archive: PathBuf,
 
-    /// Print JSON instead of a table.
-    #[arg(long)]
+    /// Print JSON instead of a table (the same as --format json).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+
+    /// What to print: `table`, `json`, or `spdx-json`, an SPDX 2.3 document of the archive (one package per
+    /// image with its digest and purl, the chart, the attached signatures and SBOMs) for approval boards.
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    pub format: InspectFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InspectFormat {
+    Table,
+    Json,
+    SpdxJson,
 }

@@ -52,6 +52,7 @@ pub fn contents_of(images: &[ResolvedImage], metadata: BundleMetadata) -> Result
             blobs: img.blobs.iter().map(|b| b.digest.clone()).collect(),
             helm_chart: img.helm_chart,
             omitted: img.selection.as_ref().map(|s| s.omitted.clone()).unwrap_or_default(),
+            artifact: img.artifact.clone(),
         });
     }
     Ok(BundleContents {

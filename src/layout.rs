@@ -47,6 +47,7 @@ impl LayoutIndex {
                     (CONTAINERD_NAME.to_string(), img.source.clone()),
                     (REF_NAME.to_string(), img.source.clone()),
                 ])),
+                artifact_type: None,
             })
             .collect();
         LayoutIndex { schema_version: 2, media_type: Some(OCI_INDEX.to_string()), manifests }
@@ -200,6 +201,43 @@ pub struct BundleImage {
     /// What `--platform` did to this index (absent when no platforms were chosen, or for single images).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_selection: Option<PlatformRecord>,
+    /// This entry is a signature, attestation, SBOM or other artifact of another image's manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactRecord>,
+}
+
+/// What an artifact that travels with an image is, what it is attached to, and how.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArtifactRecord {
+    pub kind: ArtifactKind,
+    /// The manifest it is attached to: an image's index, one of its platform manifests, or another artifact.
+    pub subject: Digest,
+    /// The image (as `images[].source` names it) whose graph holds the subject, artifacts of artifacts included.
+    pub image: String,
+    pub attached_by: AttachedBy,
+    /// The artifact's `artifactType` (or its config's media type), as a referrers list shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    Signature,
+    Attestation,
+    Sbom,
+    Other,
+}
+
+/// How an artifact is found from its subject, and so how it must be attached at the destination.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum AttachedBy {
+    /// cosign's tag beside the subject: `sha256-<hex>.sig`, `.att`, `.sbom` (the entry's source is that tag).
+    CosignTag,
+    /// OCI 1.1: the manifest's `subject` field, listed by the Referrers API or the `sha256-<hex>` tag's index.
+    Referrers,
 }
 
 /// How an index travels when platforms were chosen.

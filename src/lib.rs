@@ -32,6 +32,8 @@ pub mod printer;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod referrers;
 pub mod registry;
 pub mod resolve;
+pub mod spdx;
 pub mod spec;

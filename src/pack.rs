@@ -46,6 +46,7 @@ pub fn metadata(
                 size: img.size(),
                 helm_chart: img.helm_chart,
                 platform_selection: img.selection.clone(),
+                artifact: img.artifact.clone(),
             })
             .collect(),
         blobs: blobs.into_iter().map(|(digest, size)| BundleBlob { digest, size }).collect(),

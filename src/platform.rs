@@ -195,6 +195,7 @@ mod tests {
                 ]
                 .into()
             }),
+            artifact_type: None,
         }
     }
 

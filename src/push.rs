@@ -356,12 +356,29 @@ pub async fn execute(
         })
         .await?;
 
-    // Manifests: per image, children first and the root last; the root goes under its tag.
+    // Manifests: per image, children first and the root last; the root goes under its tag. Images before the
+    // signatures, attestations and SBOMs attached to them, so an artifact never names a subject that is not there.
     let done: Mutex<BTreeSet<(String, Digest)>> = Mutex::new(presence.manifests.clone());
-    stream::iter(plan.images.iter().map(Ok::<_, PushError>))
+    let (subjects, artifacts): (Vec<&ImagePush>, Vec<&ImagePush>) =
+        plan.images.iter().partition(|p| contents.images[p.image].artifact.is_none());
+    for phase in [subjects, artifacts] {
+        push_manifests(client, &phase, contents, presence, concurrency, &done, &stats).await?;
+    }
+    Ok(stats.into_inner())
+}
+
+/// Push the manifests of `images`, `concurrency` images at a time.
+async fn push_manifests(
+    client: &RegistryClient,
+    images: &[&ImagePush],
+    contents: &BundleContents,
+    presence: &Presence,
+    concurrency: usize,
+    done: &Mutex<BTreeSet<(String, Digest)>>,
+    stats: &Mutex<PushStats>,
+) -> Result<(), PushError> {
+    stream::iter(images.iter().copied().map(Ok::<_, PushError>))
         .try_for_each_concurrent(concurrency.max(1), |p| {
-            let done = &done;
-            let stats = &stats;
             async move {
                 let img = &contents.images[p.image];
                 let repo = p.target.repository().to_string();
@@ -401,8 +418,7 @@ pub async fn execute(
                 Ok(())
             }
         })
-        .await?;
-    Ok(stats.into_inner())
+        .await
 }
 
 #[derive(Debug, Default, Clone, Copy)]

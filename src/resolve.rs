@@ -31,6 +31,8 @@ pub struct ResolvedImage {
     pub helm_chart: bool,
     /// What `--platform` did to this image, when platforms were chosen and it is an index.
     pub selection: Option<PlatformRecord>,
+    /// A signature, attestation or SBOM of another image's manifest (`referrers`).
+    pub artifact: Option<crate::layout::ArtifactRecord>,
 }
 
 impl ResolvedImage {
@@ -160,6 +162,7 @@ pub async fn resolve(
         blobs,
         helm_chart: false,
         selection,
+        artifact: None,
     })
 }
 

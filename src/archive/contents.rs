@@ -33,6 +33,8 @@ pub struct ArchiveImage {
     /// Children of the index left out by `--platform-mode sparse`: the index names them, the archive does not
     /// hold them.
     pub omitted: Vec<Digest>,
+    /// A signature, attestation or SBOM of another image's manifest, pushed after it.
+    pub artifact: Option<crate::layout::ArtifactRecord>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +194,7 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 blobs,
                 helm_chart: metadata.as_ref().and_then(|m| m.images.get(i)).is_some_and(|img| img.helm_chart),
                 omitted: omitted.into_iter().collect(),
+                artifact: metadata.as_ref().and_then(|m| m.images.get(i)).and_then(|img| img.artifact.clone()),
             });
         }
     }

@@ -27,6 +27,7 @@ pub fn oci_artifact(loaded: &super::source::LoadedChart) -> std::io::Result<Char
         size: config.len() as u64,
         platform: None,
         annotations: None,
+        artifact_type: None,
     };
     let layer_desc = Descriptor {
         media_type: HELM_CONTENT.into(),
@@ -34,6 +35,7 @@ pub fn oci_artifact(loaded: &super::source::LoadedChart) -> std::io::Result<Char
         size: loaded.package.len() as u64,
         platform: None,
         annotations: None,
+        artifact_type: None,
     };
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
@@ -59,6 +61,7 @@ pub fn oci_artifact(loaded: &super::source::LoadedChart) -> std::io::Result<Char
         blobs: vec![config_desc, layer_desc],
         helm_chart: true,
         selection: None,
+        artifact: None,
     };
     Ok(ChartArtifact { image, blobs: vec![(config_digest, config), (layer_digest, package)] })
 }

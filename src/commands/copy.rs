@@ -14,7 +14,8 @@ pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
     let target = &settings.target;
     // The values plan is proven with helm only when a values file will be written.
     let (chart, refs) = discovery::gather(ctx, &settings.sources, target.values_out.is_some()).await?;
-    let mut images = discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref()).await?;
+    let mut images =
+        discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref(), settings.sources.referrers).await?;
     let mut local = HashMap::new();
     if let Some(c) = &chart {
         let artifact = crate::chart::artifact::oci_artifact(&c.loaded).explain("cannot package the chart")?;
@@ -35,7 +36,7 @@ pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
             prepared.plan.images.len(),
             started.elapsed()
         ));
-        return prepared.finish(ctx, target, &contents);
+        return prepared.finish(ctx, target, &contents).await;
     }
     let origin =
         RegistryOrigin::new(&ctx.registries, &images, local).explain("cannot prepare the source registries")?;
@@ -44,5 +45,5 @@ pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
         .await
         .map_err(|e| delivery::push_failure(e, "copy", &target.destination.registry, None))?;
     prepared.report(ctx, "Copied", &contents, &stats, &target.destination_text, started);
-    prepared.finish(ctx, target, &contents)
+    prepared.finish(ctx, target, &contents).await
 }

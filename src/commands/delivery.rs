@@ -132,8 +132,16 @@ impl Prepared {
         ));
     }
 
-    /// What every successful push ends with: how to install the chart, and the values file.
-    pub fn finish(&self, ctx: &Context, target: &DestinationSettings, contents: &BundleContents) -> Outcome<()> {
+    /// What every successful push ends with: signatures and referrers attached and read back, how to install the
+    /// chart, and the values file.
+    pub async fn finish(&self, ctx: &Context, target: &DestinationSettings, contents: &BundleContents) -> Outcome<()> {
+        if contents.images.iter().any(|i| i.artifact.is_some()) {
+            let attached = crate::referrers::attach(&self.client, &self.plan, contents).await?;
+            ctx.printer.info(format!(
+                "Signatures, attestations and SBOMs resolve at {} as at the source: {} cosign tags and the referrers of {} manifests read back ({} referrers indexes written)",
+                target.destination_text, attached.tags, attached.subjects, attached.indexes_written
+            ));
+        }
         if let Some((_, p)) = contents.images.iter().zip(&self.plan.images).find(|(img, _)| img.helm_chart) {
             ctx.printer.info(format!(
                 "Chart: helm install RELEASE oci://{}/{} --version {}",

@@ -111,10 +111,16 @@ pub async fn gather(
     Ok((chart, refs))
 }
 
-/// Resolve every reference (only the chosen platforms, with `choice`), and say what choosing did.
-pub async fn resolve(ctx: &Context, refs: &[ImageRef], choice: Option<&PlatformChoice>) -> Outcome<Vec<ResolvedImage>> {
+/// Resolve every reference (only the chosen platforms, with `choice`), say what choosing did, and, with
+/// `referrers`, add the signatures, attestations and SBOMs attached to them (after the images).
+pub async fn resolve(
+    ctx: &Context,
+    refs: &[ImageRef],
+    choice: Option<&PlatformChoice>,
+    referrers: bool,
+) -> Outcome<Vec<ResolvedImage>> {
     ctx.printer.info(format!("Resolving {} images", refs.len()));
-    let images = crate::export::resolve_all(&ctx.registries, refs, choice, ctx.concurrency).await?;
+    let mut images = crate::export::resolve_all(&ctx.registries, refs, choice, ctx.concurrency).await?;
     for img in &images {
         let Some(record) = &img.selection else { continue };
         match (record.mode, &record.original_digest) {
@@ -132,6 +138,40 @@ pub async fn resolve(ctx: &Context, refs: &[ImageRef], choice: Option<&PlatformC
             _ => {}
         }
     }
+    if !referrers {
+        return Ok(images);
+    }
+    let started = std::time::Instant::now();
+    let found = crate::referrers::discover(&ctx.registries, &images, ctx.concurrency).await?;
+    for w in &found.warnings {
+        ctx.printer.warn(w.clone());
+    }
+    for (image, n) in &found.left_behind {
+        ctx.printer.warn(format!(
+            "{image}: {n} signatures/attestations of its original index stay behind: they sign the index --platform replaced (the platform manifests' own travel)"
+        ));
+    }
+    if !found.artifacts.is_empty() {
+        let count = |k| found.artifacts.iter().filter(|a| a.artifact.as_ref().is_some_and(|r| r.kind == k)).count();
+        use crate::layout::ArtifactKind::*;
+        ctx.printer.info(format!(
+            "Found {} artifacts attached to them: {} signatures, {} attestations, {} SBOMs, {} other ({} requests, {:.1?})",
+            found.artifacts.len(),
+            count(Signature),
+            count(Attestation),
+            count(Sbom),
+            count(Other),
+            found.requests,
+            started.elapsed()
+        ));
+    } else {
+        ctx.printer.detail(format!(
+            "no signatures, attestations or SBOMs attached ({} requests, {:.1?})",
+            found.requests,
+            started.elapsed()
+        ));
+    }
+    images.extend(found.artifacts);
     Ok(images)
 }
 

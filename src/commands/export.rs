@@ -12,7 +12,8 @@ use crate::{pack, pull};
 pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
     let started = std::time::Instant::now();
     let (chart, refs) = discovery::gather(ctx, &settings.sources, !settings.dry_run).await?;
-    let images = discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref()).await?;
+    let images =
+        discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref(), settings.sources.referrers).await?;
     let record = chart.as_ref().map(|c| c.survey.record.clone());
 
     if settings.dry_run {
@@ -89,7 +90,16 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
 fn print_plan(printer: &crate::printer::Printer, images: &[ResolvedImage]) {
     let rows: Vec<_> = images
         .iter()
-        .map(|i| super::image_row(&i.source.to_string(), &i.digest, &i.media_type, &i.platforms, i.size()))
+        .map(|i| {
+            super::image_row(
+                &i.source.to_string(),
+                &i.digest,
+                &i.media_type,
+                &i.platforms,
+                i.size(),
+                i.artifact.as_ref(),
+            )
+        })
         .collect();
     super::print_image_table(printer, &rows);
 }

@@ -45,6 +45,8 @@ struct Travels {
     platforms: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     platform_selection: Option<crate::layout::PlatformRecord>,
+    /// Signatures, attestations and SBOMs that would travel with it: (kind, artifact reference).
+    attached: Vec<(crate::layout::ArtifactKind, String)>,
 }
 
 pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
@@ -63,8 +65,15 @@ pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
                 .collect::<Result<Vec<_>, _>>()
                 .explain("the chart names an invalid image reference")?;
             let parsed: Vec<ImageRef> = refs.iter().map(|(_, p)| p.clone()).collect();
-            let images = super::discovery::resolve(ctx, &parsed, Some(choice)).await?;
+            let mut images = super::discovery::resolve(ctx, &parsed, Some(choice), true).await?;
+            let artifacts = images.split_off(parsed.len());
             for ((written, _), img) in refs.iter().zip(images) {
+                let attached = artifacts
+                    .iter()
+                    .filter_map(|a| a.artifact.as_ref().map(|r| (r, a)))
+                    .filter(|(r, _)| r.image == img.source.to_string())
+                    .map(|(r, a)| (r.kind, a.source.to_string()))
+                    .collect();
                 travels.insert(
                     written,
                     Travels {
@@ -72,6 +81,7 @@ pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
                         media_type: img.media_type,
                         platforms: img.platforms,
                         platform_selection: img.selection,
+                        attached,
                     },
                 );
             }

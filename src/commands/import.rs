@@ -35,7 +35,7 @@ pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
         if let Some(check) = pending {
             check.abandon();
         }
-        return prepared.finish(ctx, target, &contents);
+        return prepared.finish(ctx, target, &contents).await;
     }
     // Something will be pushed: the archive must be proven sound first, so a damaged one pushes nothing.
     let (archive, contents) = match pending {
@@ -57,7 +57,7 @@ pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
         .await
         .map_err(|e| delivery::push_failure(e, "import", &dest.registry, Some(&args.archive)))?;
     prepared.report(ctx, "Imported", &contents, &stats, &target.destination_text, started);
-    prepared.finish(ctx, target, &contents)
+    prepared.finish(ctx, target, &contents).await
 }
 
 fn print_verified(ctx: &Context, path: &Path, contents: &BundleContents, how: Proven) {

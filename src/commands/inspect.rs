@@ -6,6 +6,29 @@ use serde::Serialize;
 use super::{Context, Failure, Outcome, human};
 use crate::archive::ArchiveFile;
 use crate::archive::contents::check;
+use crate::cli::InspectFormat;
+
+/// The SPDX document, from `bundle.json` alone.
+async fn spdx(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
+    let path = archive.to_path_buf();
+    let meta = tokio::task::spawn_blocking(move || {
+        ArchiveFile::open(&path)
+            .and_then(|a| a.read_metadata())
+            .explain_with(|| format!("cannot inspect {}", path.display()))
+    })
+    .await
+    .explain("the inspect task failed")??;
+    let meta = meta.ok_or_else(|| {
+        Failure::user(
+            format!("{} has no bundle.json, so there is no inventory to write", archive.display()),
+            "an SPDX document is written for archives bundle exported; `bundle inspect --json` lists any archive",
+        )
+    })?;
+    let name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let created = crate::spdx::rfc3339(std::time::SystemTime::now());
+    ctx.printer.result_json(&crate::spdx::document(&meta, &name, &created));
+    Ok(())
+}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,6 +50,38 @@ struct ImageRow {
     /// What --platform did at export: the original index digest, the mode, what was left out.
     #[serde(skip_serializing_if = "Option::is_none")]
     platform_selection: Option<crate::layout::PlatformRecord>,
+    /// For an image: how many signatures, attestations, SBOMs and other artifacts travel attached to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attached: Option<Attached>,
+    /// For an artifact: what it is and what it is attached to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact: Option<crate::layout::ArtifactRecord>,
+}
+
+#[derive(Serialize, Default)]
+struct Attached {
+    signatures: usize,
+    attestations: usize,
+    sboms: usize,
+    other: usize,
+}
+
+/// Count each image's artifacts (artifacts of its artifacts included: they name the same image).
+fn count_attached(rows: &mut [ImageRow]) {
+    use crate::layout::ArtifactKind;
+    let mut counts: std::collections::BTreeMap<String, Attached> = std::collections::BTreeMap::new();
+    for r in rows.iter().filter_map(|r| r.artifact.as_ref()) {
+        let c = counts.entry(r.image.clone()).or_default();
+        match r.kind {
+            ArtifactKind::Signature => c.signatures += 1,
+            ArtifactKind::Attestation => c.attestations += 1,
+            ArtifactKind::Sbom => c.sboms += 1,
+            ArtifactKind::Other => c.other += 1,
+        }
+    }
+    for row in rows.iter_mut().filter(|r| r.artifact.is_none()) {
+        row.attached = Some(counts.remove(&row.source).unwrap_or_default());
+    }
 }
 
 #[derive(Serialize)]
@@ -36,7 +91,11 @@ struct Totals {
     bytes: u64,
 }
 
-pub async fn run(ctx: &Context, archive: &std::path::Path, json: bool) -> Outcome<()> {
+pub async fn run(ctx: &Context, archive: &std::path::Path, format: InspectFormat) -> Outcome<()> {
+    if format == InspectFormat::SpdxJson {
+        return spdx(ctx, archive).await;
+    }
+    let json = format == InspectFormat::Json;
     let path = archive.to_path_buf();
     let listing = tokio::task::spawn_blocking(move || listing(&path)).await.explain("the inspect task failed")??;
     if json {
@@ -48,7 +107,7 @@ pub async fn run(ctx: &Context, archive: &std::path::Path, json: bool) -> Outcom
         .iter()
         .map(|i| {
             let digest: crate::digest::Digest = i.digest.parse().expect("digests in a listing are valid");
-            super::image_row(&i.source, &digest, &i.media_type, &i.platforms, i.size)
+            super::image_row(&i.source, &digest, &i.media_type, &i.platforms, i.size, i.artifact.as_ref())
         })
         .collect();
     super::print_image_table(&ctx.printer, &rows);
@@ -65,7 +124,7 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
     let archive = ArchiveFile::open(path).explain_with(|| format!("cannot inspect {}", path.display()))?;
     // bundle.json comes first in our archives, so this reads only the first few kilobytes.
     if let Some(meta) = archive.read_metadata().explain_with(|| format!("cannot inspect {}", path.display()))? {
-        return Ok(Listing {
+        let mut listing = Listing {
             archive: path.display().to_string(),
             format_version: Some(meta.format_version),
             totals: Totals { images: meta.images.len(), blobs: meta.blobs.len(), bytes: meta.total_blob_bytes() },
@@ -79,9 +138,13 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
                     platforms: i.platforms,
                     size: i.size,
                     platform_selection: i.platform_selection,
+                    attached: None,
+                    artifact: i.artifact,
                 })
                 .collect(),
-        });
+        };
+        count_attached(&mut listing.images);
+        return Ok(listing);
     }
     // Another tool's archive: the facts have to be read from the content.
     let scan = archive.scan(&|_| {})?;
@@ -107,6 +170,8 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
                 platforms: i.platforms.clone(),
                 size: i.size,
                 platform_selection: None,
+                attached: None,
+                artifact: None,
             })
             .collect(),
     })

@@ -50,7 +50,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 Command::Verify(args) => verify::run(&ctx, &args.archive).await,
                 Command::Import(args) => import::run(&ctx, settings::ImportSettings::new(args)?).await,
                 Command::Copy(args) => copy::run(&ctx, settings::CopySettings::new(args)?).await,
-                Command::Inspect(args) => inspect::run(&ctx, &args.archive, args.json).await,
+                Command::Inspect(args) => {
+                    let format = if args.json { crate::cli::InspectFormat::Json } else { args.format };
+                    inspect::run(&ctx, &args.archive, format).await
+                }
                 Command::Images(args) => images::run(&ctx, settings::ImagesSettings::new(args)?).await,
                 Command::Completions(_) | Command::Manpage => unreachable!("handled without a runtime"),
             }
@@ -197,19 +200,22 @@ pub fn print_image_table(printer: &Printer, rows: &[[String; 5]]) {
     }
 }
 
-/// One table row for an image.
+/// One table row for an image; an artifact shows its kind and the manifest it is attached to instead of its
+/// media type and platforms.
 pub fn image_row(
     source: &str,
     digest: &crate::digest::Digest,
     media_type: &str,
     platforms: &[String],
     size: u64,
+    artifact: Option<&crate::layout::ArtifactRecord>,
 ) -> [String; 5] {
-    [
-        source.to_string(),
-        format!("sha256:{}", &digest.hex()[..12]),
-        short_media_type(media_type).to_string(),
-        if platforms.is_empty() { "-".to_string() } else { platforms.join(",") },
-        human(size),
-    ]
+    let (kind, platforms) = match artifact {
+        Some(a) => (format!("{:?}", a.kind).to_lowercase(), format!("-> sha256:{}", &a.subject.hex()[..12])),
+        None => (
+            short_media_type(media_type).to_string(),
+            if platforms.is_empty() { "-".to_string() } else { platforms.join(",") },
+        ),
+    };
+    [source.to_string(), format!("sha256:{}", &digest.hex()[..12]), kind, platforms, human(size)]
 }

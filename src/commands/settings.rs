@@ -102,6 +102,8 @@ pub struct SourceSettings {
     pub exclude: Vec<String>,
     /// `None`: every platform.
     pub platforms: Option<PlatformChoice>,
+    /// Signatures, attestations and SBOMs travel with the images (not with --no-referrers).
+    pub referrers: bool,
 }
 
 impl SourceSettings {
@@ -136,7 +138,7 @@ impl SourceSettings {
             ));
         }
         let platforms = platform_choice(platform, spec_platforms)?;
-        Ok((SourceSettings { chart, images, exclude, platforms }, spec_output))
+        Ok((SourceSettings { chart, images, exclude, platforms, referrers: !args.no_referrers }, spec_output))
     }
 }
 

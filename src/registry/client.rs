@@ -263,7 +263,89 @@ impl RegistryClient {
         }
     }
 
-    /// PUT the exact bytes under `reference` (a tag or the manifest's digest).
+    /// Every tag of a repository, following `Link` pages (at most `MAX_PAGES`); a repository the registry does not
+    /// know has none.
+    pub async fn list_tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        self.ping().await?;
+        let what = format!("tag list of {}/{repository}", self.name());
+        let scope = [self.scope(repository, false)];
+        let mut url = self.url(&format!("/v2/{}/tags/list", self.remote(repository)));
+        url.query_pairs_mut().append_pair("n", "1000");
+        let mut tags = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let page = url.clone();
+            let resp = self.send_with_retries(&what, &scope, &|| self.http.get(page.clone())).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(tags);
+            }
+            if !resp.status().is_success() {
+                return Err(self.status_error(&what, resp).await);
+            }
+            let next = next_page(&resp);
+            let bytes = read_limited(resp, MAX_MANIFEST_BYTES).await.map_err(|e| self.connect_error(&what, e))?;
+            let list: TagList = serde_json::from_slice(&bytes)
+                .map_err(|e| RegistryError::Protocol { what: what.clone(), message: format!("not a tag list: {e}") })?;
+            tags.extend(list.tags.unwrap_or_default());
+            match next {
+                Some(n) => url = n,
+                None => return Ok(tags),
+            }
+        }
+        Err(RegistryError::Protocol { what, message: format!("more than {MAX_PAGES} pages") })
+    }
+
+    /// The OCI 1.1 Referrers API: the descriptors of the manifests whose `subject` is `digest`, following `Link`
+    /// pages. `Ok(None)` when the registry does not offer the API (it answers 404 for the route).
+    pub async fn referrers(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<Vec<crate::manifest::Descriptor>>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<crate::manifest::Descriptor>,
+        }
+        self.ping().await?;
+        let what = format!("referrers of {}/{repository}@{digest}", self.name());
+        let scope = [self.scope(repository, false)];
+        let mut url = self.url(&format!("/v2/{}/referrers/{digest}", self.remote(repository)));
+        let mut found = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let page = url.clone();
+            let resp = self
+                .send_with_retries(&what, &scope, &|| {
+                    self.http.get(page.clone()).header(ACCEPT, crate::manifest::OCI_INDEX)
+                })
+                .await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !resp.status().is_success() {
+                return Err(self.status_error(&what, resp).await);
+            }
+            let next = next_page(&resp);
+            let bytes = read_limited(resp, MAX_MANIFEST_BYTES).await.map_err(|e| self.connect_error(&what, e))?;
+            let index: Index = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Protocol {
+                what: what.clone(),
+                message: format!("not an image index: {e}"),
+            })?;
+            found.extend(index.manifests);
+            match next {
+                Some(n) => url = n,
+                None => return Ok(Some(found)),
+            }
+        }
+        Err(RegistryError::Protocol { what, message: format!("more than {MAX_PAGES} pages") })
+    }
+
+    /// PUT the exact bytes under `reference` (a tag or the manifest's digest). Returns whether the registry
+    /// processed the manifest's `subject` (it answered with `OCI-Subject`: its Referrers API lists it).
     ///
     /// A registry may answer 400 `MANIFEST_BLOB_UNKNOWN`/`BLOB_UNKNOWN`/`DIGEST_INVALID` for content that was
     /// pushed a moment ago: eventually consistent storage (S3), or another import writing the same content at
@@ -275,7 +357,7 @@ impl RegistryClient {
         reference: &str,
         media_type: &str,
         bytes: &Bytes,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<bool, RegistryError> {
         self.ping().await?;
         let what =
             format!("push of manifest {}/{}:{}", self.name(), repository, reference).replace(":sha256:", "@sha256:");
@@ -319,7 +401,7 @@ impl RegistryClient {
                 });
             }
         }
-        Ok(())
+        Ok(resp.headers().contains_key("oci-subject"))
     }
 
     // ----- blobs -----
@@ -825,6 +907,18 @@ fn scope_key(scopes: &[Scope]) -> String {
 fn is_retryable_error(e: &reqwest::Error) -> bool {
     // Builder errors (a bad URL) will not get better; everything on the wire may.
     !e.is_builder() && !e.is_redirect()
+}
+
+/// Pages of a list: at most this many are followed.
+const MAX_PAGES: usize = 1000;
+
+/// The `Link: <URL>; rel="next"` of a paginated answer, resolved against the URL that answered.
+fn next_page(resp: &Response) -> Option<Url> {
+    let link = header_str(resp.headers(), "link")?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| resp.url().join(target.trim().trim_matches(['<', '>'])).ok())?
+    })
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

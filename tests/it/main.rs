@@ -14,4 +14,5 @@ mod integrity;
 mod interop;
 mod platforms;
 mod properties;
+mod referrers;
 mod roundtrip;

@@ -19,6 +19,13 @@ pub fn ecr_host() -> String {
     format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com")
 }
 
+/// The Python of the venv moto runs from (it has `jsonschema`, which moto's server needs too).
+pub fn venv_python() -> PathBuf {
+    let server = moto_server();
+    let python = server.with_file_name("python3");
+    if python.is_file() { python } else { PathBuf::from("python3") }
+}
+
 fn moto_server() -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join("moto_server")).find(|p| p.is_file()));

@@ -1,0 +1,463 @@
+//! Signatures, attestations and SBOMs travel with their images: found at the source, carried byte for byte as
+//! entries of their own (`ArtifactRecord` says what each is attached to, and how), and attached at the
+//! destination so that they resolve from the subject's digest exactly as at the source.
+//!
+//! Two ways of attaching exist, and both are followed. cosign's tags (`sha256-<hex>.sig`, `.att`, `.sbom` beside the
+//! image) are tags: they travel and are pushed as tags. OCI 1.1 referrers name their subject in the manifest; a
+//! registry lists them through the Referrers API, or, when it has none, a client keeps the index under the tag
+//! `sha256-<hex>` itself. Discovery reads each repository's tag list once (so a registry without artifacts costs one
+//! request per repository, not several per digest) and asks the Referrers API once per digest only where a registry
+//! showed it has one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+
+use crate::archive::BundleContents;
+use crate::digest::Digest;
+use crate::layout::{ArtifactKind, ArtifactRecord, AttachedBy};
+use crate::manifest::{Descriptor, OCI_INDEX};
+use crate::push::PushPlan;
+use crate::reference::ImageRef;
+use crate::registry::{PoolError, Registries, RegistryClient, RegistryError, Role};
+use crate::resolve::{ResolveError, ResolvedImage, resolve};
+
+/// Artifacts of artifacts (a signature on an SBOM) are followed this many levels below an image.
+pub const MAX_DEPTH: usize = 3;
+
+const COSIGN_TAGS: [(&str, ArtifactKind); 3] =
+    [("sig", ArtifactKind::Signature), ("att", ArtifactKind::Attestation), ("sbom", ArtifactKind::Sbom)];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReferrersError {
+    #[error("cannot look for the signatures, attestations and SBOMs of {image}")]
+    Registry {
+        image: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("cannot look for the signatures, attestations and SBOMs of {image}")]
+    Pool {
+        image: String,
+        #[source]
+        source: PoolError,
+    },
+    #[error("cannot attach the artifacts of {image} at the destination")]
+    Attach {
+        image: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error(
+        "{image}: at the destination, {tag} (where the referrers tag schema lists referrers) holds a {media_type}, not an index"
+    )]
+    TagTaken { image: String, tag: String, media_type: String },
+    #[error("{image}: at the destination, {what} resolves to {found}, but the archive holds {expected}")]
+    Differs { image: String, what: String, found: String, expected: Digest },
+}
+
+/// The tag cosign and the referrers tag schema derive from a digest: `sha256-<hex>`.
+pub fn digest_tag(digest: &Digest) -> String {
+    digest.as_str().replacen(':', "-", 1)
+}
+
+/// What kind of artifact an `artifactType` (or a config media type) names.
+pub fn kind_of(artifact_type: Option<&str>) -> ArtifactKind {
+    let t = artifact_type.unwrap_or_default().to_ascii_lowercase();
+    if ["signature", "simplesigning", "sigstore.bundle", "notary"].iter().any(|k| t.contains(k)) {
+        ArtifactKind::Signature
+    } else if ["in-toto", "dsse", "attestation", "provenance"].iter().any(|k| t.contains(k)) {
+        ArtifactKind::Attestation
+    } else if ["spdx", "cyclonedx", "sbom", "syft"].iter().any(|k| t.contains(k)) {
+        ArtifactKind::Sbom
+    } else {
+        ArtifactKind::Other
+    }
+}
+
+/// What discovery found.
+#[derive(Default)]
+pub struct Found {
+    /// Every artifact, resolved, with its `artifact` record set; subjects before the artifacts attached to them.
+    pub artifacts: Vec<ResolvedImage>,
+    /// Images filtered by `--platform` whose original index had artifacts: they sign the original digest, which
+    /// does not travel. (image, how many)
+    pub left_behind: Vec<(String, usize)>,
+    /// Requests made to learn it (tag lists, referrers lists, tag-schema indexes).
+    pub requests: usize,
+    /// What could not be looked at (a registry that refuses tag lists, a listed artifact that is gone): the
+    /// images still travel, without what was not found.
+    pub warnings: Vec<String>,
+}
+
+/// (registry, repository)
+type Repository = (String, String);
+
+/// One manifest to look for artifacts of.
+#[derive(Clone)]
+struct Subject {
+    /// The image (its source reference, as bundle.json names it) whose graph holds this manifest.
+    image: String,
+    /// Its registry and repository.
+    at: ImageRef,
+    digest: Digest,
+}
+
+/// Find the artifacts of every manifest of `images`, and theirs, to `MAX_DEPTH`.
+pub async fn discover(
+    registries: &Registries,
+    images: &[ResolvedImage],
+    concurrency: usize,
+) -> Result<Found, ReferrersError> {
+    let mut found = Found::default();
+    let sources: Vec<&ResolvedImage> = images.iter().filter(|i| !i.helm_chart).collect();
+    // One tag list per repository.
+    let repos: BTreeSet<Repository> =
+        sources.iter().map(|i| (i.source.registry().to_string(), i.source.repository().to_string())).collect();
+    let listed: Vec<(Repository, Result<Vec<String>, String>)> = stream::iter(repos)
+        .map(|(registry, repository)| async move {
+            let tags = match registries.client(&registry, Role::Source) {
+                Ok(client) => client.list_tags(&repository).await.map_err(|e| crate::error_text::chain_line(&e)),
+                Err(e) => Err(crate::error_text::chain_line(&e)),
+            };
+            ((registry, repository), tags)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    found.requests += listed.len();
+    let mut tags: HashMap<Repository, BTreeSet<String>> = HashMap::new();
+    for (repo, result) in listed {
+        match result {
+            Ok(list) => {
+                tags.insert(repo, list.into_iter().collect());
+            }
+            Err(e) => found.warnings.push(format!(
+                "cannot list the tags of {}/{}, so cosign signatures and tag-schema referrers there were not looked for: {e}",
+                repo.0, repo.1
+            )),
+        }
+    }
+    // Whether each registry has the Referrers API: asked once, with its first subject.
+    let mut api: HashMap<String, bool> = HashMap::new();
+    for img in &sources {
+        let registry = img.source.registry().to_string();
+        if api.contains_key(&registry) {
+            continue;
+        }
+        let answer = match registries.client(&registry, Role::Source) {
+            Ok(client) => client
+                .referrers(img.source.repository(), &img.digest)
+                .await
+                .map_err(|e| crate::error_text::chain_line(&e)),
+            Err(e) => Err(crate::error_text::chain_line(&e)),
+        };
+        found.requests += 1;
+        let has = answer.unwrap_or_else(|e| {
+            found.warnings.push(format!("cannot ask {registry} for referrers; using the tag schema only: {e}"));
+            None
+        });
+        api.insert(registry, has.is_some());
+    }
+    for img in &sources {
+        let Some(original) = img.selection.as_ref().and_then(|s| s.original_digest.as_ref()) else { continue };
+        let tag = digest_tag(original);
+        let key = (img.source.registry().to_string(), img.source.repository().to_string());
+        let n = tags.get(&key).map_or(0, |repo_tags| repo_tags.iter().filter(|t| t.starts_with(&tag)).count());
+        if n > 0 {
+            found.left_behind.push((img.source.to_string(), n));
+        }
+    }
+
+    let mut level: Vec<Subject> = sources
+        .iter()
+        .flat_map(|img| {
+            img.manifests.iter().map(|m| Subject {
+                image: img.source.to_string(),
+                at: img.source.clone(),
+                digest: m.digest.clone(),
+            })
+        })
+        .collect();
+    let mut seen: BTreeSet<(String, Digest)> = BTreeSet::new();
+    for _ in 0..MAX_DEPTH {
+        if level.is_empty() {
+            break;
+        }
+        let (tags, api) = (&tags, &api);
+        let batches: Vec<(Vec<(ImageRef, ArtifactRecord)>, usize)> = stream::iter(level)
+            .map(|subject| async move { candidates(registries, &subject, tags, api).await })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect()
+            .await?;
+        let mut wanted = Vec::new();
+        for (batch, requests) in batches {
+            found.requests += requests;
+            for (reference, record) in batch {
+                if seen.insert((reference.to_string(), record.subject.clone())) {
+                    wanted.push((reference, record));
+                }
+            }
+        }
+        wanted.sort_by(|a, b| a.0.cmp(&b.0));
+        let results: Vec<(ArtifactRecord, ImageRef, Result<ResolvedImage, ResolveError>)> = stream::iter(wanted)
+            .map(|(reference, record)| async move {
+                let result = resolve(registries, &reference, None).await;
+                (record, reference, result)
+            })
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut resolved = Vec::new();
+        for (record, reference, result) in results {
+            match result {
+                Ok(mut img) => {
+                    img.artifact = Some(record);
+                    resolved.push(img);
+                }
+                // Listed but gone (deleted, or another repository's): the image travels without it.
+                Err(e) => found.warnings.push(format!(
+                    "{}: the {:?} {reference} it lists cannot be resolved and does not travel: {}",
+                    record.image,
+                    record.kind,
+                    crate::error_text::chain_line(&e)
+                )),
+            }
+        }
+        level = resolved
+            .iter()
+            .flat_map(|a| {
+                let image = a.artifact.as_ref().map(|r| r.image.clone()).unwrap_or_default();
+                a.manifests.iter().map(move |m| Subject {
+                    image: image.clone(),
+                    at: a.source.clone(),
+                    digest: m.digest.clone(),
+                })
+            })
+            .collect();
+        found.artifacts.extend(resolved);
+    }
+    // The same artifact reached twice (an index and its child signed by one signature) travels once.
+    let mut unique = BTreeSet::new();
+    found.artifacts.retain(|a| unique.insert(a.source.to_string()));
+    Ok(found)
+}
+
+/// The artifacts attached to one manifest, as references to resolve, and the requests it took.
+async fn candidates(
+    registries: &Registries,
+    subject: &Subject,
+    tags: &HashMap<Repository, BTreeSet<String>>,
+    api: &HashMap<String, bool>,
+) -> Result<(Vec<(ImageRef, ArtifactRecord)>, usize), ReferrersError> {
+    let (registry, repository) = (subject.at.registry(), subject.at.repository());
+    let repo_tags = tags.get(&(registry.to_string(), repository.to_string()));
+    let has_tag = |t: &str| repo_tags.is_some_and(|set| set.contains(t));
+    let base = digest_tag(&subject.digest);
+    let record = |kind, attached_by, artifact_type| ArtifactRecord {
+        kind,
+        subject: subject.digest.clone(),
+        image: subject.image.clone(),
+        attached_by,
+        artifact_type,
+    };
+    let at = |suffix: String| {
+        ImageRef::parse(&format!("{registry}/{repository}{suffix}")).expect("a reference built from a valid one")
+    };
+    let mut out = Vec::new();
+    for (suffix, kind) in COSIGN_TAGS {
+        let tag = format!("{base}.{suffix}");
+        if has_tag(&tag) {
+            out.push((at(format!(":{tag}")), record(kind, AttachedBy::CosignTag, None)));
+        }
+    }
+    let failed = |source| ReferrersError::Registry { image: subject.image.clone(), source };
+    let client = registries
+        .client(registry, Role::Source)
+        .map_err(|source| ReferrersError::Pool { image: subject.image.clone(), source })?;
+    let mut requests = 0;
+    let listed: Vec<Descriptor> = if api.get(registry).copied().unwrap_or(false) {
+        requests += 1;
+        client.referrers(repository, &subject.digest).await.map_err(failed)?.unwrap_or_default()
+    } else if has_tag(&base) {
+        requests += 1;
+        let index = client.get_manifest(repository, &base).await.map_err(failed)?;
+        serde_json::from_slice::<ReferrersIndex>(&index.bytes).map(|i| i.manifests).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    for d in listed {
+        let kind = kind_of(d.artifact_type.as_deref());
+        out.push((at(format!("@{}", d.digest)), record(kind, AttachedBy::Referrers, d.artifact_type)));
+    }
+    Ok((out, requests))
+}
+
+#[derive(serde::Deserialize)]
+struct ReferrersIndex {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+/// What attaching at the destination came to.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// cosign tags read back with the archive's digests.
+    pub tags: usize,
+    /// Subjects whose referrers list (Referrers API or tag schema) holds every referrer of the archive.
+    pub subjects: usize,
+    /// Tag-schema indexes written (new, or merged with what the destination had).
+    pub indexes_written: usize,
+}
+
+/// After the push: keep the referrers tag schema's index where the destination has no Referrers API (merging
+/// with what it already lists), then read back what each subject's digest resolves to and compare it with the
+/// archive.
+pub async fn attach(
+    client: &RegistryClient,
+    plan: &PushPlan,
+    contents: &BundleContents,
+) -> Result<Attached, ReferrersError> {
+    let mut attached = Attached::default();
+    // (destination repository, subject) -> (image, the archive's referrer descriptors)
+    let mut groups: BTreeMap<(String, Digest), (String, Vec<serde_json::Value>)> = BTreeMap::new();
+    for p in &plan.images {
+        let img = &contents.images[p.image];
+        let Some(record) = &img.artifact else { continue };
+        let repo = p.target.repository().to_string();
+        match record.attached_by {
+            AttachedBy::CosignTag => {
+                let tag = p.target.tag().unwrap_or_default();
+                let what = format!("{}:{tag}", p.target.name());
+                let head = client
+                    .head_manifest(&repo, tag)
+                    .await
+                    .map_err(|source| ReferrersError::Attach { image: record.image.clone(), source })?;
+                match head.and_then(|h| h.digest) {
+                    Some(d) if d == img.digest => attached.tags += 1,
+                    other => {
+                        return Err(ReferrersError::Differs {
+                            image: record.image.clone(),
+                            what,
+                            found: other.map_or_else(|| "nothing".to_string(), |d| d.to_string()),
+                            expected: img.digest.clone(),
+                        });
+                    }
+                }
+            }
+            AttachedBy::Referrers => {
+                let stored = &contents.manifests[&img.digest];
+                groups
+                    .entry((repo, record.subject.clone()))
+                    .or_insert_with(|| (record.image.clone(), Vec::new()))
+                    .1
+                    .push(descriptor_of(&img.digest, &stored.media_type, &stored.bytes, record));
+            }
+        }
+    }
+    for ((repo, subject), (image, ours)) in groups {
+        let fail = |source| ReferrersError::Attach { image: image.clone(), source };
+        let ours_digests: BTreeSet<String> =
+            ours.iter().filter_map(|d| d["digest"].as_str().map(str::to_string)).collect();
+        let listed = match client.referrers(&repo, &subject).await.map_err(fail)? {
+            // The registry indexes referrers itself, from their `subject`.
+            Some(list) => list.into_iter().map(|d| d.digest.to_string()).collect::<BTreeSet<_>>(),
+            None => {
+                let tag = digest_tag(&subject);
+                let existing = match client.get_manifest(&repo, &tag).await {
+                    Ok(m) if crate::manifest::is_index(&m.media_type) => {
+                        crate::platform::raw_entries(&m.bytes).unwrap_or_default()
+                    }
+                    // Someone else's tag of that name: never overwrite it.
+                    Ok(m) => {
+                        return Err(ReferrersError::TagTaken {
+                            image,
+                            tag: format!("{repo}:{tag}"),
+                            media_type: m.media_type,
+                        });
+                    }
+                    Err(e) if e.status() == Some(404) => Vec::new(),
+                    Err(e) => return Err(fail(e)),
+                };
+                let have: BTreeSet<String> =
+                    existing.iter().filter_map(|d| d["digest"].as_str().map(str::to_string)).collect();
+                let missing: Vec<serde_json::Value> =
+                    ours.into_iter().filter(|d| d["digest"].as_str().is_some_and(|x| !have.contains(x))).collect();
+                if !missing.is_empty() {
+                    let mut entries = existing;
+                    entries.extend(missing);
+                    let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
+                    let bytes = bytes::Bytes::from(serde_json::to_vec(&index).expect("an index serialises"));
+                    client.put_manifest(&repo, &tag, OCI_INDEX, &bytes).await.map_err(fail)?;
+                    attached.indexes_written += 1;
+                }
+                let back = client.get_manifest(&repo, &tag).await.map_err(fail)?;
+                crate::platform::raw_entries(&back.bytes)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|d| d["digest"].as_str().map(str::to_string))
+                    .collect()
+            }
+        };
+        if let Some(missing) = ours_digests.iter().find(|d| !listed.contains(*d)) {
+            return Err(ReferrersError::Differs {
+                image,
+                what: format!("the referrers list of {repo}@{subject}"),
+                found: format!("a list without {missing}"),
+                expected: missing.parse().expect("a digest from the archive"),
+            });
+        }
+        attached.subjects += 1;
+    }
+    Ok(attached)
+}
+
+/// The descriptor a referrers list holds for a manifest: media type, digest, size, artifactType, annotations.
+fn descriptor_of(digest: &Digest, media_type: &str, bytes: &[u8], record: &ArtifactRecord) -> serde_json::Value {
+    let manifest: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let mut d = serde_json::json!({"mediaType": media_type, "digest": digest, "size": bytes.len()});
+    let artifact_type = manifest
+        .get("artifactType")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .or_else(|| record.artifact_type.clone())
+        .or_else(|| manifest.pointer("/config/mediaType").and_then(|v| v.as_str()).map(str::to_string));
+    if let Some(t) = artifact_type {
+        d["artifactType"] = serde_json::Value::String(t);
+    }
+    if let Some(a) = manifest.get("annotations").filter(|a| a.is_object()) {
+        d["annotations"] = a.clone();
+    }
+    d
+}
+
+impl crate::hint::Hint for ReferrersError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ReferrersError::Registry { source, .. } | ReferrersError::Attach { source, .. } => source.hint(),
+            ReferrersError::Pool { source, .. } => source.hint(),
+            ReferrersError::TagTaken { .. } => Some(
+                "that tag is taken by something else: import into another prefix (-d REGISTRY/PREFIX), or use a registry with the Referrers API".into(),
+            ),
+            ReferrersError::Differs { .. } => Some(
+                "another client changed the tag or the referrers list during the import; run the import again, then check with `cosign verify` against the destination".into(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_tags() {
+        assert_eq!(kind_of(Some("application/vnd.dev.cosign.simplesigning.v1+json")), ArtifactKind::Signature);
+        assert_eq!(kind_of(Some("application/vnd.in-toto+json")), ArtifactKind::Attestation);
+        assert_eq!(kind_of(Some("application/spdx+json")), ArtifactKind::Sbom);
+        assert_eq!(kind_of(Some("application/vnd.cyclonedx+json")), ArtifactKind::Sbom);
+        assert_eq!(kind_of(None), ArtifactKind::Other);
+        let d = Digest::of(b"x");
+        assert_eq!(digest_tag(&d), format!("sha256-{}", d.hex()));
+    }
+}
