@@ -103,18 +103,27 @@ struct Subject {
     digest: Digest,
 }
 
-/// Find the artifacts of every manifest of `images`, and theirs, to `MAX_DEPTH`.
-pub async fn discover(
-    registries: &Registries,
-    images: &[ResolvedImage],
-    concurrency: usize,
-) -> Result<Found, ReferrersError> {
-    let mut found = Found::default();
-    let sources: Vec<&ResolvedImage> = images.iter().filter(|i| !i.helm_chart).collect();
-    // One tag list per repository.
+/// What the source registries offer, learnt before the images are resolved (so it runs beside `resolve`): each
+/// repository's tags, and whether each registry has the Referrers API.
+#[derive(Default)]
+pub struct Survey {
+    tags: HashMap<Repository, BTreeSet<String>>,
+    api: HashMap<String, bool>,
+    requests: usize,
+    warnings: Vec<String>,
+}
+
+/// One tag list per repository of `refs`, and one Referrers API question per registry.
+pub async fn survey(registries: &Registries, refs: &[ImageRef], concurrency: usize) -> Survey {
+    let mut survey = Survey::default();
     let repos: BTreeSet<Repository> =
-        sources.iter().map(|i| (i.source.registry().to_string(), i.source.repository().to_string())).collect();
-    let listed: Vec<(Repository, Result<Vec<String>, String>)> = stream::iter(repos)
+        refs.iter().map(|r| (r.registry().to_string(), r.repository().to_string())).collect();
+    // The API is asked once per registry, in its first repository.
+    let mut first_repository: BTreeMap<String, String> = BTreeMap::new();
+    for (registry, repository) in &repos {
+        first_repository.entry(registry.clone()).or_insert_with(|| repository.clone());
+    }
+    let listing = stream::iter(repos)
         .map(|(registry, repository)| async move {
             let tags = match registries.client(&registry, Role::Source) {
                 Ok(client) => client.list_tags(&repository).await.map_err(|e| crate::error_text::chain_line(&e)),
@@ -122,43 +131,58 @@ pub async fn discover(
             };
             ((registry, repository), tags)
         })
+        .buffer_unordered(concurrency.max(1) * 2)
+        .collect::<Vec<_>>();
+    // Any well-formed digest will do: a registry with the API answers 200 (an empty list) for every one.
+    let probe = Digest::of(b"");
+    let asking = stream::iter(first_repository)
+        .map(|(registry, repository)| {
+            let probe = probe.clone();
+            async move {
+                let answer = match registries.client(&registry, Role::Source) {
+                    Ok(client) => {
+                        client.referrers(&repository, &probe).await.map_err(|e| crate::error_text::chain_line(&e))
+                    }
+                    Err(e) => Err(crate::error_text::chain_line(&e)),
+                };
+                (registry, answer)
+            }
+        })
         .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    found.requests += listed.len();
-    let mut tags: HashMap<Repository, BTreeSet<String>> = HashMap::new();
+        .collect::<Vec<_>>();
+    let (listed, asked) = tokio::join!(listing, asking);
+    survey.requests += listed.len() + asked.len();
     for (repo, result) in listed {
         match result {
             Ok(list) => {
-                tags.insert(repo, list.into_iter().collect());
+                survey.tags.insert(repo, list.into_iter().collect());
             }
-            Err(e) => found.warnings.push(format!(
+            Err(e) => survey.warnings.push(format!(
                 "cannot list the tags of {}/{}, so cosign signatures and tag-schema referrers there were not looked for: {e}",
                 repo.0, repo.1
             )),
         }
     }
-    // Whether each registry has the Referrers API: asked once, with its first subject.
-    let mut api: HashMap<String, bool> = HashMap::new();
-    for img in &sources {
-        let registry = img.source.registry().to_string();
-        if api.contains_key(&registry) {
-            continue;
-        }
-        let answer = match registries.client(&registry, Role::Source) {
-            Ok(client) => client
-                .referrers(img.source.repository(), &img.digest)
-                .await
-                .map_err(|e| crate::error_text::chain_line(&e)),
-            Err(e) => Err(crate::error_text::chain_line(&e)),
-        };
-        found.requests += 1;
+    for (registry, answer) in asked {
         let has = answer.unwrap_or_else(|e| {
-            found.warnings.push(format!("cannot ask {registry} for referrers; using the tag schema only: {e}"));
+            survey.warnings.push(format!("cannot ask {registry} for referrers; using the tag schema only: {e}"));
             None
         });
-        api.insert(registry, has.is_some());
+        survey.api.insert(registry, has.is_some());
     }
+    survey
+}
+
+/// Find the artifacts of every manifest of `images`, and theirs, to `MAX_DEPTH`, with what `survey` learnt.
+pub async fn discover(
+    registries: &Registries,
+    images: &[ResolvedImage],
+    survey: Survey,
+    concurrency: usize,
+) -> Result<Found, ReferrersError> {
+    let Survey { tags, api, requests, warnings } = survey;
+    let mut found = Found { requests, warnings, ..Found::default() };
+    let sources: Vec<&ResolvedImage> = images.iter().filter(|i| !i.helm_chart).collect();
     for img in &sources {
         let Some(original) = img.selection.as_ref().and_then(|s| s.original_digest.as_ref()) else { continue };
         let tag = digest_tag(original);

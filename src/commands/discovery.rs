@@ -120,7 +120,14 @@ pub async fn resolve(
     referrers: bool,
 ) -> Outcome<Vec<ResolvedImage>> {
     ctx.printer.info(format!("Resolving {} images", refs.len()));
-    let mut images = crate::export::resolve_all(&ctx.registries, refs, choice, ctx.concurrency).await?;
+    // What the registries offer for signatures is learnt beside the resolution, not after it.
+    let started = std::time::Instant::now();
+    let survey = async {
+        if referrers { Some(crate::referrers::survey(&ctx.registries, refs, ctx.concurrency).await) } else { None }
+    };
+    let (images, survey) =
+        tokio::join!(crate::export::resolve_all(&ctx.registries, refs, choice, ctx.concurrency), survey);
+    let mut images = images?;
     for img in &images {
         let Some(record) = &img.selection else { continue };
         match (record.mode, &record.original_digest) {
@@ -138,11 +145,8 @@ pub async fn resolve(
             _ => {}
         }
     }
-    if !referrers {
-        return Ok(images);
-    }
-    let started = std::time::Instant::now();
-    let found = crate::referrers::discover(&ctx.registries, &images, ctx.concurrency).await?;
+    let Some(survey) = survey else { return Ok(images) };
+    let found = crate::referrers::discover(&ctx.registries, &images, survey, ctx.concurrency).await?;
     for w in &found.warnings {
         ctx.printer.warn(w.clone());
     }
