@@ -53,6 +53,7 @@ pub fn contents_of(images: &[ResolvedImage], metadata: BundleMetadata) -> Result
             helm_chart: img.helm_chart,
             omitted: img.selection.as_ref().map(|s| s.omitted.clone()).unwrap_or_default(),
             artifact: img.artifact.clone(),
+            named_by: "the command line",
         });
     }
     Ok(BundleContents {

@@ -2,7 +2,9 @@
 //!
 //! The binary (`src/main.rs`) only parses flags and dispatches to `commands`; the work lives in modules with
 //! one job each: `reference` (image names), `registry` (our distribution client), `resolve` (manifest
-//! graphs), `pull` and `blob_store` (downloads), `pack` and `archive` (the archive format), `push` (import).
+//! graphs) and `platform` (--platform), `referrers` (signatures, attestations, SBOMs), `pull` and `blob_store`
+//! (downloads), `pack` and `archive` (the archive format), `push` (import and copy), `copy` (registry to registry),
+//! `spdx` (the inventory).
 //!
 //! Linux only: staging uses `O_DIRECT` and `sync_file_range`, child processes are killed by pid. Air-gapped
 //! sites run the tool on Linux hosts; a build for anything else stops here rather than half-working.

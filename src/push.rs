@@ -527,7 +527,7 @@ impl BlobSource for ArchiveBlob {
         *failed.lock().expect("failure slot") = None;
         std::thread::spawn(move || {
             let run = || -> std::io::Result<()> {
-                let mut reader = archive.open_blob(entry)?;
+                let mut reader = archive.open_blob(&digest, entry)?;
                 let mut hasher = DigestWriter::new();
                 loop {
                     let mut buf = vec![0u8; CHUNK];

@@ -35,6 +35,8 @@ pub struct ArchiveImage {
     pub omitted: Vec<Digest>,
     /// A signature, attestation or SBOM of another image's manifest, pushed after it.
     pub artifact: Option<crate::layout::ArtifactRecord>,
+    /// Where the name came from: `bundle.json`, or the index.json annotation that held a full reference.
+    pub named_by: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +80,17 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 expected.hex()
             ),
         );
+    }
+    // Another kind of archive altogether: one problem that says which, not one per entry.
+    if scan.oci_layout.is_none() && scan.index.is_none() {
+        let what = if scan.extras.iter().any(|e| e == "manifest.json") {
+            "this is a `docker save` archive (manifest.json and layer tars, as docker save, podman save --format docker-archive and skopeo's docker-archive: write it), not an OCI image layout; convert it first: `skopeo copy docker-archive:FILE oci-archive:OUT.tar:REGISTRY/REPO:TAG`"
+        } else if scan.directory {
+            "this directory is not an OCI image layout: it has no oci-layout and no index.json"
+        } else {
+            "this is not an OCI image layout: it has no oci-layout and no index.json"
+        };
+        return (None, vec![Problem { entry: "archive".into(), message: what.into() }]);
     }
     match &scan.oci_layout {
         None => add(&mut problems, "oci-layout", "is missing".into()),
@@ -139,8 +152,7 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
     let mut images = Vec::new();
     for (i, desc) in index.manifests.iter().enumerate() {
         let entry = format!("index.json manifests[{i}]");
-        let name = desc.annotations.as_ref().and_then(|a| a.get(REF_NAME).or_else(|| a.get(CONTAINERD_NAME))).cloned();
-        let name = metadata.as_ref().and_then(|m| m.images.get(i)).map(|img| img.source.clone()).or(name);
+        let (name, named_by) = image_name(metadata.as_ref().and_then(|m| m.images.get(i)), desc);
         let source = match name.as_deref().map(|n| (n, parse_image_name(n))) {
             Some((_, Ok(r))) => Some(r),
             Some((n, Err(msg))) => {
@@ -148,7 +160,7 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                     &mut problems,
                     &entry,
                     format!(
-                        "names the image `{n}`, which {msg}; import needs the full source reference (re-create the archive with `skopeo copy … oci-archive:FILE:REGISTRY/REPO:TAG`)"
+                        "names the image `{n}` in `{named_by}`, which {msg}, and has no full reference in `{CONTAINERD_NAME}` either; import needs the full source reference (re-create the archive with `skopeo copy … oci-archive:FILE:REGISTRY/REPO:TAG`)"
                     ),
                 );
                 None
@@ -157,7 +169,9 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 add(
                     &mut problems,
                     &entry,
-                    format!("has no `{REF_NAME}` annotation, so the image has no name to import it under"),
+                    format!(
+                        "has neither a `{REF_NAME}` nor an `{CONTAINERD_NAME}` annotation, so the image has no name to import it under"
+                    ),
                 );
                 None
             }
@@ -194,6 +208,7 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 blobs,
                 helm_chart: metadata.as_ref().and_then(|m| m.images.get(i)).is_some_and(|img| img.helm_chart),
                 omitted: omitted.into_iter().collect(),
+                named_by,
                 artifact: metadata.as_ref().and_then(|m| m.images.get(i)).and_then(|img| img.artifact.clone()),
             });
         }
@@ -218,6 +233,24 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
         file_len: scan.file_len,
     };
     (Some(contents), problems)
+}
+
+/// The name of index.json entry `desc`, and where it came from: bundle.json when there is one; else
+/// `org.opencontainers.image.ref.name` when it is a full reference, else `io.containerd.image.name` (containerd
+/// and docker exports put a bare tag in the first and the full name in the second).
+fn image_name(
+    recorded: Option<&crate::layout::BundleImage>,
+    desc: &crate::manifest::Descriptor,
+) -> (Option<String>, &'static str) {
+    if let Some(img) = recorded {
+        return (Some(img.source.clone()), crate::layout::BUNDLE_FILE);
+    }
+    let annotation = |key| desc.annotations.as_ref().and_then(|a| a.get(key)).cloned();
+    match (annotation(REF_NAME), annotation(CONTAINERD_NAME)) {
+        (Some(r), _) if parse_image_name(&r).is_ok() => (Some(r), REF_NAME),
+        (_, Some(c)) => (Some(c), CONTAINERD_NAME),
+        (r, None) => (r, REF_NAME),
+    }
 }
 
 /// A name from index.json, accepted only when it is a real reference (not a bare tag like `1.0`).

@@ -68,7 +68,8 @@ pub enum Proven {
 pub async fn verify(printer: &Printer, path: &Path) -> Result<(Arc<ArchiveFile>, BundleContents), ProofError> {
     let archive = Arc::new(ArchiveFile::open(path).map_err(|source| ProofError::Open { path: path.into(), source })?);
     let sidecar = read_sidecar(path).map_err(|source| ProofError::Sidecar { path: path.into(), source })?;
-    if sidecar.is_none() {
+    // A layout directory has no sidecar to miss: every blob is checked against its name.
+    if sidecar.is_none() && !archive.is_directory() {
         printer.warn(format!(
             "{} not found; checking the archive's content against its own digests only",
             sidecar_path(path).display()

@@ -1,9 +1,11 @@
 //! Reads an archive: one streaming pass that checks every entry (`scan`), and random access to a blob's bytes
 //! afterwards (`ArchiveFile::open_blob`) so import can read many blobs at once without extracting anything.
 //!
-//! Accepted inputs: our seekable `.tar.zst`, any other zstd-compressed tar (read by streaming), and a plain
-//! tar such as skopeo's `oci-archive`. The scan trusts nothing: entry types, paths, sizes and digests are all
-//! checked, and problems are collected rather than stopping at the first, so `verify` can report them all.
+//! Accepted inputs: our seekable `.tar.zst`, any other zstd-compressed tar (read by streaming), a plain tar such
+//! as skopeo's `oci-archive` (`./`-rooted ones too, as `tar -C DIR -cf X.tar .` writes them), and an OCI layout
+//! directory, read in place. `manifest.json` and `repositories` beside the layout (docker and containerd exports)
+//! are tolerated and noted. The scan trusts nothing: entry types, paths, sizes and digests are all checked, and
+//! problems are collected rather than stopping at the first, so `verify` can report them all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -68,7 +70,13 @@ enum Access {
     PlainTar,
     /// Compressed without a seek table: reading a blob means decompressing from the start.
     StreamOnly,
+    /// An OCI layout directory: every blob is a file of its own.
+    Directory,
 }
+
+/// Files docker and containerd write beside an OCI layout (`docker save`, `ctr images export`): not part of the
+/// layout, not blobs, and not a reason to refuse it.
+pub const EXPORT_EXTRAS: [&str; 2] = ["manifest.json", "repositories"];
 
 /// An archive file on disk and how its contents can be reached.
 #[derive(Debug, Clone)]
@@ -92,6 +100,10 @@ pub struct Scan {
     pub file_len: u64,
     /// Order in which metadata and blobs appeared (for the layout rule that metadata comes first).
     pub first_blob_before_metadata: bool,
+    /// `EXPORT_EXTRAS` present (which tool wrote the archive shows in them).
+    pub extras: Vec<String>,
+    /// The input is a layout directory, not a file.
+    pub directory: bool,
 }
 
 impl Scan {
@@ -106,6 +118,8 @@ impl Scan {
             file_digest: Digest::of(b""),
             file_len: 0,
             first_blob_before_metadata: false,
+            extras: Vec::new(),
+            directory: false,
         }
     }
 }
@@ -113,6 +127,9 @@ impl Scan {
 impl ArchiveFile {
     pub fn open(path: &Path) -> Result<ArchiveFile, ArchiveError> {
         let open_err = |source| ArchiveError::Open { path: path.to_path_buf(), source };
+        if path.is_dir() {
+            return Ok(ArchiveFile { path: path.to_path_buf(), access: Access::Directory });
+        }
         let mut file = File::open(path).map_err(open_err)?;
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut file, &mut magic).map_err(open_err)?;
@@ -152,9 +169,18 @@ impl ArchiveFile {
         })
     }
 
-    /// Read `entry`'s bytes (unverified: callers hash what they read).
-    pub fn open_blob(&self, entry: BlobEntry) -> io::Result<Box<dyn Read + Send>> {
+    /// Whether this is a layout directory rather than an archive file.
+    pub fn is_directory(&self) -> bool {
+        matches!(self.access, Access::Directory)
+    }
+
+    /// Read the bytes of blob `digest` at `entry` (unverified: callers hash what they read).
+    pub fn open_blob(&self, digest: &Digest, entry: BlobEntry) -> io::Result<Box<dyn Read + Send>> {
         match &self.access {
+            Access::Directory => {
+                let f = File::open(self.path.join(digest.layout_path()))?;
+                Ok(Box::new(BufReader::with_capacity(1 << 20, f).take(entry.size)))
+            }
             Access::Seekable(table) => Ok(Box::new(table.open_range(&self.path, entry.offset, entry.size)?)),
             Access::PlainTar => {
                 let mut f = File::open(&self.path)?;
@@ -174,6 +200,17 @@ impl ArchiveFile {
     /// archive has none before its blobs (another tool's archive).
     pub fn read_metadata(&self) -> Result<Option<layout::BundleMetadata>, ArchiveError> {
         let open_err = |source| ArchiveError::Open { path: self.path.clone(), source };
+        if self.is_directory() {
+            let file = self.path.join(BUNDLE_FILE);
+            let Ok(meta) = std::fs::symlink_metadata(&file) else { return Ok(None) };
+            if !meta.is_file() || meta.len() > MAX_METADATA_BYTES {
+                return Ok(None);
+            }
+            let buf = std::fs::read(&file).map_err(open_err)?;
+            return serde_json::from_slice(&buf).map(Some).map_err(|e| {
+                open_err(io::Error::new(io::ErrorKind::InvalidData, format!("bundle.json is not valid: {e}")))
+            });
+        }
         let file = File::open(&self.path).map_err(open_err)?;
         let mut tar = tar::Archive::new(self.tar_stream(file).map_err(open_err)?);
         for entry in tar.entries().map_err(open_err)? {
@@ -198,6 +235,9 @@ impl ArchiveFile {
     /// the first layer. Blob sizes come from bundle.json; offsets are unknown, so this is for planning only.
     /// `None` when the archive is not laid out that way (another tool's archive, or damage): use `scan`.
     pub fn scan_front(&self) -> Result<Option<Scan>, ArchiveError> {
+        if self.is_directory() {
+            return Ok(None);
+        }
         let open_err = |source| ArchiveError::Open { path: self.path.clone(), source };
         let file = File::open(&self.path).map_err(open_err)?;
         let mut tar = tar::Archive::new(self.tar_stream(file).map_err(open_err)?);
@@ -211,7 +251,8 @@ impl ArchiveFile {
                 OCI_LAYOUT_FILE => Some(&mut scan.oci_layout),
                 INDEX_FILE => Some(&mut scan.index),
                 BUNDLE_FILE => Some(&mut scan.metadata),
-                "blobs" | "blobs/sha256" => continue,
+                "." | "blobs" | "blobs/sha256" => continue,
+                p if EXPORT_EXTRAS.contains(&p) => continue,
                 _ => None,
             };
             if let Some(slot) = slot {
@@ -284,9 +325,10 @@ impl ArchiveFile {
                 return Ok(None);
             }
             match header.entry_type() {
-                tar::EntryType::Directory if size == 0 && matches!(path.as_str(), "blobs" | "blobs/sha256") => {}
+                tar::EntryType::Directory if size == 0 && matches!(path.as_str(), "." | "blobs" | "blobs/sha256") => {}
                 tar::EntryType::Regular | tar::EntryType::Continuous => match path.as_str() {
                     OCI_LAYOUT_FILE | INDEX_FILE | BUNDLE_FILE => {}
+                    p if EXPORT_EXTRAS.contains(&p) => {}
                     other => {
                         let Some(digest) = layout::blob_digest(other) else { return Ok(None) };
                         blobs.insert(digest, BlobEntry { offset: data, size });
@@ -300,6 +342,10 @@ impl ArchiveFile {
 
     /// One pass over the whole archive; see the module docs. `on_bytes` is told about progress (file bytes).
     pub fn scan(&self, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Scan, ArchiveError> {
+        if self.is_directory() {
+            return scan_directory(&self.path, on_bytes)
+                .map_err(|source| ArchiveError::Open { path: self.path.clone(), source });
+        }
         let file = File::open(&self.path).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
         let (hashed, hasher) = HashingReader::new(file, on_bytes);
         let mut scan = Scan::empty();
@@ -355,7 +401,7 @@ fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> 
         let size = entry.size();
         match kind {
             tar::EntryType::Directory => {
-                if !matches!(path.as_str(), "blobs" | "blobs/sha256") {
+                if !matches!(path.as_str(), "." | "blobs" | "blobs/sha256") {
                     scan.problems.push(problem("unexpected directory".into()));
                 }
                 continue;
@@ -385,6 +431,10 @@ fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> 
             *slot = Some(Bytes::from(buf));
             continue;
         }
+        if EXPORT_EXTRAS.contains(&path.as_str()) {
+            scan.extras.push(path);
+            continue;
+        }
         let Some(digest) = layout::blob_digest(&path) else {
             scan.problems.push(problem("is not part of an OCI image layout".into()));
             continue;
@@ -393,24 +443,7 @@ fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> 
             scan.first_blob_before_metadata = true;
         }
         let offset = entry.raw_file_position();
-        let mut hasher = DigestWriter::new();
-        let mut json = (size <= MAX_MANIFEST_BYTES as u64).then(Vec::new);
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = entry.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            if let Some(j) = json.as_mut() {
-                // Only JSON documents can be manifests or configs; layers are never kept in memory.
-                if j.is_empty() && buf[..n].first() != Some(&b'{') {
-                    json = None;
-                } else {
-                    j.extend_from_slice(&buf[..n]);
-                }
-            }
-        }
+        let (hasher, json) = read_blob(&mut entry, size)?;
         if hasher.len() != size {
             scan.problems.push(problem(format!("the header says {size} bytes but {} were read", hasher.len())));
             continue;
@@ -424,6 +457,111 @@ fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> 
             scan.json_blobs.insert(digest.clone(), Bytes::from(j));
         }
         scan.blobs.insert(digest, BlobEntry { offset, size });
+    }
+    Ok(())
+}
+
+/// Hash a blob's bytes as they are read, keeping them only when they can be a manifest or config (small JSON).
+fn read_blob(r: &mut dyn Read, size: u64) -> io::Result<(DigestWriter, Option<Vec<u8>>)> {
+    let mut hasher = DigestWriter::new();
+    let mut json = (size <= MAX_MANIFEST_BYTES as u64).then(Vec::new);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Some(j) = json.as_mut() {
+            // Only JSON documents can be manifests or configs; layers are never kept in memory.
+            if j.is_empty() && buf[..n].first() != Some(&b'{') {
+                json = None;
+            } else {
+                j.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    Ok((hasher, json))
+}
+
+/// The scan of an OCI layout directory, read in place: the same checks as for a tar, entry by entry.
+fn scan_directory(dir: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> io::Result<Scan> {
+    let mut scan = Scan { directory: true, ..Scan::empty() };
+    let mut entries = Vec::new();
+    list_directory(dir, "", 0, &mut entries)?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, meta) in entries {
+        let problem = |message: String| Problem { entry: path.clone(), message };
+        if meta.is_dir() {
+            if !matches!(path.as_str(), "blobs" | "blobs/sha256") {
+                scan.problems.push(problem("unexpected directory".into()));
+            }
+            continue;
+        }
+        if !meta.is_file() {
+            let kind = if meta.file_type().is_symlink() { "symbolic link" } else { "special file" };
+            scan.problems
+                .push(problem(format!("is a {kind}, but an image layout holds only regular files and directories")));
+            continue;
+        }
+        let size = meta.len();
+        scan.file_len += size;
+        let metadata_slot = match path.as_str() {
+            OCI_LAYOUT_FILE => Some(&mut scan.oci_layout),
+            INDEX_FILE => Some(&mut scan.index),
+            BUNDLE_FILE => Some(&mut scan.metadata),
+            _ => None,
+        };
+        if let Some(slot) = metadata_slot {
+            if size > MAX_METADATA_BYTES {
+                scan.problems.push(problem(format!("is {size} bytes, more than the {MAX_METADATA_BYTES}-byte limit")));
+                continue;
+            }
+            *slot = Some(Bytes::from(std::fs::read(dir.join(&path))?));
+            on_bytes(size);
+            continue;
+        }
+        if EXPORT_EXTRAS.contains(&path.as_str()) {
+            scan.extras.push(path);
+            continue;
+        }
+        let Some(digest) = layout::blob_digest(&path) else {
+            scan.problems.push(problem("is not part of an OCI image layout".into()));
+            continue;
+        };
+        let mut file = File::open(dir.join(&path))?;
+        let (hasher, json) = read_blob(&mut file, size)?;
+        on_bytes(hasher.len());
+        if hasher.len() != size {
+            scan.problems.push(problem(format!("changed while it was read: {size} bytes, then {}", hasher.len())));
+            continue;
+        }
+        let actual = hasher.finish();
+        if actual != digest {
+            scan.problems.push(problem(format!("content does not match its name: expected {digest}, found {actual}")));
+            continue;
+        }
+        if let Some(j) = json {
+            scan.json_blobs.insert(digest.clone(), Bytes::from(j));
+        }
+        scan.blobs.insert(digest, BlobEntry { offset: 0, size });
+    }
+    Ok(scan)
+}
+
+/// Every entry under `dir` as (path relative to the layout, metadata without following links); directories
+/// deeper than a layout's are listed but not entered.
+fn list_directory(root: &Path, rel: &str, depth: usize, out: &mut Vec<(String, std::fs::Metadata)>) -> io::Result<()> {
+    for entry in std::fs::read_dir(root.join(rel))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let meta = std::fs::symlink_metadata(entry.path())?;
+        let descend = meta.is_dir() && depth < 2;
+        out.push((path.clone(), meta));
+        if descend {
+            list_directory(root, &path, depth + 1, out)?;
+        }
     }
     Ok(())
 }

@@ -56,6 +56,9 @@ struct ImageRow {
     /// For an artifact: what it is and what it is attached to.
     #[serde(skip_serializing_if = "Option::is_none")]
     artifact: Option<crate::layout::ArtifactRecord>,
+    /// Where the image's name comes from: `bundle.json`, or, in another tool's archive, the index.json annotation
+    /// that held a full reference (`org.opencontainers.image.ref.name` or `io.containerd.image.name`).
+    named_by: &'static str,
 }
 
 #[derive(Serialize, Default)]
@@ -140,6 +143,7 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
                     platform_selection: i.platform_selection,
                     attached: None,
                     artifact: i.artifact,
+                    named_by: crate::layout::BUNDLE_FILE,
                 })
                 .collect(),
         };
@@ -172,6 +176,7 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
                 platform_selection: None,
                 attached: None,
                 artifact: None,
+                named_by: i.named_by,
             })
             .collect(),
     })

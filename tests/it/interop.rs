@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::harness::*;
 
-fn skopeo(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+pub fn skopeo(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
     Command::new("skopeo")
         .args(["--insecure-policy"])
         .args(args)
@@ -14,7 +14,7 @@ fn skopeo(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
 }
 
 #[track_caller]
-fn ok(out: std::process::Output) {
+pub fn ok(out: std::process::Output) {
     assert!(out.status.success(), "skopeo failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -136,5 +136,9 @@ fn a_skopeo_oci_archive_is_importable() {
         ws.dir.path(),
     ));
     let r = ws.bundle(&["import", "-d", &dst.host(), "bare.tar"]).failure();
-    assert!(r.stderr.contains("names the image `v1`, which is not a full image reference"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("names the image `v1` in `org.opencontainers.image.ref.name`, which is not a full image reference, and has no full reference in `io.containerd.image.name` either"),
+        "{}",
+        r.stderr
+    );
 }

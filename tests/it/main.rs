@@ -9,6 +9,7 @@ mod copy;
 mod corpus;
 mod ecr;
 mod faults;
+mod foreign;
 mod hostile;
 mod integrity;
 mod interop;
