@@ -22,8 +22,11 @@ use crate::push::BlobOrigin;
 use crate::registry::{BlobSink, BlobSource, PoolError, Registries, RegistryClient, Role};
 use crate::resolve::ResolvedImage;
 
-/// Chunks in flight between one blob's download and its upload.
-const CHANNEL_CHUNKS: usize = 8;
+/// Chunks in flight between one blob's download and its upload: at most 4 × 256 KiB per blob.
+const CHANNEL_CHUNKS: usize = 4;
+/// The download's small reads are gathered into chunks of this size before they go to the upload: fewer
+/// wake-ups and writes on both sides of the channel.
+const CHUNK: usize = 256 * 1024;
 
 /// The contents an archive of `images` would have, so the push can plan exactly as import does. Blob entries
 /// carry only sizes (offset 0): the bytes come from the source registries, not from a file.
@@ -155,6 +158,7 @@ impl BlobSource for StreamedBlob {
         let mut sink = ChannelSink {
             tx: tx.clone(),
             held: None,
+            gathering: Vec::with_capacity(CHUNK),
             progress: self.progress.clone(),
             counted: self.counted.clone(),
             restarted: false,
@@ -192,11 +196,14 @@ impl BlobSource for StreamedBlob {
     }
 }
 
-/// Passes downloaded bytes on, one chunk behind: the last chunk goes only once the download has matched the
-/// digest (`finish`), so a blob with wrong bytes never reaches the destination whole.
+/// Passes downloaded bytes on in `CHUNK`s, one chunk behind: the last chunk and whatever follows it go only once
+/// the download has matched the digest (`finish`), so a blob with wrong bytes never reaches the destination whole.
 struct ChannelSink {
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    /// A full chunk, held back until the next one is full (or the download is proven).
     held: Option<Bytes>,
+    /// The chunk being gathered.
+    gathering: Vec<u8>,
     progress: Transfer,
     counted: Arc<AtomicI64>,
     restarted: bool,
@@ -216,11 +223,19 @@ impl ChannelSink {
 }
 
 impl BlobSink for ChannelSink {
-    async fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self.held.replace(Bytes::copy_from_slice(bytes)) {
-            Some(previous) => self.send(previous).await,
-            None => Ok(()),
+    async fn append(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let take = (CHUNK - self.gathering.len()).min(bytes.len());
+            self.gathering.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.gathering.len() == CHUNK {
+                let full = Bytes::from(std::mem::replace(&mut self.gathering, Vec::with_capacity(CHUNK)));
+                if let Some(previous) = self.held.replace(full) {
+                    self.send(previous).await?;
+                }
+            }
         }
+        Ok(())
     }
 
     /// Bytes already sent cannot be taken back: this upload attempt fails, and the next one starts over.
@@ -233,9 +248,13 @@ impl BlobSink for ChannelSink {
     }
 
     async fn finish(&mut self) -> std::io::Result<()> {
-        match self.held.take() {
-            Some(last) => self.send(last).await,
-            None => Ok(()),
+        if let Some(last) = self.held.take() {
+            self.send(last).await?;
         }
+        if !self.gathering.is_empty() {
+            let rest = Bytes::from(std::mem::take(&mut self.gathering));
+            self.send(rest).await?;
+        }
+        Ok(())
     }
 }
