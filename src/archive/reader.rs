@@ -415,12 +415,7 @@ fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> 
                 continue;
             }
         }
-        let metadata_slot = match path.as_str() {
-            OCI_LAYOUT_FILE => Some(&mut scan.oci_layout),
-            INDEX_FILE => Some(&mut scan.index),
-            BUNDLE_FILE => Some(&mut scan.metadata),
-            _ => None,
-        };
+        let metadata_slot = scan.metadata_slot(&path);
         if let Some(slot) = metadata_slot {
             if size > MAX_METADATA_BYTES {
                 scan.problems.push(problem(format!("is {size} bytes, more than the {MAX_METADATA_BYTES}-byte limit")));
@@ -443,22 +438,48 @@ fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> 
             scan.first_blob_before_metadata = true;
         }
         let offset = entry.raw_file_position();
-        let (hasher, json) = read_blob(&mut entry, size)?;
-        if hasher.len() != size {
-            scan.problems.push(problem(format!("the header says {size} bytes but {} were read", hasher.len())));
-            continue;
+        let read = read_blob(&mut entry, size)?;
+        let short = |read: u64| format!("the header says {size} bytes but {read} were read");
+        if let Err(message) = scan.add_blob(digest, BlobEntry { offset, size }, read, short) {
+            scan.problems.push(problem(message));
+        }
+    }
+    Ok(())
+}
+
+impl Scan {
+    /// Keep a blob whose bytes were read: its size and digest must be what its entry says (`short` words a size
+    /// that is not), and small JSON is kept for the graph walk. `Err` is the problem, worded for the entry.
+    fn add_blob(
+        &mut self,
+        digest: Digest,
+        entry: BlobEntry,
+        (hasher, json): (DigestWriter, Option<Vec<u8>>),
+        short: impl FnOnce(u64) -> String,
+    ) -> Result<(), String> {
+        if hasher.len() != entry.size {
+            return Err(short(hasher.len()));
         }
         let actual = hasher.finish();
         if actual != digest {
-            scan.problems.push(problem(format!("content does not match its name: expected {digest}, found {actual}")));
-            continue;
+            return Err(format!("content does not match its name: expected {digest}, found {actual}"));
         }
         if let Some(j) = json {
-            scan.json_blobs.insert(digest.clone(), Bytes::from(j));
+            self.json_blobs.insert(digest.clone(), Bytes::from(j));
         }
-        scan.blobs.insert(digest, BlobEntry { offset, size });
+        self.blobs.insert(digest, entry);
+        Ok(())
     }
-    Ok(())
+
+    /// Where the metadata file at `path` goes, if it is one.
+    fn metadata_slot(&mut self, path: &str) -> Option<&mut Option<Bytes>> {
+        match path {
+            OCI_LAYOUT_FILE => Some(&mut self.oci_layout),
+            INDEX_FILE => Some(&mut self.index),
+            BUNDLE_FILE => Some(&mut self.metadata),
+            _ => None,
+        }
+    }
 }
 
 /// Hash a blob's bytes as they are read, keeping them only when they can be a manifest or config (small JSON).
@@ -506,12 +527,7 @@ fn scan_directory(dir: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> io::Result<Sca
         }
         let size = meta.len();
         scan.file_len += size;
-        let metadata_slot = match path.as_str() {
-            OCI_LAYOUT_FILE => Some(&mut scan.oci_layout),
-            INDEX_FILE => Some(&mut scan.index),
-            BUNDLE_FILE => Some(&mut scan.metadata),
-            _ => None,
-        };
+        let metadata_slot = scan.metadata_slot(&path);
         if let Some(slot) = metadata_slot {
             if size > MAX_METADATA_BYTES {
                 scan.problems.push(problem(format!("is {size} bytes, more than the {MAX_METADATA_BYTES}-byte limit")));
@@ -529,22 +545,12 @@ fn scan_directory(dir: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> io::Result<Sca
             scan.problems.push(problem("is not part of an OCI image layout".into()));
             continue;
         };
-        let mut file = File::open(dir.join(&path))?;
-        let (hasher, json) = read_blob(&mut file, size)?;
-        on_bytes(hasher.len());
-        if hasher.len() != size {
-            scan.problems.push(problem(format!("changed while it was read: {size} bytes, then {}", hasher.len())));
-            continue;
+        let read = read_blob(&mut File::open(dir.join(&path))?, size)?;
+        on_bytes(read.0.len());
+        let short = |read: u64| format!("changed while it was read: {size} bytes, then {read}");
+        if let Err(message) = scan.add_blob(digest, BlobEntry { offset: 0, size }, read, short) {
+            scan.problems.push(problem(message));
         }
-        let actual = hasher.finish();
-        if actual != digest {
-            scan.problems.push(problem(format!("content does not match its name: expected {digest}, found {actual}")));
-            continue;
-        }
-        if let Some(j) = json {
-            scan.json_blobs.insert(digest.clone(), Bytes::from(j));
-        }
-        scan.blobs.insert(digest, BlobEntry { offset: 0, size });
     }
     Ok(scan)
 }

@@ -321,19 +321,7 @@ fn chart_travels_in_the_bundle_and_the_values_file_closes_the_loop() {
         args.extend(pass);
         let images = helm_images(pulled_chart, &args);
         assert!(images.len() >= 11, "{images:?}");
-        for image in &images {
-            let rest = image
-                .strip_prefix(&format!("{dest}/"))
-                .unwrap_or_else(|| panic!("{image} is not under {dest}\nvalues:\n{values}"));
-            let (repo, reference) = match rest.split_once('@') {
-                Some((name, digest)) => (name.rsplit_once(':').map_or(name, |(n, _)| n), digest),
-                None => rest.rsplit_once(':').unwrap(),
-            };
-            assert!(
-                get_manifest(&dst.base_url(), &format!("airgap/{repo}"), reference).is_some(),
-                "{image} was not pushed\nvalues:\n{values}"
-            );
-        }
+        assert_images_exist_at(&dst, &dest, &images, &values);
     }
 }
 

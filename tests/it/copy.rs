@@ -8,22 +8,6 @@ use crate::harness::*;
 
 const LAYER: usize = 256 * 1024;
 
-/// Every manifest and blob of `img` is in `base`/`repo`, byte for byte, and the tag points at the root.
-#[track_caller]
-fn assert_copied(base: &str, repo: &str, img: &SampleImage) {
-    let (bytes, ct) = get_manifest(base, repo, &img.tag).unwrap_or_else(|| panic!("{repo}:{} missing", img.tag));
-    assert_eq!(sha256(&bytes), img.root.digest, "{repo}:{} has another digest", img.tag);
-    assert_eq!(ct, img.root_media_type);
-    for m in &img.manifests {
-        let (b, _) = get_manifest(base, repo, &m.digest).unwrap_or_else(|| panic!("{repo}@{} missing", m.digest));
-        assert_eq!(b, m.bytes, "manifest {} differs", m.digest);
-    }
-    for b in &img.blobs {
-        let got = get_blob(base, repo, &b.digest).unwrap_or_else(|| panic!("blob {} missing in {repo}", b.digest));
-        assert_eq!(sha256(&got), b.digest);
-    }
-}
-
 fn catalog(base: &str) -> Vec<String> {
     let body = reqwest::blocking::get(format!("{base}/v2/_catalog")).unwrap().bytes().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -74,7 +58,7 @@ fn copy_pushes_every_digest_stages_nothing_and_a_recopy_only_checks() {
     let r = ws.bundle(&["copy", "-d", &dest, "--images-file", file.to_str().unwrap()]).success();
     assert!(r.stderr.contains("Copied 4 images"), "{}", r.stderr);
     for img in &set.images {
-        assert_copied(&dst.base_url(), &format!("mirror/{}", img.repo), img);
+        assert_image_at(&dst.base_url(), &format!("mirror/{}", img.repo), &img.tag, img);
     }
     assert!(ws.tmp_leftovers().is_empty(), "copy left files in TMPDIR: {:?}", ws.tmp_leftovers());
     assert!(!cache.exists(), "copy wrote into the cache");
@@ -149,17 +133,7 @@ fn copy_of_a_chart_pushes_it_and_its_values_file_sends_every_pod_to_an_image_tha
     assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
     let images = strict_images(&String::from_utf8(out.stdout).unwrap());
     assert!(images.len() >= 10, "{images:?}");
-    for image in &images {
-        let rest = image.strip_prefix(&format!("{dest}/")).unwrap_or_else(|| panic!("{image} is not under {dest}"));
-        let (repo, reference) = match rest.split_once('@') {
-            Some((name, digest)) => (name.rsplit_once(':').map_or(name, |(n, _)| n), digest),
-            None => rest.rsplit_once(':').unwrap(),
-        };
-        assert!(
-            get_manifest(&dst.base_url(), &format!("airgap/{repo}"), reference).is_some(),
-            "{image} was not copied\n{values}"
-        );
-    }
+    assert_images_exist_at(&dst, &dest, &images, &values);
 }
 
 #[test]

@@ -320,3 +320,28 @@ pub fn closed_loop(
     }
     LoopOutcome { moved, unmoved, warned, values, export_stderr: export.stderr, export_secs, renders }
 }
+
+/// Every rendered image is under `dest` (`HOST/PREFIX`) and its manifest exists in `dst` under that prefix;
+/// `context` (the values file) goes into the failure message.
+#[track_caller]
+pub fn assert_images_exist_at<'a>(
+    dst: &Registry,
+    dest: &str,
+    images: impl IntoIterator<Item = &'a String>,
+    context: &str,
+) {
+    let prefix = dest.split_once('/').map_or("", |(_, p)| p);
+    for image in images {
+        let rest = image
+            .strip_prefix(&format!("{dest}/"))
+            .unwrap_or_else(|| panic!("{image} is not under {dest}\nvalues:\n{context}"));
+        let (repo, reference) = match rest.split_once('@') {
+            Some((name, digest)) => (name.rsplit_once(':').map_or(name, |(n, _)| n), digest),
+            None => rest.rsplit_once(':').unwrap(),
+        };
+        assert!(
+            get_manifest(&dst.base_url(), &format!("{prefix}/{repo}"), reference).is_some(),
+            "{image} is not at the destination\nvalues:\n{context}"
+        );
+    }
+}

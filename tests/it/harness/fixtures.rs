@@ -287,3 +287,22 @@ fn sample_single(repo: &str, tag: &str, img: &Image) -> SampleImage {
         blobs,
     }
 }
+
+/// Every manifest and blob of `img` is in `base`/`repo`, byte for byte, and the tag points at the root with
+/// the source's media type.
+#[track_caller]
+pub fn assert_image_at(base: &str, repo: &str, reference: &str, img: &SampleImage) {
+    let (bytes, ct) = get_manifest(base, repo, reference).unwrap_or_else(|| panic!("{repo}:{reference} missing"));
+    assert_eq!(sha256(&bytes), img.root.digest, "{repo}:{reference} has another digest");
+    assert_eq!(bytes, img.root.bytes);
+    assert_eq!(ct, img.root_media_type);
+    for m in &img.manifests {
+        let (b, _) = get_manifest(base, repo, &m.digest).unwrap_or_else(|| panic!("{repo}@{} missing", m.digest));
+        assert_eq!(b, m.bytes, "manifest {} differs", m.digest);
+    }
+    for b in &img.blobs {
+        let got = get_blob(base, repo, &b.digest).unwrap_or_else(|| panic!("blob {} missing in {repo}", b.digest));
+        assert_eq!(sha256(&got), b.digest);
+        assert_eq!(got.len(), b.bytes.len());
+    }
+}
