@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 
-use super::reader::{BlobEntry, Problem, Scan};
+use super::docker_save::DockerSave;
+use super::reader::{BlobEntry, DOCKER_MANIFEST_FILE, OtherKind, Problem, Scan};
 use crate::digest::Digest;
 use crate::layout::{BundleMetadata, CONTAINERD_NAME, FORMAT_VERSION, LayoutIndex, REF_NAME};
 use crate::manifest::{self, ManifestLinks};
@@ -64,10 +65,35 @@ impl BundleContents {
     }
 }
 
-/// Check a scan. Returns the contents when the archive is sound (no problems), and every problem found.
-pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, Vec<Problem>) {
-    let mut problems = scan.problems.clone();
+/// What a sound archive turned out to be.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per command run, moved once
+pub enum Checked {
+    /// An OCI image layout (ours, or another tool's): images with their manifests, ready to push.
+    Layout(BundleContents),
+    /// A `docker save` archive: configs and layer tars, without manifests (import writes them).
+    DockerSave(DockerSave),
+}
 
+/// Check a scan of any archive bundle reads: an OCI layout, or a `docker save` archive (`manifest.json` and no
+/// layout). Returns what it is when sound, and every problem found.
+pub fn check_any(scan: Scan, sidecar: Option<&Digest>) -> (Option<Checked>, Vec<Problem>) {
+    if scan.oci_layout.is_none() && scan.index.is_none() && scan.docker_manifest.is_some() && !scan.directory {
+        let mut problems = sidecar_problems(&scan, sidecar);
+        let (saved, found) = super::docker_save::check(scan);
+        problems.extend(found);
+        return match saved {
+            Some(s) if problems.is_empty() => (Some(Checked::DockerSave(s)), problems),
+            _ => (None, problems),
+        };
+    }
+    let (contents, problems) = check(scan, sidecar);
+    (contents.map(Checked::Layout), problems)
+}
+
+/// The file against its `.sha256` sidecar.
+fn sidecar_problems(scan: &Scan, sidecar: Option<&Digest>) -> Vec<Problem> {
+    let mut problems = Vec::new();
     if let Some(expected) = sidecar
         && expected != &scan.file_digest
     {
@@ -81,16 +107,38 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
             ),
         );
     }
+    problems
+}
+
+/// Check a scan of an OCI layout. Returns the contents when the archive is sound (no problems), and every
+/// problem found.
+pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, Vec<Problem>) {
+    let mut problems = scan.problems.clone();
+    problems.extend(sidecar_problems(&scan, sidecar));
     // Another kind of archive altogether: one problem that says which, not one per entry.
     if scan.oci_layout.is_none() && scan.index.is_none() {
-        let what = if scan.extras.iter().any(|e| e == "manifest.json") {
-            "this is a `docker save` archive (manifest.json and layer tars, as docker save, podman save --format docker-archive and skopeo's docker-archive: write it), not an OCI image layout; convert it first: `skopeo copy docker-archive:FILE oci-archive:OUT.tar:REGISTRY/REPO:TAG`"
+        let what = if scan.directory && scan.extras.iter().any(|e| e == DOCKER_MANIFEST_FILE) {
+            "this directory is an unpacked `docker save` archive (manifest.json and layer tars); bundle reads docker save archives as tar files: `tar -C DIR -cf OUT.tar .`, then import OUT.tar"
+        } else if scan.extras.iter().any(|e| e == DOCKER_MANIFEST_FILE) {
+            "this looks like a `docker save` archive, but its manifest.json is larger than bundle reads"
         } else if scan.directory {
             "this directory is not an OCI image layout: it has no oci-layout and no index.json"
         } else {
-            "this is not an OCI image layout: it has no oci-layout and no index.json"
+            "this is not an OCI image layout nor a `docker save` archive: it has no oci-layout, no index.json and no manifest.json"
         };
         return (None, vec![Problem { entry: "archive".into(), message: what.into() }]);
+    }
+    // An image layout holds nothing but its own files.
+    for other in &scan.others {
+        let message = match &other.kind {
+            OtherKind::Directory => "unexpected directory".to_string(),
+            OtherKind::Link { hard, .. } => format!(
+                "is a {}, but an image layout holds only regular files and directories",
+                if *hard { "hard link" } else { "symbolic link" }
+            ),
+            OtherKind::File { .. } => "is not part of an OCI image layout".into(),
+        };
+        add(&mut problems, &other.path, message);
     }
     match &scan.oci_layout {
         None => add(&mut problems, "oci-layout", "is missing".into()),

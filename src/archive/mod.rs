@@ -3,6 +3,7 @@
 
 pub mod checksum;
 pub mod contents;
+pub mod docker_save;
 pub mod proof;
 pub mod reader;
 pub mod seekable;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::checksum::{SidecarError, file_digest, read_sidecar, sidecar_path};
-use super::contents::check;
+use super::contents::{Checked, check, check_any};
 use super::reader::ArchiveError;
 use super::{ArchiveFile, BundleContents};
 use crate::digest::Digest;
@@ -30,6 +30,8 @@ pub enum ProofError {
     },
     #[error("the verification task failed")]
     Task(#[from] tokio::task::JoinError),
+    #[error("{} is a `docker save` archive, which has no manifests to read here", path.display())]
+    DockerSave { path: std::path::PathBuf },
     #[error("{} failed verification ({} problems):{}", path.display(), problems.len(), listed(problems))]
     Unsound { path: std::path::PathBuf, problems: Vec<String> },
 }
@@ -50,6 +52,7 @@ impl Hint for ProofError {
             ProofError::Open { source, .. } => source.hint(),
             ProofError::Sidecar { source, .. } => source.hint(),
             ProofError::Task(_) => None,
+            ProofError::DockerSave { .. } => Some("`bundle import` and `bundle verify` read it as it is".into()),
             ProofError::Unsound { .. } => Some(super::seekable::DAMAGED_ARCHIVE_HINT.into()),
         }
     }
@@ -64,8 +67,9 @@ pub enum Proven {
     BySidecar,
 }
 
-/// Read the whole archive once and check everything; any problem is an error listing all of them.
-pub async fn verify(printer: &Printer, path: &Path) -> Result<(Arc<ArchiveFile>, BundleContents), ProofError> {
+/// Read the whole archive once and check everything; any problem is an error listing all of them. An OCI layout
+/// or a `docker save` archive.
+pub async fn verify_any(printer: &Printer, path: &Path) -> Result<(Arc<ArchiveFile>, Checked), ProofError> {
     let archive = Arc::new(ArchiveFile::open(path).map_err(|source| ProofError::Open { path: path.into(), source })?);
     let sidecar = read_sidecar(path).map_err(|source| ProofError::Sidecar { path: path.into(), source })?;
     // A layout directory has no sidecar to miss: every blob is checked against its name.
@@ -89,12 +93,20 @@ pub async fn verify(printer: &Printer, path: &Path) -> Result<(Arc<ArchiveFile>,
         progress.elapsed(),
         scan.file_digest.hex()
     ));
-    let (contents, problems) = check(scan, sidecar.as_ref());
-    match contents {
+    let (checked, problems) = check_any(scan, sidecar.as_ref());
+    match checked {
         Some(c) if problems.is_empty() => Ok((archive, c)),
         _ => {
             Err(ProofError::Unsound { path: path.into(), problems: problems.iter().map(ToString::to_string).collect() })
         }
+    }
+}
+
+/// `verify_any`, for callers that need an OCI layout: a `docker save` archive is an error saying to import it.
+pub async fn verify(printer: &Printer, path: &Path) -> Result<(Arc<ArchiveFile>, BundleContents), ProofError> {
+    match verify_any(printer, path).await? {
+        (archive, Checked::Layout(contents)) => Ok((archive, contents)),
+        (_, Checked::DockerSave(_)) => Err(ProofError::DockerSave { path: path.into() }),
     }
 }
 

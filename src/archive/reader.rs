@@ -1,11 +1,13 @@
 //! Reads an archive: one streaming pass that checks every entry (`scan`), and random access to a blob's bytes
 //! afterwards (`ArchiveFile::open_blob`) so import can read many blobs at once without extracting anything.
 //!
-//! Accepted inputs: our seekable `.tar.zst`, any other zstd-compressed tar (read by streaming), a plain tar such
-//! as skopeo's `oci-archive` (`./`-rooted ones too, as `tar -C DIR -cf X.tar .` writes them), and an OCI layout
-//! directory, read in place. `manifest.json` and `repositories` beside the layout (docker and containerd exports)
-//! are tolerated and noted. The scan trusts nothing: entry types, paths, sizes and digests are all checked, and
-//! problems are collected rather than stopping at the first, so `verify` can report them all.
+//! Accepted inputs: our seekable `.tar.zst`, any other zstd- or gzip-compressed tar (read by streaming), a plain
+//! tar such as skopeo's `oci-archive` (`./`-rooted ones too, as `tar -C DIR -cf X.tar .` writes them), and an OCI
+//! layout directory, read in place. `manifest.json` and `repositories` beside the layout (docker and containerd
+//! exports) are tolerated and noted. Entries outside the layout's paths are hashed and kept as `OtherEntry`: they
+//! are what a `docker save` archive is made of (`archive::docker_save` reads them), and problems in a layout.
+//! The scan trusts nothing: entry types, paths, sizes and digests are all checked, and problems are collected
+//! rather than stopping at the first, so `verify` can report them all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -21,6 +23,7 @@ use crate::layout::{self, BUNDLE_FILE, INDEX_FILE, OCI_LAYOUT_FILE};
 use crate::manifest::MAX_MANIFEST_BYTES;
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Metadata files larger than this are refused rather than read into memory.
 const MAX_METADATA_BYTES: u64 = 64 << 20;
 
@@ -32,7 +35,7 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
-    #[error("{path} is not a tar or zstd-compressed tar archive")]
+    #[error("{path} is not a tar, or a zstd- or gzip-compressed tar")]
     UnknownFormat { path: PathBuf },
     #[error("the seek table of {path} is damaged")]
     SeekTable {
@@ -70,13 +73,17 @@ enum Access {
     PlainTar,
     /// Compressed without a seek table: reading a blob means decompressing from the start.
     StreamOnly,
+    /// A gzip-compressed tar (`docker save | gzip`): read by streaming, like `StreamOnly`.
+    Gzip,
     /// An OCI layout directory: every blob is a file of its own.
     Directory,
 }
 
 /// Files docker and containerd write beside an OCI layout (`docker save`, `ctr images export`): not part of the
 /// layout, not blobs, and not a reason to refuse it.
-pub const EXPORT_EXTRAS: [&str; 2] = ["manifest.json", "repositories"];
+pub const EXPORT_EXTRAS: [&str; 2] = [DOCKER_MANIFEST_FILE, "repositories"];
+/// The table of contents of a `docker save` archive.
+pub const DOCKER_MANIFEST_FILE: &str = "manifest.json";
 
 /// An archive file on disk and how its contents can be reached.
 #[derive(Debug, Clone)]
@@ -102,6 +109,10 @@ pub struct Scan {
     pub first_blob_before_metadata: bool,
     /// `EXPORT_EXTRAS` present (which tool wrote the archive shows in them).
     pub extras: Vec<String>,
+    /// `manifest.json`'s bytes: the table of contents of a `docker save` archive.
+    pub docker_manifest: Option<Bytes>,
+    /// Entries outside an OCI layout's paths, in the order they came.
+    pub others: Vec<OtherEntry>,
     /// The input is a layout directory, not a file.
     pub directory: bool,
 }
@@ -119,9 +130,46 @@ impl Scan {
             file_len: 0,
             first_blob_before_metadata: false,
             extras: Vec::new(),
+            docker_manifest: None,
+            others: Vec::new(),
             directory: false,
         }
     }
+}
+
+/// An entry that is not part of an OCI image layout. A layout must have none; a `docker save` archive is made
+/// of nothing else.
+#[derive(Debug, Clone)]
+pub struct OtherEntry {
+    pub path: String,
+    pub kind: OtherKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum OtherKind {
+    Directory,
+    /// A symbolic or hard link; `target` is the path it names from the archive's root, `None` when that path
+    /// leaves the archive.
+    Link {
+        target: Option<String>,
+        hard: bool,
+    },
+    /// A regular file, hashed as it was read. `json` holds it when it is small JSON (a config).
+    File {
+        entry: BlobEntry,
+        digest: Digest,
+        json: Option<Bytes>,
+        content: FileContent,
+    },
+}
+
+/// What a file's bytes are, from their first bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileContent {
+    Plain,
+    /// gzip data, and the digest of what it decompresses to (`None`: it does not decompress).
+    Gzip(Option<Digest>),
+    Zstd,
 }
 
 impl ArchiveFile {
@@ -139,6 +187,8 @@ impl ArchiveFile {
                 Ok(None) => Access::StreamOnly,
                 Err(source) => return Err(ArchiveError::SeekTable { path: path.to_path_buf(), source }),
             }
+        } else if n >= 2 && magic[..2] == GZIP_MAGIC {
+            Access::Gzip
         } else {
             // A tar header has "ustar" at offset 257.
             let mut header = [0u8; 512];
@@ -158,13 +208,14 @@ impl ArchiveFile {
 
     /// Whether blobs can be read in any order without decompressing what precedes them.
     pub fn is_random_access(&self) -> bool {
-        !matches!(self.access, Access::StreamOnly)
+        !matches!(self.access, Access::StreamOnly | Access::Gzip)
     }
 
     /// The decompressed tar stream from its beginning.
     fn tar_stream<'r>(&self, file: impl Read + 'r) -> io::Result<Box<dyn Read + 'r>> {
         Ok(match self.access {
             Access::PlainTar => Box::new(file),
+            Access::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file))),
             _ => Box::new(zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, file))?),
         })
     }
@@ -189,9 +240,11 @@ impl ArchiveFile {
             }
             Access::StreamOnly => {
                 let f = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
-                let mut decoder = zstd::stream::read::Decoder::with_buffer(f)?;
-                io::copy(&mut (&mut decoder).take(entry.offset), &mut io::sink())?;
-                Ok(Box::new(decoder.take(entry.size)))
+                skip_to(zstd::stream::read::Decoder::with_buffer(f)?, entry)
+            }
+            Access::Gzip => {
+                let f = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
+                skip_to(flate2::read::MultiGzDecoder::new(f), entry)
             }
         }
     }
@@ -374,6 +427,12 @@ impl ArchiveFile {
     }
 }
 
+/// A compressed stream read from its start up to `entry`, then `entry`'s bytes.
+fn skip_to<R: Read + Send + 'static>(mut stream: R, entry: BlobEntry) -> io::Result<Box<dyn Read + Send>> {
+    io::copy(&mut (&mut stream).take(entry.offset), &mut io::sink())?;
+    Ok(Box::new(stream.take(entry.size)))
+}
+
 fn describe_stream_error(e: &io::Error) -> String {
     let msg = e.to_string();
     if e.kind() == io::ErrorKind::UnexpectedEof || msg.contains("incomplete") || msg.contains("EOF") {
@@ -402,11 +461,24 @@ fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> 
         match kind {
             tar::EntryType::Directory => {
                 if !matches!(path.as_str(), "." | "blobs" | "blobs/sha256") {
-                    scan.problems.push(problem("unexpected directory".into()));
+                    scan.others.push(OtherEntry { path, kind: OtherKind::Directory });
                 }
                 continue;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            kind @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
+                let hard = kind == tar::EntryType::Link;
+                let named =
+                    entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                // A symbolic link is relative to its own directory; a hard link names another member.
+                let from_root = match (hard, path.rsplit_once('/')) {
+                    (false, Some((dir, _))) => format!("{dir}/{named}"),
+                    _ => named,
+                };
+                let target = (!from_root.starts_with('/')).then(|| resolve_dots(&from_root)).flatten();
+                scan.others.push(OtherEntry { path, kind: OtherKind::Link { target, hard } });
+                continue;
+            }
             other => {
                 scan.problems.push(problem(format!(
                     "is a {}, but an image layout holds only regular files and directories",
@@ -427,18 +499,32 @@ fn scan_entries(tar: &mut tar::Archive<Box<dyn Read + '_>>, scan: &mut Scan) -> 
             continue;
         }
         if EXPORT_EXTRAS.contains(&path.as_str()) {
+            if path == DOCKER_MANIFEST_FILE && size <= MAX_METADATA_BYTES {
+                let mut buf = Vec::with_capacity(size as usize);
+                entry.read_to_end(&mut buf)?;
+                scan.docker_manifest = Some(Bytes::from(buf));
+            }
             scan.extras.push(path);
             continue;
         }
         let Some(digest) = layout::blob_digest(&path) else {
-            scan.problems.push(problem("is not part of an OCI image layout".into()));
+            let offset = entry.raw_file_position();
+            let mut content = ContentProbe::default();
+            let (hasher, json) = read_blob(&mut entry, size, &mut |chunk| content.feed(chunk))?;
+            if hasher.len() != size {
+                scan.problems.push(problem(format!("the header says {size} bytes but {} were read", hasher.len())));
+                continue;
+            }
+            let (entry, content) = (BlobEntry { offset, size }, content.finish());
+            let file = OtherKind::File { entry, digest: hasher.finish(), json: json.map(Bytes::from), content };
+            scan.others.push(OtherEntry { path, kind: file });
             continue;
         };
         if scan.metadata.is_none() && scan.index.is_none() && scan.blobs.is_empty() {
             scan.first_blob_before_metadata = true;
         }
         let offset = entry.raw_file_position();
-        let read = read_blob(&mut entry, size)?;
+        let read = read_blob(&mut entry, size, &mut |_| {})?;
         let short = |read: u64| format!("the header says {size} bytes but {read} were read");
         if let Err(message) = scan.add_blob(digest, BlobEntry { offset, size }, read, short) {
             scan.problems.push(problem(message));
@@ -482,8 +568,9 @@ impl Scan {
     }
 }
 
-/// Hash a blob's bytes as they are read, keeping them only when they can be a manifest or config (small JSON).
-fn read_blob(r: &mut dyn Read, size: u64) -> io::Result<(DigestWriter, Option<Vec<u8>>)> {
+/// Hash a blob's bytes as they are read, keeping them only when they can be a manifest or config (small JSON);
+/// `also` sees every chunk too.
+fn read_blob(r: &mut dyn Read, size: u64, also: &mut dyn FnMut(&[u8])) -> io::Result<(DigestWriter, Option<Vec<u8>>)> {
     let mut hasher = DigestWriter::new();
     let mut json = (size <= MAX_MANIFEST_BYTES as u64).then(Vec::new);
     let mut buf = vec![0u8; 256 * 1024];
@@ -493,6 +580,7 @@ fn read_blob(r: &mut dyn Read, size: u64) -> io::Result<(DigestWriter, Option<Ve
             break;
         }
         hasher.update(&buf[..n]);
+        also(&buf[..n]);
         if let Some(j) = json.as_mut() {
             // Only JSON documents can be manifests or configs; layers are never kept in memory.
             if j.is_empty() && buf[..n].first() != Some(&b'{') {
@@ -503,6 +591,45 @@ fn read_blob(r: &mut dyn Read, size: u64) -> io::Result<(DigestWriter, Option<Ve
         }
     }
     Ok((hasher, json))
+}
+
+/// Learns what a file holds from its bytes as they stream past: gzip data is decompressed and hashed on the way
+/// (a layer's diff_id is the digest of its uncompressed tar).
+#[derive(Default)]
+struct ContentProbe {
+    seen: u64,
+    start: Vec<u8>,
+    gzip: Option<flate2::write::MultiGzDecoder<DigestWriter>>,
+    gzip_failed: bool,
+}
+
+impl ContentProbe {
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.seen == 0 {
+            self.start = chunk.iter().take(4).copied().collect();
+            if self.start.starts_with(&GZIP_MAGIC) {
+                self.gzip = Some(flate2::write::MultiGzDecoder::new(DigestWriter::new()));
+            }
+        }
+        self.seen += chunk.len() as u64;
+        if let Some(d) = self.gzip.as_mut()
+            && !self.gzip_failed
+        {
+            use std::io::Write as _;
+            self.gzip_failed = d.write_all(chunk).is_err();
+        }
+    }
+
+    fn finish(self) -> FileContent {
+        if let Some(d) = self.gzip {
+            let digest = if self.gzip_failed { None } else { d.finish().ok().map(DigestWriter::finish) };
+            FileContent::Gzip(digest)
+        } else if self.start.starts_with(&ZSTD_MAGIC) {
+            FileContent::Zstd
+        } else {
+            FileContent::Plain
+        }
+    }
 }
 
 /// The scan of an OCI layout directory, read in place: the same checks as for a tar, entry by entry.
@@ -545,7 +672,7 @@ fn scan_directory(dir: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> io::Result<Sca
             scan.problems.push(problem("is not part of an OCI image layout".into()));
             continue;
         };
-        let read = read_blob(&mut File::open(dir.join(&path))?, size)?;
+        let read = read_blob(&mut File::open(dir.join(&path))?, size, &mut |_| {})?;
         on_bytes(read.0.len());
         let short = |read: u64| format!("changed while it was read: {size} bytes, then {read}");
         if let Err(message) = scan.add_blob(digest, BlobEntry { offset: 0, size }, read, short) {
@@ -590,6 +717,21 @@ fn normalise(path: &str) -> Option<String> {
         }
     }
     if parts.is_empty() { Some(".".into()) } else { Some(parts.join("/")) }
+}
+
+/// `a/../b/./c` → `b/c`; `None` when the path climbs out of the archive.
+fn resolve_dots(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 fn entry_kind(t: tar::EntryType) -> &'static str {
@@ -679,7 +821,7 @@ impl crate::hint::Hint for ArchiveError {
         match self {
             ArchiveError::Open { .. } => Some("check the archive's path and permissions".into()),
             ArchiveError::UnknownFormat { .. } => {
-                Some("bundle reads the .tar.zst it writes and plain tars of OCI image layouts".into())
+                Some("bundle reads the .tar.zst it writes, tars of OCI image layouts and docker save archives (plain, zstd or gzip), and OCI layout directories".into())
             }
             ArchiveError::SeekTable { source, .. } => source.hint(),
         }
@@ -696,5 +838,12 @@ mod tests {
         assert_eq!(normalise("../etc/passwd"), None);
         assert_eq!(normalise("/etc/passwd"), None);
         assert_eq!(normalise("blobs/../../x"), None);
+    }
+
+    #[test]
+    fn link_targets_resolve_inside_the_archive() {
+        assert_eq!(resolve_dots("0123/../abc.tar").as_deref(), Some("abc.tar"));
+        assert_eq!(resolve_dots("./a/./b").as_deref(), Some("a/b"));
+        assert_eq!(resolve_dots("0123/../../etc/passwd"), None);
     }
 }

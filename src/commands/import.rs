@@ -1,14 +1,23 @@
 //! `bundle import -d REGISTRY[/PREFIX] FILE`: plan from the archive's front, probe the destination
 //! (`delivery`), prove the archive sound (`archive::proof`), push from the archive, write the values file.
+//! A `docker save` archive is verified in full, then converted (`archive::docker_save::convert`) and pushed the
+//! same way.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use super::failure::Explain as _;
 use super::settings::ImportSettings;
 use super::{Context, Outcome, delivery, human};
-use crate::archive::BundleContents;
 use crate::archive::checksum::sidecar_path;
+use crate::archive::contents::Checked;
+use crate::archive::docker_save::{self, DockerSave};
 use crate::archive::proof::{self, Proven};
+use crate::archive::{ArchiveFile, BundleContents};
 use crate::push;
+
+/// What an import of a `docker save` archive (and its verify) says about digests.
+pub const DOCKER_SAVE_NOTE: &str = "docker save keeps no registry manifests: import writes a Docker schema 2 manifest per image (layers compressed with gzip), so manifest digests at the destination are new; configs travel byte for byte, so image IDs stay the same";
 
 pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
     let started = std::time::Instant::now();
@@ -17,21 +26,19 @@ pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
     // destination already has everything, nothing else is read.
     let (archive, contents, pending) = match proof::front(&args.archive).await {
         Some((archive, contents)) => (archive, contents, Some(proof::Pending::start(&ctx.printer, &args.archive))),
-        None => {
-            let (archive, contents) = proof::verify(&ctx.printer, &args.archive).await?;
-            print_verified(ctx, &args.archive, &contents, Proven::InFull);
-            (archive, contents, None)
-        }
+        None => match proof::verify_any(&ctx.printer, &args.archive).await? {
+            (archive, Checked::Layout(contents)) => {
+                print_verified(ctx, &args.archive, &contents, Proven::InFull);
+                (archive, contents, None)
+            }
+            (archive, Checked::DockerSave(saved)) => {
+                return import_docker_save(ctx, args, archive, &saved, started).await;
+            }
+        },
     };
     let prepared = delivery::prepare(ctx, target, &contents, args.dry_run).await?;
     if prepared.nothing_to_do(&contents) && !args.dry_run {
-        ctx.printer.info(format!(
-            "{} already holds all {} images of {} with the same digests; nothing to push (checked in {:.1?})",
-            target.destination_text,
-            prepared.plan.images.len(),
-            args.archive.display(),
-            started.elapsed()
-        ));
+        say_nothing_to_do(ctx, &args, &prepared, started);
         if let Some(check) = pending {
             check.abandon();
         }
@@ -46,18 +53,84 @@ pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
         }
         None => (archive, contents),
     };
+    let origin = push::ArchiveOrigin { archive, blobs: &contents.blobs };
+    push_and_finish(ctx, &args, prepared, &origin, &contents, started).await
+}
+
+/// A `docker save` archive, verified in full: convert it (`archive::docker_save::convert`), then push as any
+/// other archive.
+async fn import_docker_save(
+    ctx: &Context,
+    args: ImportSettings,
+    archive: Arc<ArchiveFile>,
+    saved: &DockerSave,
+    started: std::time::Instant,
+) -> Outcome<()> {
+    ctx.printer.info(format!(
+        "Verified {}: a docker save archive, {} images, {} layers ({}); every config matches its image ID and every layer its diff_id",
+        args.archive.display(),
+        saved.images.len(),
+        saved.layer_count(),
+        human(saved.total_bytes())
+    ));
+    ctx.printer.info(DOCKER_SAVE_NOTE);
+    if !archive.is_random_access() {
+        ctx.printer.warn(format!(
+            "{} is compressed as a whole, so each layer is read by decompressing it from the start; decompress it first (`gunzip -k` or `zstd -d`) to import faster",
+            args.archive.display()
+        ));
+    }
+    let plain = saved.plain_layers();
+    let to_compress: u64 = plain.iter().map(|f| f.entry.size).sum();
+    let progress = ctx.printer.transfer("compress", to_compress, plain.len() as u64);
+    // Compression is CPU work: one thread per core, whatever the network concurrency.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let saved = saved.clone();
+    let p = progress.clone();
+    let converted = tokio::task::spawn_blocking(move || docker_save::convert::convert(archive, &saved, threads, &p))
+        .await
+        .explain("the conversion task failed")??;
+    progress.finish();
+    ctx.printer.detail(format!("compressed the layers in {:.1?}", progress.elapsed()));
+    let contents = converted.contents;
+    let prepared = delivery::prepare(ctx, &args.target, &contents, args.dry_run).await?;
+    if prepared.nothing_to_do(&contents) && !args.dry_run {
+        say_nothing_to_do(ctx, &args, &prepared, started);
+        return prepared.finish(ctx, &args.target, &contents).await;
+    }
+    push_and_finish(ctx, &args, prepared, &converted.origin, &contents, started).await
+}
+
+fn say_nothing_to_do(ctx: &Context, args: &ImportSettings, prepared: &delivery::Prepared, started: std::time::Instant) {
+    ctx.printer.info(format!(
+        "{} already holds all {} images of {} with the same digests; nothing to push (checked in {:.1?})",
+        args.target.destination_text,
+        prepared.plan.images.len(),
+        args.archive.display(),
+        started.elapsed()
+    ));
+}
+
+/// The dry run's lines, or the push, its report and the values file.
+async fn push_and_finish(
+    ctx: &Context,
+    args: &ImportSettings,
+    prepared: delivery::Prepared,
+    origin: &dyn push::BlobOrigin,
+    contents: &BundleContents,
+    started: std::time::Instant,
+) -> Outcome<()> {
     if args.dry_run {
-        prepared.print_dry_run(ctx, &contents);
+        prepared.print_dry_run(ctx, contents);
         return Ok(());
     }
-    let dest = &target.destination;
-    let origin = push::ArchiveOrigin { archive, blobs: &contents.blobs };
+    let target = &args.target;
     let stats = prepared
-        .push(ctx, &origin, &contents)
+        .push(ctx, origin, contents)
         .await
-        .map_err(|e| delivery::push_failure(e, "import", &dest.registry, Some(&args.archive)))?;
-    prepared.report(ctx, "Imported", &contents, &stats, &target.destination_text, started);
-    prepared.finish(ctx, target, &contents).await
+        .map_err(|e| delivery::push_failure(e, "import", &target.destination.registry, Some(&args.archive)))?;
+    prepared.report(ctx, "Imported", contents, &stats, &target.destination_text, started);
+    prepared.finish(ctx, target, contents).await
 }
 
 fn print_verified(ctx: &Context, path: &Path, contents: &BundleContents, how: Proven) {

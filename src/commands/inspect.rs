@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::{Context, Failure, Outcome, human};
 use crate::archive::ArchiveFile;
-use crate::archive::contents::check;
+use crate::archive::contents::{Checked, check_any};
+use crate::archive::docker_save::{DOCKER_CONFIG, NAMED_BY};
 use crate::cli::InspectFormat;
 
 /// The SPDX document, from `bundle.json` alone.
@@ -34,6 +35,8 @@ async fn spdx(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
 #[serde(rename_all = "camelCase")]
 struct Listing {
     archive: String,
+    /// `bundle` (ours, with bundle.json), `oci-layout` (another tool's layout) or `docker-save`.
+    format: &'static str,
     format_version: Option<u32>,
     images: Vec<ImageRow>,
     totals: Totals,
@@ -114,6 +117,11 @@ pub async fn run(ctx: &Context, archive: &std::path::Path, format: InspectFormat
         })
         .collect();
     super::print_image_table(&ctx.printer, &rows);
+    if listing.format == "docker-save" {
+        ctx.printer.info(
+            "a docker save archive: the digests shown are image IDs (config digests); it keeps no manifests, and import writes new ones",
+        );
+    }
     ctx.printer.result(format!(
         "{} images, {} blobs, {}",
         listing.totals.images,
@@ -129,6 +137,7 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
     if let Some(meta) = archive.read_metadata().explain_with(|| format!("cannot inspect {}", path.display()))? {
         let mut listing = Listing {
             archive: path.display().to_string(),
+            format: "bundle",
             format_version: Some(meta.format_version),
             totals: Totals { images: meta.images.len(), blobs: meta.blobs.len(), bytes: meta.total_blob_bytes() },
             images: meta
@@ -152,32 +161,65 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
     }
     // Another tool's archive: the facts have to be read from the content.
     let scan = archive.scan(&|_| {})?;
-    let (contents, problems) = check(scan, None);
-    let Some(contents) = contents else {
+    let (checked, problems) = check_any(scan, None);
+    let Some(checked) = checked else {
         let list: Vec<String> = problems.iter().take(10).map(|p| format!("  - {p}")).collect();
         return Err(Failure::user(
             format!("{} is not a valid image archive:\n{}", path.display(), list.join("\n")),
             crate::archive::seekable::DAMAGED_ARCHIVE_HINT,
         ));
     };
-    Ok(Listing {
-        archive: path.display().to_string(),
-        format_version: None,
-        totals: Totals { images: contents.images.len(), blobs: contents.blobs.len(), bytes: contents.total_bytes() },
-        images: contents
-            .images
-            .iter()
-            .map(|i| ImageRow {
-                source: i.source.to_string(),
-                digest: i.digest.to_string(),
-                media_type: i.media_type.clone(),
-                platforms: i.platforms.clone(),
-                size: i.size,
-                platform_selection: None,
-                attached: None,
-                artifact: None,
-                named_by: i.named_by,
-            })
-            .collect(),
+    let row = |source: String, digest: String, media_type: String, platforms: Vec<String>, size, named_by| ImageRow {
+        source,
+        digest,
+        media_type,
+        platforms,
+        size,
+        platform_selection: None,
+        attached: None,
+        artifact: None,
+        named_by,
+    };
+    Ok(match checked {
+        Checked::Layout(contents) => Listing {
+            archive: path.display().to_string(),
+            format: "oci-layout",
+            format_version: None,
+            totals: Totals {
+                images: contents.images.len(),
+                blobs: contents.blobs.len(),
+                bytes: contents.total_bytes(),
+            },
+            images: contents
+                .images
+                .iter()
+                .map(|i| {
+                    let (source, digest) = (i.source.to_string(), i.digest.to_string());
+                    row(source, digest, i.media_type.clone(), i.platforms.clone(), i.size, i.named_by)
+                })
+                .collect(),
+        },
+        // No manifests: each row shows the image ID (the config's digest), which is what docker save keeps.
+        Checked::DockerSave(saved) => Listing {
+            archive: path.display().to_string(),
+            format: "docker-save",
+            format_version: None,
+            totals: Totals {
+                images: saved.images.iter().map(|i| i.names.len()).sum(),
+                blobs: saved.distinct_files().len(),
+                bytes: saved.total_bytes(),
+            },
+            images: saved
+                .images
+                .iter()
+                .flat_map(|i| {
+                    i.names.iter().map(|n| {
+                        let platforms = vec![i.platform.clone()];
+                        let config = DOCKER_CONFIG.to_string();
+                        row(n.to_string(), i.config.digest.to_string(), config, platforms, i.size(), NAMED_BY)
+                    })
+                })
+                .collect(),
+        },
     })
 }

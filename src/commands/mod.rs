@@ -170,6 +170,8 @@ pub fn short_media_type(media_type: &str) -> &str {
         DOCKER_LIST => "docker-list",
         DOCKER_MANIFEST => "docker-manifest",
         OCI_ARTIFACT => "oci-artifact",
+        // A docker save archive's image: the digest shown is the image ID.
+        crate::archive::docker_save::DOCKER_CONFIG => "docker-image-id",
         other => other,
     }
 }

@@ -1,17 +1,32 @@
-//! `bundle verify FILE`: the offline completeness and integrity check (`archive::proof::verify`).
+//! `bundle verify FILE`: the offline completeness and integrity check (`archive::proof::verify_any`).
 
 use super::{Context, Outcome, human};
+use crate::archive::contents::Checked;
 use crate::archive::proof;
 
 pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
-    let (_, contents) = proof::verify(&ctx.printer, archive).await?;
-    let checked = if contents.metadata.is_some() { "" } else { " (no bundle.json: not written by bundle)" };
-    ctx.printer.result(format!(
-        "{}: OK, {} images, {} blobs, {} verified{checked}",
-        archive.display(),
-        contents.images.len(),
-        contents.blobs.len(),
-        human(contents.total_bytes())
-    ));
+    let (_, checked) = proof::verify_any(&ctx.printer, archive).await?;
+    match checked {
+        Checked::Layout(contents) => {
+            let checked = if contents.metadata.is_some() { "" } else { " (no bundle.json: not written by bundle)" };
+            ctx.printer.result(format!(
+                "{}: OK, {} images, {} blobs, {} verified{checked}",
+                archive.display(),
+                contents.images.len(),
+                contents.blobs.len(),
+                human(contents.total_bytes())
+            ));
+        }
+        Checked::DockerSave(saved) => {
+            ctx.printer.result(format!(
+                "{}: OK, a docker save archive (manifest.json and layer tars): {} images, {} layers, {} verified: every config against its image ID and every layer against its config's diff_id",
+                archive.display(),
+                saved.images.len(),
+                saved.layer_count(),
+                human(saved.total_bytes())
+            ));
+            ctx.printer.info(super::import::DOCKER_SAVE_NOTE);
+        }
+    }
     Ok(())
 }

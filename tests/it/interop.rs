@@ -5,12 +5,9 @@ use std::process::Command;
 use crate::harness::*;
 
 pub fn skopeo(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
-    Command::new("skopeo")
-        .args(["--insecure-policy"])
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run skopeo (apt-get install skopeo)")
+    let mut all = vec!["--insecure-policy"];
+    all.extend_from_slice(args);
+    bounded("skopeo", &all, cwd)
 }
 
 #[track_caller]
@@ -96,6 +93,44 @@ fn skopeo_copies_every_oci_image_out_of_our_archive() {
         let (bytes, _) = get_manifest(&dst.base_url(), &format!("via-dir/{}", img.repo), &img.tag).unwrap();
         assert_eq!(sha256(&bytes), img.root.digest);
     }
+}
+
+/// A Docker-typed image is invisible to skopeo by reference (above), but a one-image archive copies when no
+/// reference is given; `--preserve-digests` keeps its digest (without it, skopeo recompresses the layers).
+#[test]
+fn skopeo_copies_a_docker_typed_image_from_a_one_image_archive_without_a_reference() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let set = seed_sample(&src.base_url(), 23, 64 * 1024);
+    let ws = Workspace::new();
+    let nginx = &set.images[2];
+    assert!(is_docker_typed(nginx));
+    ws.export(&[nginx.reference(&src.host())], "one.tar.zst").success();
+    let z = Command::new("zstd").args(["-q", "-d", "one.tar.zst", "-o", "one.tar"]).current_dir(ws.dir.path()).status();
+    assert!(z.unwrap().success());
+    assert_skopeo_skips_docker_types(
+        skopeo(
+            &[
+                "copy",
+                "--dest-tls-verify=false",
+                &format!("oci-archive:one.tar:{}", nginx.reference(&src.host())),
+                &format!("docker://{}/by-ref/nginx:1", dst.host()),
+            ],
+            ws.dir.path(),
+        ),
+        &nginx.reference(&src.host()),
+    );
+    ok(skopeo(
+        &[
+            "copy",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            "oci-archive:one.tar",
+            &format!("docker://{}/no-ref/nginx:1", dst.host()),
+        ],
+        ws.dir.path(),
+    ));
+    assert_image_at(&dst.base_url(), "no-ref/nginx", "1", nginx);
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod harness;
 mod auth;
 mod charts;
 mod cli;
+mod clients;
 mod copy;
 mod corpus;
 mod ecr;

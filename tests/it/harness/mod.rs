@@ -1,6 +1,7 @@
 //! Shared test harness: real registries, fixture images, and a runner for the `bundle` binary.
 
 pub mod charts;
+pub mod clients;
 pub mod fixtures;
 pub mod moto;
 pub mod proxy;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub use charts::*;
+pub use clients::{Containerd, Podman, bounded, succeeded};
 pub use fixtures::*;
 pub use moto::*;
 pub use proxy::{Fault, FaultProxy};
