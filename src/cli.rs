@@ -344,6 +344,12 @@ pub struct ExportArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Write a delta: leave out every blob OLD holds (OLD is an earlier archive, of which only bundle.json is
+    /// read, or its `bundle inspect --json` output). Manifests always travel; import checks the destination has
+    /// the rest before it pushes anything.
+    #[arg(long, value_name = "OLD")]
+    pub since: Option<PathBuf>,
+
     /// Where downloaded blobs are kept, by digest, so an interrupted or repeated export downloads only what
     /// is missing (cached blobs are verified before use). Default: $XDG_CACHE_HOME/bundle or ~/.cache/bundle.
     #[arg(long, value_name = "DIR", env = env_vars::BUNDLE_CACHE_DIR)]

@@ -39,6 +39,8 @@ pub enum Staging {
 
 /// One export, settled: what to write, where, and how.
 pub struct ArchiveJob<'a> {
+    /// `--since`: blobs the base holds are left out (a delta).
+    pub base: Option<crate::delta::Base>,
     pub images: Vec<ResolvedImage>,
     /// The chart travels as an OCI artifact beside its images.
     pub chart: Option<(&'a LoadedChart, ChartRecord)>,
@@ -65,6 +67,8 @@ pub struct Exported {
     pub pull_time: Duration,
     /// What pruning the cache came to, when there is a cache with a limit.
     pub pruned: Option<(PathBuf, u64, Result<PruneOutcome, std::io::Error>)>,
+    /// A delta: the base's file name, and the blobs (count, bytes) left to it.
+    pub left_out: Option<(String, usize, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +177,7 @@ pub async fn write_archive(
     printer: &Printer,
     job: ArchiveJob<'_>,
 ) -> Result<Exported, ExportError> {
-    let ArchiveJob { mut images, chart, output, replace, staging, created, concurrency } = job;
+    let ArchiveJob { base, mut images, chart, output, replace, staging, created, concurrency } = job;
     // The temporary directory of `Staging::Temporary` lives until this function returns.
     let (store, _temporary, cache) = match &staging {
         Staging::Temporary { tmp_dir } => {
@@ -200,8 +204,16 @@ pub async fn write_archive(
         }
         images.push(artifact.image);
     }
-    let meta = pack::metadata(&images, created, record);
-    let jobs = pull::jobs(&images);
+    let mut meta = pack::metadata(&images, created, record);
+    let mut jobs = pull::jobs(&images);
+    let left_out = base.map(|base| {
+        let manifests = images.iter().flat_map(|i| i.manifests.iter().map(|m| m.digest.clone())).collect();
+        let absent = base.apply(&mut meta, &manifests);
+        // What the base holds is not downloaded either.
+        jobs.retain(|j| !absent.contains(&j.digest));
+        let bytes = meta.delta.as_ref().map_or(0, |d| d.absent.iter().map(|b| b.size).sum());
+        (base.record.file, absent.len(), bytes)
+    });
     let pulled_bytes: u64 = jobs.iter().map(|j| j.size).sum();
 
     // The archive is written under a temporary name next to OUT (same filesystem, so the rename is atomic).
@@ -312,6 +324,7 @@ pub async fn write_archive(
         pulled_bytes,
         pull_time: progress.elapsed(),
         pruned,
+        left_out,
     })
 }
 

@@ -23,6 +23,9 @@ pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// Version of the `bundle.json` schema and the archive's layout rules (docs/archive-format.md).
 pub const FORMAT_VERSION: u32 = 1;
+/// A delta archive: version 1 plus `delta`, and blobs the images need left to the base. A release that reads
+/// only version 1 refuses it by its version instead of reporting the absent blobs as missing.
+pub const DELTA_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -75,6 +78,33 @@ pub struct BundleMetadata {
     /// The Helm chart the images were discovered from, when the bundle was exported from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<ChartRecord>,
+    /// A delta (`export --since`): the archive it builds on, and the blobs its images need that only the base
+    /// holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaRecord>,
+}
+
+/// What a delta leaves to its base.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeltaRecord {
+    pub base: BaseRecord,
+    /// Blobs the images need that are not in this archive (the base, or the bases before it, held them).
+    pub absent: Vec<BundleBlob>,
+}
+
+/// The archive a delta was made against.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BaseRecord {
+    /// Its file name, as the user will look for it.
+    pub file: String,
+    /// The sha256 of the file (from its sidecar, or computed).
+    pub sha256: String,
+    /// When it was made: its bundle.json `created`, else its file's modification time (RFC 3339).
+    pub created: String,
+    /// Its images (source references): where an absent blob is looked for at the destination.
+    pub images: Vec<String>,
 }
 
 /// How the chart was used, so that import can push it and write the values file for the air gap.

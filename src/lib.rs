@@ -19,6 +19,7 @@ pub mod child_process;
 pub mod cli;
 pub mod commands;
 pub mod copy;
+pub mod delta;
 pub mod destination;
 pub mod digest;
 pub mod ecr;

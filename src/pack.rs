@@ -51,6 +51,7 @@ pub fn metadata(
             .collect(),
         blobs: blobs.into_iter().map(|(digest, size)| BundleBlob { digest, size }).collect(),
         chart,
+        delta: None,
     }
 }
 

@@ -311,7 +311,7 @@ pub async fn execute(
         .try_for_each_concurrent(concurrency, |(digest, repos)| {
             let stats = &stats;
             async move {
-                let size = contents.blobs[digest].size;
+                let size = contents.blob_size(digest);
                 let mut repos = repos.iter();
                 // The first repository gets the bytes (mounted from elsewhere in the destination if possible);
                 // every other one mounts from it, concurrently: one shared base layer may go to hundreds.
@@ -489,14 +489,32 @@ impl BlobOrigin for ArchiveOrigin<'_> {
     }
 
     fn source(&self, digest: &Digest, _size: u64, progress: &Transfer) -> Box<dyn BlobSource + Send> {
+        // A delta leaves blobs to its base; they are mounted, and an upload of one is a mount the registry refused.
+        let Some(entry) = self.blobs.get(digest) else { return Box::new(NotInArchive(digest.clone())) };
         Box::new(ArchiveBlob {
             archive: self.archive.clone(),
-            entry: self.blobs[digest],
+            entry: *entry,
             digest: digest.clone(),
             progress: progress.clone(),
             counted: Arc::new(AtomicI64::new(0)),
             failed: Arc::default(),
         })
+    }
+}
+
+/// A blob the archive does not hold (a delta's, left to its base).
+struct NotInArchive(Digest);
+
+impl BlobSource for NotInArchive {
+    fn open(&self) -> std::io::Result<reqwest::Body> {
+        Err(self.failure().expect("always fails"))
+    }
+
+    fn failure(&self) -> Option<std::io::Error> {
+        Some(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("blob {} is left to the base archive, and the destination did not mount it", self.0),
+        ))
     }
 }
 

@@ -6,6 +6,8 @@
 //!   WORKLOAD  sample[:LAYER_BYTES]  the demo set: OCI index, Docker list, shared base layer (default 2 MiB)
 //!             std     16 images, each a 2-platform OCI index; per platform 4 shared base layers (30, 20, 10,
 //!                     5 MiB) and one unique layer of 2.5-7.5 MiB (about 300 MiB of unique blobs)
+//!             std-next  std a week later: bench/std-00:1.0 moves to a new index (a new unique layer per
+//!                     platform on the same base layers); prints that one reference
 //!             many    200 single-platform images of 3 small layers each
 //!             big     one image with a single 2 GiB layer
 //!
@@ -40,7 +42,8 @@ fn main() {
                 println!("{}", img.reference(&host));
             }
         }
-        ("std", _) => {
+        (w @ ("std" | "std-next"), _) => {
+            let next = w == "std-next";
             let mut rng = fastrand::Rng::with_seed(seed);
             let bases: Vec<Vec<(Blob, String)>> = ["amd64", "arm64"]
                 .iter()
@@ -53,12 +56,13 @@ fn main() {
                         .collect()
                 })
                 .collect();
-            for i in 0..16u64 {
+            for i in 0..if next { 1 } else { 16u64 } {
                 let mut platform_images = Vec::new();
                 for (pi, arch) in ["amd64", "arm64"].iter().enumerate() {
                     let unique = rng.usize(5 * MIB / 2..15 * MIB / 2);
                     let mut layers = bases[pi].clone();
-                    layers.push(random_layer(unique, seed * 10_000 + i * 10 + pi as u64));
+                    let layer_seed = seed * 10_000 + i * 10 + pi as u64 + if next { 5 } else { 0 };
+                    layers.push(random_layer(unique, layer_seed));
                     platform_images.push((image(&layers, arch, false), *arch));
                 }
                 let refs: Vec<(&Image, &str)> = platform_images.iter().map(|(img, a)| (img, *a)).collect();
@@ -87,7 +91,7 @@ fn main() {
             println!("{host}/bench/big:1.0");
         }
         (other, _) => {
-            eprintln!("unknown workload `{other}`: sample, std, many or big");
+            eprintln!("unknown workload `{other}`: sample, std, std-next, many or big");
             std::process::exit(2);
         }
     }

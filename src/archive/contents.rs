@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::docker_save::DockerSave;
 use super::reader::{BlobEntry, DOCKER_MANIFEST_FILE, OtherKind, Problem, Scan};
 use crate::digest::Digest;
-use crate::layout::{BundleMetadata, CONTAINERD_NAME, FORMAT_VERSION, LayoutIndex, REF_NAME};
+use crate::layout::{BundleMetadata, CONTAINERD_NAME, DELTA_FORMAT_VERSION, FORMAT_VERSION, LayoutIndex, REF_NAME};
 use crate::manifest::{self, ManifestLinks};
 use crate::reference::ImageRef;
 
@@ -62,6 +62,19 @@ pub struct BundleContents {
 impl BundleContents {
     pub fn total_bytes(&self) -> u64 {
         self.blobs.values().map(|b| b.size).sum()
+    }
+
+    /// The size of a blob the images need: in the archive, or left to a delta's base.
+    pub fn blob_size(&self, digest: &Digest) -> u64 {
+        match self.blobs.get(digest) {
+            Some(b) => b.size,
+            None => self
+                .metadata
+                .as_ref()
+                .and_then(|m| m.delta.as_ref())
+                .and_then(|d| d.absent.iter().find(|b| &b.digest == digest))
+                .map_or(0, |b| b.size),
+        }
     }
 }
 
@@ -172,12 +185,12 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 .ok()
                 .and_then(|v| v.get("formatVersion").and_then(|x| x.as_u64()));
             match version {
-                Some(v) if v != FORMAT_VERSION as u64 => {
+                Some(v) if !(FORMAT_VERSION as u64..=DELTA_FORMAT_VERSION as u64).contains(&v) => {
                     add(
                         &mut problems,
                         "bundle.json",
                         format!(
-                            "has format version {v}, but this bundle reads version {FORMAT_VERSION}; use the bundle release that wrote it"
+                            "has format version {v}, but this bundle reads versions {FORMAT_VERSION} to {DELTA_FORMAT_VERSION}; use the bundle release that wrote it"
                         ),
                     );
                     None
@@ -224,6 +237,11 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 None
             }
         };
+        let absent: BTreeMap<Digest, u64> = metadata
+            .as_ref()
+            .and_then(|m| m.delta.as_ref())
+            .map(|d| d.absent.iter().map(|b| (b.digest.clone(), b.size)).collect())
+            .unwrap_or_default();
         let omitted: BTreeSet<Digest> = metadata
             .as_ref()
             .and_then(|m| m.images.get(i))
@@ -232,6 +250,7 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
             .unwrap_or_default();
         let mut walk = Walk {
             omitted: &omitted,
+            absent: &absent,
             scan: &scan,
             manifests: &mut manifests,
             order: Vec::new(),
@@ -243,7 +262,8 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
         walk.visit(&desc.digest, Some(&desc.media_type), desc.size, &entry, true);
         let Walk { order, blobs, seen, problems: walk_problems, platforms, .. } = walk;
         problems.extend(walk_problems);
-        let size = seen.iter().filter_map(|d| scan.blobs.get(d)).map(|b| b.size).sum();
+        // A delta's image is as large as it was in full: absent blobs count.
+        let size = seen.iter().filter_map(|d| scan.blobs.get(d).map(|b| b.size).or(absent.get(d).copied())).sum();
         referenced.extend(seen);
         if let Some(source) = source {
             images.push(ArchiveImage {
@@ -317,6 +337,20 @@ fn check_metadata(
     problems: &mut Vec<Problem>,
 ) {
     let mut problem = |message: String| problems.push(Problem { entry: "bundle.json".into(), message });
+    match &meta.delta {
+        Some(delta) => {
+            if meta.format_version != DELTA_FORMAT_VERSION {
+                problem(format!("describes a delta but has format version {}", meta.format_version));
+            }
+            for b in delta.absent.iter().filter(|b| scan.blobs.contains_key(&b.digest)) {
+                problem(format!("leaves blob {} to the base, but the archive holds it", b.digest));
+            }
+        }
+        None if meta.format_version != FORMAT_VERSION => {
+            problem(format!("has format version {} but describes no delta", meta.format_version))
+        }
+        None => {}
+    }
     if meta.images.len() != index.manifests.len() {
         problem(format!("lists {} images but index.json lists {}", meta.images.len(), index.manifests.len()));
     }
@@ -353,6 +387,8 @@ fn check_metadata(
 struct Walk<'a> {
     /// Children bundle.json says were left out on purpose (sparse platform selection).
     omitted: &'a BTreeSet<Digest>,
+    /// Blobs a delta leaves to its base, with their sizes: needed, and not in the archive.
+    absent: &'a BTreeMap<Digest, u64>,
     scan: &'a Scan,
     manifests: &'a mut HashMap<Digest, StoredManifest>,
     order: Vec<Digest>,
@@ -407,6 +443,11 @@ impl Walk<'_> {
             }
             let bpath = blob.digest.layout_path();
             match self.scan.blobs.get(&blob.digest) {
+                None if self.absent.get(&blob.digest) == Some(&blob.size) => self.blobs.push(blob.digest.clone()),
+                None if self.absent.contains_key(&blob.digest) => self.problems.push(Problem {
+                    entry: bpath,
+                    message: format!("is left to the base with another size than {here} says ({})", blob.size),
+                }),
                 None if self.scan.problems.iter().any(|p| p.entry == bpath) => {}
                 None => {
                     self.problems.push(Problem { entry: bpath, message: format!("is missing (referenced by {here})") })

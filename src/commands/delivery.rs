@@ -38,9 +38,11 @@ pub async fn prepare(
     // A dry run must say exactly what would be pushed, and ECR mounts only from repositories whose manifests
     // reference the blob: both check blobs with HEAD. Otherwise each blob's first upload checks for itself.
     let check = if dry_run || ecr.is_some() { push::BlobCheck::Head } else { push::BlobCheck::OnUpload };
-    let presence = push::probe(&client, &plan, contents, ctx.concurrency, check)
+    let mut presence = push::probe(&client, &plan, contents, ctx.concurrency, check)
         .await
         .explain_with(|| format!("cannot check what {} already has", dest.registry))?;
+    // A delta: what it leaves to its base must be there already, before anything is pushed.
+    crate::delta::find_absent(&client, dest, &plan, contents, &mut presence, ctx.concurrency).await?;
     if let Some(session) = &ecr {
         check_immutable_tags(&presence, session)?;
     }

@@ -11,6 +11,11 @@ use crate::{pack, pull};
 
 pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
     let started = std::time::Instant::now();
+    // The base first: a wrong --since fails before any registry is asked anything.
+    let base = match &settings.since {
+        Some(old) => Some(crate::delta::Base::load(old)?),
+        None => None,
+    };
     let (chart, refs) = discovery::gather(ctx, &settings.sources, !settings.dry_run).await?;
     let images =
         discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref(), settings.sources.referrers).await?;
@@ -18,8 +23,20 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
 
     if settings.dry_run {
         print_plan(&ctx.printer, &images);
-        let meta = pack::metadata(&images, None, record);
-        let blob_bytes: u64 = pull::jobs(&images).iter().map(|j| j.size).sum();
+        let mut meta = pack::metadata(&images, None, record);
+        let mut blob_bytes: u64 = pull::jobs(&images).iter().map(|j| j.size).sum();
+        if let Some(base) = &base {
+            let manifests = images.iter().flat_map(|i| i.manifests.iter().map(|m| m.digest.clone())).collect();
+            base.apply(&mut meta, &manifests);
+            let absent = meta.delta.as_ref().map_or(0, |d| d.absent.iter().map(|b| b.size).sum::<u64>());
+            blob_bytes = blob_bytes.saturating_sub(absent);
+            ctx.printer.result(format!(
+                "a delta of {}: {} blobs ({}) its images need would be left to it",
+                base.record.file,
+                meta.delta.as_ref().map_or(0, |d| d.absent.len()),
+                human(absent)
+            ));
+        }
         if let Some(c) = &chart {
             ctx.printer.result(format!(
                 "chart {} {} found {} images ({}); it travels in the bundle as charts/{}:{}",
@@ -49,6 +66,7 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         ctx.printer.detail(format!("{} -> {} ({})", img.source, img.digest, human(img.size())));
     }
     let job = ArchiveJob {
+        base,
         images,
         chart: chart.as_ref().map(|c| (&c.loaded, c.survey.record.clone())),
         output: output.clone(),
@@ -69,6 +87,12 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         started.elapsed()
     ));
     ctx.printer.info(format!("sha256 {}  (in {})", done.digest.hex(), done.sidecar.display()));
+    if let Some((base, blobs, bytes)) = &done.left_out {
+        ctx.printer.info(format!(
+            "A delta of {base}: {blobs} blobs ({}) its images need are left to it; import {base} before this archive",
+            human(*bytes)
+        ));
+    }
     match done.pruned {
         Some((dir, max, Ok(PruneOutcome::Pruned { removed, removed_bytes, kept_bytes }))) => ctx.printer.info(format!(
             "Pruned the blob cache {}: removed {removed} blobs ({}) this export did not use, {} kept (limit {})",

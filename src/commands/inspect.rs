@@ -38,8 +38,19 @@ struct Listing {
     /// `bundle` (ours, with bundle.json), `oci-layout` (another tool's layout) or `docker-save`.
     format: &'static str,
     format_version: Option<u32>,
+    /// From the `.sha256` sidecar, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
     images: Vec<ImageRow>,
     totals: Totals,
+    /// Every blob (bundle archives): with `sha256`, enough for `export --since` to make a delta of this archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blobs: Option<Vec<crate::layout::BundleBlob>>,
+    /// A delta's base and the blobs left to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<crate::layout::DeltaRecord>,
 }
 
 #[derive(Serialize)]
@@ -139,6 +150,10 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
             archive: path.display().to_string(),
             format: "bundle",
             format_version: Some(meta.format_version),
+            sha256: crate::archive::checksum::read_sidecar(path).ok().flatten().map(|d| d.hex().to_string()),
+            created: meta.created.clone(),
+            blobs: Some(meta.blobs.clone()),
+            delta: meta.delta.clone(),
             totals: Totals { images: meta.images.len(), blobs: meta.blobs.len(), bytes: meta.total_blob_bytes() },
             images: meta
                 .images
@@ -185,6 +200,10 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
             archive: path.display().to_string(),
             format: "oci-layout",
             format_version: None,
+            sha256: None,
+            created: None,
+            blobs: None,
+            delta: None,
             totals: Totals {
                 images: contents.images.len(),
                 blobs: contents.blobs.len(),
@@ -204,6 +223,10 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
             archive: path.display().to_string(),
             format: "docker-save",
             format_version: None,
+            sha256: None,
+            created: None,
+            blobs: None,
+            delta: None,
             totals: Totals {
                 images: saved.images.iter().map(|i| i.names.len()).sum(),
                 blobs: saved.distinct_files().len(),

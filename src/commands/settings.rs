@@ -164,6 +164,8 @@ pub struct ExportSettings {
     pub staging: Staging,
     /// bundle.json's `created`, from SOURCE_DATE_EPOCH.
     pub created: Option<String>,
+    /// `--since OLD`: the archive this export is a delta of.
+    pub since: Option<PathBuf>,
 }
 
 impl ExportSettings {
@@ -200,6 +202,7 @@ impl ExportSettings {
             force: args.force,
             staging,
             created: created_from_env()?,
+            since: args.since,
         })
     }
 }

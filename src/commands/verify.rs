@@ -8,7 +8,19 @@ pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
     let (_, checked) = proof::verify_any(&ctx.printer, archive).await?;
     match checked {
         Checked::Layout(contents) => {
-            let checked = if contents.metadata.is_some() { "" } else { " (no bundle.json: not written by bundle)" };
+            let delta = contents.metadata.as_ref().and_then(|m| m.delta.as_ref());
+            let checked = match (&contents.metadata, delta) {
+                (None, _) => " (no bundle.json: not written by bundle)".to_string(),
+                (Some(_), None) => String::new(),
+                (Some(_), Some(d)) => format!(
+                    "; a delta of {} (sha256 {}, made {}): {} blobs ({}) its images need are left to it",
+                    d.base.file,
+                    d.base.sha256,
+                    d.base.created,
+                    d.absent.len(),
+                    human(d.absent.iter().map(|b| b.size).sum())
+                ),
+            };
             ctx.printer.result(format!(
                 "{}: OK, {} images, {} blobs, {} verified{checked}",
                 archive.display(),

@@ -8,6 +8,7 @@ mod cli;
 mod clients;
 mod copy;
 mod corpus;
+mod delta;
 mod ecr;
 mod faults;
 mod foreign;

@@ -220,6 +220,7 @@ pub struct SampleSet {
     pub images: Vec<SampleImage>,
 }
 
+#[derive(Clone, Debug)]
 pub struct SampleImage {
     pub repo: String,
     pub tag: String,

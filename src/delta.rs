@@ -1,0 +1,244 @@
+//! Delta bundles: `export --since OLD` leaves out every blob OLD holds (or left to its own base), and `import`
+//! of a delta first proves the destination has each of those blobs, before anything is pushed.
+//!
+//! Blobs are compared by digest, never by reference: a tag that moved to a new digest travels (its manifests are
+//! always in the delta, they are small), and a layer two releases share travels once. OLD is read from its front
+//! only (bundle.json), or is the `bundle inspect --json` output of it, so the old archive need not be at hand.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+
+use crate::archive::ArchiveFile;
+use crate::archive::BundleContents;
+use crate::archive::checksum::{file_digest, read_sidecar};
+use crate::digest::Digest;
+use crate::layout::{BaseRecord, BundleBlob, BundleMetadata, DELTA_FORMAT_VERSION, DeltaRecord};
+use crate::push::{Destination, Presence, PushPlan};
+use crate::reference::ImageRef;
+use crate::registry::{RegistryClient, RegistryError};
+
+/// The archive a delta is made against: what it names, and every blob a destination that imported it holds.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub record: BaseRecord,
+    pub held: BTreeSet<Digest>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("cannot read the base archive {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} has no bundle.json, so what it holds is unknown", path.display())]
+    NotBundle { path: PathBuf },
+    #[error("{} is not the `bundle inspect --json` output of a bundle archive: {reason}", path.display())]
+    Listing { path: PathBuf, reason: String },
+    #[error(
+        "{destination} lacks {} blobs that this delta leaves to its base {} (sha256 {}, made {}):{}",
+        missing.len(), base.file, base.sha256, base.created, examples(missing)
+    )]
+    // Boxed: the record would otherwise make every `Result` of this module large.
+    BaseMissing { destination: String, base: Box<BaseRecord>, missing: Vec<(Digest, String)> },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// The first few missing blobs, with an image that needs each.
+fn examples(missing: &[(Digest, String)]) -> String {
+    let mut text: String = missing.iter().take(5).map(|(d, img)| format!("\n  - {d} (needed by {img})")).collect();
+    if missing.len() > 5 {
+        text.push_str(&format!("\n  … and {} more", missing.len() - 5));
+    }
+    text
+}
+
+impl crate::hint::Hint for DeltaError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            DeltaError::Read { .. } => Some("check the path given to --since".into()),
+            DeltaError::NotBundle { .. } | DeltaError::Listing { .. } => Some(
+                "--since takes an archive bundle exported (its bundle.json says what it holds), or the output of `bundle inspect --json` of one".into(),
+            ),
+            DeltaError::BaseMissing { base, .. } => Some(format!(
+                "import the base archive {} into this destination first, then this delta (nothing was pushed)",
+                base.file
+            )),
+            DeltaError::Registry(e) => e.hint(),
+        }
+    }
+}
+
+/// What `bundle inspect --json` prints, as far as a base needs it.
+#[derive(serde::Deserialize)]
+struct Listing {
+    archive: String,
+    format: String,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    created: Option<String>,
+    images: Vec<ListedImage>,
+    #[serde(default)]
+    blobs: Option<Vec<BundleBlob>>,
+    #[serde(default)]
+    delta: Option<DeltaRecord>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedImage {
+    source: String,
+}
+
+impl Base {
+    /// Read the base from an archive (its bundle.json and sidecar) or from `bundle inspect --json` output.
+    pub fn load(path: &Path) -> Result<Base, DeltaError> {
+        let read = |source| DeltaError::Read { path: path.to_path_buf(), source };
+        let mut start = [0u8; 1];
+        let n = crate::archive::reader::read_up_to(&mut std::fs::File::open(path).map_err(read)?, &mut start)
+            .map_err(read)?;
+        if n == 1 && start[0] == b'{' {
+            return Base::from_listing(path);
+        }
+        let archive = ArchiveFile::open(path).map_err(|e| read(std::io::Error::other(e.to_string())))?;
+        let meta = archive
+            .read_metadata()
+            .map_err(|e| read(std::io::Error::other(e.to_string())))?
+            .ok_or_else(|| DeltaError::NotBundle { path: path.to_path_buf() })?;
+        let sha256 = match read_sidecar(path).ok().flatten() {
+            Some(d) => d,
+            // No sidecar: the file itself is hashed, once.
+            None => file_digest(path, &|_| {}).map_err(read)?,
+        };
+        let created = meta.created.clone().unwrap_or_else(|| modified(path));
+        Ok(Base::from_metadata(&meta, file_name(path), sha256.hex().to_string(), created))
+    }
+
+    fn from_metadata(meta: &BundleMetadata, file: String, sha256: String, created: String) -> Base {
+        let mut held: BTreeSet<Digest> = meta.blobs.iter().map(|b| b.digest.clone()).collect();
+        held.extend(meta.delta.iter().flat_map(|d| d.absent.iter().map(|b| b.digest.clone())));
+        let images = meta.images.iter().map(|i| i.source.clone()).collect();
+        Base { record: BaseRecord { file, sha256, created, images }, held }
+    }
+
+    fn from_listing(path: &Path) -> Result<Base, DeltaError> {
+        let bad = |reason: String| DeltaError::Listing { path: path.to_path_buf(), reason };
+        let text = std::fs::read(path).map_err(|source| DeltaError::Read { path: path.to_path_buf(), source })?;
+        let listing: Listing = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        if listing.format != "bundle" {
+            return Err(bad(format!("it lists a `{}` archive, not one bundle exported", listing.format)));
+        }
+        let blobs = listing.blobs.ok_or_else(|| bad("it has no `blobs` (an older bundle wrote it)".into()))?;
+        let sha256 = listing.sha256.ok_or_else(|| bad("it has no `sha256` (the archive had no sidecar)".into()))?;
+        let mut held: BTreeSet<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
+        held.extend(listing.delta.iter().flat_map(|d| d.absent.iter().map(|b| b.digest.clone())));
+        let file = Path::new(&listing.archive).file_name().map(|n| n.to_string_lossy().into_owned());
+        let record = BaseRecord {
+            file: file.unwrap_or(listing.archive),
+            sha256,
+            created: listing.created.unwrap_or_else(|| modified(path)),
+            images: listing.images.into_iter().map(|i| i.source).collect(),
+        };
+        Ok(Base { record, held })
+    }
+
+    /// Make `meta` a delta against this base: every blob the base holds leaves the archive (manifests stay, so the
+    /// graphs and tags are all here). Returns the digests left out.
+    pub fn apply(&self, meta: &mut BundleMetadata, manifests: &BTreeSet<Digest>) -> BTreeSet<Digest> {
+        let (absent, kept): (Vec<BundleBlob>, Vec<BundleBlob>) =
+            meta.blobs.drain(..).partition(|b| !manifests.contains(&b.digest) && self.held.contains(&b.digest));
+        meta.blobs = kept;
+        meta.format_version = DELTA_FORMAT_VERSION;
+        let left_out = absent.iter().map(|b| b.digest.clone()).collect();
+        meta.delta = Some(DeltaRecord { base: self.record.clone(), absent });
+        left_out
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+fn modified(path: &Path) -> String {
+    let when = std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+    crate::spdx::rfc3339(when)
+}
+
+/// Before a delta is pushed: every blob it leaves to its base that an incomplete image needs must be at the
+/// destination, in the image's own repository or in one a base image was imported to (then it is mounted from
+/// there). Found blobs become mount sources in `presence`; any missing one fails the import before a push.
+pub async fn find_absent(
+    client: &RegistryClient,
+    dest: &Destination,
+    plan: &PushPlan,
+    contents: &BundleContents,
+    presence: &mut Presence,
+    concurrency: usize,
+) -> Result<(), DeltaError> {
+    let Some(delta) = contents.metadata.as_ref().and_then(|m| m.delta.as_ref()) else { return Ok(()) };
+    let mut base_repos: Vec<String> = Vec::new();
+    for r in delta.base.images.iter().filter_map(|s| ImageRef::parse(s).ok()) {
+        let repo = dest.map(&r).repository().to_string();
+        if !base_repos.contains(&repo) {
+            base_repos.push(repo);
+        }
+    }
+    // Only blobs an incomplete image still needs: a complete image's manifest proves its blobs are there.
+    let wanted: Vec<(Digest, Vec<String>)> = delta
+        .absent
+        .iter()
+        .filter(|b| !presence.present_somewhere.contains_key(&b.digest))
+        .filter_map(|b| {
+            let needing: Vec<String> = presence.missing_blobs.get(&b.digest)?.iter().cloned().collect();
+            let mut candidates = needing.clone();
+            candidates.extend(base_repos.iter().filter(|r| !needing.contains(r)).cloned());
+            Some((b.digest.clone(), candidates))
+        })
+        .collect();
+    let found: Vec<(Digest, Option<String>)> = stream::iter(wanted)
+        .map(|(d, candidates)| async move {
+            for repo in candidates {
+                if client.head_blob(&repo, &d).await?.is_some() {
+                    return Ok::<_, RegistryError>((d, Some(repo)));
+                }
+            }
+            Ok((d, None))
+        })
+        .buffer_unordered(concurrency.max(1) * 2)
+        .try_collect()
+        .await?;
+    let mut missing = Vec::new();
+    for (d, at) in found {
+        match at {
+            Some(repo) => {
+                if let Some(needing) = presence.missing_blobs.get_mut(&d)
+                    && needing.remove(&repo)
+                {
+                    presence.blobs_present += 1;
+                    if needing.is_empty() {
+                        presence.missing_blobs.remove(&d);
+                    }
+                }
+                presence.present_somewhere.insert(d, repo);
+            }
+            None => {
+                let image = plan
+                    .images
+                    .iter()
+                    .find(|p| contents.images[p.image].blobs.contains(&d))
+                    .map(|p| p.source.to_string())
+                    .unwrap_or_default();
+                missing.push((d, image));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort();
+    Err(DeltaError::BaseMissing { destination: dest.registry.to_string(), base: Box::new(delta.base.clone()), missing })
+}
