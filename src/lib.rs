@@ -18,6 +18,7 @@ pub mod chart;
 pub mod child_process;
 pub mod cli;
 pub mod commands;
+pub mod convert;
 pub mod copy;
 pub mod delta;
 pub mod destination;

@@ -1,6 +1,6 @@
 //! `bundle import -d REGISTRY[/PREFIX] FILE`: plan from the archive's front, probe the destination
 //! (`delivery`), prove the archive sound (`archive::proof`), push from the archive, write the values file.
-//! A `docker save` archive is verified in full, then converted (`archive::docker_save::convert`) and pushed the
+//! A `docker save` archive is verified in full, then converted (`convert`) and pushed the
 //! same way.
 
 use std::path::Path;
@@ -11,7 +11,7 @@ use super::settings::ImportSettings;
 use super::{Context, Outcome, delivery, human};
 use crate::archive::checksum::sidecar_path;
 use crate::archive::contents::Checked;
-use crate::archive::docker_save::{self, DockerSave};
+use crate::archive::docker_save::DockerSave;
 use crate::archive::proof::{self, Proven};
 use crate::archive::{ArchiveFile, BundleContents};
 use crate::push;
@@ -57,7 +57,7 @@ pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
     push_and_finish(ctx, &args, prepared, &origin, &contents, started).await
 }
 
-/// A `docker save` archive, verified in full: convert it (`archive::docker_save::convert`), then push as any
+/// A `docker save` archive, verified in full: convert it (`convert`), then push as any
 /// other archive.
 async fn import_docker_save(
     ctx: &Context,
@@ -87,7 +87,7 @@ async fn import_docker_save(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let saved = saved.clone();
     let p = progress.clone();
-    let converted = tokio::task::spawn_blocking(move || docker_save::convert::convert(archive, &saved, threads, &p))
+    let converted = tokio::task::spawn_blocking(move || crate::convert::convert(archive, &saved, threads, &p))
         .await
         .explain("the conversion task failed")??;
     progress.finish();

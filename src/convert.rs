@@ -1,4 +1,4 @@
-//! From a proven `docker save` archive to what import pushes: one Docker schema 2 manifest per image, the config
+//! From a proven `docker save` archive (`archive::docker_save`) to what import pushes: one Docker schema 2 manifest per image, the config
 //! byte for byte (so the image ID is unchanged), and each uncompressed layer tar as gzip.
 //!
 //! The gzip is deterministic (fixed level, no file name, mtime 0, one compressor version pinned by Cargo.lock),
@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures_util::stream;
 use serde::Serialize;
 
-use super::{DOCKER_CONFIG, DOCKER_LAYER_GZIP, DockerSave, NAMED_BY, SavedFile};
 use crate::archive::contents::StoredManifest;
+use crate::archive::docker_save::{DOCKER_CONFIG, DOCKER_LAYER_GZIP, DockerSave, NAMED_BY, SavedFile, gzip};
 use crate::archive::{ArchiveFile, ArchiveImage, BlobEntry, BundleContents};
 use crate::digest::{Digest, DigestWriter};
 use crate::manifest::{self, DOCKER_MANIFEST};
@@ -178,7 +178,7 @@ fn gzip_layer(
 ) -> io::Result<()> {
     let mut reader =
         HashingRead { inner: archive.open_blob(&raw.digest, raw.entry)?, hasher: DigestWriter::new(), progress };
-    super::gzip::gzip(&mut reader, out, GZIP_LEVEL, threads)?;
+    gzip::gzip(&mut reader, out, GZIP_LEVEL, threads)?;
     let hasher = reader.hasher;
     if hasher.len() != raw.entry.size || hasher.finish() != raw.digest {
         return Err(io::Error::new(
