@@ -9,8 +9,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BundleSpec {
-    /// The archive to write, relative to the current directory.
-    pub output: PathBuf,
+    /// The archive to write, relative to the current directory. Export needs it (or `-o`); `copy` and `images`
+    /// write no archive and ignore it.
+    #[serde(default)]
+    pub output: Option<PathBuf>,
     #[serde(default)]
     pub chart: Option<String>,
     #[serde(default)]
@@ -118,8 +120,8 @@ mod tests {
     fn unknown_and_missing_keys_name_their_path() {
         let e = load("output: a.tar.zst\nchart: x\npasses: ['a=b']\nimagse: []\n").unwrap_err().to_string();
         assert!(e.contains("imagse"), "{e}");
-        let e = load("chart: x\n").unwrap_err().to_string();
-        assert!(e.contains("missing field `output`"), "{e}");
+        // `output` is export's, and -o may give it: a spec for copy has none.
+        assert!(load("images: [nginx]\n").is_ok_and(|s| s.output.is_none()));
         let e = load("output: a\nchart: x\npasses: [{set: 1}]\n").unwrap_err().to_string();
         assert!(e.contains("passes[0]"), "{e}");
         let e = load("output: a\n").unwrap_err().to_string();

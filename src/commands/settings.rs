@@ -126,7 +126,7 @@ impl SourceSettings {
             c.values = spec.values.into_iter().chain(c.values.drain(..)).collect();
             c.passes = spec.passes.into_iter().chain(c.passes.drain(..)).collect();
             args.images = spec.images.into_iter().chain(args.images.drain(..)).collect();
-            spec_output = Some(spec.output);
+            spec_output = spec.output;
             spec_platforms = spec.platforms;
         }
         let images = collect_references(&args.images, &args.images_files)?;

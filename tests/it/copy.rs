@@ -44,6 +44,21 @@ fn copy_dry_run_prints_the_seed_line_per_image_and_changes_nothing() {
 }
 
 #[test]
+fn regression_copy_takes_a_spec_without_an_output_name() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let set = seed_sample(&src.base_url(), 62, 16 * 1024);
+    let ws = Workspace::new();
+    let nginx = &set.images[2];
+    ws.write("copy.yaml", &format!("images: [{}]\n", nginx.reference(&src.host())));
+    ws.bundle(&["copy", "-d", &dst.host(), "--spec", "copy.yaml"]).success();
+    assert_image_at(&dst.base_url(), &nginx.repo, &nginx.tag, nginx);
+    // export still needs a name, from the spec or -o.
+    let r = ws.bundle(&["export", "--spec", "copy.yaml"]).failure();
+    assert!(r.stderr.contains("no output file given"), "{}", r.stderr);
+}
+
+#[test]
 fn copy_pushes_every_digest_stages_nothing_and_a_recopy_only_checks() {
     let src = Registry::start();
     let dst = Registry::start();
