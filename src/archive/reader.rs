@@ -249,8 +249,8 @@ impl ArchiveFile {
         }
     }
 
-    /// `bundle.json`, read from the start of the archive and stopping at the first blob; `None` when the
-    /// archive has none before its blobs (another tool's archive).
+    /// `bundle.json`, read from the start of the archive and stopping at the first entry that is not layout
+    /// metadata; `None` when the archive has none there (another tool's archive).
     pub fn read_metadata(&self) -> Result<Option<layout::BundleMetadata>, ArchiveError> {
         let open_err = |source| ArchiveError::Open { path: self.path.clone(), source };
         if self.is_directory() {
@@ -277,8 +277,10 @@ impl ArchiveFile {
                         open_err(io::Error::new(io::ErrorKind::InvalidData, format!("bundle.json is not valid: {e}")))
                     });
                 }
-                Some(p) if p.starts_with(layout::SHA256_DIR) => return Ok(None),
-                _ => {}
+                // Our archives put bundle.json right after oci-layout and index.json: anything else first means
+                // another tool's archive (a docker save one would otherwise be read to its end for nothing).
+                Some(OCI_LAYOUT_FILE | INDEX_FILE | "." | "blobs" | "blobs/sha256") => {}
+                _ => return Ok(None),
             }
         }
         Ok(None)
