@@ -133,6 +133,16 @@ pub async fn run(ctx: &Context, archive: &std::path::Path, format: InspectFormat
             "a docker save archive: the digests shown are image IDs (config digests); it keeps no manifests, and import writes new ones",
         );
     }
+    if let Some(d) = &listing.delta {
+        ctx.printer.result(format!(
+            "a delta of {} (sha256 {}, made {}): {} blobs ({}) its images need are left to it; import it first",
+            d.base.file,
+            d.base.sha256,
+            d.base.created,
+            d.absent.len(),
+            human(d.absent.iter().map(|b| b.size).sum())
+        ));
+    }
     ctx.printer.result(format!(
         "{} images, {} blobs, {}",
         listing.totals.images,

@@ -68,6 +68,8 @@ fn a_delta_imports_on_top_of_its_base_with_every_digest_equal() {
     let delta_len = std::fs::metadata(ws.path("delta.tar.zst")).unwrap().len();
     assert!(delta_len * 4 < base_len, "the delta ({delta_len} bytes) should be far smaller than the base ({base_len})");
 
+    let i = ws.bundle(&["inspect", "delta.tar.zst"]).success();
+    assert!(i.stdout.contains("a delta of base.tar.zst (sha256 "), "{}", i.stdout);
     let v = ws.bundle(&["verify", "delta.tar.zst"]).success();
     assert!(v.stdout.contains("a delta of base.tar.zst (sha256 "), "{}", v.stdout);
     let base_sha = std::fs::read_to_string(ws.path("base.tar.zst.sha256")).unwrap();
