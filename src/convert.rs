@@ -8,11 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::stream;
 use serde::Serialize;
 
 use crate::archive::contents::StoredManifest;
@@ -21,7 +19,7 @@ use crate::archive::{ArchiveFile, ArchiveImage, BlobEntry, BundleContents};
 use crate::digest::{Digest, DigestWriter};
 use crate::manifest::{self, DOCKER_MANIFEST};
 use crate::printer::Transfer;
-use crate::push::{ArchiveOrigin, BlobOrigin};
+use crate::push::{ArchiveOrigin, Attempts, BlobOrigin, ChunkSender};
 use crate::registry::BlobSource;
 
 /// gzip level 6, the level `docker push` and `gzip` use: layers come out the size users know.
@@ -237,9 +235,7 @@ impl BlobOrigin for DockerSaveOrigin {
                 layer: layer.clone(),
                 digest: digest.clone(),
                 threads: self.threads,
-                progress: progress.clone(),
-                counted: Arc::new(AtomicI64::new(0)),
-                failed: Arc::default(),
+                attempts: Attempts::new(progress),
             }),
         }
     }
@@ -252,69 +248,53 @@ struct GzipSource {
     threads: usize,
     layer: GzipLayer,
     digest: Digest,
-    progress: Transfer,
-    counted: Arc<AtomicI64>,
-    failed: Arc<Mutex<Option<(io::ErrorKind, String)>>>,
+    attempts: Attempts,
 }
 
 impl BlobSource for GzipSource {
     fn open(&self) -> io::Result<reqwest::Body> {
-        let previous = self.counted.swap(0, Ordering::Relaxed);
-        self.progress.add(-previous);
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
         let (archive, layer, digest) = (self.archive.clone(), self.layer.clone(), self.digest.clone());
         let threads = self.threads;
-        let (progress, counted, failed) = (self.progress.clone(), self.counted.clone(), self.failed.clone());
-        *failed.lock().expect("failure slot") = None;
-        std::thread::spawn(move || {
+        Ok(self.attempts.body(4, move |tx, attempts| {
             let mut sink = ChunkSink {
-                tx: &tx,
+                tx,
                 pending: Vec::with_capacity(CHUNK * 2),
                 hasher: DigestWriter::new(),
-                progress: &progress,
-                counted: &counted,
+                attempts,
                 closed: false,
             };
             let run = gzip_layer(&archive, &layer.raw, &mut sink, threads, None)
                 .and_then(|()| sink.finish(&digest, layer.size));
             match run {
-                Err(_) if sink.closed => {} // the request was dropped
-                Err(e) => {
-                    *failed.lock().expect("failure slot") = Some((e.kind(), e.to_string()));
-                    let _ = tx.blocking_send(Err(e));
-                }
-                Ok(()) => {}
+                Err(_) if sink.closed => Ok(()), // the request was dropped
+                other => other,
             }
-        });
-        let stream = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        Ok(reqwest::Body::wrap_stream(stream))
+        }))
     }
 
     fn failure(&self) -> Option<io::Error> {
-        self.failed.lock().expect("failure slot").as_ref().map(|(kind, message)| io::Error::new(*kind, message.clone()))
+        self.attempts.failure()
     }
 }
 
 /// Gathers the compressor's output into chunks for the upload, always holding at least one byte back.
 struct ChunkSink<'a> {
-    tx: &'a tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    tx: &'a ChunkSender,
     pending: Vec<u8>,
     hasher: DigestWriter,
-    progress: &'a Transfer,
-    counted: &'a AtomicI64,
+    attempts: &'a Attempts,
     /// The receiving request is gone.
     closed: bool,
 }
 
 impl ChunkSink<'_> {
     fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
-        let n = chunk.len() as i64;
+        let n = chunk.len();
         if self.tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
             self.closed = true;
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"));
         }
-        self.progress.add(n);
-        self.counted.fetch_add(n, Ordering::Relaxed);
+        self.attempts.count(n);
         Ok(())
     }
 

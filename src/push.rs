@@ -495,9 +495,7 @@ impl BlobOrigin for ArchiveOrigin<'_> {
             archive: self.archive.clone(),
             entry: *entry,
             digest: digest.clone(),
-            progress: progress.clone(),
-            counted: Arc::new(AtomicI64::new(0)),
-            failed: Arc::default(),
+            attempts: Attempts::new(progress),
         })
     }
 }
@@ -518,80 +516,109 @@ impl BlobSource for NotInArchive {
     }
 }
 
+/// What the upload attempts of one blob read from a file share: the bytes reported to the progress bar (taken
+/// back when an attempt starts over) and why the source failed in the last attempt. `body` runs the reading on a
+/// thread of its own and hands its chunks to the request through a bounded channel.
+#[derive(Clone)]
+pub struct Attempts {
+    progress: Transfer,
+    counted: Arc<AtomicI64>,
+    failed: Arc<std::sync::Mutex<Option<(std::io::ErrorKind, String)>>>,
+}
+
+/// What `Attempts::body`'s producer sends chunks into.
+pub type ChunkSender = tokio::sync::mpsc::Sender<std::io::Result<Bytes>>;
+
+impl Attempts {
+    pub fn new(progress: &Transfer) -> Attempts {
+        Attempts { progress: progress.clone(), counted: Arc::new(AtomicI64::new(0)), failed: Arc::default() }
+    }
+
+    /// A new attempt's body, `depth` chunks deep: what the last attempt reported is taken back and its failure
+    /// forgotten; an error `produce` returns is recorded and ends the body.
+    pub fn body(
+        &self,
+        depth: usize,
+        produce: impl FnOnce(&ChunkSender, &Attempts) -> std::io::Result<()> + Send + 'static,
+    ) -> reqwest::Body {
+        let previous = self.counted.swap(0, Ordering::Relaxed);
+        self.progress.add(-previous);
+        *self.failed.lock().expect("failure slot") = None;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(depth);
+        let attempts = self.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = produce(&tx, &attempts) {
+                *attempts.failed.lock().expect("failure slot") = Some((e.kind(), e.to_string()));
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let stream = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        reqwest::Body::wrap_stream(stream)
+    }
+
+    /// `n` bytes went to the request.
+    pub fn count(&self, n: usize) {
+        self.progress.add(n as i64);
+        self.counted.fetch_add(n as i64, Ordering::Relaxed);
+    }
+
+    pub fn failure(&self) -> Option<std::io::Error> {
+        self.failed
+            .lock()
+            .expect("failure slot")
+            .as_ref()
+            .map(|(kind, message)| std::io::Error::new(*kind, message.clone()))
+    }
+}
+
 /// A blob's bytes read straight from the archive, hashed as they go: a mismatch fails the upload body, so
 /// the registry never receives a complete blob that differs from its digest.
 struct ArchiveBlob {
     archive: Arc<ArchiveFile>,
     entry: BlobEntry,
     digest: Digest,
-    progress: Transfer,
-    /// Bytes this source has reported to `progress`, taken back when an attempt restarts.
-    counted: Arc<AtomicI64>,
-    /// Why reading the archive failed in the last attempt, if it did.
-    failed: Arc<std::sync::Mutex<Option<(std::io::ErrorKind, String)>>>,
+    attempts: Attempts,
 }
 
 const CHUNK: usize = 256 * 1024;
 
 impl BlobSource for ArchiveBlob {
     fn open(&self) -> std::io::Result<reqwest::Body> {
-        let previous = self.counted.swap(0, Ordering::Relaxed);
-        self.progress.add(-previous);
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-        let archive = self.archive.clone();
-        let entry = self.entry;
-        let digest = self.digest.clone();
-        let progress = self.progress.clone();
-        let counted = self.counted.clone();
-        let failed = self.failed.clone();
-        *failed.lock().expect("failure slot") = None;
-        std::thread::spawn(move || {
-            let run = || -> std::io::Result<()> {
-                let mut reader = archive.open_blob(&digest, entry)?;
-                let mut hasher = DigestWriter::new();
-                loop {
-                    let mut buf = vec![0u8; CHUNK];
-                    let n = read_up_to(&mut reader, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    buf.truncate(n);
-                    hasher.update(&buf);
-                    if hasher.len() == entry.size && hasher.clone().finish() != digest {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!("blob {digest} read back from the archive does not match its digest"),
-                        ));
-                    }
-                    progress.add(n as i64);
-                    counted.fetch_add(n as i64, Ordering::Relaxed);
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        return Ok(()); // the request was dropped
-                    }
+        let (archive, entry, digest) = (self.archive.clone(), self.entry, self.digest.clone());
+        Ok(self.attempts.body(8, move |tx, attempts| {
+            let mut reader = archive.open_blob(&digest, entry)?;
+            let mut hasher = DigestWriter::new();
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = read_up_to(&mut reader, &mut buf)?;
+                if n == 0 {
+                    break;
                 }
-                if hasher.len() != entry.size {
+                buf.truncate(n);
+                hasher.update(&buf);
+                if hasher.len() == entry.size && hasher.clone().finish() != digest {
                     return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("blob {digest} is short in the archive"),
+                        std::io::ErrorKind::InvalidData,
+                        format!("blob {digest} read back from the archive does not match its digest"),
                     ));
                 }
-                Ok(())
-            };
-            if let Err(e) = run() {
-                *failed.lock().expect("failure slot") = Some((e.kind(), e.to_string()));
-                let _ = tx.blocking_send(Err(e));
+                attempts.count(n);
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return Ok(()); // the request was dropped
+                }
             }
-        });
-        let stream = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        Ok(reqwest::Body::wrap_stream(stream))
+            if hasher.len() != entry.size {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("blob {digest} is short in the archive"),
+                ));
+            }
+            Ok(())
+        }))
     }
 
     fn failure(&self) -> Option<std::io::Error> {
-        self.failed
-            .lock()
-            .expect("failure slot")
-            .as_ref()
-            .map(|(kind, message)| std::io::Error::new(*kind, message.clone()))
+        self.attempts.failure()
     }
 }
 

@@ -709,7 +709,7 @@ fn header_checksum_ok(block: &[u8; 512]) -> bool {
 }
 
 /// `./a/b` → `a/b`; `None` for absolute paths or `..`.
-fn normalise(path: &str) -> Option<String> {
+pub(crate) fn normalise(path: &str) -> Option<String> {
     let mut parts = Vec::new();
     for c in Path::new(path).components() {
         match c {

@@ -134,14 +134,7 @@ pub async fn run(ctx: &Context, archive: &std::path::Path, format: InspectFormat
         );
     }
     if let Some(d) = &listing.delta {
-        ctx.printer.result(format!(
-            "a delta of {} (sha256 {}, made {}): {} blobs ({}) its images need are left to it; import it first",
-            d.base.file,
-            d.base.sha256,
-            d.base.created,
-            d.absent.len(),
-            human(d.absent.iter().map(|b| b.size).sum())
-        ));
+        ctx.printer.result(format!("{}; import it first", super::describe_delta(d)));
     }
     ctx.printer.result(format!(
         "{} images, {} blobs, {}",
@@ -205,21 +198,23 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
         artifact: None,
         named_by,
     };
+    // Another tool's archive: no bundle.json, so no version, sidecar facts, blob list or delta.
+    let foreign = |format, totals, images| Listing {
+        archive: path.display().to_string(),
+        format,
+        format_version: None,
+        sha256: None,
+        created: None,
+        images,
+        totals,
+        blobs: None,
+        delta: None,
+    };
     Ok(match checked {
-        Checked::Layout(contents) => Listing {
-            archive: path.display().to_string(),
-            format: "oci-layout",
-            format_version: None,
-            sha256: None,
-            created: None,
-            blobs: None,
-            delta: None,
-            totals: Totals {
-                images: contents.images.len(),
-                blobs: contents.blobs.len(),
-                bytes: contents.total_bytes(),
-            },
-            images: contents
+        Checked::Layout(contents) => foreign(
+            "oci-layout",
+            Totals { images: contents.images.len(), blobs: contents.blobs.len(), bytes: contents.total_bytes() },
+            contents
                 .images
                 .iter()
                 .map(|i| {
@@ -227,22 +222,16 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
                     row(source, digest, i.media_type.clone(), i.platforms.clone(), i.size, i.named_by)
                 })
                 .collect(),
-        },
+        ),
         // No manifests: each row shows the image ID (the config's digest), which is what docker save keeps.
-        Checked::DockerSave(saved) => Listing {
-            archive: path.display().to_string(),
-            format: "docker-save",
-            format_version: None,
-            sha256: None,
-            created: None,
-            blobs: None,
-            delta: None,
-            totals: Totals {
+        Checked::DockerSave(saved) => foreign(
+            "docker-save",
+            Totals {
                 images: saved.images.iter().map(|i| i.names.len()).sum(),
                 blobs: saved.distinct_files().len(),
                 bytes: saved.total_bytes(),
             },
-            images: saved
+            saved
                 .images
                 .iter()
                 .flat_map(|i| {
@@ -253,6 +242,6 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
                     })
                 })
                 .collect(),
-        },
+        ),
     })
 }

@@ -176,6 +176,18 @@ pub fn short_media_type(media_type: &str) -> &str {
     }
 }
 
+/// What a delta leaves to its base, as verify and inspect say it.
+pub fn describe_delta(delta: &crate::layout::DeltaRecord) -> String {
+    format!(
+        "a delta of {} (sha256 {}, made {}): {} blobs ({}) its images need are left to it",
+        delta.base.file,
+        delta.base.sha256,
+        delta.base.created,
+        delta.absent.len(),
+        human(delta.absent.iter().map(|b| b.size).sum())
+    )
+}
+
 /// Print image rows as an aligned table on stdout (widths follow the content).
 pub fn print_image_table(printer: &Printer, rows: &[[String; 5]]) {
     let header = ["IMAGE", "DIGEST", "TYPE", "PLATFORMS", "SIZE"].map(str::to_string);

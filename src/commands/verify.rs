@@ -12,14 +12,7 @@ pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
             let checked = match (&contents.metadata, delta) {
                 (None, _) => " (no bundle.json: not written by bundle)".to_string(),
                 (Some(_), None) => String::new(),
-                (Some(_), Some(d)) => format!(
-                    "; a delta of {} (sha256 {}, made {}): {} blobs ({}) its images need are left to it",
-                    d.base.file,
-                    d.base.sha256,
-                    d.base.created,
-                    d.absent.len(),
-                    human(d.absent.iter().map(|b| b.size).sum())
-                ),
+                (Some(_), Some(d)) => format!("; {}", super::describe_delta(d)),
             };
             ctx.printer.result(format!(
                 "{}: OK, {} images, {} blobs, {} verified{checked}",

@@ -20,24 +20,12 @@ fn next_week(src: &Registry, set: &SampleSet) -> Vec<(String, SampleImage)> {
     p.image(&nginx.repo, &nginx.tag, &moved);
     let newapp = image(&[shared, random_layer(2048, 9002)], "amd64", false);
     p.image("acme/newapp", "1.0", &newapp);
-    let single = |repo: &str, tag: &str, img: &Image| {
-        let mut blobs = vec![img.config.clone()];
-        blobs.extend(img.layers.iter().cloned());
-        SampleImage {
-            repo: repo.into(),
-            tag: tag.into(),
-            root: img.manifest.clone(),
-            root_media_type: img.media_type.clone(),
-            manifests: vec![img.manifest.clone()],
-            blobs,
-        }
-    };
     let mut out: Vec<(String, SampleImage)> = Vec::new();
     for (i, img) in set.images.iter().enumerate() {
-        let now = if i == 2 { single(&nginx.repo, &nginx.tag, &moved) } else { img.clone() };
+        let now = if i == 2 { sample_single(&nginx.repo, &nginx.tag, &moved) } else { img.clone() };
         out.push((img.reference(&src.host()), now));
     }
-    out.push((format!("{}/acme/newapp:1.0", src.host()), single("acme/newapp", "1.0", &newapp)));
+    out.push((format!("{}/acme/newapp:1.0", src.host()), sample_single("acme/newapp", "1.0", &newapp)));
     out
 }
 

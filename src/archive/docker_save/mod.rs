@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::reader::{BlobEntry, DOCKER_MANIFEST_FILE, FileContent, OtherEntry, OtherKind, Problem, Scan};
+use super::reader::{BlobEntry, DOCKER_MANIFEST_FILE, FileContent, OtherEntry, OtherKind, Problem, Scan, normalise};
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 
@@ -304,7 +304,7 @@ impl<'a> Files<'a> {
 
     /// The file `path` names, following links; records every path it passed through in `used`.
     fn resolve(&self, path: &str, used: &mut BTreeSet<String>) -> Result<(SavedFile, Option<Bytes>), String> {
-        let mut at = normalise(path).ok_or("leaves the archive")?;
+        let mut at = normalise(path).filter(|p| p != ".").ok_or("leaves the archive")?;
         for _ in 0..=MAX_LINK_HOPS {
             used.insert(at.clone());
             match self.entries.get(at.as_str()) {
@@ -327,19 +327,6 @@ impl<'a> Files<'a> {
             _ => FileContent::Plain,
         }
     }
-}
-
-/// `./a/b` → `a/b`; `None` for a path that leaves the archive.
-fn normalise(path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return None,
-            p => parts.push(p),
-        }
-    }
-    (!path.starts_with('/') && !parts.is_empty()).then(|| parts.join("/"))
 }
 
 #[cfg(test)]

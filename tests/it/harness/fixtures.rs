@@ -276,7 +276,8 @@ fn sample(repo: &str, tag: &str, root: Blob, mt: &str, imgs: &[&Image]) -> Sampl
     SampleImage { repo: repo.into(), tag: tag.into(), root, root_media_type: mt.into(), manifests, blobs }
 }
 
-fn sample_single(repo: &str, tag: &str, img: &Image) -> SampleImage {
+/// A single-platform image as a `SampleImage` (what tests compare a destination against).
+pub fn sample_single(repo: &str, tag: &str, img: &Image) -> SampleImage {
     let mut blobs = vec![img.config.clone()];
     blobs.extend(img.layers.iter().cloned());
     SampleImage {
