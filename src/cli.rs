@@ -123,11 +123,16 @@ Push every image of an archive into a registry.
 The archive is verified first; a damaged archive pushes nothing. Each image goes to the destination with the \
 source registry host dropped and the path kept (quay.io/stackstate/wait:1.0.0 -> DEST/stackstate/wait:1.0.0; \
 official Docker Hub images keep library/). Blobs are read straight from the archive, never extracted. What the \
-destination already has is skipped, so a re-run (after an interruption, or of the same bundle) only checks.",
+destination already has is skipped, so a re-run (after an interruption, or of the same bundle) only checks.
+
+The volumes of a set (export --volume-size, split) are given together, in any order, or as their directory: each \
+is verified, every image whose volumes are all there is pushed, and missing volumes are then named with the images \
+that need them (exit 1).",
         after_help = "\
 Examples:
   bundle import -d registry.internal:5000 images.tar.zst
-  bundle import -d registry.internal/mirror images.tar.zst -t     # show the plan, change nothing"
+  bundle import -d registry.internal/mirror images.tar.zst -t     # show the plan, change nothing
+  bundle import -d registry.internal:5000 /media/dvd-copies/      # the volumes of a set"
     )]
     Import(ImportArgs),
 
@@ -167,6 +172,22 @@ Examples:
   bundle images -c oci://registry.internal/charts/app --version 2.0.0 --no-helm"
     )]
     Images(ImagesArgs),
+
+    /// Cut an archive into volumes of a chosen size.
+    #[command(
+        long_about = "\
+Cut an archive into volumes of a chosen size, without downloading anything: OUT.part001.tar.zst, \
+OUT.part002.tar.zst, … (OUT defaults to FILE), each with its .sha256 sidecar and at most SIZE bytes. Each volume \
+is an archive of its own: `bundle verify` checks it alone, `bundle inspect` of any one lists the whole set, and \
+`bundle import` takes the volumes in any order and imports every image whose volumes are all there. A blob larger \
+than what is left of a volume continues on the next in pieces. The volumes are the same bytes `export \
+--volume-size` writes for the same images.",
+        after_help = "\
+Examples:
+  bundle split --volume-size dvd images.tar.zst
+  bundle split --volume-size 700MiB images.tar.zst -o /media/usb/images.tar.zst"
+    )]
+    Split(SplitArgs),
 
     /// List the images of an archive.
     #[command(long_about = "\
@@ -350,6 +371,12 @@ pub struct ExportArgs {
     #[arg(long, value_name = "OLD")]
     pub since: Option<PathBuf>,
 
+    /// Write volumes of at most SIZE bytes instead of one archive: OUT.part001.tar.zst, OUT.part002.tar.zst, …,
+    /// each with its .sha256, each verifiable alone, imported together in any order. SIZE is bytes with a unit
+    /// (700MiB, 4.7GB, 2GiB) or a medium: cd, dvd, dvd-dl, bd25, bd50.
+    #[arg(long, value_name = "SIZE")]
+    pub volume_size: Option<crate::volumes::VolumeSize>,
+
     /// Where downloaded blobs are kept, by digest, so an interrupted or repeated export downloads only what
     /// is missing (cached blobs are verified before use). Default: $XDG_CACHE_HOME/bundle or ~/.cache/bundle.
     #[arg(long, value_name = "DIR", env = env_vars::BUNDLE_CACHE_DIR)]
@@ -394,9 +421,9 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The archive to import.
-    #[arg(value_name = "FILE")]
-    pub archive: PathBuf,
+    /// The archive to import, or the volumes of a set (in any order; a directory of them, or a quoted pattern).
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub archives: Vec<PathBuf>,
 
     #[command(flatten)]
     pub target: DestinationArgs,
@@ -448,6 +475,26 @@ pub struct EcrArgs {
     /// Apply scan, mutability and policy settings to repositories that already exist, too.
     #[arg(long)]
     pub ecr_update_existing: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// The archive to cut.
+    #[arg(value_name = "FILE")]
+    pub archive: PathBuf,
+
+    /// The largest a volume may be: bytes with a unit (700MiB, 4.7GB, 2GiB) or a medium: cd, dvd, dvd-dl, bd25,
+    /// bd50.
+    #[arg(long, value_name = "SIZE")]
+    pub volume_size: crate::volumes::VolumeSize,
+
+    /// Name the volumes after OUT (OUT.part001.tar.zst, …) instead of FILE.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+
+    /// Replace volumes of that name that exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

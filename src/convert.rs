@@ -111,6 +111,7 @@ pub fn convert(
         images,
         manifests,
         blobs,
+        pieces: BTreeMap::new(),
         metadata: None,
         file_digest: saved.file_digest.clone(),
         file_len: saved.file_len,

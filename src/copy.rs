@@ -63,6 +63,7 @@ pub fn contents_of(images: &[ResolvedImage], metadata: BundleMetadata) -> Result
         images: out,
         manifests,
         blobs,
+        pieces: Default::default(),
         metadata: Some(metadata),
         file_digest: Digest::of(b""),
         file_len: 0,

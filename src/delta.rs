@@ -87,6 +87,8 @@ struct Listing {
     blobs: Option<Vec<BundleBlob>>,
     #[serde(default)]
     delta: Option<DeltaRecord>,
+    #[serde(default)]
+    volume: Option<crate::layout::VolumeRecord>,
 }
 
 #[derive(serde::Deserialize)]
@@ -109,12 +111,16 @@ impl Base {
             .read_metadata()
             .map_err(|e| read(std::io::Error::other(e.to_string())))?
             .ok_or_else(|| DeltaError::NotBundle { path: path.to_path_buf() })?;
+        let created = meta.created.clone().unwrap_or_else(|| modified(path));
+        if let Some(v) = &meta.volume {
+            let (file, sha256) = volume_set(path, v);
+            return Ok(Base::from_metadata(&meta, file, sha256, created));
+        }
         let sha256 = match read_sidecar(path).ok().flatten() {
             Some(d) => d,
             // No sidecar: the file itself is hashed, once.
             None => file_digest(path, &|_| {}).map_err(read)?,
         };
-        let created = meta.created.clone().unwrap_or_else(|| modified(path));
         Ok(Base::from_metadata(&meta, file_name(path), sha256.hex().to_string(), created))
     }
 
@@ -133,12 +139,16 @@ impl Base {
             return Err(bad(format!("it lists a `{}` archive, not one bundle exported", listing.format)));
         }
         let blobs = listing.blobs.ok_or_else(|| bad("it has no `blobs` (an older bundle wrote it)".into()))?;
-        let sha256 = listing.sha256.ok_or_else(|| bad("it has no `sha256` (the archive had no sidecar)".into()))?;
+        let no_sha256 = || bad("it has no `sha256` (the archive had no sidecar)".into());
         let mut held: BTreeSet<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
         held.extend(listing.delta.iter().flat_map(|d| d.absent.iter().map(|b| b.digest.clone())));
         let file = Path::new(&listing.archive).file_name().map(|n| n.to_string_lossy().into_owned());
+        let (file, sha256) = match &listing.volume {
+            Some(v) => volume_set(Path::new(&listing.archive), v),
+            None => (file.unwrap_or(listing.archive), listing.sha256.ok_or_else(no_sha256)?),
+        };
         let record = BaseRecord {
-            file: file.unwrap_or(listing.archive),
+            file,
             sha256,
             created: listing.created.unwrap_or_else(|| modified(path)),
             images: listing.images.into_iter().map(|i| i.source).collect(),
@@ -157,6 +167,14 @@ impl Base {
         meta.delta = Some(DeltaRecord { base: self.record.clone(), absent });
         left_out
     }
+}
+
+/// A volume stands for its set: named `NAME.part*.tar.zst`, with the sha256 of the archive it was cut from.
+fn volume_set(path: &Path, volume: &crate::layout::VolumeRecord) -> (String, String) {
+    let name = crate::volumes::sibling_name(path, 0, volume.count)
+        .map(|n| n.replacen(".part000.", ".part*.", 1).replacen(".part0000.", ".part*.", 1))
+        .unwrap_or_else(|| file_name(path));
+    (name, volume.set.hex().to_string())
 }
 
 fn file_name(path: &Path) -> String {

@@ -26,6 +26,12 @@ pub const FORMAT_VERSION: u32 = 1;
 /// A delta archive: version 1 plus `delta`, and blobs the images need left to the base. A release that reads
 /// only version 1 refuses it by its version instead of reporting the absent blobs as missing.
 pub const DELTA_FORMAT_VERSION: u32 = 2;
+/// One volume of a set (`export --volume-size`, `split`): version 1 (or 2, with `delta`) plus `volume`, and the
+/// blobs other volumes hold left out. A release that reads only versions 1 and 2 refuses it by its version
+/// instead of reporting the other volumes' blobs as missing.
+pub const VOLUME_FORMAT_VERSION: u32 = 3;
+/// Where a volume keeps the pieces of blobs that span volumes: `pieces/sha256/<hex of the piece>`.
+pub const PIECES_DIR: &str = "pieces/sha256/";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -82,6 +88,72 @@ pub struct BundleMetadata {
     /// holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<DeltaRecord>,
+    /// One volume of a set: which one, and where every blob of the set is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeRecord>,
+}
+
+/// Which volume of which set an archive is, and which volume holds each blob of the set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeRecord {
+    /// The sha256 of the whole archive the set was cut from: the same in every volume of the set.
+    pub set: Digest,
+    /// This volume's number, from 1.
+    pub number: u32,
+    /// How many volumes the set has.
+    pub count: u32,
+    /// For each image of `images[]`, in order: the volumes that hold what it needs besides manifests.
+    pub image_volumes: Vec<Vec<u32>>,
+    /// Every blob of `blobs[]` that is not a manifest (manifests are in every volume), sorted by digest: on one
+    /// volume, or in pieces across several.
+    pub placement: Vec<Placement>,
+}
+
+/// Where one blob of a volume set is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    pub digest: Digest,
+    /// The volume that holds the blob whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<u32>,
+    /// Or its pieces, in order: concatenated, they are the blob.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<Piece>,
+}
+
+/// A run of a blob's bytes, stored as `pieces/sha256/<hex>` on its volume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Piece {
+    pub volume: u32,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl VolumeRecord {
+    /// The volumes that hold `blobs` (whole or in pieces), in order; blobs it does not place (a delta's absent
+    /// ones) need none.
+    pub fn volumes_of(&self, blobs: &[Digest]) -> Vec<u32> {
+        let mut out: Vec<u32> = blobs
+            .iter()
+            .filter_map(|d| self.placement.binary_search_by(|p| p.digest.cmp(d)).ok())
+            .flat_map(|i| self.placement[i].volumes())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+impl Placement {
+    /// The volumes the blob needs.
+    pub fn volumes(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.volume.into_iter().chain(self.pieces.iter().map(|p| p.volume)).collect();
+        v.dedup();
+        v
+    }
 }
 
 /// What a delta leaves to its base.
@@ -324,6 +396,16 @@ impl BundleMetadata {
 /// The digest named by a `blobs/sha256/<hex>` path, if it is one.
 pub fn blob_digest(path: &str) -> Option<Digest> {
     path.strip_prefix(SHA256_DIR).and_then(|hex| format!("sha256:{hex}").parse().ok())
+}
+
+/// The digest named by a `pieces/sha256/<hex>` path, if it is one.
+pub fn piece_digest(path: &str) -> Option<Digest> {
+    path.strip_prefix(PIECES_DIR).and_then(|hex| format!("sha256:{hex}").parse().ok())
+}
+
+/// Where a volume stores the piece `digest`.
+pub fn piece_path(digest: &Digest) -> String {
+    format!("{PIECES_DIR}{}", digest.hex())
 }
 
 /// The values a user gave: files (in order, later wins), then `--set` and `--set-string` expressions.

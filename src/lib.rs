@@ -41,3 +41,4 @@ pub mod registry;
 pub mod resolve;
 pub mod spdx;
 pub mod spec;
+pub mod volumes;

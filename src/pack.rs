@@ -52,6 +52,7 @@ pub fn metadata(
         blobs: blobs.into_iter().map(|(digest, size)| BundleBlob { digest, size }).collect(),
         chart,
         delta: None,
+        volume: None,
     }
 }
 

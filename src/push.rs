@@ -491,17 +491,12 @@ impl BlobOrigin for ArchiveOrigin<'_> {
     fn source(&self, digest: &Digest, _size: u64, progress: &Transfer) -> Box<dyn BlobSource + Send> {
         // A delta leaves blobs to its base; they are mounted, and an upload of one is a mount the registry refused.
         let Some(entry) = self.blobs.get(digest) else { return Box::new(NotInArchive(digest.clone())) };
-        Box::new(ArchiveBlob {
-            archive: self.archive.clone(),
-            entry: *entry,
-            digest: digest.clone(),
-            attempts: Attempts::new(progress),
-        })
+        Box::new(ArchiveBlob::new(vec![(self.archive.clone(), *entry)], digest, progress))
     }
 }
 
 /// A blob the archive does not hold (a delta's, left to its base).
-struct NotInArchive(Digest);
+pub struct NotInArchive(pub Digest);
 
 impl BlobSource for NotInArchive {
     fn open(&self) -> std::io::Result<reqwest::Body> {
@@ -571,32 +566,48 @@ impl Attempts {
     }
 }
 
-/// A blob's bytes read straight from the archive, hashed as they go: a mismatch fails the upload body, so
-/// the registry never receives a complete blob that differs from its digest.
-struct ArchiveBlob {
-    archive: Arc<ArchiveFile>,
-    entry: BlobEntry,
+/// A blob's bytes read straight from the archive (or, for a blob that spans volumes, from its pieces in order),
+/// hashed as they go: a mismatch fails the upload body, so the registry never receives a complete blob that
+/// differs from its digest.
+pub struct ArchiveBlob {
+    segments: Arc<Vec<(Arc<ArchiveFile>, BlobEntry)>>,
+    size: u64,
     digest: Digest,
     attempts: Attempts,
+}
+
+impl ArchiveBlob {
+    /// The blob `digest` is the concatenation of `segments`.
+    pub fn new(segments: Vec<(Arc<ArchiveFile>, BlobEntry)>, digest: &Digest, progress: &Transfer) -> ArchiveBlob {
+        let size = segments.iter().map(|(_, e)| e.size).sum();
+        ArchiveBlob { segments: Arc::new(segments), size, digest: digest.clone(), attempts: Attempts::new(progress) }
+    }
 }
 
 const CHUNK: usize = 256 * 1024;
 
 impl BlobSource for ArchiveBlob {
     fn open(&self) -> std::io::Result<reqwest::Body> {
-        let (archive, entry, digest) = (self.archive.clone(), self.entry, self.digest.clone());
+        let (segments, size, digest) = (self.segments.clone(), self.size, self.digest.clone());
         Ok(self.attempts.body(8, move |tx, attempts| {
-            let mut reader = archive.open_blob(&digest, entry)?;
             let mut hasher = DigestWriter::new();
+            let mut segments = segments.iter();
+            let mut reader: Box<dyn std::io::Read + Send> = Box::new(std::io::empty());
             loop {
                 let mut buf = vec![0u8; CHUNK];
                 let n = read_up_to(&mut reader, &mut buf)?;
                 if n == 0 {
-                    break;
+                    match segments.next() {
+                        Some((archive, entry)) => {
+                            reader = archive.open_blob(&digest, *entry)?;
+                            continue;
+                        }
+                        None => break,
+                    }
                 }
                 buf.truncate(n);
                 hasher.update(&buf);
-                if hasher.len() == entry.size && hasher.clone().finish() != digest {
+                if hasher.len() == size && hasher.clone().finish() != digest {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
                         format!("blob {digest} read back from the archive does not match its digest"),
@@ -607,7 +618,7 @@ impl BlobSource for ArchiveBlob {
                     return Ok(()); // the request was dropped
                 }
             }
-            if hasher.len() != entry.size {
+            if hasher.len() != size {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     format!("blob {digest} is short in the archive"),

@@ -12,7 +12,10 @@ use bytes::Bytes;
 use super::docker_save::DockerSave;
 use super::reader::{BlobEntry, DOCKER_MANIFEST_FILE, OtherKind, Problem, Scan};
 use crate::digest::Digest;
-use crate::layout::{BundleMetadata, CONTAINERD_NAME, DELTA_FORMAT_VERSION, FORMAT_VERSION, LayoutIndex, REF_NAME};
+use crate::layout::{
+    BundleMetadata, CONTAINERD_NAME, DELTA_FORMAT_VERSION, FORMAT_VERSION, LayoutIndex, REF_NAME,
+    VOLUME_FORMAT_VERSION, VolumeRecord,
+};
 use crate::manifest::{self, ManifestLinks};
 use crate::reference::ImageRef;
 
@@ -53,6 +56,8 @@ pub struct BundleContents {
     pub images: Vec<ArchiveImage>,
     pub manifests: HashMap<Digest, StoredManifest>,
     pub blobs: BTreeMap<Digest, BlobEntry>,
+    /// A volume's pieces of blobs that span volumes, by the piece's digest (empty in a whole archive).
+    pub pieces: BTreeMap<Digest, BlobEntry>,
     /// `None` for archives another tool wrote (skopeo's oci-archive).
     pub metadata: Option<BundleMetadata>,
     pub file_digest: Digest,
@@ -75,6 +80,11 @@ impl BundleContents {
                 .and_then(|d| d.absent.iter().find(|b| &b.digest == digest))
                 .map_or(0, |b| b.size),
         }
+    }
+
+    /// Which volume of which set this archive is, when it is one.
+    pub fn volume(&self) -> Option<&VolumeRecord> {
+        self.metadata.as_ref().and_then(|m| m.volume.as_ref())
     }
 }
 
@@ -141,8 +151,33 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
         };
         return (None, vec![Problem { entry: "archive".into(), message: what.into() }]);
     }
+    // A volume's pieces (the only files outside the layout a volume may hold), checked against their names.
+    let volume = scan
+        .metadata
+        .as_ref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .is_some_and(|v| v.get("volume").is_some());
+    let mut pieces = BTreeMap::new();
     // An image layout holds nothing but its own files.
     for other in &scan.others {
+        if volume
+            && let (Some(name), OtherKind::File { entry, digest, .. }) =
+                (crate::layout::piece_digest(&other.path), &other.kind)
+        {
+            if &name == digest {
+                pieces.insert(name, *entry);
+            } else {
+                add(&mut problems, &other.path, format!("content does not match its name: found {digest}"));
+            }
+            continue;
+        }
+        // Tools that re-pack a volume (tar -c of its extracted files) add the pieces' directories.
+        if volume
+            && matches!(other.kind, OtherKind::Directory)
+            && matches!(other.path.as_str(), "pieces" | "pieces/sha256")
+        {
+            continue;
+        }
         let message = match &other.kind {
             OtherKind::Directory => "unexpected directory".to_string(),
             OtherKind::Link { hard, .. } => format!(
@@ -185,12 +220,12 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 .ok()
                 .and_then(|v| v.get("formatVersion").and_then(|x| x.as_u64()));
             match version {
-                Some(v) if !(FORMAT_VERSION as u64..=DELTA_FORMAT_VERSION as u64).contains(&v) => {
+                Some(v) if !(FORMAT_VERSION as u64..=VOLUME_FORMAT_VERSION as u64).contains(&v) => {
                     add(
                         &mut problems,
                         "bundle.json",
                         format!(
-                            "has format version {v}, but this bundle reads versions {FORMAT_VERSION} to {DELTA_FORMAT_VERSION}; use the bundle release that wrote it"
+                            "has format version {v}, but this bundle reads versions {FORMAT_VERSION} to {VOLUME_FORMAT_VERSION}; use the bundle release that wrote it"
                         ),
                     );
                     None
@@ -237,11 +272,7 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 None
             }
         };
-        let absent: BTreeMap<Digest, u64> = metadata
-            .as_ref()
-            .and_then(|m| m.delta.as_ref())
-            .map(|d| d.absent.iter().map(|b| (b.digest.clone(), b.size)).collect())
-            .unwrap_or_default();
+        let absent = not_held_here(metadata.as_ref());
         let omitted: BTreeSet<Digest> = metadata
             .as_ref()
             .and_then(|m| m.images.get(i))
@@ -288,6 +319,13 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
 
     if let Some(meta) = &metadata {
         check_metadata(meta, &index, &scan, &images, &mut problems);
+        if let Some(record) = &meta.volume {
+            check_volume(meta, record, &scan, &manifests, &pieces, &mut problems);
+            let computed: Vec<Vec<u32>> = images.iter().map(|i| record.volumes_of(&i.blobs)).collect();
+            if images.len() == meta.images.len() && computed != record.image_volumes {
+                add(&mut problems, "bundle.json", "says images need other volumes than its placement does".into());
+            }
+        }
     }
     if !problems.is_empty() {
         return (None, problems);
@@ -296,6 +334,7 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
         images,
         manifests,
         blobs: scan.blobs.clone(),
+        pieces,
         metadata,
         file_digest: scan.file_digest.clone(),
         file_len: scan.file_len,
@@ -337,20 +376,19 @@ fn check_metadata(
     problems: &mut Vec<Problem>,
 ) {
     let mut problem = |message: String| problems.push(Problem { entry: "bundle.json".into(), message });
-    match &meta.delta {
-        Some(delta) => {
-            if meta.format_version != DELTA_FORMAT_VERSION {
-                problem(format!("describes a delta but has format version {}", meta.format_version));
-            }
-            for b in delta.absent.iter().filter(|b| scan.blobs.contains_key(&b.digest)) {
-                problem(format!("leaves blob {} to the base, but the archive holds it", b.digest));
-            }
-        }
-        None if meta.format_version != FORMAT_VERSION => {
-            problem(format!("has format version {} but describes no delta", meta.format_version))
-        }
-        None => {}
+    let (kind, expected) = match (&meta.volume, &meta.delta) {
+        (Some(_), _) => ("a volume", VOLUME_FORMAT_VERSION),
+        (None, Some(_)) => ("a delta", DELTA_FORMAT_VERSION),
+        (None, None) => ("an archive that is neither a delta nor a volume", FORMAT_VERSION),
+    };
+    if meta.format_version != expected {
+        problem(format!("has format version {}, but {kind} has version {expected}", meta.format_version));
     }
+    for b in meta.delta.iter().flat_map(|d| &d.absent).filter(|b| scan.blobs.contains_key(&b.digest)) {
+        problem(format!("leaves blob {} to the base, but the archive holds it", b.digest));
+    }
+    // A volume lists every blob of its set; the ones other volumes hold are checked by `check_volume`.
+    let elsewhere = not_held_here(Some(meta));
     if meta.images.len() != index.manifests.len() {
         problem(format!("lists {} images but index.json lists {}", meta.images.len(), index.manifests.len()));
     }
@@ -368,7 +406,7 @@ fn check_metadata(
         }
     }
     let listed: BTreeMap<&Digest, u64> = meta.blobs.iter().map(|b| (&b.digest, b.size)).collect();
-    for (d, size) in &listed {
+    for (d, size) in listed.iter().filter(|(d, _)| !elsewhere.contains_key(**d)) {
         match scan.blobs.get(*d) {
             None if !scan.problems.iter().any(|p| p.entry == d.layout_path()) => {
                 problem(format!("lists blob {d}, which is missing from the archive"))
@@ -381,6 +419,105 @@ fn check_metadata(
     }
     for d in scan.blobs.keys().filter(|d| !listed.contains_key(d)) {
         problem(format!("does not list blob {d}, which the archive holds"));
+    }
+}
+
+/// Blobs the images need that this archive does not hold, with their sizes: those a delta leaves to its base,
+/// and in a volume, those other volumes hold (whole or in pieces, some perhaps on this one).
+fn not_held_here(meta: Option<&BundleMetadata>) -> BTreeMap<Digest, u64> {
+    let Some(meta) = meta else { return BTreeMap::new() };
+    let mut out: BTreeMap<Digest, u64> =
+        meta.delta.iter().flat_map(|d| &d.absent).map(|b| (b.digest.clone(), b.size)).collect();
+    if let Some(v) = &meta.volume {
+        let sizes: BTreeMap<&Digest, u64> = meta.blobs.iter().map(|b| (&b.digest, b.size)).collect();
+        for p in v.placement.iter().filter(|p| p.volume != Some(v.number)) {
+            if let Some(size) = sizes.get(&p.digest) {
+                out.insert(p.digest.clone(), *size);
+            }
+        }
+    }
+    out
+}
+
+/// A volume's own rules: it is one of its set, its placement accounts for every blob of the set exactly once,
+/// it holds the blobs and pieces placed on it and none placed elsewhere.
+fn check_volume(
+    meta: &BundleMetadata,
+    record: &VolumeRecord,
+    scan: &Scan,
+    manifests: &HashMap<Digest, StoredManifest>,
+    pieces: &BTreeMap<Digest, BlobEntry>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut problem = |message: String| problems.push(Problem { entry: "bundle.json".into(), message });
+    let (number, count) = (record.number, record.count);
+    if number == 0 || number > count {
+        problem(format!("says this is volume {number} of {count}"));
+    }
+    if !record.placement.is_sorted_by(|a, b| a.digest < b.digest) {
+        problem("places blobs in an order other than by digest".into());
+    }
+    let sizes: BTreeMap<&Digest, u64> = meta.blobs.iter().map(|b| (&b.digest, b.size)).collect();
+    let mut placed = BTreeSet::new();
+    let mut expected_pieces = BTreeMap::new();
+    for p in &record.placement {
+        if !placed.insert(&p.digest) {
+            problem(format!("places blob {} twice", p.digest));
+            continue;
+        }
+        let Some(size) = sizes.get(&p.digest) else {
+            problem(format!("places blob {}, which its blob list does not have", p.digest));
+            continue;
+        };
+        if manifests.contains_key(&p.digest) {
+            problem(format!("places manifest {} on one volume, but every volume holds every manifest", p.digest));
+        }
+        let volumes = p.volumes();
+        if volumes.iter().any(|v| *v == 0 || *v > count) {
+            problem(format!("places blob {} on a volume outside 1 to {count}", p.digest));
+        }
+        match (p.volume, p.pieces.is_empty()) {
+            // One placed here and missing is reported with the blob list.
+            (Some(v), true) => {
+                if v != number && scan.blobs.contains_key(&p.digest) {
+                    problem(format!("places blob {} on volume {v}, but this volume holds it", p.digest));
+                }
+            }
+            (None, false) => {
+                if p.pieces.iter().map(|x| x.size).sum::<u64>() != *size {
+                    problem(format!("the pieces of blob {} do not add up to its {size} bytes", p.digest));
+                }
+                if scan.blobs.contains_key(&p.digest) {
+                    problem(format!("stores blob {} in pieces, but this volume holds it whole", p.digest));
+                }
+                for x in p.pieces.iter().filter(|x| x.volume == number) {
+                    expected_pieces.insert(&x.digest, x.size);
+                }
+            }
+            _ => problem(format!("places blob {} both whole and in pieces, or nowhere", p.digest)),
+        }
+    }
+    for b in meta.blobs.iter().filter(|b| !manifests.contains_key(&b.digest) && !placed.contains(&b.digest)) {
+        problem(format!("does not say which volume holds blob {}", b.digest));
+    }
+    for (d, size) in &expected_pieces {
+        match pieces.get(*d) {
+            None => problems.push(Problem {
+                entry: crate::layout::piece_path(d),
+                message: "is missing (a piece of a blob that spans volumes)".into(),
+            }),
+            Some(e) if e.size != *size => problems.push(Problem {
+                entry: crate::layout::piece_path(d),
+                message: format!("is {} bytes but bundle.json says {size}", e.size),
+            }),
+            Some(_) => {}
+        }
+    }
+    for d in pieces.keys().filter(|d| !expected_pieces.contains_key(d)) {
+        problems.push(Problem {
+            entry: crate::layout::piece_path(d),
+            message: "is not a piece bundle.json places on this volume".into(),
+        });
     }
 }
 
@@ -446,7 +583,10 @@ impl Walk<'_> {
                 None if self.absent.get(&blob.digest) == Some(&blob.size) => self.blobs.push(blob.digest.clone()),
                 None if self.absent.contains_key(&blob.digest) => self.problems.push(Problem {
                     entry: bpath,
-                    message: format!("is left to the base with another size than {here} says ({})", blob.size),
+                    message: format!(
+                        "is left to the base or another volume with another size than {here} says ({})",
+                        blob.size
+                    ),
                 }),
                 None if self.scan.problems.iter().any(|p| p.entry == bpath) => {}
                 None => {

@@ -2,6 +2,7 @@
 //! images → `export::write_archive` (the library's pipeline) → the report.
 
 use super::discovery;
+use super::failure::Explain as _;
 use super::settings::ExportSettings;
 use super::{Context, Outcome, human};
 use crate::blob_store::prune::PruneOutcome;
@@ -62,6 +63,24 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         return Ok(());
     }
     let output = settings.output.clone().expect("set unless dry run");
+    // Volumes: the whole archive is written first, in a directory beside them that goes away however the
+    // export ends, then cut; `split` of the same archive gives the same volumes.
+    let whole_dir = match settings.volume_size {
+        Some(_) => {
+            let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            Some(
+                tempfile::Builder::new()
+                    .prefix(".bundle-whole-")
+                    .tempdir_in(dir)
+                    .explain_with(|| format!("cannot write into {}", dir.display()))?,
+            )
+        }
+        None => None,
+    };
+    let written_to = match &whole_dir {
+        Some(d) => d.path().join(output.file_name().unwrap_or_default()),
+        None => output.clone(),
+    };
     for img in &images {
         ctx.printer.detail(format!("{} -> {} ({})", img.source, img.digest, human(img.size())));
     }
@@ -69,24 +88,50 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         base,
         images,
         chart: chart.as_ref().map(|c| (&c.loaded, c.survey.record.clone())),
-        output: output.clone(),
-        replace: settings.force,
+        output: written_to.clone(),
+        replace: settings.force || whole_dir.is_some(),
         staging: settings.staging,
         created: settings.created,
         concurrency: ctx.concurrency,
     };
     let done = crate::export::write_archive(&ctx.registries, &ctx.printer, job).await?;
 
-    ctx.printer.info(format!(
-        "Exported {} images ({} blobs, {} of content, {} compressed) to {} in {:.1?}",
-        done.images,
-        done.blobs,
-        human(done.content_bytes),
-        human(done.compressed_bytes),
-        output.display(),
-        started.elapsed()
-    ));
-    ctx.printer.info(format!("sha256 {}  (in {})", done.digest.hex(), done.sidecar.display()));
+    match settings.volume_size {
+        None => {
+            ctx.printer.info(format!(
+                "Exported {} images ({} blobs, {} of content, {} compressed) to {} in {:.1?}",
+                done.images,
+                done.blobs,
+                human(done.content_bytes),
+                human(done.compressed_bytes),
+                output.display(),
+                started.elapsed()
+            ));
+            ctx.printer.info(format!("sha256 {}  (in {})", done.digest.hex(), done.sidecar.display()));
+        }
+        Some(size) => {
+            ctx.printer.info(format!(
+                "Exported {} images ({} blobs, {} of content, {} compressed) in {:.1?}; cutting it into volumes",
+                done.images,
+                done.blobs,
+                human(done.content_bytes),
+                human(done.compressed_bytes),
+                started.elapsed()
+            ));
+            let archive = std::sync::Arc::new(
+                crate::archive::ArchiveFile::open(&written_to).explain("cannot read the archive just written")?,
+            );
+            // Planned from the archive's front; every byte the split copies is hashed against its digest.
+            let (archive, contents) = match crate::archive::proof::front(&written_to).await {
+                Some(found) => found,
+                None => crate::archive::proof::verify(&ctx.printer, archive.path()).await?,
+            };
+            let written =
+                super::split::cut(ctx, archive, contents, done.digest.clone(), size, output.clone(), settings.force)
+                    .await?;
+            super::split::report(ctx, &written, size, started);
+        }
+    }
     if let Some((base, blobs, bytes)) = &done.left_out {
         ctx.printer.info(format!(
             "A delta of {base}: {blobs} blobs ({}) its images need are left to it; import {base} before this archive",

@@ -21,14 +21,17 @@ pub const DOCKER_SAVE_NOTE: &str = "docker save keeps no registry manifests: imp
 
 pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
     let started = std::time::Instant::now();
+    if is_volume_set(&args.archives).await {
+        return super::import_volumes::run(ctx, &args, started).await;
+    }
     let target = &args.target;
     // Planning needs only the front of the archive (metadata and manifests) and the tar headers: when the
     // destination already has everything, nothing else is read.
-    let (archive, contents, pending) = match proof::front(&args.archive).await {
-        Some((archive, contents)) => (archive, contents, Some(proof::Pending::start(&ctx.printer, &args.archive))),
-        None => match proof::verify_any(&ctx.printer, &args.archive).await? {
+    let (archive, contents, pending) = match proof::front(args.archive()).await {
+        Some((archive, contents)) => (archive, contents, Some(proof::Pending::start(&ctx.printer, args.archive()))),
+        None => match proof::verify_any(&ctx.printer, args.archive()).await? {
             (archive, Checked::Layout(contents)) => {
-                print_verified(ctx, &args.archive, &contents, Proven::InFull);
+                print_verified(ctx, args.archive(), &contents, Proven::InFull);
                 (archive, contents, None)
             }
             (archive, Checked::DockerSave(saved)) => {
@@ -47,8 +50,8 @@ pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
     // Something will be pushed: the archive must be proven sound first, so a damaged one pushes nothing.
     let (archive, contents) = match pending {
         Some(check) => {
-            let (archive, contents, how) = check.prove(&ctx.printer, &args.archive, archive, contents).await?;
-            print_verified(ctx, &args.archive, &contents, how);
+            let (archive, contents, how) = check.prove(&ctx.printer, args.archive(), archive, contents).await?;
+            print_verified(ctx, args.archive(), &contents, how);
             (archive, contents)
         }
         None => (archive, contents),
@@ -68,7 +71,7 @@ async fn import_docker_save(
 ) -> Outcome<()> {
     ctx.printer.info(format!(
         "Verified {}: a docker save archive, {} images, {} layers ({}); every config matches its image ID and every layer its diff_id",
-        args.archive.display(),
+        args.archive().display(),
         saved.images.len(),
         saved.layer_count(),
         human(saved.total_bytes())
@@ -77,7 +80,7 @@ async fn import_docker_save(
     if !archive.is_random_access() {
         ctx.printer.warn(format!(
             "{} is compressed as a whole, so each layer is read by decompressing it from the start; decompress it first (`gunzip -k` or `zstd -d`) to import faster",
-            args.archive.display()
+            args.archive().display()
         ));
     }
     let plain = saved.plain_layers();
@@ -101,18 +104,32 @@ async fn import_docker_save(
     push_and_finish(ctx, &args, prepared, &converted.origin, &contents, started).await
 }
 
+/// Several inputs, or one that is a volume: a volume set. (Several inputs that are not volumes are refused
+/// when the set is put together, naming the one that is not.)
+async fn is_volume_set(archives: &[std::path::PathBuf]) -> bool {
+    if archives.len() > 1 {
+        return true;
+    }
+    let path = archives[0].clone();
+    tokio::task::spawn_blocking(move || {
+        ArchiveFile::open(&path).ok().and_then(|a| a.read_metadata().ok().flatten()).is_some_and(|m| m.volume.is_some())
+    })
+    .await
+    .unwrap_or(false)
+}
+
 fn say_nothing_to_do(ctx: &Context, args: &ImportSettings, prepared: &delivery::Prepared, started: std::time::Instant) {
     ctx.printer.info(format!(
         "{} already holds all {} images of {} with the same digests; nothing to push (checked in {:.1?})",
         args.target.destination_text,
         prepared.plan.images.len(),
-        args.archive.display(),
+        args.archive().display(),
         started.elapsed()
     ));
 }
 
 /// The dry run's lines, or the push, its report and the values file.
-async fn push_and_finish(
+pub(super) async fn push_and_finish(
     ctx: &Context,
     args: &ImportSettings,
     prepared: delivery::Prepared,
@@ -128,7 +145,7 @@ async fn push_and_finish(
     let stats = prepared
         .push(ctx, origin, contents)
         .await
-        .map_err(|e| delivery::push_failure(e, "import", &target.destination.registry, Some(&args.archive)))?;
+        .map_err(|e| delivery::push_failure(e, "import", &target.destination.registry, Some(args.archive())))?;
     prepared.report(ctx, "Imported", contents, &stats, &target.destination_text, started);
     prepared.finish(ctx, target, contents).await
 }

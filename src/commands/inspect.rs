@@ -51,6 +51,9 @@ struct Listing {
     /// A delta's base and the blobs left to it.
     #[serde(skip_serializing_if = "Option::is_none")]
     delta: Option<crate::layout::DeltaRecord>,
+    /// One volume of a set: which one, and which volume holds each blob of the set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<crate::layout::VolumeRecord>,
 }
 
 #[derive(Serialize)]
@@ -136,6 +139,14 @@ pub async fn run(ctx: &Context, archive: &std::path::Path, format: InspectFormat
     if let Some(d) = &listing.delta {
         ctx.printer.result(format!("{}; import it first", super::describe_delta(d)));
     }
+    if let Some(v) = &listing.volume {
+        ctx.printer.result(format!("{}; the images need these volumes:", super::describe_volume(v)));
+        for (image, volumes) in listing.images.iter().zip(&v.image_volumes) {
+            let list: Vec<String> = volumes.iter().map(u32::to_string).collect();
+            let list = if list.is_empty() { "none (manifests only)".to_string() } else { list.join(", ") };
+            ctx.printer.result(format!("  {}: {list}", image.source));
+        }
+    }
     ctx.printer.result(format!(
         "{} images, {} blobs, {}",
         listing.totals.images,
@@ -157,6 +168,7 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
             created: meta.created.clone(),
             blobs: Some(meta.blobs.clone()),
             delta: meta.delta.clone(),
+            volume: meta.volume.clone(),
             totals: Totals { images: meta.images.len(), blobs: meta.blobs.len(), bytes: meta.total_blob_bytes() },
             images: meta
                 .images
@@ -209,6 +221,7 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
         totals,
         blobs: None,
         delta: None,
+        volume: None,
     };
     Ok(match checked {
         Checked::Layout(contents) => foreign(

@@ -11,8 +11,10 @@ pub mod export;
 pub mod failure;
 pub mod images;
 pub mod import;
+pub mod import_volumes;
 pub mod inspect;
 pub mod settings;
+pub mod split;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +56,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     let format = if args.json { crate::cli::InspectFormat::Json } else { args.format };
                     inspect::run(&ctx, &args.archive, format).await
                 }
+                Command::Split(args) => split::run(&ctx, args).await,
                 Command::Images(args) => images::run(&ctx, settings::ImagesSettings::new(args)?).await,
                 Command::Completions(_) | Command::Manpage => unreachable!("handled without a runtime"),
             }
@@ -87,6 +90,7 @@ fn interrupted_message(command: &Command) -> &'static str {
         Command::Import(_) => "what was pushed is kept; run the same import again to finish it",
         Command::Copy(_) => "what was pushed is kept; run the same copy again to finish it",
         Command::Verify(_) => "the archive was not fully checked",
+        Command::Split(_) => "no volume was written under its name",
         Command::Images(_) => "the image list is incomplete",
         Command::Inspect(_) | Command::Completions(_) | Command::Manpage => "nothing was changed",
     }
@@ -186,6 +190,11 @@ pub fn describe_delta(delta: &crate::layout::DeltaRecord) -> String {
         delta.absent.len(),
         human(delta.absent.iter().map(|b| b.size).sum())
     )
+}
+
+/// `volume 2 of 5 of set sha256:…`.
+pub fn describe_volume(volume: &crate::layout::VolumeRecord) -> String {
+    format!("volume {} of {} of set {}", volume.number, volume.count, volume.set)
 }
 
 /// Print image rows as an aligned table on stdout (widths follow the content).

@@ -166,6 +166,8 @@ pub struct ExportSettings {
     pub created: Option<String>,
     /// `--since OLD`: the archive this export is a delta of.
     pub since: Option<PathBuf>,
+    /// `--volume-size`: write volumes of at most this many bytes.
+    pub volume_size: Option<u64>,
 }
 
 impl ExportSettings {
@@ -173,7 +175,8 @@ impl ExportSettings {
         let output = args.output.clone();
         let (sources, spec_output) = SourceSettings::new(args.sources, args.platform)?;
         let output = match (output.or(spec_output), args.dry_run) {
-            (Some(o), _) => Some(check_output(&o, args.force)?),
+            // Volumes get their own names; an archive of OUT's name is no obstacle.
+            (Some(o), _) => Some(check_output(&o, args.force || args.volume_size.is_some())?),
             (None, true) => None,
             (None, false) => {
                 return Err(Failure::user(
@@ -203,6 +206,7 @@ impl ExportSettings {
             staging,
             created: created_from_env()?,
             since: args.since,
+            volume_size: args.volume_size.map(|v| v.0),
         })
     }
 }
@@ -246,15 +250,21 @@ impl DestinationSettings {
 
 pub struct ImportSettings {
     pub target: DestinationSettings,
-    pub archive: PathBuf,
+    /// One archive, or the volumes of a set (directories and patterns expanded).
+    pub archives: Vec<PathBuf>,
     pub dry_run: bool,
 }
 
 impl ImportSettings {
+    /// The archive, when there is one (a volume set is imported by `import_volumes`).
+    pub fn archive(&self) -> &Path {
+        &self.archives[0]
+    }
+
     pub fn new(args: ImportArgs) -> Outcome<ImportSettings> {
         Ok(ImportSettings {
             target: DestinationSettings::new(args.target)?,
-            archive: args.archive,
+            archives: crate::volumes::expand_inputs(&args.archives).explain("cannot find the archive to import")?,
             dry_run: args.dry_run,
         })
     }

@@ -9,11 +9,19 @@ pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
     match checked {
         Checked::Layout(contents) => {
             let delta = contents.metadata.as_ref().and_then(|m| m.delta.as_ref());
-            let checked = match (&contents.metadata, delta) {
+            let mut checked = match (&contents.metadata, delta) {
                 (None, _) => " (no bundle.json: not written by bundle)".to_string(),
                 (Some(_), None) => String::new(),
                 (Some(_), Some(d)) => format!("; {}", super::describe_delta(d)),
             };
+            if let Some(v) = contents.volume() {
+                checked.push_str(&format!(
+                    "; {}: it holds {} of the set's blobs and {} pieces of blobs that span volumes, and lists the whole set",
+                    super::describe_volume(v),
+                    contents.blobs.len() - contents.manifests.len(),
+                    contents.pieces.len()
+                ));
+            }
             ctx.printer.result(format!(
                 "{}: OK, {} images, {} blobs, {} verified{checked}",
                 archive.display(),

@@ -19,3 +19,4 @@ mod platforms;
 mod properties;
 mod referrers;
 mod roundtrip;
+mod volumes;
