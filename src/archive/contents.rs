@@ -151,43 +151,6 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
         };
         return (None, vec![Problem { entry: "archive".into(), message: what.into() }]);
     }
-    // A volume's pieces (the only files outside the layout a volume may hold), checked against their names.
-    let volume = scan
-        .metadata
-        .as_ref()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-        .is_some_and(|v| v.get("volume").is_some());
-    let mut pieces = BTreeMap::new();
-    // An image layout holds nothing but its own files.
-    for other in &scan.others {
-        if volume
-            && let (Some(name), OtherKind::File { entry, digest, .. }) =
-                (crate::layout::piece_digest(&other.path), &other.kind)
-        {
-            if &name == digest {
-                pieces.insert(name, *entry);
-            } else {
-                add(&mut problems, &other.path, format!("content does not match its name: found {digest}"));
-            }
-            continue;
-        }
-        // Tools that re-pack a volume (tar -c of its extracted files) add the pieces' directories.
-        if volume
-            && matches!(other.kind, OtherKind::Directory)
-            && matches!(other.path.as_str(), "pieces" | "pieces/sha256")
-        {
-            continue;
-        }
-        let message = match &other.kind {
-            OtherKind::Directory => "unexpected directory".to_string(),
-            OtherKind::Link { hard, .. } => format!(
-                "is a {}, but an image layout holds only regular files and directories",
-                if *hard { "hard link" } else { "symbolic link" }
-            ),
-            OtherKind::File { .. } => "is not part of an OCI image layout".into(),
-        };
-        add(&mut problems, &other.path, message);
-    }
     match &scan.oci_layout {
         None => add(&mut problems, "oci-layout", "is missing".into()),
         Some(b) => {
@@ -240,6 +203,8 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
             }
         }
     };
+    let volume = metadata.as_ref().is_some_and(|m| m.volume.is_some());
+    let pieces = outside_the_layout(&scan, volume, &mut problems);
     let Some(index) = index else { return (None, problems) };
 
     // Walk every image's graph.
@@ -340,6 +305,42 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
         file_len: scan.file_len,
     };
     (Some(contents), problems)
+}
+
+/// Entries outside the layout's paths: problems, except a volume's pieces (returned, checked against their
+/// names) and their directories.
+fn outside_the_layout(scan: &Scan, volume: bool, problems: &mut Vec<Problem>) -> BTreeMap<Digest, BlobEntry> {
+    let mut pieces = BTreeMap::new();
+    for other in &scan.others {
+        if volume
+            && let (Some(name), OtherKind::File { entry, digest, .. }) =
+                (crate::layout::piece_digest(&other.path), &other.kind)
+        {
+            if &name == digest {
+                pieces.insert(name, *entry);
+            } else {
+                add(problems, &other.path, format!("content does not match its name: found {digest}"));
+            }
+            continue;
+        }
+        // Tools that re-pack a volume (tar -c of its extracted files) add the pieces' directories.
+        if volume
+            && matches!(other.kind, OtherKind::Directory)
+            && matches!(other.path.as_str(), "pieces" | "pieces/sha256")
+        {
+            continue;
+        }
+        let message = match &other.kind {
+            OtherKind::Directory => "unexpected directory".to_string(),
+            OtherKind::Link { hard, .. } => format!(
+                "is a {}, but an image layout holds only regular files and directories",
+                if *hard { "hard link" } else { "symbolic link" }
+            ),
+            OtherKind::File { .. } => "is not part of an OCI image layout".into(),
+        };
+        add(problems, &other.path, message);
+    }
+    pieces
 }
 
 /// The name of index.json entry `desc`, and where it came from: bundle.json when there is one; else

@@ -174,9 +174,12 @@ pub fn expand_inputs(args: &[PathBuf]) -> Result<Vec<PathBuf>, VolumeError> {
         if found.is_empty() {
             return Err(VolumeError::NoneFound { pattern: arg.clone() });
         }
-        out.extend(found);
+        for f in found {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
     }
-    out.dedup();
     Ok(out)
 }
 

@@ -65,11 +65,6 @@ pub fn split(job: SplitJob<'_>, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Vec<W
     }
     let records = fill_piece_digests(&job, records, &volumes)?;
 
-    let dir = job.staging.clone();
-    let io = |what, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| VolumeError::Io { what, path, source }
-    };
     let index = LayoutIndex::new(&meta.images).to_json();
     let mut manifests: Vec<(&Digest, &[u8])> =
         job.contents.manifests.iter().map(|(d, m)| (d, m.bytes.as_ref())).collect();
@@ -79,65 +74,83 @@ pub fn split(job: SplitJob<'_>, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Vec<W
         let mut volume_meta = meta.clone();
         volume_meta.format_version = VOLUME_FORMAT_VERSION;
         volume_meta.volume = Some(record.clone());
-        let staged = dir.join(name.file_name().unwrap_or_default());
-        let file = std::fs::File::create(&staged).map_err(io("create", &staged))?;
-        let mut w = ArchiveWriter::new(file, job.threads);
-        let mut bytes = 0;
-        (|| -> Result<(), VolumeError> {
-            let fail = io("write", name);
-            let r = (|| {
-                w.add_bytes(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
-                w.add_bytes(INDEX_FILE, &index)?;
-                w.add_bytes(BUNDLE_FILE, &volume_meta.to_json())?;
-                w.add_dir(BLOBS_DIR)?;
-                w.add_dir(SHA256_DIR)?;
-                for (digest, body) in &manifests {
-                    w.add_bytes(&digest.layout_path(), body)?;
-                }
-                Ok(())
-            })();
-            r.map_err(fail)?;
-            let mut whole: Vec<&Digest> = volume.blobs.iter().collect();
-            whole.sort();
-            for digest in whole {
-                let entry = job.contents.blobs[digest];
-                copy(&job, &mut w, &digest.layout_path(), digest, entry, on_bytes, name)?;
-                bytes += entry.size;
-            }
-            let mut stored = HashSet::new();
-            for piece in &volume.pieces {
-                let digest = piece_digest(record, piece);
-                // The same bytes twice (two pieces alike) are stored once: a piece is found by its digest.
-                if !stored.insert(digest.clone()) {
-                    continue;
-                }
-                let at = job.contents.blobs[&piece.blob];
-                let entry = BlobEntry { offset: at.offset + piece.offset, size: piece.size };
-                copy(&job, &mut w, &crate::layout::piece_path(&digest), &digest, entry, on_bytes, name)?;
-                bytes += piece.size;
-            }
-            Ok(())
-        })()?;
-        let done = w.finish().map_err(io("write", name))?;
-        if done.compressed_len > job.size {
-            return Err(VolumeError::Overflow { number: record.number, len: done.compressed_len, size: job.size });
-        }
-        std::fs::File::create(sidecar_path(&staged))
-            .and_then(|mut side| {
-                side.write_all(sidecar_line(name, &done.digest).as_bytes()).and_then(|()| side.sync_all())
-            })
-            .map_err(io("write", &sidecar_path(name)))?;
-        written.push(WrittenVolume {
-            path: name.clone(),
-            staged,
-            digest: done.digest,
-            len: done.compressed_len,
-            blobs: volume.blobs.len(),
-            pieces: volume.pieces.len(),
-            bytes,
-        });
+        let front = Front { index: &index, metadata: volume_meta.to_json(), manifests: &manifests };
+        written.push(write_volume(&job, &front, volume, record, name, on_bytes)?);
     }
     Ok(written)
+}
+
+/// What every volume of a set carries before its blobs (bundle.json differs by its volume number).
+struct Front<'a> {
+    index: &'a [u8],
+    metadata: Vec<u8>,
+    manifests: &'a [(&'a Digest, &'a [u8])],
+}
+
+/// Write one volume and its sidecar into the staging directory.
+fn write_volume(
+    job: &SplitJob<'_>,
+    front: &Front<'_>,
+    volume: &VolumePlan,
+    record: &VolumeRecord,
+    name: &Path,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<WrittenVolume, VolumeError> {
+    let failed = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| VolumeError::Io { what, path, source }
+    };
+    let staged = job.staging.join(name.file_name().unwrap_or_default());
+    let file = std::fs::File::create(&staged).map_err(failed("create", &staged))?;
+    let mut w = ArchiveWriter::new(file, job.threads);
+    (|| {
+        w.add_bytes(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)?;
+        w.add_bytes(INDEX_FILE, front.index)?;
+        w.add_bytes(BUNDLE_FILE, &front.metadata)?;
+        w.add_dir(BLOBS_DIR)?;
+        w.add_dir(SHA256_DIR)?;
+        for (digest, body) in front.manifests {
+            w.add_bytes(&digest.layout_path(), body)?;
+        }
+        Ok(())
+    })()
+    .map_err(failed("write", name))?;
+    let mut bytes = 0;
+    let mut whole: Vec<&Digest> = volume.blobs.iter().collect();
+    whole.sort();
+    for digest in whole {
+        let entry = job.contents.blobs[digest];
+        copy(job, &mut w, &digest.layout_path(), digest, entry, on_bytes, name)?;
+        bytes += entry.size;
+    }
+    let mut stored = HashSet::new();
+    for piece in &volume.pieces {
+        let digest = piece_digest(record, piece);
+        // The same bytes twice (two pieces alike) are stored once: a piece is found by its digest.
+        if !stored.insert(digest.clone()) {
+            continue;
+        }
+        let at = job.contents.blobs[&piece.blob];
+        let entry = BlobEntry { offset: at.offset + piece.offset, size: piece.size };
+        copy(job, &mut w, &crate::layout::piece_path(&digest), &digest, entry, on_bytes, name)?;
+        bytes += piece.size;
+    }
+    let done = w.finish().map_err(failed("write", name))?;
+    if done.compressed_len > job.size {
+        return Err(VolumeError::Overflow { number: record.number, len: done.compressed_len, size: job.size });
+    }
+    std::fs::File::create(sidecar_path(&staged))
+        .and_then(|mut side| side.write_all(sidecar_line(name, &done.digest).as_bytes()).and_then(|()| side.sync_all()))
+        .map_err(failed("write", &sidecar_path(name)))?;
+    Ok(WrittenVolume {
+        path: name.to_path_buf(),
+        staged,
+        digest: done.digest,
+        len: done.compressed_len,
+        blobs: volume.blobs.len(),
+        pieces: volume.pieces.len(),
+        bytes,
+    })
 }
 
 /// Give every written volume and its sidecar its name; only once all are written, so a failed split leaves

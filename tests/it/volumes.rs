@@ -247,3 +247,41 @@ fn a_volume_with_a_damaged_or_missing_piece_fails_verify_naming_it_and_its_set_i
     assert!(r.stderr.contains("damaged.tar.zst failed verification"), "{}", r.stderr);
     assert!(dst.repositories().is_empty(), "{:?}", dst.repositories());
 }
+
+#[test]
+fn a_delta_cut_into_volumes_imports_on_top_of_its_base_set() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let (set, mut refs) = sample(&src, 605);
+    let mut ws = Workspace::new();
+    ws.env("SOURCE_DATE_EPOCH", "1764460800");
+    let base = export_volumes(&ws, &refs, "base.tar.zst");
+    let host = dst.host();
+    let mut args = vec!["import", "-d", host.as_str()];
+    args.extend(base.iter().map(String::as_str));
+    ws.bundle(&args).success();
+
+    // A new image, with a layer larger than a volume, beside the unchanged ones.
+    let newapp = image(&[random_layer(3 * MIB as usize, 6051)], "amd64", false);
+    Pusher::new(&src.base_url()).image("acme/newapp", "1.0", &newapp);
+    refs.push(format!("{}/acme/newapp:1.0", src.host()));
+    // Any one volume of the base stands for its set.
+    let mut args = vec!["export", "--since", &base[1], "--volume-size", VOLUME, "-o", "delta.tar.zst"];
+    for r in &refs {
+        args.extend(["--image", r.as_str()]);
+    }
+    ws.bundle(&args).success();
+    let delta = volume_names(&ws, "delta");
+    assert!(delta.len() >= 2 && delta.len() < base.len(), "{delta:?} against {base:?}");
+    let v = ws.bundle(&["verify", &delta[0]]).success();
+    assert!(v.stdout.contains("a delta of base.part*.tar.zst (sha256 "), "{}", v.stdout);
+    assert!(v.stdout.contains(&format!("volume 1 of {}", delta.len())), "{}", v.stdout);
+
+    let mut args = vec!["import", "-d", host.as_str()];
+    args.extend(delta.iter().rev().map(String::as_str));
+    ws.bundle(&args).success();
+    for img in &set.images {
+        assert_image_at(&dst.base_url(), &img.repo, &img.tag, img);
+    }
+    assert_image_at(&dst.base_url(), "acme/newapp", "1.0", &sample_single("acme/newapp", "1.0", &newapp));
+}
