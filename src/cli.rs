@@ -185,7 +185,8 @@ than what is left of a volume continues on the next in pieces. The volumes are t
         after_help = "\
 Examples:
   bundle split --volume-size dvd images.tar.zst
-  bundle split --volume-size 700MiB images.tar.zst -o /media/usb/images.tar.zst"
+  bundle split --volume-size 700MiB images.tar.zst -o /media/usb/images.tar.zst
+  bundle split --volume-size bd25 --parity 1 images.tar.zst     # one lost disc can be rebuilt"
     )]
     Split(SplitArgs),
 
@@ -377,6 +378,11 @@ pub struct ExportArgs {
     #[arg(long, value_name = "SIZE")]
     pub volume_size: Option<crate::volumes::VolumeSize>,
 
+    /// With --volume-size: also write N parity volumes (OUT.parity01.bin, …, no larger than a volume), from which
+    /// import rebuilds up to N lost or damaged volumes of the set.
+    #[arg(long, value_name = "N", requires = "volume_size", value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub parity: Option<u32>,
+
     /// Where downloaded blobs are kept, by digest, so an interrupted or repeated export downloads only what
     /// is missing (cached blobs are verified before use). Default: $XDG_CACHE_HOME/bundle or ~/.cache/bundle.
     #[arg(long, value_name = "DIR", env = env_vars::BUNDLE_CACHE_DIR)]
@@ -491,6 +497,11 @@ pub struct SplitArgs {
     /// Name the volumes after OUT (OUT.part001.tar.zst, …) instead of FILE.
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
+
+    /// Also write N parity volumes (OUT.parity01.bin, …, no larger than a volume), from which import rebuilds up
+    /// to N lost or damaged volumes of the set.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub parity: Option<u32>,
 
     /// Replace volumes of that name that exist.
     #[arg(long)]

@@ -126,9 +126,16 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
                 Some(found) => found,
                 None => crate::archive::proof::verify(&ctx.printer, archive.path()).await?,
             };
-            let written =
-                super::split::cut(ctx, archive, contents, done.digest.clone(), size, output.clone(), settings.force)
-                    .await?;
+            let written = super::split::cut(
+                ctx,
+                archive,
+                contents,
+                done.digest.clone(),
+                super::split::Shape { size, parity: settings.parity },
+                output.clone(),
+                settings.force,
+            )
+            .await?;
             super::split::report(ctx, &written, size, started);
         }
     }

@@ -8,29 +8,125 @@ use super::{Context, Failure, Outcome, delivery, human};
 use crate::archive::contents::Checked;
 use crate::archive::proof;
 use crate::volumes::VolumeError;
+use crate::volumes::parity::ParityHeader;
 use crate::volumes::set::{Assembled, GivenVolume, assemble};
 
 pub async fn run(ctx: &Context, args: &ImportSettings, started: std::time::Instant) -> Outcome<()> {
     let mut given = Vec::new();
+    let mut parity = Vec::new();
     for path in &args.archives {
-        let (archive, checked) = proof::verify_any(&ctx.printer, path).await?;
-        let not_a_volume = || VolumeError::NotAVolume { path: path.clone() };
-        let Checked::Layout(contents) = checked else {
-            return Err(not_a_volume()).explain("cannot import these volumes");
-        };
-        let Some(v) = contents.volume() else { return Err(not_a_volume()).explain("cannot import these volumes") };
-        ctx.printer.info(format!(
-            "Verified {}: volume {} of {} ({} blobs and {} pieces, {})",
-            path.display(),
-            v.number,
-            v.count,
-            contents.blobs.len() - contents.manifests.len(),
-            contents.pieces.len(),
-            human(contents.blobs.values().chain(contents.pieces.values()).map(|e| e.size).sum())
-        ));
-        given.push(GivenVolume { path: path.clone(), archive, contents });
+        if let Some(header) = ParityHeader::read(path) {
+            parity.push((header, path.clone()));
+            continue;
+        }
+        given.push(verify_volume(ctx, path).await?);
+    }
+    let Some(first) = given.first() else {
+        let path = args.archives[0].clone();
+        return Err(VolumeError::NotAVolume { path }).explain("cannot import these volumes");
+    };
+    // Lives until the push is done: rebuilt volumes are read from it.
+    let rebuilt_dir = tempfile::Builder::new()
+        .prefix("bundle-rebuilt-")
+        .tempdir_in(&ctx.tmp_dir)
+        .explain_with(|| format!("cannot use the temporary directory {}", ctx.tmp_dir.display()))?;
+    let record = first.contents.volume().expect("verified as a volume").clone();
+    let have: Vec<u32> = given.iter().filter_map(|g| g.contents.volume().map(|v| v.number)).collect();
+    let missing: Vec<u32> = (1..=record.count).filter(|n| !have.contains(n)).collect();
+    parity.retain(|(h, path)| {
+        let same = h.set == record.set && h.count == record.count;
+        if !same {
+            ctx.printer.warn(format!("{} is a parity volume of another set; not used", path.display()));
+        }
+        same
+    });
+    if !missing.is_empty() && !parity.is_empty() {
+        if missing.len() > parity.len() {
+            ctx.printer.warn(format!(
+                "{} volumes are missing and {} parity volumes are here: parity rebuilds at most as many volumes as there are parity volumes",
+                missing.len(),
+                parity.len()
+            ));
+        } else {
+            for rebuilt in rebuild(ctx, &given, &parity, &missing, rebuilt_dir.path()).await? {
+                given.push(rebuilt);
+            }
+        }
     }
     let set = assemble(given).explain("cannot import these volumes")?;
+    push(ctx, args, set, started).await
+}
+
+/// Rebuild the missing volumes from the others and the parity volumes, then verify each as any volume.
+async fn rebuild(
+    ctx: &Context,
+    given: &[GivenVolume],
+    parity: &[(ParityHeader, std::path::PathBuf)],
+    missing: &[u32],
+    dir: &std::path::Path,
+) -> Outcome<Vec<GivenVolume>> {
+    let first = &given[0];
+    let count = first.contents.volume().expect("a volume").count;
+    let present: Vec<(u32, std::path::PathBuf)> =
+        given.iter().filter_map(|g| g.contents.volume().map(|v| (v.number, g.path.clone()))).collect();
+    let template = first.path.clone();
+    let (parity, missing, dir) = (parity.to_vec(), missing.to_vec(), dir.to_path_buf());
+    let name =
+        move |n: u32| crate::volumes::sibling_name(&template, n, count).unwrap_or_else(|| format!("volume{n}.tar.zst"));
+    // A damaged parity volume would rebuild a damaged volume: its sidecar, when it came along, says first.
+    for (_, path) in &parity {
+        let file = path.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let expected = crate::archive::checksum::read_sidecar(&file).ok().flatten();
+            expected.map(|e| crate::archive::checksum::file_digest(&file, &|_| {}).is_ok_and(|a| a == e))
+        })
+        .await
+        .explain("the rebuild task failed")?;
+        if checked == Some(false) {
+            return Err(Failure::user(
+                format!("{} does not match its sidecar, so it cannot rebuild the missing volumes", path.display()),
+                "copy the parity volume again, or bring the missing volumes",
+            ));
+        }
+    }
+    let used = parity.len();
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        crate::volumes::parity::rebuild(count, &present, &parity, &missing, &dir, name)
+    })
+    .await
+    .explain("the rebuild task failed")?
+    .explain("cannot rebuild the missing volumes")?;
+    let mut out = Vec::new();
+    for (n, path) in rebuilt {
+        ctx.printer.info(format!("Rebuilt volume {n} of {count} from the others and {used} parity volumes"));
+        out.push(verify_volume(ctx, &path).await?);
+    }
+    Ok(out)
+}
+
+/// Verify one volume in full.
+async fn verify_volume(ctx: &Context, path: &std::path::Path) -> Outcome<GivenVolume> {
+    let path = path.to_path_buf();
+    let (archive, checked) = proof::verify_any(&ctx.printer, &path).await?;
+    let not_a_volume = || VolumeError::NotAVolume { path: path.clone() };
+    let Checked::Layout(contents) = checked else {
+        return Err(not_a_volume()).explain("cannot import these volumes");
+    };
+    let Some(v) = contents.volume() else { return Err(not_a_volume()).explain("cannot import these volumes") };
+    ctx.printer.info(format!(
+        "Verified {}: volume {} of {} ({} blobs and {} pieces, {})",
+        path.display(),
+        v.number,
+        v.count,
+        contents.blobs.len() - contents.manifests.len(),
+        contents.pieces.len(),
+        human(contents.blobs.values().chain(contents.pieces.values()).map(|e| e.size).sum())
+    ));
+    Ok(GivenVolume { path: path.clone(), archive, contents })
+}
+
+/// Push what the volumes complete; fail naming what is missing.
+async fn push(ctx: &Context, args: &ImportSettings, set: Assembled, started: std::time::Instant) -> Outcome<()> {
     let contents = &set.contents;
     if !set.missing.is_empty() {
         ctx.printer.warn(format!(

@@ -168,6 +168,8 @@ pub struct ExportSettings {
     pub since: Option<PathBuf>,
     /// `--volume-size`: write volumes of at most this many bytes.
     pub volume_size: Option<u64>,
+    /// `--parity`: parity volumes beside them.
+    pub parity: u32,
 }
 
 impl ExportSettings {
@@ -207,6 +209,7 @@ impl ExportSettings {
             created: created_from_env()?,
             since: args.since,
             volume_size: args.volume_size.map(|v| v.0),
+            parity: args.parity.unwrap_or(0),
         })
     }
 }

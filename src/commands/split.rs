@@ -23,9 +23,17 @@ pub async fn run(ctx: &Context, args: SplitArgs) -> Outcome<()> {
     ));
     let output = args.output.clone().unwrap_or_else(|| args.archive.clone());
     let set = contents.file_digest.clone();
-    let written = cut(ctx, archive, contents, set, args.volume_size.0, output, args.force).await?;
+    let shape = Shape { size: args.volume_size.0, parity: args.parity.unwrap_or(0) };
+    let written = cut(ctx, archive, contents, set, shape, output, args.force).await?;
     report(ctx, &written, args.volume_size.0, started);
     Ok(())
+}
+
+/// The volumes asked for: their size, and how many parity volumes go with them.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub size: u64,
+    pub parity: u32,
 }
 
 /// Cut `archive` into volumes named after `output`, with a progress bar.
@@ -34,10 +42,11 @@ pub async fn cut(
     archive: Arc<ArchiveFile>,
     contents: BundleContents,
     set: Digest,
-    size: u64,
+    shape: Shape,
     output: PathBuf,
     replace: bool,
 ) -> Outcome<Vec<WrittenVolume>> {
+    let Shape { size, parity } = shape;
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     // Volumes are written here and renamed into place once all are done; removed however the split ends.
     let staging = tempfile::Builder::new()
@@ -49,7 +58,8 @@ pub async fn cut(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let staged = staging.path().to_path_buf();
     let written = tokio::task::spawn_blocking(move || {
-        let job = SplitJob { archive, contents: &contents, set, size, output, replace, threads, staging: staged };
+        let job =
+            SplitJob { archive, contents: &contents, set, size, output, replace, threads, parity, staging: staged };
         split(job, &|n| p.add(n as i64))
     })
     .await

@@ -1,10 +1,14 @@
 //! `bundle verify FILE`: the offline completeness and integrity check (`archive::proof::verify_any`).
 
+use super::failure::Explain as _;
 use super::{Context, Outcome, human};
 use crate::archive::contents::Checked;
 use crate::archive::proof;
 
 pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
+    if let Some(header) = crate::volumes::parity::ParityHeader::read(archive) {
+        return parity(ctx, archive, &header).await;
+    }
     let (_, checked) = proof::verify_any(&ctx.printer, archive).await?;
     match checked {
         Checked::Layout(contents) => {
@@ -41,5 +45,39 @@ pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
             ctx.printer.info(super::import::DOCKER_SAVE_NOTE);
         }
     }
+    Ok(())
+}
+
+/// A parity volume holds no images to check: its sha256 against its sidecar is what can be proven alone.
+async fn parity(ctx: &Context, path: &std::path::Path, header: &crate::volumes::parity::ParityHeader) -> Outcome<()> {
+    use crate::archive::checksum::{file_digest, read_sidecar, sidecar_path};
+    let what = format!(
+        "parity volume {} of {} of set {} (with the set's {} volumes: any {} lost can be rebuilt)",
+        header.index, header.parity, header.set, header.count, header.parity
+    );
+    let expected = read_sidecar(path).explain_with(|| format!("cannot verify {}", path.display()))?;
+    let Some(expected) = expected else {
+        return Err(super::Failure::user(
+            format!("{} is a {what}, and its sidecar {} is missing", path.display(), sidecar_path(path).display()),
+            "a parity volume is checked against its .sha256 sidecar; bring it along",
+        ));
+    };
+    let file = path.to_path_buf();
+    let actual = tokio::task::spawn_blocking(move || file_digest(&file, &|_| {}))
+        .await
+        .explain("the verification task failed")?
+        .explain_with(|| format!("cannot read {}", path.display()))?;
+    if actual != expected {
+        return Err(super::Failure::user(
+            format!(
+                "{} failed verification: its sha256 is {} but its sidecar says {}",
+                path.display(),
+                actual.hex(),
+                expected.hex()
+            ),
+            "copy the parity volume again; a damaged one cannot rebuild anything",
+        ));
+    }
+    ctx.printer.result(format!("{}: OK, {what}; its sha256 matches its sidecar", path.display()));
     Ok(())
 }

@@ -12,6 +12,7 @@
 //! `--volume-size` writes the whole archive, then splits it, so the two give the same bytes), `set` gathers
 //! the volumes an import was given and says which images they complete.
 
+pub mod parity;
 pub mod plan;
 pub mod set;
 pub mod split;
@@ -50,8 +51,10 @@ pub enum VolumeError {
     MixedSets { first: PathBuf, second: PathBuf, first_set: Digest, second_set: Digest },
     #[error("{} and {} are both volume {number} of the set, with different content", first.display(), second.display())]
     TwoOfOne { first: PathBuf, second: PathBuf, number: u32 },
-    #[error("no volumes (NAME.partNNN.tar.zst) match {}", pattern.display())]
+    #[error("no volumes (NAME.partNNN.tar.zst, NAME.parityNN.bin) match {}", pattern.display())]
     NoneFound { pattern: PathBuf },
+    #[error("cannot compute or use the parity volumes: {reason}")]
+    Parity { reason: String },
 }
 
 impl Hint for VolumeError {
@@ -79,6 +82,9 @@ impl Hint for VolumeError {
             }
             VolumeError::NoneFound { .. } => {
                 "give the volumes' files, their directory, or a pattern that matches them".into()
+            }
+            VolumeError::Parity { .. } => {
+                "give the parity volumes of this set as they were written (NAME.parityNN.bin, unchanged)".into()
             }
         })
     }
@@ -163,7 +169,7 @@ pub fn expand_inputs(args: &[PathBuf]) -> Result<Vec<PathBuf>, VolumeError> {
     for arg in args {
         let found: Vec<PathBuf> =
             if arg.is_dir() && !arg.join("oci-layout").exists() && !arg.join("index.json").exists() {
-                list(arg, |name| number_in_name(name).is_some())?
+                list(arg, |name| number_in_name(name).is_some() || parity::is_parity_name(name))?
             } else if !arg.exists() && arg.file_name().is_some_and(|n| n.to_string_lossy().contains(['*', '?'])) {
                 let pattern = arg.file_name().unwrap_or_default().to_string_lossy().into_owned();
                 let dir = arg.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

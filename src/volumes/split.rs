@@ -30,6 +30,8 @@ pub struct SplitJob<'a> {
     pub output: PathBuf,
     pub replace: bool,
     pub threads: usize,
+    /// Parity volumes to write (0: none).
+    pub parity: u32,
     /// A directory on the output's filesystem where volumes are written before they take their names; the
     /// caller owns it, so an interrupted split leaves nothing behind.
     pub staging: PathBuf,
@@ -46,6 +48,8 @@ pub struct WrittenVolume {
     pub pieces: usize,
     /// Bytes of blobs and pieces it holds.
     pub bytes: u64,
+    /// A parity volume (`parity::`), not an archive.
+    pub parity: bool,
 }
 
 /// Cut `job.archive` into volumes; `on_bytes` hears of every blob byte copied.
@@ -55,7 +59,13 @@ pub fn split(job: SplitJob<'_>, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Vec<W
     if let Some(v) = &meta.volume {
         return Err(VolumeError::AlreadyVolume { path, number: v.number });
     }
-    let (volumes, records) = settle(job.contents, meta, &job.set, job.size)?;
+    // Every volume leaves room for a parity volume's header (and an even length), whether or not parity is asked
+    // for, so the volumes of an archive are the same either way.
+    let planned = job.size.saturating_sub(super::parity::HEADER) & !1;
+    let (volumes, records) = settle(job.contents, meta, &job.set, planned).map_err(|e| match e {
+        VolumeError::TooSmall { fixed, .. } => VolumeError::TooSmall { size: job.size, fixed },
+        other => other,
+    })?;
     let count = records.len() as u32;
     let names: Vec<PathBuf> = (1..=count).map(|n| super::volume_path(&job.output, n, count)).collect();
     if !job.replace
@@ -77,7 +87,27 @@ pub fn split(job: SplitJob<'_>, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Vec<W
         let front = Front { index: &index, metadata: volume_meta.to_json(), manifests: &manifests };
         written.push(write_volume(&job, &front, volume, record, name, on_bytes)?);
     }
+    if job.parity > 0 {
+        let outputs: Vec<PathBuf> =
+            (1..=job.parity).map(|i| super::parity::parity_path(&job.output, i, job.parity)).collect();
+        let staged: Vec<PathBuf> =
+            outputs.iter().map(|o| job.staging.join(o.file_name().unwrap_or_default())).collect();
+        let volumes: Vec<PathBuf> = written.iter().map(|v| v.staged.clone()).collect();
+        for ((digest, len), (out, staged)) in
+            super::parity::write(&job.set, &volumes, &staged)?.into_iter().zip(outputs.into_iter().zip(staged))
+        {
+            write_sidecar(&staged, &out, &digest)?;
+            written.push(WrittenVolume { path: out, staged, digest, len, blobs: 0, pieces: 0, bytes: 0, parity: true });
+        }
+    }
     Ok(written)
+}
+
+/// `staged`'s sidecar, naming the file as `name`.
+fn write_sidecar(staged: &Path, name: &Path, digest: &Digest) -> Result<(), VolumeError> {
+    std::fs::File::create(sidecar_path(staged))
+        .and_then(|mut side| side.write_all(sidecar_line(name, digest).as_bytes()).and_then(|()| side.sync_all()))
+        .map_err(|source| VolumeError::Io { what: "write", path: sidecar_path(name), source })
 }
 
 /// What every volume of a set carries before its blobs (bundle.json differs by its volume number).
@@ -139,9 +169,7 @@ fn write_volume(
     if done.compressed_len > job.size {
         return Err(VolumeError::Overflow { number: record.number, len: done.compressed_len, size: job.size });
     }
-    std::fs::File::create(sidecar_path(&staged))
-        .and_then(|mut side| side.write_all(sidecar_line(name, &done.digest).as_bytes()).and_then(|()| side.sync_all()))
-        .map_err(failed("write", &sidecar_path(name)))?;
+    write_sidecar(&staged, name, &done.digest)?;
     Ok(WrittenVolume {
         path: name.to_path_buf(),
         staged,
@@ -150,6 +178,7 @@ fn write_volume(
         blobs: volume.blobs.len(),
         pieces: volume.pieces.len(),
         bytes,
+        parity: false,
     })
 }
 

@@ -285,3 +285,51 @@ fn a_delta_cut_into_volumes_imports_on_top_of_its_base_set() {
     }
     assert_image_at(&dst.base_url(), "acme/newapp", "1.0", &sample_single("acme/newapp", "1.0", &newapp));
 }
+
+#[test]
+fn parity_volumes_rebuild_two_lost_volumes_at_import() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let (set, refs) = sample(&src, 606);
+    let ws = Workspace::new();
+    let mut args = vec!["export", "--volume-size", VOLUME, "--parity", "2", "-o", "set.tar.zst"];
+    for r in &refs {
+        args.extend(["--image", r.as_str()]);
+    }
+    ws.bundle(&args).success();
+    let volumes = volume_names(&ws, "set");
+    let parity = ["set.parity01.bin", "set.parity02.bin"];
+    for p in parity {
+        let len = std::fs::metadata(ws.path(p)).unwrap().len();
+        assert!(len <= 2 * MIB, "{p} is {len} bytes");
+        let r = ws.bundle(&["verify", p]).success();
+        assert!(r.stdout.contains("OK, parity volume"), "{}", r.stdout);
+    }
+    // Two discs lost: the others and the parity volumes make them again, byte for byte.
+    std::fs::create_dir(ws.path("disc")).unwrap();
+    let lost = [1, volumes.len() - 1];
+    for (_, v) in volumes.iter().enumerate().filter(|(i, _)| !lost.contains(i)) {
+        std::fs::copy(ws.path(v), ws.path(&format!("disc/{v}"))).unwrap();
+        std::fs::copy(ws.path(&format!("{v}.sha256")), ws.path(&format!("disc/{v}.sha256"))).unwrap();
+    }
+    for p in parity {
+        std::fs::copy(ws.path(p), ws.path(&format!("disc/{p}"))).unwrap();
+        std::fs::copy(ws.path(&format!("{p}.sha256")), ws.path(&format!("disc/{p}.sha256"))).unwrap();
+    }
+    let r = ws.bundle(&["import", "-d", &dst.host(), "disc"]).success();
+    for i in lost {
+        assert!(r.stderr.contains(&format!("Rebuilt volume {} of {}", i + 1, volumes.len())), "{}", r.stderr);
+    }
+    for img in &set.images {
+        assert_image_at(&dst.base_url(), &img.repo, &img.tag, img);
+    }
+    assert!(ws.tmp_leftovers().is_empty(), "{:?}", ws.tmp_leftovers());
+
+    // A damaged parity volume is refused rather than used.
+    let mut bytes = std::fs::read(ws.path("disc/set.parity01.bin")).unwrap();
+    bytes[5000] ^= 1;
+    std::fs::write(ws.path("disc/set.parity01.bin"), bytes).unwrap();
+    ws.bundle(&["verify", "disc/set.parity01.bin"]).failure();
+    let r = ws.bundle(&["import", "-d", &dst.host(), "disc"]).failure();
+    assert!(r.stderr.contains("does not match its sidecar"), "{}", r.stderr);
+}
