@@ -25,12 +25,8 @@ pub async fn run(ctx: &Context, args: &ImportSettings, started: std::time::Insta
         let path = args.archives[0].clone();
         return Err(VolumeError::NotAVolume { path }).explain("cannot import these volumes");
     };
-    // Lives until the push is done: rebuilt volumes are read from it.
-    let rebuilt_dir = tempfile::Builder::new()
-        .prefix("bundle-rebuilt-")
-        .tempdir_in(&ctx.tmp_dir)
-        .explain_with(|| format!("cannot use the temporary directory {}", ctx.tmp_dir.display()))?;
     let record = first.contents.volume().expect("verified as a volume").clone();
+    let mut rebuilt_dir = None;
     let have: Vec<u32> = given.iter().filter_map(|g| g.contents.volume().map(|v| v.number)).collect();
     let missing: Vec<u32> = (1..=record.count).filter(|n| !have.contains(n)).collect();
     parity.retain(|(h, path)| {
@@ -48,13 +44,21 @@ pub async fn run(ctx: &Context, args: &ImportSettings, started: std::time::Insta
                 parity.len()
             ));
         } else {
-            for rebuilt in rebuild(ctx, &given, &parity, &missing, rebuilt_dir.path()).await? {
+            let dir = tempfile::Builder::new()
+                .prefix("bundle-rebuilt-")
+                .tempdir_in(&ctx.tmp_dir)
+                .explain_with(|| format!("cannot use the temporary directory {}", ctx.tmp_dir.display()))?;
+            for rebuilt in rebuild(ctx, &given, &parity, &missing, dir.path()).await? {
                 given.push(rebuilt);
             }
+            // Kept until the push is done: the rebuilt volumes are read from it.
+            rebuilt_dir = Some(dir);
         }
     }
     let set = assemble(given).explain("cannot import these volumes")?;
-    push(ctx, args, set, started).await
+    let pushed = push(ctx, args, set, started).await;
+    drop(rebuilt_dir);
+    pushed
 }
 
 /// Rebuild the missing volumes from the others and the parity volumes, then verify each as any volume.
@@ -67,8 +71,14 @@ async fn rebuild(
 ) -> Outcome<Vec<GivenVolume>> {
     let first = &given[0];
     let count = first.contents.volume().expect("a volume").count;
-    let present: Vec<(u32, std::path::PathBuf)> =
-        given.iter().filter_map(|g| g.contents.volume().map(|v| (v.number, g.path.clone()))).collect();
+    let set = first.contents.volume().expect("a volume").set.clone();
+    // Each volume of this set once (volumes of another set are refused when the set is put together).
+    let mut present: Vec<(u32, std::path::PathBuf)> = Vec::new();
+    for v in given.iter().filter_map(|g| g.contents.volume().filter(|v| v.set == set).map(|v| (v.number, &g.path))) {
+        if !present.iter().any(|(n, _)| *n == v.0) {
+            present.push((v.0, v.1.clone()));
+        }
+    }
     let template = first.path.clone();
     let (parity, missing, dir) = (parity.to_vec(), missing.to_vec(), dir.to_path_buf());
     let name =

@@ -73,9 +73,14 @@ pub async fn cut(
 /// One line per volume, then how to use them.
 pub fn report(ctx: &Context, written: &[WrittenVolume], size: u64, started: std::time::Instant) {
     let total: u64 = written.iter().map(|v| v.len).sum();
+    let parity = written.iter().filter(|v| v.parity).count();
+    let with_parity = match parity {
+        0 => String::new(),
+        n => format!(" and {n} parity volumes (any {n} lost volumes can be rebuilt)"),
+    };
     ctx.printer.info(format!(
-        "Wrote {} volumes of at most {} ({} in all) in {:.1?}:",
-        written.len(),
+        "Wrote {} volumes{with_parity} of at most {} ({} in all) in {:.1?}:",
+        written.len() - parity,
         human(size),
         human(total),
         started.elapsed()
@@ -83,13 +88,11 @@ pub fn report(ctx: &Context, written: &[WrittenVolume], size: u64, started: std:
     for v in written {
         let name =
             v.path.file_name().map_or_else(|| v.path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        ctx.printer.result(format!(
-            "{name}  {}  {} blobs, {} pieces of blobs that span volumes  sha256 {}",
-            human(v.len),
-            v.blobs,
-            v.pieces,
-            v.digest.hex()
-        ));
+        let what = match v.parity {
+            true => "parity".to_string(),
+            false => format!("{} blobs, {} pieces of blobs that span volumes", v.blobs, v.pieces),
+        };
+        ctx.printer.result(format!("{name}  {}  {what}  sha256 {}", human(v.len), v.digest.hex()));
     }
     if let Some(first) = written.first() {
         let dir = first.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -296,8 +296,10 @@ fn parity_volumes_rebuild_two_lost_volumes_at_import() {
     for r in &refs {
         args.extend(["--image", r.as_str()]);
     }
-    ws.bundle(&args).success();
+    let r = ws.bundle(&args).success();
     let volumes = volume_names(&ws, "set");
+    let written = format!("Wrote {} volumes and 2 parity volumes (any 2 lost volumes can be rebuilt)", volumes.len());
+    assert!(r.stderr.contains(&written), "{}", r.stderr);
     let parity = ["set.parity01.bin", "set.parity02.bin"];
     for p in parity {
         let len = std::fs::metadata(ws.path(p)).unwrap().len();
