@@ -110,22 +110,45 @@ pub async fn verify(printer: &Printer, path: &Path) -> Result<(Arc<ArchiveFile>,
     }
 }
 
-/// Contents from the front of the archive and the tar headers (our seekable layout only), with every blob's
-/// location but no blob read yet; `None` means "verify in full first". Nothing here is proven yet: pair it
-/// with `Pending::start` and `prove` before pushing anything.
+/// Contents from the front of the archive and the tar headers (our seekable layout only; for a volume, the blobs
+/// placed on it and its pieces), with every blob's location but no blob read yet; `None` means "verify in full
+/// first". Nothing here is proven yet: pair it with `Pending::start` and `prove` before pushing anything.
 pub async fn front(path: &Path) -> Option<(Arc<ArchiveFile>, BundleContents)> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let archive = ArchiveFile::open(&path).ok()?;
         let mut scan = archive.scan_front().ok()??;
         let located = archive.locate().ok()??;
+        // A volume holds only the blobs placed on it (bundle.json lists the whole set's), and pieces.
+        let volume = scan
+            .metadata
+            .as_ref()
+            .and_then(|m| serde_json::from_slice::<crate::layout::BundleMetadata>(m).ok())
+            .and_then(|m| m.volume);
+        if let Some(v) = &volume {
+            let elsewhere: std::collections::BTreeSet<&Digest> =
+                v.placement.iter().filter(|p| p.volume != Some(v.number)).map(|p| &p.digest).collect();
+            scan.blobs.retain(|d, _| !elsewhere.contains(d));
+        } else if !located.pieces.is_empty() {
+            return None;
+        }
         // Every blob bundle.json lists, where the headers say it is, with the size both agree on; nothing more.
-        if located.len() != scan.blobs.len() {
+        if located.blobs.len() != scan.blobs.len() {
             return None;
         }
         for (digest, entry) in scan.blobs.iter_mut() {
-            let at = located.get(digest).filter(|l| l.size == entry.size)?;
+            let at = located.blobs.get(digest).filter(|l| l.size == entry.size)?;
             *entry = *at;
+        }
+        // Pieces named by their digests, as blobs are here: the sidecar check proves them, or the full verify.
+        for (digest, entry) in located.pieces {
+            let kind = super::reader::OtherKind::File {
+                entry,
+                digest: digest.clone(),
+                json: None,
+                content: super::reader::FileContent::Plain,
+            };
+            scan.others.push(super::reader::OtherEntry { path: crate::layout::piece_path(&digest), kind });
         }
         let (contents, problems) = check(scan, None);
         contents.filter(|_| problems.is_empty()).map(|c| (Arc::new(archive), c))

@@ -85,6 +85,12 @@ pub const EXPORT_EXTRAS: [&str; 2] = [DOCKER_MANIFEST_FILE, "repositories"];
 /// The table of contents of a `docker save` archive.
 pub const DOCKER_MANIFEST_FILE: &str = "manifest.json";
 
+/// Where `locate` found every blob, and a volume's pieces (by the digests their names give: not yet proven).
+pub struct Located {
+    pub blobs: BTreeMap<Digest, BlobEntry>,
+    pub pieces: BTreeMap<Digest, BlobEntry>,
+}
+
 /// An archive file on disk and how its contents can be reached.
 #[derive(Debug, Clone)]
 pub struct ArchiveFile {
@@ -321,7 +327,13 @@ impl ArchiveFile {
                 *slot = Some(Bytes::from(buf));
                 continue;
             }
-            let Some(digest) = layout::blob_digest(&path) else { return Ok(None) };
+            let Some(digest) = layout::blob_digest(&path) else {
+                // A volume's pieces come after its blobs: the front ends there.
+                if layout::piece_digest(&path).is_some() {
+                    break;
+                }
+                return Ok(None);
+            };
             if size > MAX_MANIFEST_BYTES as u64 {
                 break;
             }
@@ -351,11 +363,12 @@ impl ArchiveFile {
     /// `None` unless the archive is our seekable format and its structure is exactly what the scan accepts
     /// (regular files and the two directories, layout paths only, no duplicates, valid header checksums,
     /// sizes inside the stream): anything unusual is left to `scan`, which explains it.
-    pub fn locate(&self) -> Result<Option<BTreeMap<Digest, BlobEntry>>, ArchiveError> {
+    pub fn locate(&self) -> Result<Option<Located>, ArchiveError> {
         let Access::Seekable(table) = &self.access else { return Ok(None) };
         let end = table.decompressed_len();
         let mut cursor = table.cursor(&self.path);
         let mut blobs = BTreeMap::new();
+        let mut pieces = BTreeMap::new();
         let mut seen = std::collections::HashSet::new();
         let mut block = [0u8; 512];
         let mut offset = 0u64;
@@ -364,7 +377,7 @@ impl ArchiveFile {
                 return Ok(None);
             }
             if block.iter().all(|b| *b == 0) {
-                return Ok(Some(blobs));
+                return Ok(Some(Located { blobs, pieces }));
             }
             if !header_checksum_ok(&block) {
                 return Ok(None);
@@ -380,14 +393,21 @@ impl ArchiveFile {
                 return Ok(None);
             }
             match header.entry_type() {
-                tar::EntryType::Directory if size == 0 && matches!(path.as_str(), "." | "blobs" | "blobs/sha256") => {}
+                tar::EntryType::Directory
+                    if size == 0
+                        && matches!(path.as_str(), "." | "blobs" | "blobs/sha256" | "pieces" | "pieces/sha256") => {}
                 tar::EntryType::Regular | tar::EntryType::Continuous => match path.as_str() {
                     OCI_LAYOUT_FILE | INDEX_FILE | BUNDLE_FILE => {}
                     p if EXPORT_EXTRAS.contains(&p) => {}
-                    other => {
-                        let Some(digest) = layout::blob_digest(other) else { return Ok(None) };
-                        blobs.insert(digest, BlobEntry { offset: data, size });
-                    }
+                    other => match (layout::blob_digest(other), layout::piece_digest(other)) {
+                        (Some(digest), _) => {
+                            blobs.insert(digest, BlobEntry { offset: data, size });
+                        }
+                        (None, Some(digest)) => {
+                            pieces.insert(digest, BlobEntry { offset: data, size });
+                        }
+                        (None, None) => return Ok(None),
+                    },
                 },
                 _ => return Ok(None),
             }

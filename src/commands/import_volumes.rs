@@ -1,6 +1,7 @@
-//! `bundle import -d REGISTRY V1 V2 …`: the volumes of a set, in any order. Each is verified alone, the set is
-//! put together (`volumes::set`), every image whose volumes are all there is pushed, and then, when volumes are
-//! missing, the import fails naming them and the images they hold.
+//! `bundle import -d REGISTRY V1 V2 …`: the volumes of a set, in any order. Each is planned from its front and
+//! proven as a single archive is (by its sidecar beside the probe, else in full), lost volumes are rebuilt from
+//! parity volumes when there are enough, the set is put together (`volumes::set`), every image whose volumes are
+//! all there is pushed, and then, when volumes are missing, the import fails naming them and the images they hold.
 
 use super::failure::Explain as _;
 use super::settings::ImportSettings;
@@ -14,12 +15,23 @@ use crate::volumes::set::{Assembled, GivenVolume, assemble};
 pub async fn run(ctx: &Context, args: &ImportSettings, started: std::time::Instant) -> Outcome<()> {
     let mut given = Vec::new();
     let mut parity = Vec::new();
+    let mut unproven = Vec::new();
     for path in &args.archives {
         if let Some(header) = ParityHeader::read(path) {
             parity.push((header, path.clone()));
             continue;
         }
-        given.push(verify_volume(ctx, path).await?);
+        match plan_volume(ctx, path).await {
+            Some(u) => {
+                given.push(GivenVolume {
+                    path: path.clone(),
+                    archive: u.archive.clone(),
+                    contents: u.contents.clone(),
+                });
+                unproven.push(u);
+            }
+            None => given.push(verify_volume(ctx, path).await?),
+        }
     }
     let Some(first) = given.first() else {
         let path = args.archives[0].clone();
@@ -44,6 +56,8 @@ pub async fn run(ctx: &Context, args: &ImportSettings, started: std::time::Insta
                 parity.len()
             ));
         } else {
+            // A rebuild reads the other volumes: they must be proven first.
+            prove_all(ctx, std::mem::take(&mut unproven)).await?;
             let dir = tempfile::Builder::new()
                 .prefix("bundle-rebuilt-")
                 .tempdir_in(&ctx.tmp_dir)
@@ -56,7 +70,7 @@ pub async fn run(ctx: &Context, args: &ImportSettings, started: std::time::Insta
         }
     }
     let set = assemble(given).explain("cannot import these volumes")?;
-    let pushed = push(ctx, args, set, started).await;
+    let pushed = push(ctx, args, set, unproven, started).await;
     drop(rebuilt_dir);
     pushed
 }
@@ -114,6 +128,52 @@ async fn rebuild(
     Ok(out)
 }
 
+/// A volume planned from its front (metadata, manifests, tar headers) whose sidecar check runs while the
+/// destination is probed; proven before anything is pushed, as a single archive is.
+struct Unproven {
+    path: std::path::PathBuf,
+    archive: std::sync::Arc<crate::archive::ArchiveFile>,
+    contents: crate::archive::BundleContents,
+    check: proof::Pending,
+}
+
+/// Plan a volume from its front when its sidecar is there to prove it by; `None`: verify it in full instead.
+async fn plan_volume(ctx: &Context, path: &std::path::Path) -> Option<Unproven> {
+    crate::archive::checksum::read_sidecar(path).ok().flatten()?;
+    let (archive, contents) = proof::front(path).await?;
+    contents.volume()?;
+    let check = proof::Pending::start(&ctx.printer, path);
+    Some(Unproven { path: path.to_path_buf(), archive, contents, check })
+}
+
+/// Prove volumes planned from their fronts: by their sidecars, or (when one does not match) in full.
+async fn prove_all(ctx: &Context, unproven: Vec<Unproven>) -> Outcome<()> {
+    for u in unproven {
+        let (_, contents, how) = u.check.prove(&ctx.printer, &u.path, u.archive, u.contents).await?;
+        let against = match how {
+            proof::Proven::BySidecar => {
+                format!(" against {}", crate::archive::checksum::sidecar_path(&u.path).display())
+            }
+            proof::Proven::InFull => String::new(),
+        };
+        ctx.printer.info(format!("Verified {}{against}: {}", u.path.display(), held(&contents)));
+    }
+    Ok(())
+}
+
+/// `volume 2 of 5 (3 blobs and 1 pieces, 1.2 GiB)`.
+fn held(contents: &crate::archive::BundleContents) -> String {
+    let v = contents.volume().expect("a volume");
+    format!(
+        "volume {} of {} ({} blobs and {} pieces, {})",
+        v.number,
+        v.count,
+        contents.blobs.len() - contents.manifests.len(),
+        contents.pieces.len(),
+        human(contents.blobs.values().chain(contents.pieces.values()).map(|e| e.size).sum())
+    )
+}
+
 /// Verify one volume in full.
 async fn verify_volume(ctx: &Context, path: &std::path::Path) -> Outcome<GivenVolume> {
     let path = path.to_path_buf();
@@ -122,21 +182,21 @@ async fn verify_volume(ctx: &Context, path: &std::path::Path) -> Outcome<GivenVo
     let Checked::Layout(contents) = checked else {
         return Err(not_a_volume()).explain("cannot import these volumes");
     };
-    let Some(v) = contents.volume() else { return Err(not_a_volume()).explain("cannot import these volumes") };
-    ctx.printer.info(format!(
-        "Verified {}: volume {} of {} ({} blobs and {} pieces, {})",
-        path.display(),
-        v.number,
-        v.count,
-        contents.blobs.len() - contents.manifests.len(),
-        contents.pieces.len(),
-        human(contents.blobs.values().chain(contents.pieces.values()).map(|e| e.size).sum())
-    ));
+    if contents.volume().is_none() {
+        return Err(not_a_volume()).explain("cannot import these volumes");
+    }
+    ctx.printer.info(format!("Verified {}: {}", path.display(), held(&contents)));
     Ok(GivenVolume { path: path.clone(), archive, contents })
 }
 
 /// Push what the volumes complete; fail naming what is missing.
-async fn push(ctx: &Context, args: &ImportSettings, set: Assembled, started: std::time::Instant) -> Outcome<()> {
+async fn push(
+    ctx: &Context,
+    args: &ImportSettings,
+    set: Assembled,
+    unproven: Vec<Unproven>,
+    started: std::time::Instant,
+) -> Outcome<()> {
     let contents = &set.contents;
     if !set.missing.is_empty() {
         ctx.printer.warn(format!(
@@ -149,6 +209,14 @@ async fn push(ctx: &Context, args: &ImportSettings, set: Assembled, started: std
         ));
     }
     let prepared = delivery::prepare(ctx, &args.target, contents, args.dry_run).await?;
+    if prepared.nothing_to_do(contents) && !args.dry_run {
+        for u in unproven {
+            u.check.abandon();
+        }
+    } else {
+        // Something will be pushed (or shown): every volume must be proven sound first.
+        prove_all(ctx, unproven).await?;
+    }
     if args.dry_run {
         prepared.print_dry_run(ctx, contents);
     } else if prepared.nothing_to_do(contents) {

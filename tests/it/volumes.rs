@@ -124,7 +124,11 @@ fn volumes_verify_alone_fit_their_size_and_import_in_reverse_order_with_every_di
     let mut args = vec!["import", "-d", host.as_str()];
     let reversed: Vec<String> = volumes.iter().rev().cloned().collect();
     args.extend(reversed.iter().map(String::as_str));
-    ws.bundle(&args).success();
+    let r = ws.bundle(&args).success();
+    // Each volume is planned from its front and proven by its sidecar, as a single archive is.
+    for v in &volumes {
+        assert!(r.stderr.contains(&format!("Verified {v} against {v}.sha256: volume")), "{}", r.stderr);
+    }
     for img in &set.images {
         assert_image_at(&dst.base_url(), &img.repo, &img.tag, img);
     }
@@ -245,6 +249,22 @@ fn a_volume_with_a_damaged_or_missing_piece_fails_verify_naming_it_and_its_set_i
     args.extend(volumes.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, v)| v.as_str()));
     let r = ws.bundle(&args).failure();
     assert!(r.stderr.contains("damaged.tar.zst failed verification"), "{}", r.stderr);
+    assert!(dst.repositories().is_empty(), "{:?}", dst.repositories());
+
+    // A volume altered in place beside its old sidecar: planned from its front, then the sidecar disagrees, the
+    // full verification finds the damage, and nothing is pushed.
+    std::fs::create_dir(ws.path("altered")).unwrap();
+    for v in &volumes {
+        std::fs::copy(ws.path(v), ws.path(&format!("altered/{v}"))).unwrap();
+        std::fs::copy(ws.path(&format!("{v}.sha256")), ws.path(&format!("altered/{v}.sha256"))).unwrap();
+    }
+    let target = ws.path(&format!("altered/{}", volumes[0]));
+    let mut bytes = std::fs::read(&target).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&target, bytes).unwrap();
+    let r = ws.bundle(&["import", "-d", &host, "altered"]).failure();
+    assert!(r.stderr.contains(&format!("{} failed verification", volumes[0])), "{}", r.stderr);
     assert!(dst.repositories().is_empty(), "{:?}", dst.repositories());
 }
 
