@@ -7,7 +7,7 @@
 //! compresses it again as it uploads, checking that the bytes come out the same.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::archive::contents::StoredManifest;
 use crate::archive::docker_save::{DOCKER_CONFIG, DOCKER_LAYER_GZIP, DockerSave, NAMED_BY, SavedFile, gzip};
 use crate::archive::{ArchiveFile, ArchiveImage, BlobEntry, BundleContents};
-use crate::digest::{Digest, DigestWriter};
+use crate::digest::{Digest, DigestWriter, HashingRead};
 use crate::manifest::{self, DOCKER_MANIFEST};
 use crate::printer::Transfer;
 use crate::push::{ArchiveOrigin, Attempts, BlobOrigin, ChunkSender};
@@ -175,35 +175,20 @@ fn gzip_layer(
     threads: usize,
     progress: Option<&Transfer>,
 ) -> io::Result<()> {
-    let mut reader =
-        HashingRead { inner: archive.open_blob(&raw.digest, raw.entry)?, hasher: DigestWriter::new(), progress };
+    let count = |n: u64| {
+        if let Some(p) = progress {
+            p.add(n as i64);
+        }
+    };
+    let mut reader = HashingRead::new(archive.open_blob(&raw.digest, raw.entry)?, &count);
     gzip::gzip(&mut reader, out, GZIP_LEVEL, threads)?;
-    let hasher = reader.hasher;
-    if hasher.len() != raw.entry.size || hasher.finish() != raw.digest {
+    if !reader.matches(&raw.digest, raw.entry.size) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("{} changed since it was verified: it no longer matches {}", raw.path, raw.digest),
         ));
     }
     Ok(())
-}
-
-/// Hashes (and counts) what is read through it.
-struct HashingRead<'a> {
-    inner: Box<dyn Read + Send>,
-    hasher: DigestWriter,
-    progress: Option<&'a Transfer>,
-}
-
-impl Read for HashingRead<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        if let Some(p) = self.progress {
-            p.add(n as i64);
-        }
-        Ok(n)
-    }
 }
 
 /// A layer pushed as the gzip of a tar in the archive.

@@ -126,6 +126,33 @@ impl std::io::Write for DigestWriter {
     }
 }
 
+/// Hashes what is read through it and tells `on_bytes` how much, so a copy is checked as it goes.
+pub struct HashingRead<'a, R> {
+    inner: R,
+    hasher: DigestWriter,
+    on_bytes: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<'a, R: std::io::Read> HashingRead<'a, R> {
+    pub fn new(inner: R, on_bytes: &'a (dyn Fn(u64) + Sync)) -> Self {
+        HashingRead { inner, hasher: DigestWriter::new(), on_bytes }
+    }
+
+    /// Whether exactly `size` bytes went by and they hash to `expected`.
+    pub fn matches(self, expected: &Digest, size: u64) -> bool {
+        self.hasher.len() == size && self.hasher.finish() == *expected
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
+}
+
 impl crate::hint::Hint for DigestError {
     fn hint(&self) -> Option<String> {
         Some("digests look like `sha256:` and 64 hex characters; copy it from `skopeo inspect` or the registry".into())

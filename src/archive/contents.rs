@@ -207,6 +207,8 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
     let pieces = outside_the_layout(&scan, volume, &mut problems);
     let Some(index) = index else { return (None, problems) };
 
+    // Blobs a delta leaves to its base, or (a volume) other volumes hold: needed, and not in this archive.
+    let absent = not_held_here(metadata.as_ref());
     // Walk every image's graph.
     let mut manifests: HashMap<Digest, StoredManifest> = HashMap::new();
     let mut referenced: BTreeSet<Digest> = BTreeSet::new();
@@ -237,7 +239,6 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 None
             }
         };
-        let absent = not_held_here(metadata.as_ref());
         let omitted: BTreeSet<Digest> = metadata
             .as_ref()
             .and_then(|m| m.images.get(i))
@@ -283,7 +284,7 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
     }
 
     if let Some(meta) = &metadata {
-        check_metadata(meta, &index, &scan, &images, &mut problems);
+        check_metadata(meta, &index, &scan, &images, &absent, &mut problems);
         if let Some(record) = &meta.volume {
             check_volume(meta, record, &scan, &manifests, &pieces, &mut problems);
             let computed: Vec<Vec<u32>> = images.iter().map(|i| record.volumes_of(&i.blobs)).collect();
@@ -374,6 +375,7 @@ fn check_metadata(
     index: &LayoutIndex,
     scan: &Scan,
     images: &[ArchiveImage],
+    elsewhere: &BTreeMap<Digest, u64>,
     problems: &mut Vec<Problem>,
 ) {
     let mut problem = |message: String| problems.push(Problem { entry: "bundle.json".into(), message });
@@ -389,7 +391,6 @@ fn check_metadata(
         problem(format!("leaves blob {} to the base, but the archive holds it", b.digest));
     }
     // A volume lists every blob of its set; the ones other volumes hold are checked by `check_volume`.
-    let elsewhere = not_held_here(Some(meta));
     if meta.images.len() != index.manifests.len() {
         problem(format!("lists {} images but index.json lists {}", meta.images.len(), index.manifests.len()));
     }

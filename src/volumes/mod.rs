@@ -141,10 +141,14 @@ impl std::str::FromStr for VolumeSize {
 
 /// `DIR/NAME.tar.zst` → `DIR/NAME.partNNN.tar.zst` (three digits, more when the set needs them).
 pub fn volume_path(output: &Path, number: u32, count: u32) -> PathBuf {
-    let name = output.file_name().unwrap_or_default().to_string_lossy();
-    let stem = name.strip_suffix(".tar.zst").unwrap_or(&name);
     let width = count.to_string().len().max(3);
-    output.with_file_name(format!("{stem}.part{number:0width$}.tar.zst"))
+    output.with_file_name(format!("{}.part{number:0width$}.tar.zst", stem(output)))
+}
+
+/// `NAME` of `DIR/NAME.tar.zst` (the whole name when it has another ending): what a set's files are named after.
+pub fn stem(output: &Path) -> String {
+    let name = output.file_name().unwrap_or_default().to_string_lossy();
+    name.strip_suffix(".tar.zst").unwrap_or(&name).to_string()
 }
 
 /// The volume number in a `NAME.partNNN.tar.zst` file name.

@@ -76,10 +76,8 @@ fn hex_bytes(hex: &str) -> [u8; 32] {
 
 /// `DIR/NAME.tar.zst` → `DIR/NAME.parityNN.bin` (two digits, more when there are more parity volumes).
 pub fn parity_path(output: &Path, index: u32, parity: u32) -> PathBuf {
-    let name = output.file_name().unwrap_or_default().to_string_lossy();
-    let stem = name.strip_suffix(".tar.zst").unwrap_or(&name);
     let width = parity.to_string().len().max(2);
-    output.with_file_name(format!("{stem}.parity{index:0width$}.bin"))
+    output.with_file_name(format!("{}.parity{index:0width$}.bin", super::stem(output)))
 }
 
 /// Whether a file name is a parity volume's.

@@ -11,7 +11,7 @@ use super::VolumeError;
 use super::plan::{self, PiecePlan, VolumePlan};
 use crate::archive::checksum::{sidecar_line, sidecar_path};
 use crate::archive::{ArchiveFile, ArchiveWriter, BlobEntry, BundleContents};
-use crate::digest::{Digest, DigestWriter};
+use crate::digest::{Digest, DigestWriter, HashingRead};
 use crate::layout::{
     BLOBS_DIR, BUNDLE_FILE, BundleMetadata, INDEX_FILE, LayoutIndex, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, Piece,
     Placement, SHA256_DIR, VOLUME_FORMAT_VERSION, VolumeRecord,
@@ -236,7 +236,7 @@ fn settle(
         let fixed = carried(assumed);
         let volumes = plan::plan(&order, capacity, fixed)
             .ok_or(VolumeError::TooSmall { size, fixed: plan::compressed_bound(fixed) })?;
-        let records = records(contents, meta, set, &volumes);
+        let records = records(contents, set, &volumes);
         let longest = records
             .iter()
             .map(|r| {
@@ -256,12 +256,7 @@ fn settle(
 }
 
 /// Each volume's record, pieces named by a placeholder digest until their bytes are hashed.
-fn records(
-    contents: &BundleContents,
-    meta: &BundleMetadata,
-    set: &Digest,
-    volumes: &[VolumePlan],
-) -> Vec<VolumeRecord> {
+fn records(contents: &BundleContents, set: &Digest, volumes: &[VolumePlan]) -> Vec<VolumeRecord> {
     let count = volumes.len() as u32;
     let mut placement: BTreeMap<Digest, Placement> = BTreeMap::new();
     for (i, v) in volumes.iter().enumerate() {
@@ -286,7 +281,6 @@ fn records(
         placement: placement.into_values().collect(),
     };
     record.image_volumes = contents.images.iter().map(|i| record.volumes_of(&i.blobs)).collect();
-    debug_assert_eq!(contents.images.len(), meta.images.len());
     (1..=count).map(|number| VolumeRecord { number, ..record.clone() }).collect()
 }
 
@@ -383,29 +377,14 @@ fn copy(
         path: path.into(),
         source,
     })?;
-    let mut hashing = HashingRead { inner: reader, hasher: DigestWriter::new(), on_bytes };
+    let mut hashing = HashingRead::new(reader, on_bytes);
     w.add_reader(entry_path, entry.size, &mut hashing).map_err(|source| VolumeError::Io {
         what: "write",
         path: volume.into(),
         source,
     })?;
-    if hashing.hasher.len() != entry.size || hashing.hasher.finish() != *digest {
+    if !hashing.matches(digest, entry.size) {
         return Err(VolumeError::Changed { path: path.into(), digest: digest.clone() });
     }
     Ok(())
-}
-
-struct HashingRead<'a, R> {
-    inner: R,
-    hasher: DigestWriter,
-    on_bytes: &'a (dyn Fn(u64) + Sync),
-}
-
-impl<R: Read> Read for HashingRead<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        (self.on_bytes)(n as u64);
-        Ok(n)
-    }
 }
