@@ -355,3 +355,24 @@ fn parity_volumes_rebuild_two_lost_volumes_at_import() {
     let r = ws.bundle(&["import", "-d", &dst.host(), "disc"]).failure();
     assert!(r.stderr.contains("does not match its sidecar"), "{}", r.stderr);
 }
+
+#[test]
+fn volumes_of_two_sets_or_an_archive_among_volumes_are_refused_and_nothing_is_pushed() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let (_, refs) = sample(&src, 607);
+    let ws = Workspace::new();
+    let a = export_volumes(&ws, &refs, "a.tar.zst");
+    let b = export_volumes(&ws, &refs[..2], "b.tar.zst");
+    ws.export(&refs, "whole.tar.zst");
+    let host = dst.host();
+
+    let r = ws.bundle(&["import", "-d", &host, &a[0], &b[0]]).failure();
+    assert!(r.stderr.contains("are volumes of different sets"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: import the volumes of one set at a time"), "{}", r.stderr);
+    let r = ws.bundle(&["import", "-d", &host, &a[0], "whole.tar.zst"]).failure();
+    assert!(r.stderr.contains("whole.tar.zst is not a volume of a set"), "{}", r.stderr);
+    let r = ws.bundle(&["import", "-d", &host, "nothing-here.part*.tar.zst"]).failure();
+    assert!(r.stderr.contains("no volumes (NAME.partNNN.tar.zst, NAME.parityNN.bin) match"), "{}", r.stderr);
+    assert!(dst.repositories().is_empty(), "{:?}", dst.repositories());
+}
