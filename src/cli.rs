@@ -173,6 +173,25 @@ Examples:
     )]
     Images(ImagesArgs),
 
+    /// Before `helm install`: does every image the chart's pods will pull come from the destination, and is it there?
+    #[command(
+        long_about = "\
+Before `helm install` at the site: render the chart the way it will be installed (every pass, the same -f, --set \
+and --pass flags helm gets, the air-gap values file among them) or read rendered manifests (--manifests FILE, or - \
+for stdin, e.g. `kubectl get pods -A -o yaml`), find every image a pod will pull (`image:` keys, images in env \
+values, args and ConfigMaps, operators' images kept in pieces), and say of each whether it is `ok` (under -d and \
+present there: a HEAD of its tag or digest, with the registry config's credentials), `not under DEST` or \
+`missing at DEST`. Exits 0 only when every image is ok. The chart can come from the destination itself \
+(`-c oci://DEST/charts/NAME --version V`), where import pushed it.",
+        after_help = "\
+Examples:
+  bundle check -d registry.internal:5000/mirror -c oci://registry.internal:5000/mirror/charts/app --version 1.2.0 \\
+      -f site-values.yaml -f airgap-values.yaml
+  kubectl get pods -A -o yaml | bundle check -d registry.internal:5000/mirror --manifests -
+  bundle check -d registry.internal:5000/mirror --manifests rendered.yaml --json --why"
+    )]
+    Check(CheckArgs),
+
     /// Cut an archive into volumes of a chosen size.
     #[command(
         long_about = "\
@@ -276,10 +295,38 @@ pub struct ImagesArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Under each image, where it was found: the pass, the document's kind/name and key path (or the env
+    /// value, arg or ConfigMap key), and how.
+    #[arg(long)]
+    pub why: bool,
+
     /// With --json: resolve each image and show which platforms --platform would keep, and the signatures,
     /// attestations and SBOMs attached to it.
     #[command(flatten)]
     pub platform: PlatformArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The registry (and prefix) every image must come from: `REGISTRY[/PREFIX]`, as given to import.
+    #[arg(short = 'd', long = "destination", value_name = "REGISTRY[/PREFIX]")]
+    pub destination: String,
+
+    #[command(flatten)]
+    pub chart: ChartArgs,
+
+    /// Rendered manifests to read instead of a chart (YAML documents, or a List such as `kubectl get pods -A
+    /// -o yaml` prints); `-` reads stdin.
+    #[arg(long, value_name = "FILE", conflicts_with = "chart")]
+    pub manifests: Option<String>,
+
+    /// Print the result as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Under each image, where it was found.
+    #[arg(long)]
+    pub why: bool,
 }
 
 /// The images to carry: a spec, a chart, listed images (export and copy take the same).

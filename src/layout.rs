@@ -199,7 +199,7 @@ pub struct ChartRecord {
     pub passes: Vec<Vec<String>>,
     /// Images found at a values path, and whether `global.imageRegistry` redirects them.
     pub image_values: Vec<ImageValueRecord>,
-    /// Images only templates compute: no values path can redirect them.
+    /// Images no values path redirects (the plan's `unmovable`, kept for readers of older bundles).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unmapped: Vec<String>,
     /// Whether some rendered image follows `global.imageRegistry` (learnt by rendering with a sentinel).
@@ -214,15 +214,66 @@ pub struct ChartRecord {
 
 /// The air-gap values file before the destination is known: overrides applied in order to an empty values
 /// tree. Proven (at export, with helm) means: rendered with these overrides for a sentinel destination, every
-/// image the chart renders, in every pass, became exactly the reference import pushes it to, except `unmovable`.
+/// image of `images`, in every pass, became exactly the reference import pushes it to, except `unmovable`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ValuesPlan {
     pub proven: bool,
     pub overrides: Vec<ValuesOverride>,
-    /// Images no values key moves (computed in templates), as the chart renders them; import names each.
+    /// Images that do not land with these values, as the chart renders them, and why; import names each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "unmovable_entries")]
+    pub unmovable: Vec<Unmovable>,
+    /// Every image the proof judged, as the chart renders it (empty in plans made before it was recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unmovable: Vec<String>,
+    pub images: Vec<String>,
+}
+
+/// An image the values cannot move, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Unmovable {
+    pub image: String,
+    pub reason: UnmovableReason,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnmovableReason {
+    /// The templates write it: no values key feeds it.
+    Template,
+    /// Values feed it, but no change of them lands it where import pushes it.
+    NoValueLandsIt,
+    /// It sits in a list whose copy would carry a secret into bundle.json.
+    SecretList,
+}
+
+impl UnmovableReason {
+    pub fn text(self) -> &'static str {
+        match self {
+            UnmovableReason::Template => "the chart's templates write it; no values key moves it",
+            UnmovableReason::NoValueLandsIt => "values feed it, but no setting of them lands it where import pushes it",
+            UnmovableReason::SecretList => {
+                "it is set in a list that also holds a secret, which bundle will not copy into the values file"
+            }
+        }
+    }
+}
+
+/// Plans made before reasons were recorded hold bare image strings.
+fn unmovable_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Unmovable>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Image(String),
+        Full(Unmovable),
+    }
+    Ok(Vec::<Entry>::deserialize(d)?
+        .into_iter()
+        .map(|e| match e {
+            Entry::Image(image) => Unmovable { image, reason: UnmovableReason::Template },
+            Entry::Full(u) => u,
+        })
+        .collect())
 }
 
 /// Set the value at `path` (map keys and list indexes from the top of the values).
@@ -248,10 +299,22 @@ pub enum OverrideValue {
     Destination,
     /// `REGISTRY` alone.
     Registry,
-    /// Where import pushes `image`, without the registry: `PREFIX/org/name`.
+    /// The part of where import pushes `image` that the template puts between `before` and `after`: the rule
+    /// every proven override follows. The template writes `before`, this value, then `after`; where import
+    /// pushes `image` (its name, then the tag or digest as `image` writes them) must read the same, so the
+    /// value is that text without `before` and `after`. A registry value is its whole front (`quay.io` with
+    /// `after` = `/org/name:1` becomes `REGISTRY/PREFIX`), a repository after a global setting only its path.
+    Between {
+        image: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        before: Vec<Around>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        after: Vec<Around>,
+    },
+    /// Where import pushes `image`, without the registry: `PREFIX/org/name` (plans made before `between`).
     Repository { image: String },
-    /// Where import pushes `image`, without the registry and the prefix (`org/name`), then `suffix`: for
-    /// templates that put the global registry setting in front of the repository themselves.
+    /// Where import pushes `image`, without the registry and the prefix (`org/name`), then `suffix` (plans made
+    /// before `between`).
     Path {
         image: String,
         #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -267,6 +330,18 @@ pub enum OverrideValue {
     /// A value as it is: a whole list copied from the chart's values (helm replaces lists whole, so an
     /// override inside one carries all of it), or a switch the chart needs for images from another registry.
     Literal { value: serde_yaml_ng::Value },
+}
+
+/// Text around a value, in terms of the destination.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Around {
+    /// Text the template or another value writes.
+    Text(String),
+    /// `REGISTRY/PREFIX` (a global setting in front).
+    Destination,
+    /// `REGISTRY` (another value of the same plan that holds the registry alone).
+    Registry,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

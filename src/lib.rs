@@ -15,6 +15,7 @@ compile_error!("bundle builds for Linux only (O_DIRECT staging, sync_file_range)
 pub mod archive;
 pub mod blob_store;
 pub mod chart;
+pub mod check;
 pub mod child_process;
 pub mod cli;
 pub mod commands;

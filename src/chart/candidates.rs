@@ -1,6 +1,8 @@
 //! Where images may sit in a chart's values: every map or string that could be what a template turns into an
-//! image reference. Deliberately liberal: the probe (`prove`) marks each candidate and renders once to learn
-//! which of them really feed which rendered image, so a false candidate costs nothing but a marker.
+//! image reference, and every string that is a part of a rendered reference on its path boundaries (a registry
+//! `quay.io`, a `registry/org` like dapr's `ghcr.io/dapr`, an operator's `repository: nvcr.io/nvidia`, a whole
+//! name). Deliberately liberal: the probe (`prove`) marks each candidate and renders once to learn which of them
+//! really feed which rendered image, and where in it, so a false candidate costs nothing but a marker.
 
 use std::collections::BTreeSet;
 
@@ -65,6 +67,83 @@ pub fn find(scoped: &[ScopedValues<'_>], rendered: &BTreeSet<String>) -> Vec<Can
     }
     out.truncate(MAX_CANDIDATES);
     out
+}
+
+/// Every string in the effective values that is a part of a rendered reference on its path boundaries: its start
+/// (`quay.io`, `ghcr.io/dapr`, `nginx`), or a part with a `/` or `.` further in (`bitnami/wordpress` after a
+/// registry). Single words further in (`operator`, `agent`) are left out: names like that are everywhere in values.
+pub fn find_parts(scoped: &[ScopedValues<'_>], rendered: &BTreeSet<String>) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for scope in scoped {
+        let subcharts: BTreeSet<&str> = scope.chart.subcharts.iter().map(|s| s.key.as_str()).collect();
+        let Value::Mapping(m) = &scope.values else { continue };
+        for (k, v) in m {
+            let Some(key) = k.as_str() else { continue };
+            if subcharts.contains(key) || (key == "global" && !scope.path.is_empty()) {
+                continue;
+            }
+            let mut path: Vec<ValuesKey> = scope.path.iter().map(|p| ValuesKey::Key(p.clone())).collect();
+            path.push(ValuesKey::Key(key.to_string()));
+            parts(v, &mut path, rendered, &mut out, 0);
+        }
+    }
+    out.truncate(MAX_CANDIDATES);
+    out
+}
+
+fn parts(v: &Value, path: &mut Vec<ValuesKey>, rendered: &BTreeSet<String>, out: &mut Vec<Candidate>, depth: usize) {
+    if out.len() >= MAX_CANDIDATES || depth > 64 {
+        return;
+    }
+    match v {
+        Value::Mapping(m) => {
+            for (k, val) in m {
+                let Some(k) = k.as_str() else { continue };
+                path.push(ValuesKey::Key(k.to_string()));
+                parts(val, path, rendered, out, depth + 1);
+                path.pop();
+            }
+        }
+        Value::Sequence(s) => {
+            for (i, item) in s.iter().enumerate() {
+                path.push(ValuesKey::Index(i));
+                parts(item, path, rendered, out, depth + 1);
+                path.pop();
+            }
+        }
+        Value::String(s) => {
+            let s = s.trim();
+            if rendered.iter().any(|r| is_part_of(s, r)) {
+                out.push(Candidate { path: path.clone(), slot: Slot::String { written: s.to_string() } });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `part` sits in `reference` between path boundaries: at its start or after a `/`, and before a `/`, `:`, `@`
+/// or its end. Further in than the start it must hold a `/` or `.`.
+pub fn is_part_of(part: &str, reference: &str) -> bool {
+    if part.len() < 2 || part.contains(char::is_whitespace) || part.contains("{{") {
+        return false;
+    }
+    let bytes = reference.as_bytes();
+    reference.match_indices(part).any(|(i, _)| {
+        let end = i + part.len();
+        let starts = i == 0 || (bytes[i - 1] == b'/' && (part.contains('/') || part.contains('.')));
+        starts && (end == bytes.len() || matches!(bytes[end], b'/' | b':' | b'@'))
+    })
+}
+
+/// `name` is a whole path component run of `reference` (`cert-manager-controller` in
+/// `quay.io/jetstack/cert-manager-controller:v1`), single words included: for a map's name key.
+pub fn is_name_in(name: &str, reference: &str) -> bool {
+    let bytes = reference.as_bytes();
+    !name.is_empty()
+        && reference.match_indices(name).any(|(i, _)| {
+            let end = i + name.len();
+            (i == 0 || bytes[i - 1] == b'/') && (end == bytes.len() || matches!(bytes[end], b'/' | b':' | b'@'))
+        })
 }
 
 fn image_like(key: &str) -> bool {
@@ -147,6 +226,19 @@ fn walk(
 mod tests {
     use super::*;
     use crate::chart::Chart;
+
+    #[test]
+    fn parts_sit_on_path_boundaries() {
+        let r = "ghcr.io/dapr/operator:1.18.3";
+        for yes in ["ghcr.io", "ghcr.io/dapr", "ghcr.io/dapr/operator", r, "dapr/operator"] {
+            assert!(is_part_of(yes, r), "{yes}");
+        }
+        for no in ["ghcr", "dapr", "operator", "1.18.3", "ghcr.io/da", "o/dapr", ""] {
+            assert!(!is_part_of(no, r), "{no}");
+        }
+        assert!(is_part_of("nginx", "nginx:1.25"));
+        assert!(is_part_of("docker.io", "docker.io/bitnami/wordpress:6"));
+    }
 
     fn chart(values: &str) -> Chart {
         Chart::with_values(values)

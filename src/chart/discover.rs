@@ -38,7 +38,7 @@ pub enum How {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
-    /// As the chart writes it.
+    /// As the chart writes it, or as assembled from its pieces.
     pub reference: String,
     pub how: How,
     /// The render pass (its --set expressions; "" for the common values only).
@@ -46,13 +46,35 @@ pub struct Finding {
     pub pass: Option<String>,
     /// `Kind/name key.path` for rendered documents, the values path for the scan, the annotation name.
     pub location: String,
+    /// For an image kept in pieces: the keys it was assembled from (`image + repository + version`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pieces: Option<String>,
+}
+
+/// A bare image name a rendered document holds without the parts that make it a reference (an operator's
+/// component the chart leaves for the user to fill in): named, never sent to a registry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Incomplete {
+    pub name: String,
+    /// What it lacks: `a version`, `a registry or repository`, or both.
+    pub missing: &'static str,
+    pub pass: String,
+    pub location: String,
+}
+
+/// What one render holds: the images of each document, in helm's order, and the incomplete names.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    pub documents: Vec<Vec<Finding>>,
+    pub incomplete: Vec<Incomplete>,
 }
 
 pub use crate::layout::{ImageShape, ImageValue};
 
 /// Images in the documents `helm template` printed for one pass.
 pub fn from_rendered(text: &str, pass: &str) -> Result<Vec<Finding>, ChartError> {
-    Ok(by_document(text, pass, &BTreeSet::new())?.into_iter().flatten().collect())
+    Ok(by_document(text, pass, &BTreeSet::new())?.documents.into_iter().flatten().collect())
 }
 
 /// The same, document by document, in the order helm printed them. The probe matches images between renders
@@ -61,7 +83,18 @@ pub fn from_rendered(text: &str, pass: &str) -> Result<Vec<Finding>, ChartError>
 /// Outside `image:` keys only fully qualified references count, or references equal to one an `image:` key
 /// names (or to one of `known`): an injector's `AGENT_INJECT_VAULT_IMAGE: hashicorp/vault:2.0.4` is the image it
 /// will inject, and must move with it.
-pub fn by_document(text: &str, pass: &str, known: &BTreeSet<String>) -> Result<Vec<Vec<Finding>>, ChartError> {
+pub fn by_document(text: &str, pass: &str, known: &BTreeSet<String>) -> Result<Rendered, ChartError> {
+    by_document_with(text, pass, known, &|_| false)
+}
+
+/// `by_document`, where tokens outside `image:` keys for which `also` holds count as references too (the probe's
+/// marked values, which are not fully qualified when the value was not).
+pub fn by_document_with(
+    text: &str,
+    pass: &str,
+    known: &BTreeSet<String>,
+    also: &dyn Fn(&str) -> bool,
+) -> Result<Rendered, ChartError> {
     let mut docs = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = <Value as serde::Deserialize>::deserialize(doc).map_err(|e| {
@@ -70,41 +103,101 @@ pub fn by_document(text: &str, pass: &str, known: &BTreeSet<String>) -> Result<V
         docs.push(value);
     }
     let mut known = known.clone();
+    let mut scratch = Vec::new();
     for doc in &docs {
         let mut found = Vec::new();
-        walk_document(doc, &Walk { pass, known: &BTreeSet::new() }, "", &mut found);
+        walk_document(doc, &Walk { pass, known: &BTreeSet::new(), also }, "", &mut found, &mut scratch);
         known.extend(found.into_iter().filter(|f| f.how == How::ImageKey).map(|f| f.reference));
     }
-    let walk = Walk { pass, known: &known };
-    Ok(docs
-        .iter()
-        .map(|doc| {
-            let mut found = Vec::new();
-            walk_document(doc, &walk, "", &mut found);
-            found
-        })
-        .collect())
+    let walk = Walk { pass, known: &known, also };
+    let mut rendered = Rendered::default();
+    for doc in &docs {
+        let mut found = Vec::new();
+        walk_document(doc, &walk, "", &mut found, &mut rendered.incomplete);
+        rendered.documents.push(found);
+    }
+    rendered.incomplete.sort();
+    rendered.incomplete.dedup();
+    Ok(rendered)
 }
 
 /// What a walk over rendered documents carries along.
 struct Walk<'a> {
     pass: &'a str,
     known: &'a BTreeSet<String>,
+    also: &'a dyn Fn(&str) -> bool,
 }
 
-fn walk_document(doc: &Value, w: &Walk<'_>, outer: &str, out: &mut Vec<Finding>) {
+/// Where the walk is inside one document.
+struct Place<'v, 'l> {
+    kind: &'l str,
+    label: &'l str,
+    /// The maps above the current value, outermost first.
+    ancestors: Vec<&'v serde_yaml_ng::Mapping>,
+    /// Some map of this document keeps an image in pieces.
+    has_pieces: bool,
+}
+
+fn walk_document(doc: &Value, w: &Walk<'_>, outer: &str, out: &mut Vec<Finding>, incomplete: &mut Vec<Incomplete>) {
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
     let name = doc.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
     if kind.is_empty() && name.is_empty() && !doc.is_mapping() {
         return;
     }
     let label = format!("{outer}{kind}/{name}");
-    let mut path = Vec::new();
-    walk(doc, &mut path, kind, &label, w, out);
+    let mut at = Place { kind, label: &label, ancestors: Vec::new(), has_pieces: any_pieces(doc, 0) };
+    walk(doc, &mut Vec::new(), &mut at, w, out, incomplete);
 }
 
-fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, w: &Walk<'_>, out: &mut Vec<Finding>) {
+/// Whether some map in `v` holds an image beside its pieces (bounded depth: rendered documents are shallow).
+fn any_pieces(v: &Value, depth: usize) -> bool {
+    if depth > 64 {
+        return false;
+    }
+    match v {
+        Value::Mapping(m) => super::pieces::holds_pieces(m) || m.values().any(|x| any_pieces(x, depth + 1)),
+        Value::Sequence(s) => s.iter().any(|x| any_pieces(x, depth + 1)),
+        _ => false,
+    }
+}
+
+/// `--engine-image`, `-image`, `--sidecar-image=`: a command-line flag whose value is an image.
+fn image_flag(s: &str) -> bool {
+    let s = s.trim();
+    let name = s.split('=').next().unwrap_or(s);
+    name.starts_with('-') && name.to_ascii_lowercase().ends_with("image")
+}
+
+/// `docker_image`, `sidecarImage`, `connection_pooler_image`: a key that names an image, other than `image`.
+fn named_like_an_image(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.len() > "image".len() && k.ends_with("image")
+}
+
+/// A reference with an explicit tag or digest (so `true`, `latest` or a bare word under such a key is not one).
+fn has_tag(s: &str) -> bool {
+    let last = s.rsplit('/').next().unwrap_or("");
+    (last.contains(':') || s.contains('@')) && !s.contains("://") && ImageRef::parse(s).is_ok()
+}
+
+/// An element of one of these lists is a container, whose `image` is a reference as it stands.
+fn in_container(path: &[String]) -> bool {
+    path.last()
+        .and_then(|p| p.split('[').next())
+        .is_some_and(|k| matches!(k, "containers" | "initContainers" | "ephemeralContainers"))
+        && path.last().is_some_and(|p| p.ends_with(']'))
+}
+
+fn walk<'v>(
+    v: &'v Value,
+    path: &mut Vec<String>,
+    at: &mut Place<'v, '_>,
+    w: &Walk<'_>,
+    out: &mut Vec<Finding>,
+    incomplete: &mut Vec<Incomplete>,
+) {
     let pass = w.pass;
+    let (kind, label) = (at.kind, at.label);
     match v {
         Value::Mapping(m) => {
             for (k, val) in m {
@@ -117,27 +210,86 @@ fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, w: &Walk<'_>
                     if let Value::String(s) = val
                         && !s.trim().is_empty()
                     {
+                        let cx = super::pieces::Context {
+                            map: m,
+                            ancestors: &at.ancestors,
+                            in_container: in_container(path),
+                            document_has_pieces: at.has_pieces,
+                        };
                         path.push(key);
-                        out.push(Finding {
-                            reference: s.trim().to_string(),
-                            how: if kind == "ConfigMap" { How::Configmap } else { How::ImageKey },
-                            pass: Some(pass.to_string()),
-                            location: format!("{label} {}", path.join(".")),
-                        });
+                        let location = format!("{label} {}", path.join("."));
                         path.pop();
+                        match super::pieces::name(s, &cx) {
+                            super::pieces::Named::Reference { reference, pieces } => out.push(Finding {
+                                reference,
+                                how: if kind == "ConfigMap" { How::Configmap } else { How::ImageKey },
+                                pass: Some(pass.to_string()),
+                                location,
+                                pieces,
+                            }),
+                            super::pieces::Named::Incomplete { name, missing } => {
+                                incomplete.push(Incomplete { name, missing, pass: pass.to_string(), location })
+                            }
+                        }
                     }
                     continue;
                 }
+                // An operator's configuration names images under keys of their own (`docker_image`,
+                // `connectionPoolerImage`), and in env vars named for them (longhorn's manager creates its CSI
+                // pods from `CSI_ATTACHER_IMAGE: longhornio/csi-attacher:v4.4.2`): a reference with a tag there
+                // is one, fully qualified or not.
+                let env_image = key == "value"
+                    && path.iter().any(|p| p.split('[').next() == Some("env"))
+                    && m.get("name").and_then(Value::as_str).is_some_and(|n| n.to_ascii_lowercase().contains("image"));
+                if let Value::String(s) = val
+                    && (named_like_an_image(&key) || env_image)
+                    && has_tag(s.trim())
+                {
+                    path.push(key);
+                    out.push(Finding {
+                        reference: s.trim().to_string(),
+                        how: if env_image {
+                            How::Env
+                        } else if kind == "ConfigMap" {
+                            How::Configmap
+                        } else {
+                            How::ImageKey
+                        },
+                        pass: Some(pass.to_string()),
+                        location: format!("{label} {}", path.join(".")),
+                        pieces: None,
+                    });
+                    path.pop();
+                    continue;
+                }
                 path.push(key);
-                walk(val, path, kind, label, w, out);
+                at.ancestors.push(m);
+                walk(val, path, at, w, out, incomplete);
+                at.ancestors.pop();
                 path.pop();
             }
         }
         Value::Sequence(s) => {
+            let flags = path.last().is_some_and(|p| matches!(p.split('[').next(), Some("args" | "command")));
             for (i, item) in s.iter().enumerate() {
                 let last = path.pop().unwrap_or_default();
                 path.push(format!("{last}[{i}]"));
-                walk(item, path, kind, label, w, out);
+                // `--engine-image` then `longhornio/longhorn-engine:v1.6.0`: the value of an image flag.
+                let flagged = flags
+                    && i > 0
+                    && s[i - 1].as_str().is_some_and(image_flag)
+                    && item.as_str().is_some_and(|v| has_tag(v.trim()) && !is_fully_qualified(v.trim()));
+                if flagged {
+                    out.push(Finding {
+                        reference: item.as_str().unwrap_or_default().trim().to_string(),
+                        how: How::Args,
+                        pass: Some(pass.to_string()),
+                        location: format!("{label} {}", path.join(".")),
+                        pieces: None,
+                    });
+                } else {
+                    walk(item, path, at, w, out, incomplete);
+                }
                 path.pop();
                 path.push(last);
             }
@@ -162,25 +314,50 @@ fn walk(v: &Value, path: &mut Vec<String>, kind: &str, label: &str, w: &Walk<'_>
             // A ConfigMap may carry whole manifests (operators that apply them later): walk them like
             // rendered documents, which says more about where an image is than a bare token does.
             let mut embedded = Vec::new();
-            if how == How::Configmap && s.contains("image:") {
+            // `image:`, `"image":`, `natsImage:`: anything that may name an image is worth parsing.
+            if how == How::Configmap && (s.contains("image") || s.contains("Image")) {
                 let inner_label = format!("{label} {} -> ", path.join("."));
                 for inner in embedded_documents(s) {
-                    walk_document(&inner, w, &inner_label, &mut embedded);
+                    walk_document(&inner, w, &inner_label, &mut embedded, incomplete);
                 }
                 for f in &mut embedded {
                     f.how = How::Configmap;
                 }
             }
+            let mut seen: BTreeSet<&str> = embedded.iter().map(|f| f.reference.as_str()).collect();
+            let location = format!("{label} {}", path.join("."));
+            let mut previous = "";
             for token in tokens(s) {
-                if (is_fully_qualified(token) || w.known.contains(token))
-                    && !embedded.iter().any(|f| f.reference == token)
-                {
+                // `--engine-image=longhornio/longhorn-engine:v1.6.0`: the value of an image flag.
+                let flagged = how == How::Args && image_flag(previous) && has_tag(token);
+                previous = token;
+                let counts = is_fully_qualified(token)
+                    || w.known.contains(token)
+                    || flagged
+                    || ((w.also)(token) && ImageRef::parse(token).is_ok());
+                if counts && seen.insert(token) {
                     out.push(Finding {
                         reference: token.to_string(),
                         how,
                         pass: Some(pass.to_string()),
-                        location: format!("{label} {}", path.join(".")),
+                        location: location.clone(),
+                        pieces: None,
                     });
+                }
+            }
+            // A template a ConfigMap carries (an injector's, which is not YAML until it is filled in) names
+            // the images it writes literally on `image:` lines.
+            if how == How::Configmap {
+                for reference in template_images(s) {
+                    if seen.insert(reference) {
+                        out.push(Finding {
+                            reference: reference.to_string(),
+                            how,
+                            pass: Some(pass.to_string()),
+                            location: location.clone(),
+                            pieces: None,
+                        });
+                    }
                 }
             }
             out.extend(embedded);
@@ -212,6 +389,20 @@ pub fn embedded_documents(s: &str) -> Vec<Value> {
     out
 }
 
+/// Literal references on `image:` lines of a text (`image: busybox:1.28`, `- image: "quay.io/a/b:1"`): those with
+/// a tag, a digest or a path, since a bare word there may be a template's placeholder.
+fn template_images(s: &str) -> impl Iterator<Item = &str> {
+    s.lines().take(1 << 16).filter_map(|line| {
+        let line = line.trim_start();
+        let line = line.strip_prefix("- ").unwrap_or(line).trim_start();
+        let value = line.strip_prefix("image:")?.trim();
+        let value = value.trim_matches(|c| c == '"' || c == '\'');
+        let literal = !value.is_empty() && !value.contains("{{") && !value.contains(char::is_whitespace);
+        let named = value.contains('/') || value.contains(':') || value.contains('@');
+        (literal && named && ImageRef::parse(value).is_ok()).then_some(value)
+    })
+}
+
 fn tokens(s: &str) -> impl Iterator<Item = &str> {
     s.split(|c: char| c.is_whitespace() || "=\"'`,;()[]{}<>|".contains(c))
         .map(|t| t.trim_end_matches(['.', ':']))
@@ -226,6 +417,11 @@ pub fn is_fully_qualified(token: &str) -> bool {
     }
     let Some((host, path)) = token.split_once('/') else { return false };
     if !(host.contains('.') || host.contains(':') || host == "localhost") || path.is_empty() {
+        return false;
+    }
+    // `app.kubernetes.io/component:template` is a label selector (chaos-mesh's TEMPLATE_LABELS): label and
+    // annotation prefixes under kubernetes.io are never registries.
+    if host == "kubernetes.io" || host.ends_with(".kubernetes.io") {
         return false;
     }
     let last = token.rsplit('/').next().unwrap_or("");
@@ -272,6 +468,7 @@ pub fn scan_values(scoped: &[ScopedValues<'_>]) -> (Vec<Finding>, Vec<ImageValue
                         how: How::Annotation,
                         pass: None,
                         location: format!("{} Chart.yaml annotations.{name}", scope.chart.meta.name),
+                        pieces: None,
                     });
                 }
             }
@@ -302,6 +499,7 @@ fn scan(
                     how: How::ValuesScan,
                     pass: None,
                     location: dotted.clone(),
+                    pieces: None,
                 });
                 image_values.push(ImageValue { path: dotted, reference, shape });
                 return;
@@ -330,6 +528,7 @@ fn scan(
                 how: How::ValuesScan,
                 pass: None,
                 location: dotted.clone(),
+                pieces: None,
             });
             image_values.push(ImageValue { path: dotted, reference, shape: ImageShape::String });
         }
@@ -411,9 +610,15 @@ mod tests {
         ] {
             assert!(is_fully_qualified(yes), "{yes}");
         }
-        for no in
-            ["nginx:1.25", "https://quay.io/a/b:1", "svc.ns.svc.cluster.local:8080", "quay.io/a/b", "--flag=x", "a/b:1"]
-        {
+        for no in [
+            "nginx:1.25",
+            "https://quay.io/a/b:1",
+            "svc.ns.svc.cluster.local:8080",
+            "quay.io/a/b",
+            "--flag=x",
+            "a/b:1",
+            "app.kubernetes.io/component:template",
+        ] {
             assert!(!is_fully_qualified(no), "{no}");
         }
     }

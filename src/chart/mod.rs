@@ -10,6 +10,7 @@ pub mod artifact;
 pub mod candidates;
 pub mod discover;
 pub mod package;
+pub mod pieces;
 pub mod prove;
 pub mod redact;
 pub mod render;

@@ -24,6 +24,8 @@ pub struct Survey {
     pub static_only: bool,
     /// What the user should know but what does not stop the survey (the probe's fallbacks).
     pub warnings: Vec<String>,
+    /// Bare image names the rendered chart leaves without a registry or version: the user must supply them.
+    pub incomplete: Vec<discover::Incomplete>,
 }
 
 pub struct SurveyOptions<'a> {
@@ -57,13 +59,15 @@ pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_
     image_values.dedup();
 
     let mut warnings = Vec::new();
+    let mut incomplete = Vec::new();
     let mut plain: Vec<Vec<Vec<Finding>>> = Vec::new();
     if let Some(helm) = opts.helm {
         for pass in &opts.passes {
             let text = helm.template(package_path, &opts.render, pass, Extra::default())?;
             let found = discover::by_document(&text, &pass.join(","), &BTreeSet::new())?;
-            findings.extend(found.iter().flatten().cloned());
-            plain.push(found);
+            findings.extend(found.documents.iter().flatten().cloned());
+            incomplete.extend(found.incomplete);
+            plain.push(found.documents);
         }
         // Rendered images no image map accounts for may still sit in values under another key (an operator's
         // `reloader: quay.io/…:v1` that only shows up in args): find them by value.
@@ -131,19 +135,32 @@ pub fn survey(loaded: &LoadedChart, package_path: &Path, opts: &SurveyOptions<'_
             .iter()
             .map(|iv| ImageValueRecord { value: iv.clone(), covered_by_global: false })
             .collect(),
-        unmapped: plan.as_ref().map(|p| p.unmovable.clone()).unwrap_or_default(),
+        unmapped: plan.as_ref().map(|p| p.unmovable.iter().map(|u| u.image.clone()).collect()).unwrap_or_default(),
         global_image_registry,
         values_plan: plan,
     };
+    if let Some(plan) = &record.values_plan {
+        let fixed = values_out::fixed_by_set(plan, &record);
+        if !fixed.is_empty() {
+            let keys: Vec<String> = fixed.iter().map(|o| values_out::dotted(&o.path)).collect();
+            warnings.push(format!(
+                "the air-gap values file sets {} that you give with --set or --pass ({}); helm's --set beats every values file, so at install give them in a values file before the air-gap file (import prints the flags that do it otherwise)",
+                if keys.len() == 1 { "a key" } else { "keys" },
+                keys.join(", ")
+            ));
+        }
+    }
     findings.sort();
     findings.dedup();
-    Ok(Survey { findings, record, static_only: opts.helm.is_none(), warnings })
+    incomplete.sort();
+    incomplete.dedup();
+    Ok(Survey { findings, record, static_only: opts.helm.is_none(), warnings, incomplete })
 }
 
 /// Without helm: every image value the scan found, in the form its shape suggests, unchecked.
 fn unproven(image_values: &[ImageValue]) -> ValuesPlan {
     let refs: Vec<&ImageValue> = image_values.iter().collect();
-    ValuesPlan { proven: false, overrides: values_out::unproven_overrides(&refs), unmovable: vec![] }
+    ValuesPlan { proven: false, overrides: values_out::unproven_overrides(&refs), ..Default::default() }
 }
 
 /// String leaves of a values tree equal to one of `wanted`, as `String`-shaped image values.

@@ -72,6 +72,15 @@ pub fn apply_set(values: &mut Value, expr: &str, as_string: bool) -> Result<(), 
     Ok(())
 }
 
+/// The keys one `--set` expression (`a.b=c,d[0]=e`) assigns; assignments that do not parse are left out (they
+/// were refused when the expression was first given).
+pub fn set_keys(expr: &str) -> Vec<Vec<ValuesKey>> {
+    split_unescaped(expr, ',', true)
+        .iter()
+        .filter_map(|a| split_once_unescaped(a, '=').and_then(|(k, _)| parse_key(&k).ok()))
+        .collect()
+}
+
 /// A --set key (`a.b[0].c`, `\.` for a dot inside a key) as keys.
 pub fn parse_key(key: &str) -> Result<Vec<ValuesKey>, String> {
     let mut out = Vec::new();
@@ -283,6 +292,13 @@ mod tests {
         apply_set(&mut s, "a=1,b=true", true).unwrap();
         assert_eq!(s, yaml("a: '1'\nb: 'true'\n"));
         assert!(apply_set(&mut s, "novalue", false).is_err());
+    }
+
+    #[test]
+    fn set_keys_are_the_assigned_paths() {
+        let keys: Vec<String> =
+            set_keys("a.b=1,c[0].d=x\\,y,e\\.f=2").iter().map(|k| crate::chart::values_out::dotted(k)).collect();
+        assert_eq!(keys, ["a.b", "c[0].d", "e\\.f"]);
     }
 
     #[test]

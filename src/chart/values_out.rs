@@ -7,18 +7,29 @@
 use serde_yaml_ng::{Mapping, Value};
 
 use super::discover::ImageShape;
-use super::values::{parse_key, set_at};
-use crate::destination::Destination;
-use crate::layout::{ChartRecord, ImageValue, OverrideValue, ValuesKey, ValuesOverride, ValuesPlan};
+use super::values::{parse_key, set_at, set_keys};
+use crate::destination::{self, Destination};
+use crate::layout::{
+    Around, ChartRecord, ImageValue, OverrideValue, Unmovable, UnmovableReason, ValuesKey, ValuesOverride, ValuesPlan,
+};
 use crate::reference::ImageRef;
 
-/// The values tree `plan` gives for `dest`.
+/// The values tree `plan` gives for `dest`. An override that cannot be read for this destination (a value
+/// between text that the mapping does not keep, see `unresolved`) is left out.
 pub fn values_for(plan: &ValuesPlan, dest: &Destination) -> Value {
     let mut v = Value::Mapping(Mapping::new());
     for o in &plan.overrides {
-        set_at(&mut v, &o.path, resolve(&o.value, dest));
+        if let Some(value) = resolve(&o.value, dest) {
+            set_at(&mut v, &o.path, value);
+        }
     }
     v
+}
+
+/// The overrides of `plan` that cannot be read for `dest`: `--flatten` drops the organisation a registry value
+/// carries (`ghcr.io/dapr` cannot become a front of `REGISTRY/PREFIX/daprd`), so that value cannot be written.
+pub fn unresolved(plan: &ValuesPlan, dest: &Destination) -> Vec<String> {
+    plan.overrides.iter().filter(|o| resolve(&o.value, dest).is_none()).map(|o| dotted(&o.path)).collect()
 }
 
 /// `REGISTRY/PREFIX`, or `REGISTRY` without a prefix.
@@ -29,29 +40,121 @@ pub fn destination_text(dest: &Destination) -> String {
     }
 }
 
-fn resolve(value: &OverrideValue, dest: &Destination) -> Value {
+fn resolve(value: &OverrideValue, dest: &Destination) -> Option<Value> {
     let mapped = |image: &str| ImageRef::parse(image).ok().map(|r| dest.map(&r));
     let text = match value {
         OverrideValue::Destination => destination_text(dest),
         OverrideValue::Registry => dest.registry.clone(),
-        OverrideValue::Repository { image } => mapped(image).map(|t| t.repository().to_string()).unwrap_or_default(),
-        OverrideValue::Name { image, suffix } => {
-            mapped(image).map(|t| format!("{}{suffix}", t.name())).unwrap_or_default()
+        OverrideValue::Between { image, before, after } => {
+            let target = mapped(image)?;
+            let text = format!("{}{}", target.name(), written_suffix(image));
+            let inner = text.strip_prefix(&spell(before, dest))?.strip_suffix(&spell(after, dest))?;
+            if inner.is_empty() {
+                return None;
+            }
+            inner.to_string()
         }
-        OverrideValue::Path { image, suffix } => mapped(image)
-            .map(|t| {
-                let repository = t.repository();
-                let path = dest
-                    .prefix
-                    .as_deref()
-                    .and_then(|p| repository.strip_prefix(p)?.strip_prefix('/'))
-                    .unwrap_or(repository);
-                format!("{path}{suffix}")
-            })
-            .unwrap_or_default(),
-        OverrideValue::Literal { value } => return value.clone(),
+        OverrideValue::Repository { image } => mapped(image)?.repository().to_string(),
+        OverrideValue::Name { image, suffix } => format!("{}{suffix}", mapped(image)?.name()),
+        OverrideValue::Path { image, suffix } => {
+            let t = mapped(image)?;
+            let repository = t.repository();
+            let path = dest
+                .prefix
+                .as_deref()
+                .and_then(|p| repository.strip_prefix(p)?.strip_prefix('/'))
+                .unwrap_or(repository);
+            format!("{path}{suffix}")
+        }
+        OverrideValue::Literal { value } => return Some(value.clone()),
     };
-    Value::String(text)
+    Some(Value::String(text))
+}
+
+fn spell(pieces: &[Around], dest: &Destination) -> String {
+    pieces
+        .iter()
+        .map(|p| match p {
+            Around::Text(t) => t.clone(),
+            Around::Destination => destination_text(dest),
+            Around::Registry => dest.registry.clone(),
+        })
+        .collect()
+}
+
+/// The header of the values file: what it is for and exactly what was proven of it, never more.
+pub fn header(record: &ChartRecord, plan: &ValuesPlan, dest: &Destination) -> String {
+    let at = destination_text(dest);
+    let mut h = format!(
+        "# Values that make chart {} {} pull its images from {at}.\n# Written by bundle; pass with -f, after your own values files.\n",
+        record.name, record.version
+    );
+    if !plan.proven {
+        h.push_str(
+            "# Unproven: the chart was surveyed without helm (or helm could not render the probe); check it with\n# `helm template -f` before installing.\n",
+        );
+    } else if dest.mapping != destination::Mapping::Path {
+        h.push_str(
+            "# Proven at export for the default name mapping only; this push used another, so check it with `helm template -f`.\n",
+        );
+    } else {
+        let n = plan.images.len();
+        let landing = n.saturating_sub(plan.unmovable.len());
+        h.push_str(&match (plan.unmovable.is_empty(), n) {
+            (true, 0) => "# Proven: helm rendered every pass with these values at export or copy, and every image landed where\n# it is pushed.\n".to_string(),
+            (true, n) => format!("# Proven: all {n} images land at {at} (helm rendered every pass with these values at export or copy).\n"),
+            (false, 0) => "# Proven for every image but these, which do not land:\n".to_string(),
+            (false, n) => format!("# Proven: {landing} of {n} images land at {at}; these do not:\n"),
+        });
+        for u in &plan.unmovable {
+            h.push_str(&format!("#   {}: {}\n", u.image, u.reason.text()));
+        }
+    }
+    let fixed = fixed_by_set(plan, record);
+    if !fixed.is_empty() {
+        h.push_str(
+            "# helm's --set beats every values file: these keys were also given with --set or --pass at export, so\n",
+        );
+        h.push_str("# at install give them in a values file before this one, or add these flags after it:\n");
+        for flag in helm_flags(&fixed, dest) {
+            h.push_str(&format!("#   {flag}\n"));
+        }
+    }
+    h
+}
+
+/// The overrides of `plan` whose keys a `--set`, `--set-string` or `--pass` of the export also sets (the same
+/// key, a key inside it, or a key it lies inside): helm's `--set` beats every `-f`, so the file alone does not
+/// move them at install.
+pub fn fixed_by_set(plan: &ValuesPlan, record: &ChartRecord) -> Vec<ValuesOverride> {
+    let set: Vec<Vec<ValuesKey>> = record
+        .values
+        .set
+        .iter()
+        .chain(&record.values.set_string)
+        .chain(record.passes.iter().flatten())
+        .flat_map(|e| set_keys(e))
+        .collect();
+    let within = |a: &[ValuesKey], b: &[ValuesKey]| a.len() <= b.len() && a == &b[..a.len()];
+    plan.overrides.iter().filter(|o| set.iter().any(|s| within(s, &o.path) || within(&o.path, s))).cloned().collect()
+}
+
+/// helm flags that set `overrides` for `dest` on the command line: `--set-string` for text (so no value is
+/// reinterpreted), `--set` for a switch or a number. A list cannot be given that way: it is named instead
+/// (`KEY: a list, give it in a values file`).
+pub fn helm_flags(overrides: &[ValuesOverride], dest: &Destination) -> Vec<String> {
+    overrides
+        .iter()
+        .filter_map(|o| {
+            let key = dotted(&o.path).replace(',', "\\,");
+            Some(match resolve(&o.value, dest)? {
+                Value::String(s) => format!("--set-string {key}={}", s.replace(',', "\\,")),
+                Value::Bool(b) => format!("--set {key}={b}"),
+                Value::Number(n) => format!("--set {key}={n}"),
+                _ => format!("({key}: a list or map, give it in a values file)"),
+            })
+        })
+        .collect()
 }
 
 /// `a.b[0].c` (the values scan's dotted paths, written like --set keys) as keys; empty if it is not one.
@@ -98,7 +201,12 @@ pub fn plan_of(record: &ChartRecord) -> ValuesPlan {
     let values: Vec<&ImageValue> =
         record.image_values.iter().filter(|iv| !iv.covered_by_global).map(|iv| &iv.value).collect();
     overrides.extend(unproven_overrides(&values));
-    ValuesPlan { proven: false, overrides, unmovable: record.unmapped.clone() }
+    let unmovable = record
+        .unmapped
+        .iter()
+        .map(|image| Unmovable { image: image.clone(), reason: UnmovableReason::Template })
+        .collect();
+    ValuesPlan { proven: false, overrides, unmovable, images: vec![] }
 }
 
 /// Overrides for image values found by the values scan, in the form that fits their shape, unchecked. Paths
@@ -180,7 +288,7 @@ mod tests {
                     value: OverrideValue::Name { image: "nginx".into(), suffix: String::new() },
                 },
             ],
-            unmovable: vec![],
+            ..Default::default()
         };
         let dest = Destination::parse("reg.local:5000/mirror").unwrap();
         let v = values_for(&plan, &dest);

@@ -238,30 +238,9 @@ fn write_values(ctx: &Context, contents: &BundleContents, dest: &Destination, pa
     })?;
     let plan = values_out::plan_of(record);
     let values = values_out::values_for(&plan, dest);
-    // What the file's header says about the proof, and what the user is warned of.
-    let (proof, caution) = if !plan.proven {
-        (
-            "# Unproven: the chart was surveyed without helm (or helm could not render the probe); check it with\n# `helm template -f` before installing.\n",
-            Some("is unproven: the chart was surveyed without helm; render the chart with it before installing"),
-        )
-    } else if dest.mapping != crate::push::Mapping::Path {
-        (
-            "# Proven at export or copy for the default name mapping; this push used another, so check it with `helm template -f`.\n",
-            Some(
-                "was proven for the default name mapping, not for --flatten or --keep-host; render the chart with it before installing",
-            ),
-        )
-    } else {
-        (
-            "# Proven at export or copy: helm rendered every image of every pass with these values at the registry the images were pushed to.\n",
-            None,
-        )
-    };
     let text = format!(
-        "# Values that make chart {} {} pull every image from {}.\n# Written by bundle; pass with -f.\n{proof}{}",
-        record.name,
-        record.version,
-        values_out::destination_text(dest),
+        "{}{}",
+        values_out::header(record, &plan, dest),
         serde_yaml_ng::to_string(&values).explain("cannot write the values file")?
     );
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
@@ -269,12 +248,42 @@ fn write_values(ctx: &Context, contents: &BundleContents, dest: &Destination, pa
     std::io::Write::write_all(&mut tmp, text.as_bytes()).explain_with(|| format!("cannot write {}", path.display()))?;
     tmp.persist(path).map_err(|e| e.error).explain_with(|| format!("cannot write {}", path.display()))?;
     ctx.printer.info(format!("Wrote {} (use it with -f)", path.display()));
-    if let Some(caution) = caution {
-        ctx.printer.warn(format!("{} {caution}", path.display()));
-    }
-    for image in &plan.unmovable {
+    if !plan.proven {
         ctx.printer.warn(format!(
-            "{image} is computed by the chart's templates and no values key moves it; override it by hand"
+            "{} is unproven: the chart was surveyed without helm; render the chart with it before installing",
+            path.display()
+        ));
+    } else if dest.mapping != crate::push::Mapping::Path {
+        ctx.printer.warn(format!(
+            "{} was proven for the default name mapping, not for --flatten or --keep-host; render the chart with it before installing",
+            path.display()
+        ));
+    }
+    for key in values_out::unresolved(&plan, dest) {
+        ctx.printer.warn(format!(
+            "`{key}` cannot be written for this name mapping (it would have to drop part of its value); {} leaves it out",
+            path.display()
+        ));
+    }
+    let at = values_out::destination_text(dest);
+    for u in &plan.unmovable {
+        ctx.printer.warn(format!(
+            "{} does not land at {at} with {}: {}; override it by hand",
+            u.image,
+            path.display(),
+            u.reason.text()
+        ));
+    }
+    let fixed = values_out::fixed_by_set(&plan, record);
+    if !fixed.is_empty() {
+        let flags = values_out::helm_flags(&fixed, dest);
+        let keys = if fixed.len() == 1 { "a key".to_string() } else { format!("{} keys", fixed.len()) };
+        ctx.printer.warn(format!(
+            "helm's --set beats every values file, and {keys} of {} {} given with --set or --pass at export; at install, give those values in a values file before -f {}, or add these flags after it:\n{}",
+            path.display(),
+            if fixed.len() == 1 { "was" } else { "were" },
+            path.display(),
+            flags.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n")
         ));
     }
     Ok(())

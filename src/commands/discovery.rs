@@ -86,6 +86,15 @@ pub async fn survey_chart(ctx: &Context, args: &ChartSettings, plan_values: bool
     for w in &survey.warnings {
         ctx.printer.warn(w.clone());
     }
+    let mut named = std::collections::BTreeSet::new();
+    for i in &survey.incomplete {
+        if named.insert((&i.name, &i.location)) {
+            ctx.printer.warn(format!(
+                "`{}` at {} is not an image reference: it lacks {}; bundle leaves it out rather than guess (if that part is used, give the chart the values that complete it)",
+                i.name, i.location, i.missing
+            ));
+        }
+    }
     Ok(ChartInput { loaded, survey })
 }
 

@@ -27,6 +27,25 @@ impl CredentialSource for TokenSource {
     }
 }
 
+/// For a destination ECR (by its host name, or the registry config's `ecr` table) serves: use its data-plane
+/// token, renewed as it expires. Returns whether it is ECR. What `bundle check` needs of ECR: no repositories.
+pub async fn login(ctx: &Context, registry: &str) -> Outcome<bool> {
+    let endpoint = ctx.registries.config().endpoint(registry);
+    let settings = match &endpoint.ecr {
+        Some((table, base)) => EcrSettings::from_config(table, base)?,
+        None => EcrSettings::default(),
+    };
+    let Some(detected) = detect(registry) else { return Ok(false) };
+    let at = EcrRegistry {
+        registry_id: settings.registry_id.clone().unwrap_or(detected.registry_id),
+        region: settings.region.clone().unwrap_or(detected.region),
+    };
+    let ecr = Arc::new(Ecr::connect(&at).await?);
+    let token = ecr.token().await.explain("cannot get an ECR authorization token")?;
+    ctx.registries.set_credentials(registry, Role::Destination, token, Some(Arc::new(TokenSource(ecr))));
+    Ok(true)
+}
+
 /// Set up ECR if the destination is ECR; `None` otherwise.
 pub async fn prepare(
     ctx: &Context,

@@ -49,6 +49,18 @@ struct Travels {
     attached: Vec<(crate::layout::ArtifactKind, String)>,
 }
 
+/// Where one finding is, for `--why`: `pass P: Kind/name key.path (how, from its pieces)`.
+pub fn why(f: &Finding) -> String {
+    let how = serde_json::to_value(f.how).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let pass = match f.pass.as_deref() {
+        Some("") => "common values: ".to_string(),
+        Some(p) => format!("pass {p}: "),
+        None => String::new(),
+    };
+    let pieces = f.pieces.as_deref().map(|p| format!(", assembled from {p}")).unwrap_or_default();
+    format!("{pass}{} ({how}{pieces})", f.location)
+}
+
 pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
     let input = survey_chart(ctx, &settings.chart, false).await?;
     let mut by_ref: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
@@ -96,8 +108,13 @@ pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
         };
         ctx.printer.result_json(&listing);
     } else {
-        for reference in by_ref.keys() {
+        for (reference, found) in &by_ref {
             ctx.printer.result(reference);
+            if settings.why {
+                for f in found {
+                    ctx.printer.result(format!("    {}", why(f)));
+                }
+            }
         }
     }
     ctx.printer.info(format!(

@@ -2,6 +2,7 @@
 //! of the error at its root), where the global flags become the settings every command shares, and where the
 //! exit code is decided.
 
+pub mod check;
 pub mod copy;
 pub mod delivery;
 pub mod discovery;
@@ -58,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
                 Command::Split(args) => split::run(&ctx, args).await,
                 Command::Images(args) => images::run(&ctx, settings::ImagesSettings::new(args)?).await,
+                Command::Check(args) => check::run(&ctx, settings::CheckSettings::new(args)?).await,
                 Command::Completions(_) | Command::Manpage => unreachable!("handled without a runtime"),
             }
         };
@@ -92,6 +94,7 @@ fn interrupted_message(command: &Command) -> &'static str {
         Command::Verify(_) => "the archive was not fully checked",
         Command::Split(_) => "no volume was written under its name",
         Command::Images(_) => "the image list is incomplete",
+        Command::Check(_) => "the check did not finish; nothing was changed",
         Command::Inspect(_) | Command::Completions(_) | Command::Manpage => "nothing was changed",
     }
 }

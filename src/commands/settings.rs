@@ -9,7 +9,8 @@ use super::failure::{Explain as _, Failure, Outcome};
 use crate::blob_store::prune;
 use crate::chart::source::ChartRequest;
 use crate::cli::{
-    ChartArgs, CopyArgs, DestinationArgs, EcrArgs, ExportArgs, ImagesArgs, ImportArgs, PlatformArgs, SourceArgs,
+    ChartArgs, CheckArgs, CopyArgs, DestinationArgs, EcrArgs, ExportArgs, ImagesArgs, ImportArgs, PlatformArgs,
+    SourceArgs,
 };
 use crate::destination::{Destination, Mapping};
 use crate::ecr::EcrSettings;
@@ -70,6 +71,8 @@ impl ChartSettings {
 pub struct ImagesSettings {
     pub chart: ChartSettings,
     pub json: bool,
+    /// Under each image, where it was found.
+    pub why: bool,
     /// Resolve each image and show what --platform keeps (with --json only).
     pub platforms: Option<PlatformChoice>,
 }
@@ -89,7 +92,45 @@ impl ImagesSettings {
                 "add --json to see, per image, which platforms would travel",
             ));
         }
-        Ok(ImagesSettings { chart, json: args.json, platforms })
+        Ok(ImagesSettings { chart, json: args.json, why: args.why, platforms })
+    }
+}
+
+/// What `bundle check` reads the images from.
+pub enum CheckSource {
+    /// Render this chart, every pass (helm required).
+    Chart(Box<ChartSettings>),
+    /// Rendered manifests in a file, or on stdin (`None`).
+    Manifests(Option<PathBuf>),
+}
+
+pub struct CheckSettings {
+    pub destination: Destination,
+    pub source: CheckSource,
+    pub json: bool,
+    pub why: bool,
+}
+
+impl CheckSettings {
+    pub fn new(args: CheckArgs) -> Outcome<CheckSettings> {
+        let destination = Destination::parse(&args.destination).explain("invalid -d")?;
+        let source = match (args.manifests, ChartSettings::from_args(args.chart)) {
+            (Some(m), _) => CheckSource::Manifests((m != "-").then(|| PathBuf::from(m))),
+            (None, Some(c)) if c.helm.is_none() => {
+                return Err(Failure::user(
+                    "bundle check renders the chart with helm; --no-helm leaves nothing to check",
+                    "drop --no-helm (helm on PATH, or --helm PATH), or give rendered manifests with --manifests FILE",
+                ));
+            }
+            (None, Some(c)) => CheckSource::Chart(Box::new(c)),
+            (None, None) => {
+                return Err(Failure::user(
+                    "nothing to check: no chart and no manifests",
+                    "give the chart as it will be installed (-c CHART with its -f, --set and --pass flags), or rendered manifests with --manifests FILE (- for stdin)",
+                ));
+            }
+        };
+        Ok(CheckSettings { destination, source, json: args.json, why: args.why })
     }
 }
 

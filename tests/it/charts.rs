@@ -432,7 +432,10 @@ fn regression_values_file_sends_every_pod_of_the_wild_patterns_to_an_image_that_
         );
         assert!(text.contains("value: \"127.0.0.1:"), "the injector's env moved too:\n{text}");
     }
-    assert!(v.contains("# Proven at export"), "{v}");
+    // The header claims exactly what was proven: the images that land, and the one that does not, with why.
+    let total = outcome.moved.len() + outcome.unmoved.len();
+    assert!(v.contains(&format!("# Proven: {} of {total} images land at ", total - 1)), "{v}");
+    assert!(v.contains("#   busybox:1.36: the chart's templates write it; no values key moves it\n"), "{v}");
 }
 
 #[test]

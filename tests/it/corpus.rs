@@ -79,6 +79,8 @@ impl CorpusChart {
     }
 }
 
+/// The corpus directory and the charts of corpus.toml whose package is in it. Charts added to corpus.toml
+/// reach the shared corpus when it is next rebuilt: until then they are named, not failed.
 fn corpus() -> Option<(PathBuf, Vec<CorpusChart>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::var_os("BUNDLE_CHART_CORPUS")
@@ -92,12 +94,28 @@ fn corpus() -> Option<(PathBuf, Vec<CorpusChart>)> {
         return None;
     }
     let only = std::env::var("BUNDLE_CHART_CORPUS_ONLY").ok();
-    let charts = manifest
+    let (present, absent): (Vec<CorpusChart>, Vec<CorpusChart>) = manifest
         .chart
         .into_iter()
         .filter(|c| only.as_deref().is_none_or(|o| o.split(',').any(|id| id == c.id)))
-        .collect();
-    Some((dir, charts))
+        .partition(|c| c.package(&dir).is_file());
+    if !absent.is_empty() {
+        let ids: Vec<&str> = absent.iter().map(|c| c.id.as_str()).collect();
+        eprintln!(
+            "NOT TESTED: {} charts of corpus.toml have no package in {} yet (they arrive when it is rebuilt): {}",
+            ids.len(),
+            dir.display(),
+            ids.join(", ")
+        );
+    }
+    assert!(!present.is_empty(), "no package of corpus.toml is in {}", dir.display());
+    Some((dir, present))
+}
+
+/// Every chart's failures, named together at the end: one broken chart must not hide the next.
+#[track_caller]
+fn assert_all_pass(failures: &[String]) {
+    assert!(failures.is_empty(), "{} charts failed:\n{}", failures.len(), failures.join("\n\n"));
 }
 
 fn truth(id: &str) -> BTreeSet<String> {
@@ -122,13 +140,15 @@ fn corpus_helm_discovery_finds_every_strict_image_and_invents_none() {
     let Some((dir, charts)) = corpus() else { return };
     let ws = Workspace::new();
     let (mut strict_total, mut static_found, mut bundle_secs, mut helm_secs) = (0usize, 0usize, 0f64, 0f64);
-    let mut report = Vec::new();
+    let (mut report, mut failures) = (Vec::new(), Vec::new());
     for chart in &charts {
         let want = truth(&chart.id);
         let (found, secs) = images_of(&ws, &chart.bundle_args(&dir, false));
         bundle_secs += secs;
         let missing: Vec<&String> = want.iter().filter(|w| !found.contains(*w)).collect();
-        assert!(missing.is_empty(), "{}: helm discovery missed {missing:?}", chart.id);
+        if !missing.is_empty() {
+            failures.push(format!("{}: helm discovery missed {missing:?}", chart.id));
+        }
         // Anything beyond the strict list must be in the rendered output (args, env, ConfigMaps), not invented.
         let t = std::time::Instant::now();
         let rendered: String = chart.passes().into_iter().map(|p| chart.render(&dir, p, false, &[])).collect();
@@ -136,7 +156,9 @@ fn corpus_helm_discovery_finds_every_strict_image_and_invents_none() {
         let present = words(&rendered);
         let invented: Vec<&String> =
             found.iter().filter(|f| !want.contains(*f) && !present.contains(f.as_str())).collect();
-        assert!(invented.is_empty(), "{}: discovery invented {invented:?}", chart.id);
+        if !invented.is_empty() {
+            failures.push(format!("{}: discovery invented {invented:?}", chart.id));
+        }
 
         let mut args = chart.bundle_args(&dir, false);
         args.push("--no-helm".into());
@@ -153,26 +175,55 @@ fn corpus_helm_discovery_finds_every_strict_image_and_invents_none() {
         100.0 * static_found as f64 / strict_total.max(1) as f64,
         bundle_secs / helm_secs.max(0.001)
     );
+    assert_all_pass(&failures);
 }
 
 #[test]
 fn corpus_closed_loop_every_chart_pulls_only_images_that_exist() {
     let Some((dir, charts)) = corpus() else { return };
     helm();
-    let mut report = Vec::new();
+    let (mut report, mut failures) = (Vec::new(), Vec::new());
     for chart in &charts {
         let ws = Workspace::new();
         let passes: Vec<Vec<String>> =
             chart.passes().into_iter().map(|p| p.map(str::to_string).into_iter().collect()).collect();
         let mut set = chart.set.clone();
         set.extend(chart.test_set.iter().cloned());
-        let outcome = closed_loop(&ws, &chart.package(&dir), &set, &passes, chart.kube_version.as_deref());
-        assert!(!outcome.export_stderr.contains("could not be proven"), "{}: {}", chart.id, outcome.export_stderr);
-        assert_eq!(
-            outcome.unmoved, outcome.warned,
-            "{}: images left at their public registry must be exactly those import warned about\n{}",
-            chart.id, outcome.values
-        );
+        // A chart whose loop panics (an export that fails, an image the values send nowhere) is named with the
+        // others; the panic message is on stderr above the summary.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            closed_loop(&ws, &chart.package(&dir), &set, &passes, chart.kube_version.as_deref())
+        }));
+        let outcome = match run {
+            Ok(o) => o,
+            Err(e) => {
+                let message = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                failures.push(format!("{}: the closed loop failed: {message}", chart.id));
+                continue;
+            }
+        };
+        if outcome.export_stderr.contains("could not be proven") {
+            failures.push(format!("{}: {}", chart.id, outcome.export_stderr));
+        }
+        // The site's check agrees: every image ok but exactly those import named, none missing at the destination.
+        let not_ok: BTreeSet<String> =
+            outcome.checked.iter().filter(|(_, s)| *s != "ok").map(|(r, _)| r.clone()).collect();
+        if not_ok != outcome.warned || outcome.checked.values().any(|s| s == "missing") {
+            failures.push(format!(
+                "{}: bundle check: {:?}; import named {:?}\n{}",
+                chart.id, outcome.checked, outcome.warned, outcome.values
+            ));
+        }
+        if outcome.unmoved != outcome.warned {
+            failures.push(format!(
+                "{}: images left at their public registry must be exactly those import warned about: left {:?}, warned {:?}\n{}",
+                chart.id, outcome.unmoved, outcome.warned, outcome.values
+            ));
+        }
         report.push(format!(
             "{:<40} {:>3} images moved, {:>2} unmovable {:?}, export {:.1} s",
             chart.id,
@@ -183,6 +234,7 @@ fn corpus_closed_loop_every_chart_pulls_only_images_that_exist() {
         ));
     }
     eprintln!("{}", report.join("\n"));
+    assert_all_pass(&failures);
 }
 
 /// The shipped vendor specs render with exactly the values and passes the corpus proves (split into single

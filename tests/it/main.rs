@@ -15,6 +15,7 @@ mod foreign;
 mod hostile;
 mod integrity;
 mod interop;
+mod patterns;
 mod platforms;
 mod properties;
 mod referrers;

@@ -2,7 +2,7 @@
 //! with every image they can name, a registry config that sends quay.io, docker.io, registry.k8s.io and
 //! ghcr.io there, and a tiny static HTTP server for chart repositories.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -148,36 +148,171 @@ pub fn helm() -> PathBuf {
     found.expect("these tests need a helm binary on PATH: run scripts/install-helm")
 }
 
-/// Every string under a key named `image` in rendered documents: the reviewer's rule, not bundle's code.
+/// Every image the rendered documents name under a key named `image`: the reviewer's rule as
+/// scripts/chart-ground-truth states it, written again here without bundle's code. A container's image counts as
+/// written (istio's `image: auto` placeholder excepted); outside containers an image kept in pieces counts as
+/// assembled (`image` beside `registry`/`hub` and `repository`, then `version`/`tag`; a bare name takes
+/// `hub`/`registry` and `tag`/`version` from above or from `global`), and a bare name left incomplete in a document
+/// that keeps images in pieces is no image. ConfigMap data holding YAML documents is searched too.
 pub fn strict_images(text: &str) -> BTreeSet<String> {
-    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+    let mut out = BTreeSet::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let v = Value::deserialize(doc).expect("helm prints YAML");
+        let mut docs = vec![v.clone()];
+        if v.get("kind").and_then(Value::as_str) == Some("ConfigMap")
+            && let Some(Value::Mapping(data)) = v.get("data")
+        {
+            for s in data.values().filter_map(Value::as_str).filter(|s| s.len() <= 1 << 20) {
+                for inner in serde_yaml_ng::Deserializer::from_str(s) {
+                    match Value::deserialize(inner) {
+                        Ok(d @ (Value::Mapping(_) | Value::Sequence(_))) => docs.push(d),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        for d in &docs {
+            oracle::walk(d, &mut Vec::new(), None, oracle::has_pieces(d), &mut out);
+        }
+    }
+    out
+}
+
+/// The test's own statement of the pieces rule (see `strict_images`).
+mod oracle {
+    use std::collections::BTreeSet;
+
+    use serde_yaml_ng::{Mapping, Value};
+
+    fn piece(m: &Mapping, key: &str) -> Option<String> {
+        match m.get(key)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn has_pieces(v: &Value) -> bool {
+        match v {
+            Value::Mapping(m) => {
+                let image = matches!(m.get("image"), Some(Value::String(s)) if !s.trim().is_empty());
+                (image && ["registry", "hub", "repository", "version", "tag"].iter().any(|k| piece(m, k).is_some()))
+                    || m.values().any(has_pieces)
+            }
+            Value::Sequence(s) => s.iter().any(has_pieces),
+            _ => false,
+        }
+    }
+
+    fn from_above(own: &Mapping, above: &[&Mapping], keys: &[&str]) -> Option<String> {
+        let mut scopes: Vec<&Mapping> = own.get("global").and_then(Value::as_mapping).into_iter().collect();
+        for a in above.iter().rev() {
+            scopes.push(a);
+            scopes.extend(a.get("global").and_then(Value::as_mapping));
+        }
+        scopes.iter().find_map(|s| keys.iter().find_map(|k| piece(s, k)))
+    }
+
+    fn assemble(value: &str, own: &Mapping, above: &[&Mapping], doc_has_pieces: bool) -> Option<String> {
+        let first = value.split('/').next().unwrap_or("");
+        let host = value.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+        let tagged = |s: &str| s.rsplit('/').next().unwrap_or("").contains(':') || s.contains('@');
+        let bare = !value.contains('/') && !tagged(value);
+        let (mut name, mut used) = (value.to_string(), false);
+        if !host {
+            let front = piece(own, "registry").or_else(|| piece(own, "hub"));
+            let mut parts: Vec<String> = front.into_iter().chain(piece(own, "repository")).collect();
+            if parts.is_empty() && bare {
+                parts.extend(from_above(own, above, &["registry", "hub"]));
+            }
+            if !parts.is_empty() {
+                let parts: Vec<&str> = parts.iter().map(|p| p.trim_end_matches('/')).collect();
+                name = format!("{}/{name}", parts.join("/"));
+                used = true;
+            }
+        }
+        if !tagged(value) {
+            let version = piece(own, "version")
+                .or_else(|| piece(own, "tag"))
+                .or_else(|| if bare { from_above(own, above, &["version", "tag"]) } else { None });
+            if let Some(v) = version {
+                name = format!("{name}{}{v}", if v.starts_with("sha256:") { '@' } else { ':' });
+                used = true;
+            }
+        }
+        if bare && (used || doc_has_pieces) && !(name.contains('/') && tagged(&name)) {
+            return None;
+        }
+        Some(name)
+    }
+
+    pub fn walk<'v>(
+        v: &'v Value,
+        above: &mut Vec<&'v Mapping>,
+        list: Option<&str>,
+        pieces: bool,
+        out: &mut BTreeSet<String>,
+    ) {
         match v {
             Value::Mapping(m) => {
                 for (k, val) in m {
                     match (k.as_str(), val) {
                         (Some("image"), Value::String(s)) if !s.trim().is_empty() => {
-                            out.insert(s.trim().to_string());
+                            let s = s.trim();
+                            let container =
+                                matches!(list, Some("containers" | "initContainers" | "ephemeralContainers"));
+                            let image = if container {
+                                (s != "auto").then(|| s.to_string())
+                            } else {
+                                assemble(s, m, above, pieces)
+                            };
+                            out.extend(image);
                         }
-                        _ => walk(val, out),
+                        (key, Value::Sequence(items)) => {
+                            above.push(m);
+                            for item in items {
+                                walk(item, above, key, pieces, out);
+                            }
+                            above.pop();
+                        }
+                        _ => {
+                            above.push(m);
+                            walk(val, above, None, pieces, out);
+                            above.pop();
+                        }
                     }
                 }
             }
-            Value::Sequence(s) => s.iter().for_each(|x| walk(x, out)),
+            Value::Sequence(s) => s.iter().for_each(|x| walk(x, above, None, pieces, out)),
             _ => {}
         }
     }
-    let mut out = BTreeSet::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(text) {
-        let v = Value::deserialize(doc).expect("helm prints YAML");
-        walk(&v, &mut out);
-    }
-    out
 }
 
-/// The whitespace-, quote- and `=`-separated words of a text, for "does this reference appear" questions.
-pub fn words(text: &str) -> BTreeSet<&str> {
-    text.split(|c: char| c.is_whitespace() || "\"'=,;()[]{}|`".contains(c))
-        .map(|w| w.trim_end_matches(['.', ':']))
+/// The whitespace-, quote- and `=`-separated words of the strings in rendered documents (keys and values;
+/// comments are not read, as no pod reads them), for "does this reference appear" questions.
+pub fn words(text: &str) -> BTreeSet<String> {
+    fn strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Mapping(m) => {
+                for (k, val) in m {
+                    strings(k, out);
+                    strings(val, out);
+                }
+            }
+            Value::Sequence(s) => s.iter().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        strings(&Value::deserialize(doc).expect("helm prints YAML"), &mut all);
+    }
+    all.iter()
+        .flat_map(|s| s.split(|c: char| c.is_whitespace() || "\"'=,;()[]{}|`".contains(c)))
+        .map(|w| w.trim_end_matches(['.', ':']).to_string())
         .filter(|w| !w.is_empty())
         .collect()
 }
@@ -219,6 +354,11 @@ pub struct LoopOutcome {
     pub export_secs: f64,
     /// Each pass rendered with the values file.
     pub renders: Vec<String>,
+    /// What `bundle check` said of each image of that render: `ok`, `not-under`, `missing`, …
+    pub checked: BTreeMap<String, String>,
+    pub import_stderr: String,
+    /// `HOST:PORT/mirror`, where import pushed.
+    pub dest: String,
 }
 
 /// Fake images under the chart's real names in a loopback registry, `export -c`, `import -d DEST/mirror
@@ -266,10 +406,18 @@ pub fn closed_loop(
         .stderr
         .lines()
         .filter_map(|l| {
-            l.strip_prefix("warning: ")?
-                .strip_suffix(" is computed by the chart's templates and no values key moves it; override it by hand")
+            let rest = l.strip_prefix("warning: ")?;
+            rest.split_once(&format!(" does not land at {dest} with airgap.yaml: ")).map(|(image, _)| image.to_string())
         })
-        .map(str::to_string)
+        .collect();
+    // Keys the export's --set or --pass also set: the user adds the flags import printed after the values file.
+    let flags: Vec<String> = import
+        .stderr
+        .lines()
+        .skip_while(|l| !l.contains("add these flags after it:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.trim().strip_prefix("--set-string ").map(|f| format!("--set-string={f}")))
         .collect();
     let values_path = ws.path("airgap.yaml");
     let values = std::fs::read_to_string(&values_path).unwrap();
@@ -281,6 +429,7 @@ pub fn closed_loop(
         for s in set.iter().chain(pass) {
             cmd.args(["--set", s]);
         }
+        cmd.args(&flags);
         if let Some(k) = kube_version {
             cmd.args(["--kube-version", k]);
         }
@@ -294,16 +443,23 @@ pub fn closed_loop(
         let text = String::from_utf8(out.stdout).unwrap();
         let present = words(&text);
         let prefix = format!("{dest}/");
-        for image in
-            strict_images(&text).iter().map(String::as_str).chain(present.iter().copied().filter(|w| refs.contains(*w)))
+        for image in strict_images(&text)
+            .iter()
+            .map(String::as_str)
+            .chain(present.iter().map(String::as_str).filter(|w| refs.contains(*w)))
         {
             match image.strip_prefix(&prefix) {
                 Some(rest) => moved.insert(rest.to_string()),
                 None => unmoved.insert(image.to_string()),
             };
         }
+        // References under the destination outside `image:` keys (env, args, configs); a word without a tag or
+        // digest there is a repository setting, not something a pod pulls.
         for w in present.iter().filter(|w| w.starts_with(&prefix)) {
-            moved.insert(w[prefix.len()..].to_string());
+            let rest = &w[prefix.len()..];
+            if rest.rsplit('/').next().is_some_and(|last| last.contains(':')) || rest.contains('@') {
+                moved.insert(rest.to_string());
+            }
         }
         renders.push(text);
     }
@@ -318,7 +474,41 @@ pub fn closed_loop(
             chart.display()
         );
     }
-    LoopOutcome { moved, unmoved, warned, values, export_stderr: export.stderr, export_secs, renders }
+    // The site's own check, through bundle: the same render, every image ok, or not under the destination
+    // for exactly the images import named.
+    let mut check: Vec<String> = vec!["check".into(), "-d".into(), dest.clone()];
+    check.extend(chart_args.iter().cloned());
+    check.extend(["-f".into(), values_path.display().to_string(), "--json".into()]);
+    check.extend(flags.iter().cloned());
+    let run = ws.bundle(&check.iter().map(String::as_str).collect::<Vec<_>>());
+    let report: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("bundle check printed no JSON ({e}): {}\n{}", run.stdout, run.stderr));
+    let mut checked = BTreeMap::new();
+    for image in report["images"].as_array().expect("images") {
+        checked.insert(
+            image["reference"].as_str().expect("reference").to_string(),
+            image["status"].as_str().expect("status").to_string(),
+        );
+    }
+    // A render with no image to check proves nothing: check says so and fails.
+    assert_eq!(
+        run.code == 0,
+        !checked.is_empty() && checked.values().all(|s| s == "ok"),
+        "bundle check exits 0 exactly when there are images and every one is ok: {}",
+        run.stderr
+    );
+    LoopOutcome {
+        moved,
+        unmoved,
+        warned,
+        values,
+        export_stderr: export.stderr,
+        export_secs,
+        renders,
+        checked,
+        import_stderr: import.stderr,
+        dest,
+    }
 }
 
 /// Every rendered image is under `dest` (`HOST/PREFIX`) and its manifest exists in `dst` under that prefix;
