@@ -51,19 +51,8 @@ impl Candidate {
 /// references the chart rendered: a string equal to one of them is a candidate under any key.
 pub fn find(scoped: &[ScopedValues<'_>], rendered: &BTreeSet<String>) -> Vec<Candidate> {
     let mut out = Vec::new();
-    for scope in scoped {
-        let subcharts: BTreeSet<&str> = scope.chart.subcharts.iter().map(|s| s.key.as_str()).collect();
-        let Value::Mapping(m) = &scope.values else { continue };
-        for (k, v) in m {
-            let Some(key) = k.as_str() else { continue };
-            // A subchart's globals are its parent's, set at the top.
-            if subcharts.contains(key) || (key == "global" && !scope.path.is_empty()) {
-                continue;
-            }
-            let mut path: Vec<ValuesKey> = scope.path.iter().map(|p| ValuesKey::Key(p.clone())).collect();
-            path.push(ValuesKey::Key(key.to_string()));
-            walk(key, v, &mut path, false, rendered, &mut out);
-        }
+    for (mut path, key, v) in roots(scoped) {
+        walk(key, v, &mut path, false, rendered, &mut out);
     }
     out.truncate(MAX_CANDIDATES);
     out
@@ -73,6 +62,17 @@ pub fn find(scoped: &[ScopedValues<'_>], rendered: &BTreeSet<String>) -> Vec<Can
 /// (`quay.io`, `ghcr.io/dapr`, `nginx`), or a part with a `/` or `.` further in (`bitnami/wordpress` after a
 /// registry). Single words further in (`operator`, `agent`) are left out: names like that are everywhere in values.
 pub fn find_parts(scoped: &[ScopedValues<'_>], rendered: &BTreeSet<String>) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for (mut path, _, v) in roots(scoped) {
+        parts(v, &mut path, rendered, &mut out, 0);
+    }
+    out.truncate(MAX_CANDIDATES);
+    out
+}
+
+/// The top-level values of each chart's scope, with their paths from the top. A subchart's own keys are walked
+/// in its own scope, where its defaults are merged; its globals are its parent's, set at the top.
+fn roots<'s>(scoped: &'s [ScopedValues<'_>]) -> Vec<(Vec<ValuesKey>, &'s str, &'s Value)> {
     let mut out = Vec::new();
     for scope in scoped {
         let subcharts: BTreeSet<&str> = scope.chart.subcharts.iter().map(|s| s.key.as_str()).collect();
@@ -84,10 +84,9 @@ pub fn find_parts(scoped: &[ScopedValues<'_>], rendered: &BTreeSet<String>) -> V
             }
             let mut path: Vec<ValuesKey> = scope.path.iter().map(|p| ValuesKey::Key(p.clone())).collect();
             path.push(ValuesKey::Key(key.to_string()));
-            parts(v, &mut path, rendered, &mut out, 0);
+            out.push((path, key, v));
         }
     }
-    out.truncate(MAX_CANDIDATES);
     out
 }
 

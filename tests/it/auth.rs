@@ -355,3 +355,38 @@ fn credentials_are_not_sent_to_another_host_on_redirect() {
     }
     ws.bundle(&["verify", "r.tar.zst"]).success();
 }
+
+#[test]
+fn check_asks_a_locked_down_destination_with_the_destination_credentials() {
+    let mut ws = Workspace::new();
+    let (_src, img) = exported_archive(&ws);
+    let (dst, ca) = secure_registry(&ws);
+    let with_password = config(
+        &ws,
+        &dst,
+        &format!("ca_file = \"{}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n", ca.display()),
+    );
+    ws.bundle(&["--registry-config", &with_password, "import", "-d", &dst.host(), "s.tar.zst"]).success();
+    let pod = format!(
+        "kind: Pod\nmetadata: {{name: p}}\nspec: {{containers: [{{name: a, image: '{}'}}]}}\n",
+        img.reference(&dst.host())
+    );
+    ws.write("pod.yaml", &pod);
+    let check = |ws: &Workspace, cfg: &str| {
+        ws.bundle(&["--registry-config", cfg, "--retries", "0", "check", "-d", &dst.host(), "--manifests", "pod.yaml"])
+    };
+    // The CA alone: the registry wants credentials, so the image is unchecked, never ok.
+    let ca_only = config(&ws, &dst, &format!("ca_file = \"{}\"\n", ca.display()));
+    let refused = check(&ws, &ca_only).failure();
+    assert!(refused.stdout.starts_with("unchecked  "), "{}", refused.stdout);
+    assert!(refused.stdout.contains("requires authentication"), "{}", refused.stdout);
+    // The destination's credentials from the environment, as import takes them.
+    ws.env("DST_REGISTRY_USERNAME", USER);
+    ws.env("DST_REGISTRY_PASSWORD", PASSWORD);
+    let ok = check(&ws, &ca_only).success();
+    assert_eq!(ok.stdout, format!("ok  {}\n", img.reference(&dst.host())));
+    assert!(dst.count_requests(&format!("HEAD /v2/{}/manifests/", img.repo)) >= 1);
+    for out in [&refused.stdout, &refused.stderr, &ok.stdout, &ok.stderr] {
+        assert!(!out.contains(PASSWORD), "the password was printed: {out}");
+    }
+}
