@@ -520,3 +520,27 @@ pub enum ImageShape {
     /// A string `repo:tag` under an `image` key.
     String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_of_older_bundles_still_read() {
+        // Before reasons were recorded, `unmovable` held bare images; before `between`, `name` and friends.
+        let old: ValuesPlan = serde_json::from_str(
+            r#"{"proven":true,"overrides":[{"path":["a","image"],"value":{"kind":"name","image":"busybox:1.36"}}],"unmovable":["busybox:1.36"]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.unmovable, vec![Unmovable { image: "busybox:1.36".into(), reason: UnmovableReason::Template }]);
+        assert!(old.images.is_empty());
+        let new = ValuesPlan {
+            unmovable: vec![Unmovable { image: "x:1".into(), reason: UnmovableReason::NoValueLandsIt }],
+            images: vec!["x:1".into()],
+            ..old.clone()
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""unmovable":[{"image":"x:1","reason":"no-value-lands-it"}]"#), "{text}");
+        assert_eq!(serde_json::from_str::<ValuesPlan>(&text).unwrap(), new);
+    }
+}
