@@ -126,23 +126,24 @@ pub fn is_part_of(part: &str, reference: &str) -> bool {
     if part.len() < 2 || part.contains(char::is_whitespace) || part.contains("{{") {
         return false;
     }
-    let bytes = reference.as_bytes();
-    reference.match_indices(part).any(|(i, _)| {
-        let end = i + part.len();
-        let starts = i == 0 || (bytes[i - 1] == b'/' && (part.contains('/') || part.contains('.')));
-        starts && (end == bytes.len() || matches!(bytes[end], b'/' | b':' | b'@'))
-    })
+    let further_in_ok = part.contains('/') || part.contains('.');
+    boundary_starts(part, reference).any(|i| i == 0 || further_in_ok)
 }
 
 /// `name` is a whole path component run of `reference` (`cert-manager-controller` in
 /// `quay.io/jetstack/cert-manager-controller:v1`), single words included: for a map's name key.
 pub fn is_name_in(name: &str, reference: &str) -> bool {
+    !name.is_empty() && boundary_starts(name, reference).next().is_some()
+}
+
+/// Where `part` stands in `reference` between path boundaries: at its start or after a `/`, and before a `/`,
+/// `:`, `@` or its end.
+fn boundary_starts<'a>(part: &'a str, reference: &'a str) -> impl Iterator<Item = usize> + 'a {
     let bytes = reference.as_bytes();
-    !name.is_empty()
-        && reference.match_indices(name).any(|(i, _)| {
-            let end = i + name.len();
-            (i == 0 || bytes[i - 1] == b'/') && (end == bytes.len() || matches!(bytes[end], b'/' | b':' | b'@'))
-        })
+    reference.match_indices(part).map(|(i, _)| i).filter(move |&i| {
+        let end = i + part.len();
+        (i == 0 || bytes[i - 1] == b'/') && (end == bytes.len() || matches!(bytes[end], b'/' | b':' | b'@'))
+    })
 }
 
 fn image_like(key: &str) -> bool {
