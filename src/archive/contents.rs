@@ -138,8 +138,12 @@ fn sidecar_problems(scan: &Scan, sidecar: Option<&Digest>) -> Vec<Problem> {
 pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, Vec<Problem>) {
     let mut problems = scan.problems.clone();
     problems.extend(sidecar_problems(&scan, sidecar));
-    // Another kind of archive altogether: one problem that says which, not one per entry.
+    // Another kind of archive altogether: one problem that says which, not one per entry. Unless the archive is
+    // damaged: a header that lies about its size hides every entry after it, so the damage is the cause to name.
     if scan.oci_layout.is_none() && scan.index.is_none() {
+        if !problems.is_empty() {
+            return (None, problems);
+        }
         let what = if scan.directory && scan.extras.iter().any(|e| e == DOCKER_MANIFEST_FILE) {
             "this directory is an unpacked `docker save` archive (manifest.json and layer tars); bundle reads docker save archives as tar files: `tar -C DIR -cf OUT.tar .`, then import OUT.tar"
         } else if scan.extras.iter().any(|e| e == DOCKER_MANIFEST_FILE) {
