@@ -103,7 +103,7 @@ fn wrong_credentials_are_a_clear_error_and_the_secret_is_never_printed() {
         .collect::<Vec<_>>()
         .join("\n");
     insta::assert_snapshot!("wrong_credentials", error);
-    assert_eq!(dst.repositories(), Vec::<String>::new());
+    dst.assert_untouched("an import with wrong credentials");
 }
 
 #[test]
@@ -183,7 +183,8 @@ fn client_certificates_open_an_mtls_registry() {
     let r =
         ws.bundle(&["--registry-config", &cfg, "import", "-d", &dst.host(), "s.tar.zst", "--retries", "0"]).failure();
     assert!(r.stderr.contains("cannot reach registry"), "{}", r.stderr);
-    assert!(dst.repositories().is_empty());
+    // No request gets past the handshake, so there is no log to read; the storage says nothing was written.
+    assert_eq!(dst.stored(""), Vec::<String>::new());
 
     let cfg = config(
         &ws,
@@ -221,12 +222,29 @@ fn the_bearer_token_flow_works_against_a_token_auth_registry() {
     ws.env("DST_REGISTRY_USERNAME", TOKEN_USER);
     ws.env("DST_REGISTRY_PASSWORD", "token-flow-s3cret");
     ws.bundle(&["import", "-d", &host, "s.tar.zst"]).success();
-    let asked = tr.scopes_asked.lock().unwrap().clone();
-    // Mounting the shared base layer into another repository needs pull on the repository it comes from.
-    assert!(
-        asked.iter().any(|s| s.ends_with(":pull") && !s.contains(":pull,push")),
-        "no pull-only scope for a mount source: {asked:?}"
-    );
+    let asked = tr.token_requests.lock().unwrap().clone();
+    // Mounting the shared base layer into another repository needs one token with push on that repository and
+    // pull (only) on the one it comes from; the registry mounts (201) only when the token grants both.
+    let mounts: Vec<(String, String)> = tr
+        .registry
+        .requests()
+        .iter()
+        .filter(|l| l.contains("\"POST /v2/") && l.contains("mount=") && l.contains("\" 201 "))
+        .filter_map(|l| {
+            let url = url::Url::parse(&format!("http://x{}", l.split('"').nth(1)?.split(' ').nth(1)?)).ok()?;
+            let target = url.path().strip_prefix("/v2/")?.strip_suffix("/blobs/uploads/")?.to_string();
+            let from = url.query_pairs().find(|(k, _)| k == "from")?.1.into_owned();
+            (from != target).then_some((target, from))
+        })
+        .collect();
+    assert!(!mounts.is_empty(), "no blob was mounted from another repository:\n{}", tr.registry.log_text());
+    for (target, from) in &mounts {
+        let (push, pull) = (format!("repository:{target}:pull,push"), format!("repository:{from}:pull"));
+        assert!(
+            asked.iter().any(|scopes| scopes.contains(&push) && scopes.contains(&pull)),
+            "no token request asked for {push} and {pull} together: {asked:?}"
+        );
+    }
     // One token per scope set, not one per request, and not one per concurrent request either (regression: the
     // requests that first needed a scope set each fetched a token for it: 16 here). The API check, then per
     // repository pull (probe) and push (uploads, manifests, mounts from itself), and push + pull for each of the
@@ -259,41 +277,120 @@ fn the_bearer_token_flow_works_against_a_token_auth_registry() {
     ws2.bundle(&["verify", "back.tar.zst"]).success();
 }
 
-/// Planted secrets never appear in any output, at any verbosity, nor in the archive.
+/// Planted secrets never appear in any output, at any verbosity, nor in the archive, and every one of them is
+/// really used: a quay.io source routed to the TLS registry takes the STS pair, an export straight from that
+/// registry takes the config file's password, the destination refuses the DST pair (so it was sent), and an ECR
+/// import signs with the AWS secret and pushes with moto's token.
 #[test]
 fn planted_secrets_never_appear_in_output_or_archives() {
+    const STS_USER: &str = "sts-robot";
+    const STS_PASSWORD: &str = "sts-planted-s3cret";
+    const DST_PASSWORD: &str = "dst-planted-s3cret";
+    const AWS_SECRET: &str = "aws-planted-s3cret";
     let mut ws = Workspace::new();
     let (reg, ca) = secure_registry(&ws);
+    // The registry takes the STS robot as well as USER (not the DST password).
+    let sts_hash = bcrypt::hash_with_result(STS_PASSWORD, 4).unwrap().format_for_version(bcrypt::Version::TwoY);
+    let mut htpasswd = std::fs::read_to_string(ws.path("htpasswd")).unwrap();
+    htpasswd.push_str(&format!("{STS_USER}:{sts_hash}\n"));
+    std::fs::write(ws.path("htpasswd"), htpasswd).unwrap();
     let img = image(&[random_layer(1024, 78)], "amd64", false);
     Pusher::with_tls(&reg.base_url(), &std::fs::read(&ca).unwrap(), USER, PASSWORD).image("private/app", "3.0", &img);
-    let cfg = config(
-        &ws,
-        &reg,
-        &format!("ca_file = \"{}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n", ca.display()),
+    let moto = Moto::start(false);
+    moto.configure(&mut ws);
+    let data = EcrDataPlane::start(&ws, &moto);
+    let ca_file = format!("ca_file = \"{}\"\n", ca.display());
+    // quay.io is the TLS registry, without credentials in the file (so the STS pair is used); the registry under
+    // its own name has the config file's password; ECR's data plane is the moto-token registry.
+    let sources = ws.write(
+        "sources.toml",
+        &format!(
+            "[[registry]]\nname = \"quay.io\"\nendpoint = \"{}\"\n{ca_file}\n[[registry]]\nname = \"{}\"\nendpoint = \"{}\"\n{ca_file}username = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
+            reg.base_url(),
+            reg.host(),
+            reg.base_url()
+        ),
     );
-    ws.env("STS_REGISTRY_PASSWORD", "sts-planted-s3cret");
+    let destinations = ws.write(
+        "destinations.toml",
+        &format!(
+            "[[registry]]\nname = \"{}\"\nendpoint = \"{}\"\n{ca_file}\n[[registry]]\nname = \"{}\"\nendpoint = \"{}\"\n",
+            reg.host(),
+            reg.base_url(),
+            ecr_host(),
+            data.base_url()
+        ),
+    );
+    let (sources, destinations) = (sources.to_str().unwrap(), destinations.to_str().unwrap());
+    ws.env("STS_REGISTRY_USERNAME", STS_USER);
+    ws.env("STS_REGISTRY_PASSWORD", STS_PASSWORD);
     ws.env("DST_REGISTRY_USERNAME", USER);
-    ws.env("DST_REGISTRY_PASSWORD", "dst-planted-s3cret");
-    ws.env("AWS_SECRET_ACCESS_KEY", "aws-planted-s3cret");
-    let reference = format!("{}/private/app:3.0", reg.host());
+    ws.env("DST_REGISTRY_PASSWORD", DST_PASSWORD);
+    ws.env("AWS_SECRET_ACCESS_KEY", AWS_SECRET); // after moto's own, so it wins
+
+    let (dst, ecr) = (reg.host(), ecr_host());
     let mut outputs = Vec::new();
     for verbosity in [&[][..], &["-v"][..], &["-q"][..]] {
-        let mut args = vec!["--registry-config", &cfg];
-        args.extend(verbosity);
-        args.extend(["export", "--image", &reference, "-o", "s.tar.zst", "--force"]);
-        let r = ws.bundle(&args).success();
+        let run = |extra: &[&str]| {
+            let mut args = vec!["--registry-config", sources];
+            args.extend(verbosity);
+            args.extend(extra);
+            ws.bundle(&args).success()
+        };
+        // The STS pair opens quay.io.
+        let r = run(&["export", "--image", "quay.io/private/app:3.0", "-o", "s.tar.zst", "--force"]);
+        outputs.push(r.stdout + &r.stderr);
+        // The config file's password opens the same registry under its own name.
+        let direct = format!("{}/private/app:3.0", reg.host());
+        let r = run(&["export", "--image", &direct, "-o", "direct.tar.zst", "--force"]);
         outputs.push(r.stdout + &r.stderr);
         let r = ws.bundle(&["inspect", "s.tar.zst", "--json"]).success();
         outputs.push(r.stdout + &r.stderr);
+
+        // The destination answers 401 to the DST pair: it was sent, and refused.
+        let mut args = vec!["--registry-config", destinations];
+        args.extend(verbosity);
+        args.extend(["import", "-d", &dst, "s.tar.zst", "--retries", "0"]);
+        let r = ws.bundle(&args).failure();
+        assert!(
+            r.stderr.contains("rejected the credentials from DST_REGISTRY_USERNAME/DST_REGISTRY_PASSWORD"),
+            "{}",
+            r.stderr
+        );
+        outputs.push(r.stdout + &r.stderr);
+
+        // ECR: the SDK signs with the AWS secret, the push carries moto's token.
+        let mut args = vec!["--registry-config", destinations];
+        args.extend(verbosity);
+        args.extend(["import", "-d", &ecr, "s.tar.zst"]);
+        let r = ws.bundle(&args).success();
+        outputs.push(r.stdout + &r.stderr);
     }
-    // A failing import (the destination refuses these credentials) at -v.
-    let r = ws.bundle(&["-v", "import", "-d", "127.0.0.1:1", "s.tar.zst", "--retries", "0"]);
-    outputs.push(r.stdout + &r.stderr);
-    let tar = zstd::stream::decode_all(&std::fs::read(ws.path("s.tar.zst")).unwrap()[..]).unwrap();
-    outputs.push(String::from_utf8_lossy(&tar).into_owned());
-    for secret in [PASSWORD, "sts-planted-s3cret", "dst-planted-s3cret", "aws-planted-s3cret"] {
+    assert_eq!(moto.repository_names(), ["private/app"]);
+    let pushed = ecr_manifest(&data.registry, "private/app", "3.0").expect("the ECR import pushed the image");
+    assert_eq!(sha256(&pushed), img.manifest.digest);
+    for archive in ["s.tar.zst", "direct.tar.zst"] {
+        let tar = zstd::stream::decode_all(&std::fs::read(ws.path(archive)).unwrap()[..]).unwrap();
+        outputs.push(String::from_utf8_lossy(&tar).into_owned());
+    }
+    // Each secret, and the Basic header a client would build from it.
+    use base64::Engine as _;
+    let basic =
+        |user: &str, password: &str| base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let secrets = [
+        PASSWORD.to_string(),
+        STS_PASSWORD.to_string(),
+        DST_PASSWORD.to_string(),
+        AWS_SECRET.to_string(),
+        TOKEN_PASSWORD.to_string(),
+        basic(USER, PASSWORD),
+        basic(STS_USER, STS_PASSWORD),
+        basic(USER, DST_PASSWORD),
+        basic("AWS", TOKEN_PASSWORD),
+    ];
+    for secret in &secrets {
         for (i, o) in outputs.iter().enumerate() {
-            assert!(!o.contains(secret), "secret {secret} leaked in output #{i}:\n{o}");
+            assert!(!o.contains(secret.as_str()), "secret {secret} leaked in output #{i}:\n{o}");
         }
     }
 }

@@ -157,25 +157,17 @@ fn charts_come_from_a_repository_index_with_version_choice_and_digest_check() {
     let charts = fixture_charts(&ws);
     let repo = ws.path("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    let mut entries = String::new();
-    for version in ["1.3.0", "1.4.0", "1.5.0-rc.1"] {
-        let chart_yaml = charts.join("platform/Chart.yaml");
-        let text = std::fs::read_to_string(&chart_yaml)
-            .unwrap()
-            .replace("version: 1.4.0", &format!("version: {version}"))
-            .replace("version: 1.3.0", &format!("version: {version}"))
-            .replace("version: 1.5.0-rc.1", &format!("version: {version}"));
-        std::fs::write(&chart_yaml, text).unwrap();
-        let tgz = bundle::chart::package::package_dir(&charts.join("platform")).unwrap();
-        let file = format!("platform-{version}.tgz");
-        std::fs::write(repo.join(&file), &tgz).unwrap();
-        entries.push_str(&format!(
-            "    - version: {version}\n      urls: [{file}]\n      digest: {}\n",
-            &sha256(&tgz)[7..]
-        ));
-    }
-    std::fs::write(repo.join("index.yaml"), format!("apiVersion: v1\nentries:\n  platform:\n{entries}")).unwrap();
+    // The repository as helm makes one: `helm package` per version, then `helm repo index` with absolute URLs.
     let server = StaticServer::start(&repo);
+    let chart_yaml = charts.join("platform/Chart.yaml");
+    let original = std::fs::read_to_string(&chart_yaml).unwrap();
+    assert!(original.contains("\nversion: 1.4.0\n"), "{original}");
+    for version in ["1.3.0", "1.4.0", "1.5.0-rc.1"] {
+        std::fs::write(&chart_yaml, original.replace("\nversion: 1.4.0\n", &format!("\nversion: {version}\n")))
+            .unwrap();
+        helm_package_platform(&ws, &charts, &repo);
+    }
+    helm_run(&ws, &["repo", "index", repo.to_str().unwrap(), "--url", &server.url()]);
 
     let r = ws.bundle(&["images", "-c", "platform", "-r", &server.url(), "--json"]).success();
     let json: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -183,6 +175,9 @@ fn charts_come_from_a_repository_index_with_version_choice_and_digest_check() {
     let r = ws.bundle(&["images", "-c", "platform", "-r", &server.url(), "--version", "1.3.0", "--json"]).success();
     let json: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(json["chart"]["version"], "1.3.0");
+    // What helm itself finds there.
+    let found = helm_run(&ws, &["show", "chart", "platform", "--repo", &server.url()]);
+    assert!(found.contains("version: 1.4.0"), "{found}");
 
     // A package that does not match the index's digest is refused.
     let mut bytes = std::fs::read(repo.join("platform-1.4.0.tgz")).unwrap();
@@ -201,18 +196,10 @@ fn charts_come_from_an_oci_registry() {
     let ws = Workspace::new();
     let charts = fixture_charts(&ws);
     let reg = Registry::start();
-    let tgz = bundle::chart::package::package_dir(&charts.join("platform")).unwrap();
-    let layer = Blob::new(tgz);
-    let config = Blob::new(br#"{"name":"platform","version":"1.4.0"}"#.to_vec());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": config.digest, "size": config.bytes.len()},
-        "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": layer.digest, "size": layer.bytes.len()}],
-    });
-    let p = Pusher::new(&reg.base_url());
-    p.blob("charts/platform", &config);
-    p.blob("charts/platform", &layer);
-    p.manifest("charts/platform", "1.4.0", OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap());
+    // Pushed as helm pushes charts: `helm package`, then `helm push` to the registry.
+    let tgz = helm_package_platform(&ws, &charts, &ws.path("packaged"));
+    let destination = format!("oci://{}/charts", reg.host());
+    helm_run(&ws, &["push", tgz.to_str().unwrap(), &destination, "--plain-http"]);
     let set = format!("{DIGEST_SET}={FAKE_DIGEST}");
     let r = ws
         .bundle(&[

@@ -6,7 +6,7 @@ use crate::harness::*;
 struct EcrSetup {
     ws: Workspace,
     moto: Moto,
-    data: Registry,
+    data: EcrDataPlane,
     _src: Registry,
     set: SampleSet,
     config: String,
@@ -22,7 +22,7 @@ fn setup(moto_auth: bool) -> EcrSetup {
     ws.export(&refs, "s.tar.zst");
     let moto = Moto::start(moto_auth);
     moto.configure(&mut ws);
-    let data = ecr_data_plane(&ws);
+    let data = EcrDataPlane::start(&ws, &moto);
     let config = ws.write(
         "registries.toml",
         &format!("[[registry]]\nname = \"{}\"\nendpoint = \"{}\"\n", ecr_host(), data.base_url()),
@@ -111,7 +111,8 @@ fn import_into_ecr_creates_repositories_with_the_requested_settings() {
 
     // The images, pulled back from the data plane with the token, have the source digests.
     for img in &s.set.images {
-        let bytes = ecr_manifest(&s.data, &img.repo, &img.tag).unwrap_or_else(|| panic!("{} missing", img.repo));
+        let bytes =
+            ecr_manifest(&s.data.registry, &img.repo, &img.tag).unwrap_or_else(|| panic!("{} missing", img.repo));
         assert_eq!(sha256(&bytes), img.root.digest);
     }
 
@@ -143,7 +144,7 @@ fn an_immutable_tag_with_other_content_stops_the_import_before_anything_is_pushe
     let refs: Vec<String> = set2.images.iter().map(|i| i.reference(&other.host())).collect();
     ws.export(&refs, "other.tar.zst");
     let writes = |r: &Registry| r.count_requests("\"PUT ") + r.count_requests("\"POST ");
-    let before = writes(&s.data);
+    let before = writes(&s.data.registry);
     let r = ws.bundle(&["--registry-config", &s.config, "import", "-d", &host, "other.tar.zst"]).failure();
     assert!(
         r.stderr.contains("tags already exist with other content in repositories whose tags are immutable"),
@@ -151,7 +152,7 @@ fn an_immutable_tag_with_other_content_stops_the_import_before_anything_is_pushe
         r.stderr
     );
     assert!(r.stderr.contains("stackstate/agent:7.51.1 (now sha256:"), "{}", r.stderr);
-    assert_eq!(writes(&s.data), before, "something was pushed");
+    assert_eq!(writes(&s.data.registry), before, "something was pushed");
 }
 
 /// Regression: under IMMUTABLE_WITH_EXCLUSION every tag was treated as immutable, so a tag the repository's
@@ -191,6 +192,19 @@ fn tags_an_exclusion_filter_leaves_mutable_may_move_and_the_others_may_not() {
     assert!(r.stderr.contains("prometheus-config-reloader:v0.73.0 (now sha256:"), "{}", r.stderr);
     assert!(!r.stderr.contains("stackstate/agent:7.51.1"), "{}", r.stderr);
     assert!(!r.stderr.contains("library/nginx:1.25"), "{}", r.stderr);
+
+    // When only the excluded tags change, the import goes ahead and they move (the data plane, asking moto as ECR
+    // would, lets them); the immutable ones keep their first content.
+    let excluded = |i: &&SampleImage| i.repo == "stackstate/agent" || i.repo == "library/nginx";
+    let moved: Vec<&SampleImage> = set2.images.iter().filter(excluded).collect();
+    ws.export(&moved.iter().map(|i| i.reference(&other.host())).collect::<Vec<_>>(), "moved.tar.zst");
+    ws.bundle(&["--registry-config", &s.config, "import", "-d", &host, "moved.tar.zst"]).success();
+    for (before, after) in s.set.images.iter().zip(&set2.images) {
+        let now = ecr_manifest(&s.data.registry, &before.repo, &before.tag).map(|b| sha256(&b));
+        let expected = if excluded(&after) { &after.root.digest } else { &before.root.digest };
+        assert_eq!(now.as_ref(), Some(expected), "{}:{}", before.repo, before.tag);
+    }
+    assert_ne!(s.set.images[0].root.digest, set2.images[0].root.digest, "the two samples differ");
 }
 
 #[test]
@@ -329,7 +343,10 @@ fn two_imports_at_once_both_succeed_and_update_existing_applies_settings() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     for img in &s.set.images {
-        assert_eq!(ecr_manifest(&s.data, &img.repo, &img.tag).map(|b| sha256(&b)), Some(img.root.digest.clone()));
+        assert_eq!(
+            ecr_manifest(&s.data.registry, &img.repo, &img.tag).map(|b| sha256(&b)),
+            Some(img.root.digest.clone())
+        );
         assert_eq!(s.moto.repository(&img.repo).unwrap()["imageScanningConfiguration"]["scanOnPush"], false);
     }
 

@@ -83,8 +83,9 @@ fn export_retries_5xx_bursts_and_honours_429_retry_after() {
     f.proxy.add("GET", "/blobs/", Fault::Status(502, None), 2);
     f.proxy.add("GET", "/blobs/", Fault::Status(504, None), 1);
     f.run(&f.export_args("a.tar.zst", &[])).success();
-    let faulted = f.proxy.seen.lock().unwrap().iter().filter(|s| s.faulted).count();
+    let faulted = f.proxy.seen.lock().unwrap().iter().filter(|s| s.faulted()).count();
     assert_eq!(faulted, 6, "every injected fault was met and retried");
+    assert_waited_retry_after(&f.proxy, 1);
     f.check_archive("a.tar.zst");
 }
 
@@ -196,7 +197,7 @@ fn import_retries_failed_uploads_and_manifest_pushes() {
     proxy.add("PUT", "/blobs/uploads/", Fault::CutUpload(LAYER / 4), 1);
     proxy.add("PUT", "/manifests/", Fault::Status(502, None), 2);
     f.ws.bundle(&["import", "-d", &proxy.host(), "s.tar.zst"]).success();
-    let faulted = proxy.seen.lock().unwrap().iter().filter(|s| s.faulted).count();
+    let faulted = proxy.seen.lock().unwrap().iter().filter(|s| s.faulted()).count();
     assert_eq!(faulted, 6);
     for img in &f.set.images {
         let (bytes, _) = get_manifest(&dst.base_url(), &img.repo, &img.tag).unwrap();
@@ -302,8 +303,20 @@ fn import_honours_429_retries_stalls_and_never_accepts_a_corrupted_upload() {
     proxy.add("HEAD", "/manifests/", Fault::Hold, 1);
     // One corrupted byte in an upload: the registry refuses the blob, the import fails, nothing wrong is kept.
     proxy.add("PUT", "/blobs/uploads/", Fault::CorruptUpload(100), 1);
-    let r = f.ws.bundle(&["--read-timeout", "1", "import", "-d", &proxy.host(), "s.tar.zst"]).failure();
+    // One request at a time, so the faults are met in order (the held probe, the 429'd upload start, the corrupted
+    // upload) and the last one ends the import: a concurrent import could end on the corruption while the 429 wait
+    // is still running.
+    let args = ["--read-timeout", "1", "import", "-d", &proxy.host(), "s.tar.zst", "--concurrency", "1"];
+    let r = f.ws.bundle(&args).failure();
     assert!(r.stderr.contains("run the same command again"), "{}", r.stderr);
+    // It is the corrupted upload that ends the import, and the error names that blob.
+    let (corrupted, _) = proxy.retry_of(|f| matches!(f, Fault::CorruptUpload(_))).expect("no upload was corrupted");
+    let digest = upload_digest(&corrupted.path);
+    assert!(r.stderr.contains(&digest), "the failure does not name the corrupted blob {digest}:\n{}", r.stderr);
+    // The 429'd request was sent again, no sooner than its Retry-After said; the held one was given up and retried.
+    assert_waited_retry_after(&proxy, 1);
+    let (held, retry) = proxy.retry_of(|f| matches!(f, Fault::Hold)).expect("no request was held");
+    assert!(retry.is_some(), "the held {} {} was never retried", held.method, held.path);
     proxy.release();
     // The re-run completes, and every manifest at the destination has the source digest.
     f.ws.bundle(&["import", "-d", &proxy.host(), "s.tar.zst"]).success();
@@ -314,7 +327,29 @@ fn import_honours_429_retries_stalls_and_never_accepts_a_corrupted_upload() {
             assert_eq!(get_blob(&dst.base_url(), &img.repo, &b.digest).map(|x| sha256(&x)), Some(b.digest.clone()));
         }
     }
-    assert!(proxy.seen.lock().unwrap().iter().filter(|s| s.faulted).count() >= 3);
+    assert!(proxy.seen.lock().unwrap().iter().filter(|s| s.faulted()).count() >= 3);
+}
+
+/// The first request answered 429 with `Retry-After: seconds` was sent again, and not before that wait.
+#[track_caller]
+fn assert_waited_retry_after(proxy: &FaultProxy, seconds: u64) {
+    let (first, retry) =
+        proxy.retry_of(|f| matches!(f, Fault::Status(429, Some(_)))).expect("no request was answered 429");
+    let retry = retry.unwrap_or_else(|| panic!("the 429'd {} {} was never sent again", first.method, first.path));
+    let waited = retry.at.duration_since(first.at);
+    assert!(
+        waited >= std::time::Duration::from_secs(seconds),
+        "the 429'd {} {} was sent again after {waited:?}, before its Retry-After of {seconds} s",
+        first.method,
+        first.path
+    );
+}
+
+/// The digest an upload's PUT completes (`…/blobs/uploads/ID?…digest=sha256%3A…`).
+fn upload_digest(path: &str) -> String {
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let value = query.split('&').find_map(|kv| kv.strip_prefix("digest=")).expect("an upload PUT names its digest");
+    value.replace("%3A", ":").replace("%3a", ":")
 }
 
 #[test]

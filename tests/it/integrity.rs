@@ -31,7 +31,7 @@ fn flipped_byte_fails_verify_and_import_pushes_nothing() {
 
     let r = ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).failure();
     assert!(r.stderr.contains("failed verification"), "{}", r.stderr);
-    assert_eq!(dst.repositories(), Vec::<String>::new(), "a damaged archive pushed something");
+    dst.assert_untouched("import of a damaged archive");
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn flipped_byte_is_found_by_content_checks_without_the_sidecar() {
     assert!(r.stderr.contains("not found; checking the archive's content"), "{}", r.stderr);
     assert!(r.stderr.contains("failed verification"), "{}", r.stderr);
     ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).failure();
-    assert_eq!(dst.repositories(), Vec::<String>::new());
+    dst.assert_untouched("import of a damaged archive");
 }
 
 #[test]
@@ -59,7 +59,7 @@ fn truncated_archive_fails_verify_and_import_pushes_nothing() {
     let r = ws.bundle(&["verify", "s.tar.zst"]).failure();
     assert!(r.stderr.contains("truncated") || r.stderr.contains("missing"), "{}", r.stderr);
     ws.bundle(&["import", "-d", &dst.host(), "s.tar.zst"]).failure();
-    assert_eq!(dst.repositories(), Vec::<String>::new());
+    dst.assert_untouched("import of a damaged archive");
 }
 
 #[test]
@@ -89,7 +89,7 @@ fn a_reimport_that_pushes_nothing_reads_only_the_front_but_a_real_import_verifie
     let empty = Registry::start();
     let r = ws.bundle(&["import", "-d", &empty.host(), "s.tar.zst"]).failure();
     assert!(r.stderr.contains("failed verification"), "{}", r.stderr);
-    assert!(empty.repositories().is_empty());
+    empty.assert_untouched("import of an archive damaged after an import");
 }
 
 /// Import trusts a matching sidecar enough to start uploading without a full verification pass, but still

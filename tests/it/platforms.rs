@@ -182,7 +182,7 @@ fn attestations_follow_their_platform_and_nested_indexes_are_filtered_too() {
     let image = format!("{}/app/attested:1.0", src.host());
     ws.bundle(&["copy", "-d", &dst.host(), "--platform", "linux/amd64", "--image", &image]).success();
     let base = dst.base_url();
-    let (_, root) = manifest_json(&base, "app/attested", "1.0").unwrap();
+    let (root_bytes, root) = manifest_json(&base, "app/attested", "1.0").unwrap();
     let entries = entry_digests(&root);
     assert_eq!(entries.len(), 3, "{root}");
     assert_eq!(entries[0], a.amd.manifest.digest);
@@ -202,7 +202,10 @@ fn attestations_follow_their_platform_and_nested_indexes_are_filtered_too() {
             "a dropped platform travelled"
         );
     }
-    assert_ne!(sha256(&serde_json::to_vec(&root).unwrap()), a.root.digest);
+    // A new index (of the bytes the destination serves, not of JSON serialised again here), the rest the source's.
+    assert_ne!(sha256(&root_bytes), a.root.digest);
+    let source: serde_json::Value = serde_json::from_slice(&a.root.bytes).unwrap();
+    assert_eq!(root["mediaType"], source["mediaType"]);
 
     // `images --json` is chart-only; export's dry run shows the same choice without writing anything.
     let r = ws.bundle(&["export", "--platform", "linux/arm64", "--image", &image, "-t"]).success();
@@ -268,6 +271,11 @@ fn images_json_shows_what_platform_would_keep() {
     let charts = fixture_charts(&ws);
     let world = Registry::start();
     let (cfg, pinned) = seed_world(&ws, &world);
+    // One image of the chart becomes multi-platform: its index is what --platform filters.
+    let amd = image(&[random_layer(1024, 901)], "amd64", false);
+    let arm = image(&[random_layer(1024, 902)], "arm64", false);
+    let idx = index(&[(&amd, "amd64"), (&arm, "arm64")], false);
+    Pusher::new(&world.base_url()).index("quay.io/stackstate/worker", "2.3.1", &[&amd, &arm], &idx, OCI_INDEX);
     let set = format!("pinned.image.digest={pinned}");
     let chart = charts.join("platform");
     let args = ["--registry-config", cfg.to_str().unwrap(), "images", "-c", chart.to_str().unwrap(), "--set", &set];
@@ -277,7 +285,26 @@ fn images_json_shows_what_platform_would_keep() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let images = v["images"].as_array().unwrap();
     assert!(images.len() >= 10);
-    for i in images {
+    let worker = images
+        .iter()
+        .find(|i| i["reference"] == "quay.io/stackstate/worker:2.3.1")
+        .unwrap_or_else(|| panic!("no worker image in {v}"));
+    // What a copy with the same --platform writes at a destination: an index of the amd64 child alone.
+    let dst = Registry::start();
+    let source = "quay.io/stackstate/worker:2.3.1";
+    let cfg = cfg.to_str().unwrap();
+    ws.bundle(&["--registry-config", cfg, "copy", "-d", &dst.host(), "--platform", "linux/amd64", "--image", source])
+        .success();
+    let (copied, _) = get_manifest(&dst.base_url(), "stackstate/worker", "2.3.1").unwrap();
+    let copied_index: serde_json::Value = serde_json::from_slice(&copied).unwrap();
+    assert_eq!(entry_digests(&copied_index), vec![amd.manifest.digest.clone()], "{copied_index}");
+    assert_eq!(worker["travels"]["digest"], sha256(&copied).as_str(), "{worker}");
+    assert_ne!(worker["travels"]["digest"], idx.digest.as_str(), "{worker}");
+    assert_eq!(worker["travels"]["platforms"], serde_json::json!(["linux/amd64"]), "{worker}");
+    assert_eq!(worker["travels"]["platformSelection"]["originalDigest"], idx.digest.as_str(), "{worker}");
+    assert_eq!(worker["travels"]["platformSelection"]["dropped"], serde_json::json!(["linux/arm64"]), "{worker}");
+    // The single-platform images travel as they are.
+    for i in images.iter().filter(|i| i != &worker) {
         assert!(i["travels"]["digest"].as_str().unwrap().starts_with("sha256:"), "{i}");
     }
     let mut plain = args.to_vec();

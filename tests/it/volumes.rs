@@ -249,7 +249,7 @@ fn a_volume_with_a_damaged_or_missing_piece_fails_verify_naming_it_and_its_set_i
     args.extend(volumes.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, v)| v.as_str()));
     let r = ws.bundle(&args).failure();
     assert!(r.stderr.contains("damaged.tar.zst failed verification"), "{}", r.stderr);
-    assert!(dst.repositories().is_empty(), "{:?}", dst.repositories());
+    dst.assert_untouched("import of a set with a damaged volume");
 
     // A volume altered in place beside its old sidecar: planned from its front, then the sidecar disagrees, the
     // full verification finds the damage, and nothing is pushed.
@@ -265,7 +265,7 @@ fn a_volume_with_a_damaged_or_missing_piece_fails_verify_naming_it_and_its_set_i
     std::fs::write(&target, bytes).unwrap();
     let r = ws.bundle(&["import", "-d", &host, "altered"]).failure();
     assert!(r.stderr.contains(&format!("{} failed verification", volumes[0])), "{}", r.stderr);
-    assert!(dst.repositories().is_empty(), "{:?}", dst.repositories());
+    dst.assert_untouched("import of a set with a volume altered beside its sidecar");
 }
 
 #[test]
@@ -374,5 +374,5 @@ fn volumes_of_two_sets_or_an_archive_among_volumes_are_refused_and_nothing_is_pu
     assert!(r.stderr.contains("whole.tar.zst is not a volume of a set"), "{}", r.stderr);
     let r = ws.bundle(&["import", "-d", &host, "nothing-here.part*.tar.zst"]).failure();
     assert!(r.stderr.contains("no volumes (NAME.partNNN.tar.zst, NAME.parityNN.bin) match"), "{}", r.stderr);
-    assert!(dst.repositories().is_empty(), "{:?}", dst.repositories());
+    dst.assert_untouched("imports of mismatched volumes");
 }

@@ -38,14 +38,29 @@ pub const PLATFORM_IMAGES: &[&str] = &[
 
 pub const NAMES: &[&str] = &["quay.io", "docker.io", "registry.k8s.io", "ghcr.io"];
 
-/// Copy the fixture charts into `ws/charts` and build `platform/charts/legacy-1.0.0.tgz`.
+/// Copy the fixture charts into `ws/charts` and build `platform/charts/legacy-1.0.0.tgz` with `helm package`.
 pub fn fixture_charts(ws: &Workspace) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts");
     let dst = ws.path("charts");
     copy_dir(&src, &dst);
-    let tgz = bundle::chart::package::package_dir(&dst.join("legacy")).unwrap();
-    std::fs::write(dst.join("platform/charts/legacy-1.0.0.tgz"), tgz).unwrap();
+    let (legacy, vendored) = (dst.join("legacy"), dst.join("platform/charts"));
+    helm_run(ws, &["package", legacy.to_str().unwrap(), "-d", vendored.to_str().unwrap()]);
+    assert!(vendored.join("legacy-1.0.0.tgz").is_file(), "helm package wrote no legacy-1.0.0.tgz");
     dst
+}
+
+/// `helm package` of the platform chart into `out`, as its publisher would release it: the `file://` dependency
+/// vendored into `charts/` first (what `helm dependency build` does; it would also try the network for `legacy`).
+/// Returns the package's path.
+pub fn helm_package_platform(ws: &Workspace, charts: &Path, out: &Path) -> PathBuf {
+    let platform = charts.join("platform");
+    if !platform.join("charts/localdep").exists() {
+        copy_dir(&charts.join("localdep"), &platform.join("charts/localdep"));
+    }
+    let printed = helm_run(ws, &["package", platform.to_str().unwrap(), "-d", out.to_str().unwrap()]);
+    let path = printed.trim().rsplit(": ").next().map(PathBuf::from).expect("helm package names its package");
+    assert!(path.is_file(), "helm package said {printed}");
+    path
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -146,6 +161,25 @@ pub fn helm() -> PathBuf {
     let found = std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("helm")).find(|p| p.is_file()));
     found.expect("these tests need a helm binary on PATH: run scripts/install-helm")
+}
+
+/// Run helm with its config, cache and data inside `ws` (nothing of the machine's helm setup leaks in), bounded
+/// by the clients' timeout; panics, with helm's stderr, unless it succeeds. Returns stdout.
+#[track_caller]
+pub fn helm_run(ws: &Workspace, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .args(["--kill-after=10", super::clients::CLIENT_TIMEOUT_SECS])
+        .arg(helm())
+        .args(args)
+        .env("HELM_CONFIG_HOME", ws.path("helm-config"))
+        .env("HELM_CACHE_HOME", ws.path("helm-cache"))
+        .env("HELM_DATA_HOME", ws.path("helm-data"))
+        .current_dir(ws.dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run helm");
+    assert!(out.status.success(), "helm {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("helm prints UTF-8")
 }
 
 /// Every image the rendered documents name under a key named `image`: the reviewer's rule as

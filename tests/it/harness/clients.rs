@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Seconds any one client command may take.
-const CLIENT_TIMEOUT_SECS: &str = "300";
+pub const CLIENT_TIMEOUT_SECS: &str = "300";
 
 /// `program args…` in `cwd`, killed after `CLIENT_TIMEOUT_SECS`.
 pub fn bounded(program: &str, args: &[&str], cwd: &Path) -> Output {

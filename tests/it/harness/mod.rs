@@ -106,6 +106,25 @@ impl Workspace {
         Run::from(self.command(args).output().expect("run bundle"))
     }
 
+    /// Run `bundle` with its address space limited to `bytes` (RLIMIT_AS): an allocation the input asks for but
+    /// a sound reader never makes fails the run instead of passing unnoticed on a machine with memory to spare.
+    pub fn bundle_within(&self, bytes: u64, args: &[&str]) -> Run {
+        use std::os::unix::process::CommandExt as _;
+        let mut command = self.command(args);
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Run::from(command.output().expect("run bundle"))
+    }
+
     /// Run `bundle` with stdout a pipe whose reader is already gone (`bundle … | head -c 0`).
     pub fn bundle_into_closed_pipe(&self, args: &[&str]) -> Run {
         let (reader, writer) = std::io::pipe().expect("a pipe");

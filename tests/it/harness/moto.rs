@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::Workspace;
+use super::proxy::{Fault, FaultProxy};
 use super::registry::{Registry, RegistryOptions, free_port};
 
 pub const ACCOUNT: &str = "123456789012";
@@ -84,21 +85,11 @@ impl Moto {
 
     /// Call an ECR action on moto directly (JSON 1.1 protocol; moto does not check signatures unless asked).
     pub fn call(&self, action: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = reqwest::blocking::Client::new()
-            .post(self.endpoint())
-            .header("X-Amz-Target", format!("AmazonEC2ContainerRegistry_V20150921.{action}"))
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .header("Authorization", format!("AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/ecr/aws4_request, SignedHeaders=host, Signature=0"))
-            .body(body.to_string())
-            .send()
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, serde_json::from_slice(&r.bytes().unwrap()).unwrap_or(serde_json::Value::Null))
+        call(&self.endpoint(), action, body)
     }
 
     pub fn repository(&self, name: &str) -> Option<serde_json::Value> {
-        let (status, v) = self.call("DescribeRepositories", serde_json::json!({"repositoryNames": [name]}));
-        (status == 200).then(|| v["repositories"][0].clone())
+        describe_repository(&self.endpoint(), name)
     }
 
     pub fn repository_names(&self) -> Vec<String> {
@@ -112,10 +103,101 @@ impl Moto {
     }
 }
 
+fn call(endpoint: &str, action: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = reqwest::blocking::Client::new()
+        .post(endpoint)
+            .header("X-Amz-Target", format!("AmazonEC2ContainerRegistry_V20150921.{action}"))
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header("Authorization", format!("AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/ecr/aws4_request, SignedHeaders=host, Signature=0"))
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, serde_json::from_slice(&r.bytes().unwrap()).unwrap_or(serde_json::Value::Null))
+}
+
+fn describe_repository(endpoint: &str, name: &str) -> Option<serde_json::Value> {
+    let (status, v) = call(endpoint, "DescribeRepositories", serde_json::json!({"repositoryNames": [name]}));
+    (status == 200).then(|| v["repositories"][0].clone())
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// ECR's data plane as ECR behaves: a docker-registry that accepts only moto's token, behind a gate that asks
+/// moto about every request. A repository moto does not have is NAME_UNKNOWN (docker-registry alone would
+/// create it on the first push), and a tag the repository's mutability settings make immutable is never
+/// overwritten (TAG_INVALID, ECR's ImageTagAlreadyExistsException) whatever the client checked first.
+pub struct EcrDataPlane {
+    pub registry: Registry,
+    pub gate: FaultProxy,
+}
+
+impl EcrDataPlane {
+    pub fn start(ws: &Workspace, moto: &Moto) -> EcrDataPlane {
+        let registry = ecr_data_plane(ws);
+        let (endpoint, tags) = (moto.endpoint(), registry.storage().join("docker/registry/v2/repositories"));
+        let gate = move |method: &str, path: &str| -> Option<Fault> {
+            let (name, rest) = repository_of(path)?;
+            let Some(repo) = describe_repository(&endpoint, &name) else {
+                let message =
+                    format!("The repository with name '{name}' does not exist in the registry with id '{ACCOUNT}'");
+                return Some(Fault::Refuse(404, "NAME_UNKNOWN", message));
+            };
+            let tag = rest.strip_prefix("manifests/").filter(|t| !t.starts_with("sha256:"))?;
+            let exists = tags.join(&name).join("_manifests/tags").join(tag).join("current/link").is_file();
+            if method == "PUT" && exists && tag_is_immutable(&repo, tag) {
+                let message = format!(
+                    "The image tag '{tag}' already exists in the '{name}' repository and cannot be overwritten because the tag is immutable."
+                );
+                return Some(Fault::Refuse(400, "TAG_INVALID", message));
+            }
+            None
+        };
+        let gate = FaultProxy::start_gated(registry.port, std::sync::Arc::new(gate));
+        EcrDataPlane { registry, gate }
+    }
+
+    /// Where the registry config sends ECR's hostname: the gate.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.gate.host())
+    }
+}
+
+/// `/v2/NAME/(blobs|manifests|tags)/REST` → (NAME, `blobs/…`); None for `/v2/` and `/v2/_catalog`.
+fn repository_of(path: &str) -> Option<(String, String)> {
+    let path = path.split('?').next()?.strip_prefix("/v2/")?;
+    let at = ["/blobs/", "/manifests/", "/tags/"].iter().filter_map(|k| path.rfind(k)).max()?;
+    Some((path[..at].to_string(), path[at + 1..].to_string()))
+}
+
+/// Whether `tag` may not move in `repo` (a DescribeRepositories entry), as ECR decides: the mutability, and
+/// for the `*_WITH_EXCLUSION` kinds the wildcard filters that make a tag the exception.
+fn tag_is_immutable(repo: &serde_json::Value, tag: &str) -> bool {
+    let excluded = || {
+        repo["imageTagMutabilityExclusionFilters"]
+            .as_array()
+            .is_some_and(|fs| fs.iter().filter_map(|f| f["filter"].as_str()).any(|f| wildcard(f, tag)))
+    };
+    match repo["imageTagMutability"].as_str() {
+        Some("IMMUTABLE") => true,
+        Some("IMMUTABLE_WITH_EXCLUSION") => !excluded(),
+        Some("MUTABLE_WITH_EXCLUSION") => excluded(),
+        _ => false,
+    }
+}
+
+/// ECR's wildcard filters: `*` stands for any run of characters.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.starts_with(head) && (0..=text.len() - head.len()).any(|i| wildcard(tail, &text[head.len() + i..]))
+        }
     }
 }
 

@@ -13,6 +13,9 @@ use std::sync::{Arc, Condvar, Mutex};
 pub enum Fault {
     /// Answer with this status (and `Retry-After`, if given) without asking the registry.
     Status(u16, Option<u32>),
+    /// Answer with this status and a distribution-spec error (code, message), as a real service refusing the
+    /// request would (ECR's NAME_UNKNOWN for a repository it does not have).
+    Refuse(u16, &'static str, String),
     /// Forward, but close the connection after this many bytes of the response body.
     ResetAfter(usize),
     /// Forward, with the byte at this offset of the response body flipped.
@@ -40,6 +43,8 @@ pub struct Rule {
     pub fault: Fault,
     /// How many more requests it applies to (`usize::MAX`: always).
     pub times: usize,
+    /// How many matching requests it lets through untouched before it applies.
+    pub skip: usize,
 }
 
 /// A request as the proxy saw it.
@@ -48,8 +53,20 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub range: Option<String>,
-    pub faulted: bool,
+    /// The fault it met, if any.
+    pub fault: Option<Fault>,
+    /// When its head arrived (so a test can measure the wait before a retry).
+    pub at: std::time::Instant,
 }
+
+impl Seen {
+    pub fn faulted(&self) -> bool {
+        self.fault.is_some()
+    }
+}
+
+/// Decides per request (method, path) whether it meets a fault, before the rules are asked.
+pub type Gate = Arc<dyn Fn(&str, &str) -> Option<Fault> + Send + Sync>;
 
 pub struct FaultProxy {
     pub port: u16,
@@ -62,6 +79,11 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream_port: u16) -> FaultProxy {
+        FaultProxy::start_gated(upstream_port, Arc::new(|_: &str, _: &str| None))
+    }
+
+    /// A proxy whose `gate` sees every request first (a service's own refusals, decided per request).
+    pub fn start_gated(upstream_port: u16, gate: Gate) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
@@ -75,9 +97,9 @@ impl FaultProxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (r, s, h) = (r.clone(), s.clone(), h.clone());
+                let (r, s, h, g) = (r.clone(), s.clone(), h.clone(), gate.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(conn, upstream_port, &r, &s, &h);
+                    let _ = handle(conn, upstream_port, &g, &r, &s, &h);
                 });
             }
         });
@@ -104,7 +126,12 @@ impl FaultProxy {
     }
 
     pub fn add(&self, method: &'static str, path: &str, fault: Fault, times: usize) {
-        self.rules.lock().unwrap().push(Rule { method, path: path.to_string(), fault, times });
+        self.add_after(method, path, 0, fault, times);
+    }
+
+    /// `add`, but the first `skip` matching requests pass untouched (hold the second upload, not the first).
+    pub fn add_after(&self, method: &'static str, path: &str, skip: usize, fault: Fault, times: usize) {
+        self.rules.lock().unwrap().push(Rule { method, path: path.to_string(), fault, times, skip });
     }
 
     pub fn clear(&self) {
@@ -113,6 +140,21 @@ impl FaultProxy {
 
     pub fn count(&self, method: &str, path: &str) -> usize {
         self.seen.lock().unwrap().iter().filter(|s| s.method == method && s.path.contains(path)).count()
+    }
+
+    /// Every request seen so far, in the order their heads arrived.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The first request that met a fault matching `is`, and the first later one with the same method and path
+    /// (its retry), if any.
+    pub fn retry_of(&self, is: impl Fn(&Fault) -> bool) -> Option<(Seen, Option<Seen>)> {
+        let seen = self.requests();
+        let i = seen.iter().position(|s| s.fault.as_ref().is_some_and(&is))?;
+        let first = seen[i].clone();
+        let retry = seen[i + 1..].iter().find(|s| s.method == first.method && s.path == first.path).cloned();
+        Some((first, retry))
     }
 
     pub fn ranged(&self, path: &str) -> usize {
@@ -131,6 +173,7 @@ impl Drop for FaultProxy {
 fn handle(
     client: TcpStream,
     upstream_port: u16,
+    gate: &Gate,
     rules: &Mutex<Vec<Rule>>,
     seen: &Mutex<Vec<Seen>>,
     held: &(Mutex<(usize, bool)>, Condvar),
@@ -170,17 +213,22 @@ fn handle(
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let fault = {
+    let fault = gate(&method, &path).or_else(|| {
         let mut rules = rules.lock().unwrap();
         let hit = rules.iter_mut().find(|r| r.times > 0 && r.method == method && path.contains(&r.path));
-        hit.map(|r| {
+        hit.and_then(|r| {
+            if r.skip > 0 {
+                r.skip -= 1;
+                return None;
+            }
             if r.times != usize::MAX {
                 r.times -= 1;
             }
-            r.fault.clone()
+            Some(r.fault.clone())
         })
-    };
-    seen.lock().unwrap().push(Seen { method: method.clone(), path: path.clone(), range, faulted: fault.is_some() });
+    });
+    let at = std::time::Instant::now();
+    seen.lock().unwrap().push(Seen { method: method.clone(), path: path.clone(), range, fault: fault.clone(), at });
 
     match fault {
         Some(Fault::Status(code, retry_after)) => {
@@ -191,6 +239,16 @@ fn handle(
             write!(
                 client,
                 "HTTP/1.1 {code} Injected\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+        Some(Fault::Refuse(code, error, message)) => {
+            std::io::copy(&mut (&mut reader).take(content_length as u64), &mut std::io::sink())?;
+            let body = serde_json::json!({"errors": [{"code": error, "message": message}]}).to_string();
+            write!(
+                client,
+                "HTTP/1.1 {code} Refused\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )?;
             return Ok(());

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 /// How long a registry may take to start or a logged event to appear before the test fails.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The repository name of the harness's own `settle` requests, left out of every count.
+const SENTINEL: &str = "bundle-harness-sentinel";
+static SENTINELS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[derive(Clone, Default)]
 pub struct RegistryOptions {
     /// (certificate PEM path, key PEM path) to serve HTTPS.
@@ -134,9 +138,71 @@ impl Registry {
         self.log.0.lock().unwrap().join("\n")
     }
 
-    /// Log lines of requests matching `needle` (method and path, e.g. "POST /v2/").
+    /// Wait until every request the registry has answered is in the log. The registry writes its access log
+    /// after the response, from another goroutine, so a count taken the moment a client exits can miss its last
+    /// requests: send a request of our own, after everything else, and wait for its line.
+    pub fn settle(&self) {
+        assert!(
+            self.options.client_ca.is_none(),
+            "settle: this registry wants client certificates; the harness has none"
+        );
+        let n = SENTINELS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = format!("/v2/{SENTINEL}-{n}/tags/list");
+        let client = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(EVENT_TIMEOUT)
+            .build()
+            .unwrap();
+        let sent = client.get(format!("{}{path}", self.base_url())).send();
+        assert!(sent.is_ok(), "settle: the registry on port {} did not answer: {sent:?}", self.port);
+        assert!(
+            self.wait_for_log(&format!("\"GET {path} ")),
+            "settle: the registry never logged {path}:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Access-log lines of the requests answered so far (after `settle`), without the harness's own.
+    pub fn requests(&self) -> Vec<String> {
+        self.settle();
+        let lines = self.log.0.lock().unwrap();
+        lines.iter().filter(|l| is_access_line(l) && !l.contains(SENTINEL)).cloned().collect()
+    }
+
+    /// Requests answered so far matching `needle` (method and path, e.g. "POST /v2/"), counted after `settle`.
     pub fn count_requests(&self, needle: &str) -> usize {
-        self.log.0.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+        self.requests().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Requests that write (POST, PUT, PATCH, DELETE) answered so far.
+    pub fn writes(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|l| ["\"POST ", "\"PUT ", "\"PATCH ", "\"DELETE "].iter().any(|m| l.contains(m)))
+            .collect()
+    }
+
+    /// Nothing was written at all: no request that writes reached the registry, its storage holds no repository
+    /// (not even blobs of one, `_layers`, or an unfinished upload, `_uploads`), and `_catalog` lists none.
+    /// `repositories()` sees only tags; this sees a blob pushed before a refusal.
+    #[track_caller]
+    pub fn assert_untouched(&self, what: &str) {
+        let writes = self.writes();
+        assert!(writes.is_empty(), "{what}: the registry got writes:\n{}", writes.join("\n"));
+        let stored = self.stored("");
+        assert!(stored.is_empty(), "{what}: the registry's storage holds:\n{}", stored.join("\n"));
+        if self.options.htpasswd.is_none() && self.options.auth_yaml.is_none() {
+            let catalog = reqwest::blocking::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .timeout(EVENT_TIMEOUT)
+                .build()
+                .unwrap()
+                .get(format!("{}/v2/_catalog", self.base_url()))
+                .send()
+                .and_then(|r| r.text())
+                .expect("GET /v2/_catalog");
+            assert_eq!(catalog.trim(), r#"{"repositories":[]}"#, "{what}: _catalog lists something");
+        }
     }
 
     pub fn stop(&mut self) {
@@ -150,6 +216,16 @@ impl Registry {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Everything the registry stores for repositories under `prefix` ("" for all): tags, blob links and
+    /// unfinished uploads alike.
+    pub fn stored(&self, prefix: &str) -> Vec<String> {
+        let root = self.storage().join("docker/registry/v2/repositories");
+        let mut out = Vec::new();
+        collect_paths(&root, &root.join(prefix), &mut out);
+        out.sort();
+        out
     }
 
     /// Repositories in the registry, from its storage (no HTTP: works whatever the auth).
@@ -172,6 +248,23 @@ fn collect_repos(root: &Path, dir: &Path, out: &mut Vec<String>) {
             collect_repos(root, &p, out);
         }
     }
+}
+
+/// Every file and directory under `dir`, relative to `root`.
+fn collect_paths(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        out.push(p.strip_prefix(root).unwrap().to_string_lossy().to_string());
+        if p.is_dir() {
+            collect_paths(root, &p, out);
+        }
+    }
+}
+
+/// An access-log line (`127.0.0.1 - - [time] "GET /v2/… HTTP/1.1" 200 …`), not one of the app's own lines.
+fn is_access_line(line: &str) -> bool {
+    !line.starts_with("time=") && line.contains("] \"") && line.contains(" HTTP/")
 }
 
 impl Drop for Registry {

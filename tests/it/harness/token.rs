@@ -21,8 +21,9 @@ const ISSUER: &str = "bundle-test-issuer";
 pub struct TokenRegistry {
     pub registry: Registry,
     pub tokens_issued: Arc<AtomicUsize>,
-    /// Every `scope` parameter asked for, for assertions on mounts (pull on the source repository).
-    pub scopes_asked: Arc<Mutex<Vec<String>>>,
+    /// The `scope` parameters of each token request, in order, for assertions on mounts (one token with push
+    /// on the target and pull on the source repository).
+    pub token_requests: Arc<Mutex<Vec<Vec<String>>>>,
     stop: Arc<AtomicBool>,
     port: u16,
 }
@@ -67,8 +68,8 @@ impl TokenRegistry {
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let issued = Arc::new(AtomicUsize::new(0));
-        let scopes_asked = Arc::new(Mutex::new(Vec::new()));
-        let (flag, count, asked) = (stop.clone(), issued.clone(), scopes_asked.clone());
+        let token_requests = Arc::new(Mutex::new(Vec::new()));
+        let (flag, count, asked) = (stop.clone(), issued.clone(), token_requests.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if flag.load(Ordering::SeqCst) {
@@ -98,9 +99,11 @@ impl TokenRegistry {
                     continue;
                 }
                 let mut access = Vec::new();
+                let scopes: Vec<String> =
+                    url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.into()).collect();
+                asked.lock().unwrap().push(scopes);
                 for (k, v) in url.query_pairs() {
                     if k == "scope" {
-                        asked.lock().unwrap().push(v.to_string());
                         let parts: Vec<&str> = v.splitn(3, ':').collect();
                         if parts.len() == 3 {
                             access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}));
@@ -129,7 +132,7 @@ impl TokenRegistry {
             bundle.display()
         );
         let registry = Registry::start_with(RegistryOptions { auth_yaml: Some(auth), ..Default::default() });
-        TokenRegistry { registry, tokens_issued: issued, scopes_asked, stop, port }
+        TokenRegistry { registry, tokens_issued: issued, token_requests, stop, port }
     }
 
     /// A token for `scope`, fetched the way any client would, for assertions.
