@@ -5,5 +5,5 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    bundle::commands::run(bundle::cli::Cli::parse())
+    bundle::commands::run(bundle::commands::cli::Cli::parse())
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::digest::Digest;
+use crate::oci::digest::Digest;
 
 pub fn sidecar_path(archive: &Path) -> PathBuf {
     let mut name = archive.file_name().unwrap_or_default().to_os_string();
@@ -58,7 +58,7 @@ pub fn read_sidecar(archive: &Path) -> Result<Option<Digest>, SidecarError> {
 /// sha256 of a whole file, read sequentially; `on_bytes` is told about progress.
 pub fn file_digest(path: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> std::io::Result<Digest> {
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = crate::digest::DigestWriter::new();
+    let mut hasher = crate::oci::digest::DigestWriter::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = std::io::Read::read(&mut file, &mut buf)?;
@@ -70,7 +70,7 @@ pub fn file_digest(path: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> std::io::Res
     }
 }
 
-impl crate::hint::Hint for SidecarError {
+impl crate::support::hint::Hint for SidecarError {
     fn hint(&self) -> Option<String> {
         Some("the .sha256 file beside the archive must be the one export wrote with it; copy it again, or remove it to check the archive against its own digests only".into())
     }

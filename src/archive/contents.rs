@@ -11,13 +11,13 @@ use bytes::Bytes;
 
 use super::docker_save::DockerSave;
 use super::reader::{BlobEntry, DOCKER_MANIFEST_FILE, OtherKind, Problem, Scan};
-use crate::digest::Digest;
-use crate::layout::{
+use crate::oci::digest::Digest;
+use crate::oci::layout::{
     BundleMetadata, CONTAINERD_NAME, DELTA_FORMAT_VERSION, FORMAT_VERSION, LayoutIndex, REF_NAME,
     VOLUME_FORMAT_VERSION, VolumeRecord,
 };
-use crate::manifest::{self, ManifestLinks};
-use crate::reference::ImageRef;
+use crate::oci::manifest::{self, ManifestLinks};
+use crate::oci::reference::ImageRef;
 
 /// One image of the archive, with its graph in push order.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct ArchiveImage {
     /// hold them.
     pub omitted: Vec<Digest>,
     /// A signature, attestation or SBOM of another image's manifest, pushed after it.
-    pub artifact: Option<crate::layout::ArtifactRecord>,
+    pub artifact: Option<crate::oci::layout::ArtifactRecord>,
     /// Where the name came from: `bundle.json`, or the index.json annotation that held a full reference.
     pub named_by: &'static str,
 }
@@ -319,7 +319,7 @@ fn outside_the_layout(scan: &Scan, volume: bool, problems: &mut Vec<Problem>) ->
     for other in &scan.others {
         if volume
             && let (Some(name), OtherKind::File { entry, digest, .. }) =
-                (crate::layout::piece_digest(&other.path), &other.kind)
+                (crate::oci::layout::piece_digest(&other.path), &other.kind)
         {
             if &name == digest {
                 pieces.insert(name, *entry);
@@ -352,11 +352,11 @@ fn outside_the_layout(scan: &Scan, volume: bool, problems: &mut Vec<Problem>) ->
 /// `org.opencontainers.image.ref.name` when it is a full reference, else `io.containerd.image.name` (containerd
 /// and docker exports put a bare tag in the first and the full name in the second).
 fn image_name(
-    recorded: Option<&crate::layout::BundleImage>,
-    desc: &crate::manifest::Descriptor,
+    recorded: Option<&crate::oci::layout::BundleImage>,
+    desc: &crate::oci::manifest::Descriptor,
 ) -> (Option<String>, &'static str) {
     if let Some(img) = recorded {
-        return (Some(img.source.clone()), crate::layout::BUNDLE_FILE);
+        return (Some(img.source.clone()), crate::oci::layout::BUNDLE_FILE);
     }
     let annotation = |key| desc.annotations.as_ref().and_then(|a| a.get(key)).cloned();
     match (annotation(REF_NAME), annotation(CONTAINERD_NAME)) {
@@ -509,11 +509,11 @@ fn check_volume(
     for (d, size) in &expected_pieces {
         match pieces.get(*d) {
             None => problems.push(Problem {
-                entry: crate::layout::piece_path(d),
+                entry: crate::oci::layout::piece_path(d),
                 message: "is missing (a piece of a blob that spans volumes)".into(),
             }),
             Some(e) if e.size != *size => problems.push(Problem {
-                entry: crate::layout::piece_path(d),
+                entry: crate::oci::layout::piece_path(d),
                 message: format!("is {} bytes but bundle.json says {size}", e.size),
             }),
             Some(_) => {}
@@ -521,7 +521,7 @@ fn check_volume(
     }
     for d in pieces.keys().filter(|d| !expected_pieces.contains_key(d)) {
         problems.push(Problem {
-            entry: crate::layout::piece_path(d),
+            entry: crate::oci::layout::piece_path(d),
             message: "is not a piece bundle.json places on this volume".into(),
         });
     }

@@ -1,5 +1,7 @@
 //! The archive: a tar of an OCI image layout, compressed as seekable zstd, with a `sha256sum` sidecar.
-//! See docs/archive-format.md for the format and the rules a valid archive follows.
+//! See docs/archive-format.md for the format and the rules a valid archive follows. Reading it (`reader`,
+//! `seekable`), proving it (`contents`, `proof`, `checksum`), writing it (`writer`), the other tools' archives it
+//! reads (`docker_save`), and what it says of itself to others (`spdx`, the inventory).
 
 pub mod checksum;
 pub mod contents;
@@ -7,6 +9,7 @@ pub mod docker_save;
 pub mod proof;
 pub mod reader;
 pub mod seekable;
+pub mod spdx;
 mod stored_frame;
 pub mod writer;
 

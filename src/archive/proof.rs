@@ -10,9 +10,9 @@ use super::checksum::{SidecarError, file_digest, read_sidecar, sidecar_path};
 use super::contents::{Checked, check, check_any};
 use super::reader::ArchiveError;
 use super::{ArchiveFile, BundleContents};
-use crate::digest::Digest;
-use crate::hint::Hint;
-use crate::printer::Printer;
+use crate::oci::digest::Digest;
+use crate::support::hint::Hint;
+use crate::support::printer::Printer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {
@@ -123,7 +123,7 @@ pub async fn front(path: &Path) -> Option<(Arc<ArchiveFile>, BundleContents)> {
         let volume = scan
             .metadata
             .as_ref()
-            .and_then(|m| serde_json::from_slice::<crate::layout::BundleMetadata>(m).ok())
+            .and_then(|m| serde_json::from_slice::<crate::oci::layout::BundleMetadata>(m).ok())
             .and_then(|m| m.volume);
         if let Some(v) = &volume {
             let elsewhere: std::collections::BTreeSet<&Digest> =
@@ -148,7 +148,7 @@ pub async fn front(path: &Path) -> Option<(Arc<ArchiveFile>, BundleContents)> {
                 json: None,
                 content: super::reader::FileContent::Plain,
             };
-            scan.others.push(super::reader::OtherEntry { path: crate::layout::piece_path(&digest), kind });
+            scan.others.push(super::reader::OtherEntry { path: crate::oci::layout::piece_path(&digest), kind });
         }
         let (contents, problems) = check(scan, None);
         contents.filter(|_| problems.is_empty()).map(|c| (Arc::new(archive), c))
@@ -165,7 +165,7 @@ pub struct Pending(Option<RunningCheck>);
 struct RunningCheck {
     expected: Digest,
     result: std::sync::mpsc::Receiver<std::io::Result<Digest>>,
-    progress: crate::printer::Transfer,
+    progress: crate::support::printer::Transfer,
 }
 
 impl Pending {

@@ -18,9 +18,9 @@ use bytes::Bytes;
 
 pub use super::seekable::read_up_to;
 use super::seekable::{SeekTable, SeekTableError};
-use crate::digest::{Digest, DigestWriter};
-use crate::layout::{self, BUNDLE_FILE, INDEX_FILE, OCI_LAYOUT_FILE};
-use crate::manifest::MAX_MANIFEST_BYTES;
+use crate::oci::digest::{Digest, DigestWriter};
+use crate::oci::layout::{self, BUNDLE_FILE, INDEX_FILE, OCI_LAYOUT_FILE};
+use crate::oci::manifest::MAX_MANIFEST_BYTES;
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -838,7 +838,7 @@ fn finish_file_digest(hasher: FileHasher, path: &Path) -> (Digest, u64) {
     (hasher.finish(), len)
 }
 
-impl crate::hint::Hint for ArchiveError {
+impl crate::support::hint::Hint for ArchiveError {
     fn hint(&self) -> Option<String> {
         match self {
             ArchiveError::Open { .. } => Some("check the archive's path and permissions".into()),

@@ -510,7 +510,7 @@ impl Cursor<'_> {
     }
 }
 
-impl crate::hint::Hint for SeekTableError {
+impl crate::support::hint::Hint for SeekTableError {
     fn hint(&self) -> Option<String> {
         Some(DAMAGED_ARCHIVE_HINT.into())
     }

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 
 use super::seekable::{SeekableWriter, read_up_to};
-use crate::digest::{Digest, DigestWriter};
+use crate::oci::digest::{Digest, DigestWriter};
 
 /// The archive file, written in whole frames, with writeback started every `WRITEBACK_STEP` bytes: the disk
 /// writes while the export runs, and the `fsync` that makes the archive durable at the end waits for the last

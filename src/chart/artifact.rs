@@ -3,19 +3,19 @@
 
 use bytes::Bytes;
 
-use crate::digest::Digest;
+use crate::oci::digest::Digest;
 
 /// The chart as an image to carry, and the bytes of its two blobs (small: Chart.yaml and the package).
 pub struct ChartArtifact {
-    pub image: crate::resolve::ResolvedImage,
+    pub image: crate::export::resolve::ResolvedImage,
     pub blobs: Vec<(Digest, Bytes)>,
 }
 
 /// The chart as a Helm OCI artifact (what `helm push` makes): a config holding Chart.yaml as JSON and one
 /// layer holding the package. Built from the package alone, so the same chart gives the same digest.
 pub fn oci_artifact(loaded: &super::source::LoadedChart) -> std::io::Result<ChartArtifact> {
-    use crate::manifest::{Descriptor, OCI_MANIFEST};
-    use crate::manifest::{HELM_CONFIG, HELM_CONTENT};
+    use crate::oci::manifest::{Descriptor, OCI_MANIFEST};
+    use crate::oci::manifest::{HELM_CONFIG, HELM_CONTENT};
     let meta = &loaded.chart.meta;
     let config = Bytes::from(serde_json::to_vec(meta).expect("chart metadata serialises"));
     let package = Bytes::from(loaded.package.clone());
@@ -45,9 +45,10 @@ pub fn oci_artifact(loaded: &super::source::LoadedChart) -> std::io::Result<Char
     }))
     .expect("manifest serialises");
     let digest = Digest::of(&manifest);
-    let source = crate::reference::ImageRef::parse(&format!("charts/{}:{}", meta.name, meta.version.replace('+', "_")))
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("chart name: {e}")))?;
-    let image = crate::resolve::ResolvedImage {
+    let source =
+        crate::oci::reference::ImageRef::parse(&format!("charts/{}:{}", meta.name, meta.version.replace('+', "_")))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("chart name: {e}")))?;
+    let image = crate::export::resolve::ResolvedImage {
         source,
         digest: digest.clone(),
         media_type: OCI_MANIFEST.into(),

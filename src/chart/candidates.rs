@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use serde_yaml_ng::Value;
 
 use super::values::ScopedValues;
-use crate::layout::ValuesKey;
-use crate::reference::ImageRef;
+use crate::oci::layout::ValuesKey;
+use crate::oci::reference::ImageRef;
 
 /// More candidates than this in one chart is not a chart; the rest are ignored.
 const MAX_CANDIDATES: usize = 4096;

@@ -12,7 +12,7 @@ use serde_yaml_ng::Value;
 
 use super::values::ScopedValues;
 use super::{Chart, ChartError};
-use crate::reference::ImageRef;
+use crate::oci::reference::ImageRef;
 
 /// How an image was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
@@ -70,7 +70,7 @@ pub struct Rendered {
     pub incomplete: Vec<Incomplete>,
 }
 
-pub use crate::layout::{ImageShape, ImageValue};
+pub use crate::oci::layout::{ImageShape, ImageValue};
 
 /// Images in the documents `helm template` printed for one pass.
 pub fn from_rendered(text: &str, pass: &str) -> Result<Vec<Finding>, ChartError> {

@@ -274,7 +274,7 @@ pub fn unpack_tgz(bytes: &[u8], what: &str) -> Result<ChartFiles, ChartError> {
 }
 
 /// What the user can do about it.
-impl crate::hint::Hint for ChartError {
+impl crate::support::hint::Hint for ChartError {
     fn hint(&self) -> Option<String> {
         match self {
             ChartError::MissingDependencies { .. } => Some(

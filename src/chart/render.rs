@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::ChartError;
-use crate::child_process::{RunError, run_bounded};
+use crate::support::child_process::{RunError, run_bounded};
 
 /// How the user asked the chart to be rendered; handed to helm as the same flags.
 #[derive(Debug, Clone, Default)]

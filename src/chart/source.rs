@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{Chart, ChartError, package, unpack_tgz};
-use crate::digest::Digest;
-use crate::reference::ImageRef;
+use crate::oci::digest::Digest;
+use crate::oci::reference::ImageRef;
 use crate::registry::{Registries, Role};
 
-use crate::manifest::HELM_CONTENT;
+use crate::oci::manifest::HELM_CONTENT;
 /// Charts are small; anything larger is refused rather than held in memory.
 const MAX_CHART_BYTES: u64 = 64 << 20;
 
@@ -95,7 +95,7 @@ async fn pull_oci(reference: &str, version: Option<&str>, registries: &Registrie
     };
     let image = ImageRef::parse(&with_tag).map_err(|e| ChartError::Other(format!("oci://{with_tag}: {e}")))?;
     let err = |e: &dyn std::error::Error| {
-        ChartError::Other(format!("cannot pull chart oci://{with_tag}: {}", crate::error_text::chain_line(e)))
+        ChartError::Other(format!("cannot pull chart oci://{with_tag}: {}", crate::support::error_text::chain_line(e)))
     };
     let client = registries.client(image.registry(), Role::Source).map_err(|e| err(&e))?;
     let manifest = client.get_manifest(image.repository(), &image.manifest_reference()).await.map_err(|e| err(&e))?;
@@ -150,10 +150,9 @@ async fn from_repository(repo: &str, name: &str, version: Option<&str>) -> Resul
     let fetch = |url: url::Url| {
         let http = http.clone();
         async move {
-            let resp =
-                http.get(url.clone()).send().await.map_err(|e| {
-                    ChartError::Other(format!("cannot fetch {url}: {}", crate::error_text::chain_line(&e)))
-                })?;
+            let resp = http.get(url.clone()).send().await.map_err(|e| {
+                ChartError::Other(format!("cannot fetch {url}: {}", crate::support::error_text::chain_line(&e)))
+            })?;
             if !resp.status().is_success() {
                 return Err(ChartError::Other(format!("cannot fetch {url}: HTTP {}", resp.status())));
             }

@@ -14,8 +14,8 @@ use super::render::{Extra, Helm, RenderOptions};
 use super::source::LoadedChart;
 use super::values::{self, UserValues};
 use super::values_out;
-use crate::layout::{ChartRecord, ImageValueRecord, OverrideValue, ValuesPlan};
-use crate::reference::ImageRef;
+use crate::oci::layout::{ChartRecord, ImageValueRecord, OverrideValue, ValuesPlan};
+use crate::oci::reference::ImageRef;
 
 pub struct Survey {
     pub findings: Vec<Finding>,

@@ -6,9 +6,9 @@
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{Chart, ChartError};
-use crate::layout::ValuesKey;
+use crate::oci::layout::ValuesKey;
 
-pub use crate::layout::UserValues;
+pub use crate::oci::layout::UserValues;
 
 /// Everything the user gave, plus one pass's `--set` expressions, as one values tree.
 pub fn overrides(user: &UserValues, pass: &[String]) -> Result<Value, ChartError> {

@@ -8,11 +8,11 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::discover::ImageShape;
 use super::values::{parse_key, set_at, set_keys};
-use crate::destination::{self, Destination};
-use crate::layout::{
+use crate::import::destination::{self, Destination};
+use crate::oci::layout::{
     Around, ChartRecord, ImageValue, OverrideValue, Unmovable, UnmovableReason, ValuesKey, ValuesOverride, ValuesPlan,
 };
-use crate::reference::ImageRef;
+use crate::oci::reference::ImageRef;
 
 /// The values tree `plan` gives for `dest`. An override that cannot be read for this destination (a value
 /// between text that the mapping does not keep, see `unresolved`) is left out.

@@ -12,8 +12,8 @@ use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
 use crate::chart::discover::{Finding, Incomplete};
-use crate::destination::Destination;
-use crate::reference::ImageRef;
+use crate::import::destination::Destination;
+use crate::oci::reference::ImageRef;
 use crate::registry::{Registries, Role};
 
 /// What one image's check found.
@@ -119,13 +119,13 @@ pub async fn check(
 async fn present(registries: &Registries, image: &ImageRef) -> Status {
     let client = match registries.client(image.registry(), Role::Destination) {
         Ok(c) => c,
-        Err(e) => return Status::Unchecked(crate::error_text::chain_line(&e)),
+        Err(e) => return Status::Unchecked(crate::support::error_text::chain_line(&e)),
     };
     match client.head_manifest(image.repository(), &image.manifest_reference()).await {
         Ok(Some(_)) => Status::Ok,
         Ok(None) => Status::Missing,
         Err(e) if e.status() == Some(404) => Status::Missing,
-        Err(e) => Status::Unchecked(crate::error_text::chain_line(&e)),
+        Err(e) => Status::Unchecked(crate::support::error_text::chain_line(&e)),
     }
 }
 

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::failure::Explain as _;
 use super::settings::CopySettings;
 use super::{Context, Outcome, delivery, discovery};
-use crate::copy::{RegistryOrigin, contents_of};
-use crate::pack;
+use crate::export::pack;
+use crate::import::copy::{RegistryOrigin, contents_of};
 
 pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
     let started = std::time::Instant::now();

@@ -9,9 +9,9 @@ use super::settings::DestinationSettings;
 use super::{Context, Failure, Outcome, human};
 use crate::archive::{ArchiveImage, BundleContents};
 use crate::chart::values_out;
-use crate::destination::Destination;
-use crate::push::{self, BlobOrigin, Presence, PushPlan, PushStats};
-use crate::reference::ImageRef;
+use crate::import::destination::Destination;
+use crate::import::push::{self, BlobOrigin, Presence, PushPlan, PushStats};
+use crate::oci::reference::ImageRef;
 use crate::registry::{RegistryClient, Role};
 
 /// The destination, probed: what is there and what a push would do.
@@ -42,7 +42,7 @@ pub async fn prepare(
         .await
         .explain_with(|| format!("cannot check what {} already has", dest.registry))?;
     // A delta: what it leaves to its base must be there already, before anything is pushed.
-    crate::delta::find_absent(&client, dest, &plan, contents, &mut presence, ctx.concurrency).await?;
+    crate::export::delta::find_absent(&client, dest, &plan, contents, &mut presence, ctx.concurrency).await?;
     if let Some(session) = &ecr {
         check_immutable_tags(&presence, session)?;
     }
@@ -138,7 +138,7 @@ impl Prepared {
     /// chart, and the values file.
     pub async fn finish(&self, ctx: &Context, target: &DestinationSettings, contents: &BundleContents) -> Outcome<()> {
         if contents.images.iter().any(|i| i.artifact.is_some()) {
-            let attached = crate::referrers::attach(&self.client, &self.plan, contents).await?;
+            let attached = crate::export::referrers::attach(&self.client, &self.plan, contents).await?;
             ctx.printer.info(format!(
                 "Signatures, attestations and SBOMs resolve at {} as at the source: {} cosign tags and the referrers of {} manifests read back ({} referrers indexes written)",
                 target.destination_text, attached.tags, attached.subjects, attached.indexes_written
@@ -177,8 +177,8 @@ pub fn push_failure(e: push::PushError, verb: &str, registry: &str, archive: Opt
 }
 
 /// `[platforms linux/amd64 of index sha256:… as sha256:…]`: what --platform did, on the dry-run line.
-fn describe_selection(record: &crate::layout::PlatformRecord, img: &ArchiveImage) -> String {
-    use crate::layout::SelectionMode;
+fn describe_selection(record: &crate::oci::layout::PlatformRecord, img: &ArchiveImage) -> String {
+    use crate::oci::layout::SelectionMode;
     let kept = if img.platforms.is_empty() { record.chosen.join(",") } else { img.platforms.join(",") };
     match (record.mode, &record.original_digest) {
         (SelectionMode::Filter, Some(original)) => {
@@ -253,7 +253,7 @@ fn write_values(ctx: &Context, contents: &BundleContents, dest: &Destination, pa
             "{} is unproven: the chart was surveyed without helm; render the chart with it before installing",
             path.display()
         ));
-    } else if dest.mapping != crate::push::Mapping::Path {
+    } else if dest.mapping != crate::import::push::Mapping::Path {
         ctx.printer.warn(format!(
             "{} was proven for the default name mapping, not for --flatten or --keep-host; render the chart with it before installing",
             path.display()

@@ -9,9 +9,9 @@ use crate::chart::render::{Helm, RenderOptions};
 use crate::chart::source::{self, LoadedChart};
 use crate::chart::survey::{self, Survey, SurveyOptions};
 use crate::chart::values::UserValues;
-use crate::platform::PlatformChoice;
-use crate::reference::ImageRef;
-use crate::resolve::ResolvedImage;
+use crate::export::resolve::ResolvedImage;
+use crate::oci::platform::PlatformChoice;
+use crate::oci::reference::ImageRef;
 
 pub struct ChartInput {
     pub loaded: LoadedChart,
@@ -132,7 +132,11 @@ pub async fn resolve(
     // What the registries offer for signatures is learnt beside the resolution, not after it.
     let started = std::time::Instant::now();
     let survey = async {
-        if referrers { Some(crate::referrers::survey(&ctx.registries, refs, ctx.concurrency).await) } else { None }
+        if referrers {
+            Some(crate::export::referrers::survey(&ctx.registries, refs, ctx.concurrency).await)
+        } else {
+            None
+        }
     };
     let (images, survey) =
         tokio::join!(crate::export::resolve_all(&ctx.registries, refs, choice, ctx.concurrency), survey);
@@ -140,11 +144,13 @@ pub async fn resolve(
     for img in &images {
         let Some(record) = &img.selection else { continue };
         match (record.mode, &record.original_digest) {
-            (crate::layout::SelectionMode::Whole, _) if img.source.digest().is_some() => ctx.printer.warn(format!(
-                "{} is pinned by digest: all its platforms travel, so that the digest keeps resolving",
-                img.source
-            )),
-            (crate::layout::SelectionMode::Filter, Some(original)) => ctx.printer.info(format!(
+            (crate::oci::layout::SelectionMode::Whole, _) if img.source.digest().is_some() => {
+                ctx.printer.warn(format!(
+                    "{} is pinned by digest: all its platforms travel, so that the digest keeps resolving",
+                    img.source
+                ))
+            }
+            (crate::oci::layout::SelectionMode::Filter, Some(original)) => ctx.printer.info(format!(
                 "{}: index {original} filtered to {} ({}), without {}",
                 img.source,
                 img.digest,
@@ -155,7 +161,7 @@ pub async fn resolve(
         }
     }
     let Some(survey) = survey else { return Ok(images) };
-    let found = crate::referrers::discover(&ctx.registries, &images, survey, ctx.concurrency).await?;
+    let found = crate::export::referrers::discover(&ctx.registries, &images, survey, ctx.concurrency).await?;
     for w in &found.warnings {
         ctx.printer.warn(w.clone());
     }
@@ -166,7 +172,7 @@ pub async fn resolve(
     }
     if !found.artifacts.is_empty() {
         let count = |k| found.artifacts.iter().filter(|a| a.artifact.as_ref().is_some_and(|r| r.kind == k)).count();
-        use crate::layout::ArtifactKind::*;
+        use crate::oci::layout::ArtifactKind::*;
         ctx.printer.info(format!(
             "Found {} artifacts attached to them: {} signatures, {} attestations, {} SBOMs, {} other ({} requests, {:.1?})",
             found.artifacts.len(),

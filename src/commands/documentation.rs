@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::CommandFactory as _;
 
-use crate::cli::Cli;
-use crate::printer::Printer;
+use crate::commands::cli::Cli;
+use crate::support::printer::Printer;
 
 pub fn completions(printer: &Printer, shell: clap_complete::Shell) -> ExitCode {
     let mut out = Vec::new();

@@ -7,16 +7,16 @@ use super::failure::Explain as _;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::{Context, Failure, Outcome};
-use crate::destination::Destination;
-use crate::ecr::{Ecr, EcrRegistry, EcrSettings, detect, validate_repository_name};
-use crate::push::PushPlan;
+use crate::import::destination::Destination;
+use crate::import::ecr::{Ecr, EcrRegistry, EcrSettings, detect, validate_repository_name};
+use crate::import::push::PushPlan;
 use crate::registry::Role;
 use crate::registry::credentials::{CredentialSource, Credentials};
 
 /// What the import needs to know about ECR once repositories are in place.
 pub struct EcrSession {
     /// Tag mutability per destination repository (for repositories that existed or were created).
-    pub mutability: BTreeMap<String, crate::ecr::TagMutability>,
+    pub mutability: BTreeMap<String, crate::import::ecr::TagMutability>,
 }
 
 struct TokenSource(Arc<Ecr>);
@@ -99,14 +99,15 @@ pub async fn prepare(
     let token = ecr.token().await.explain("cannot get an ECR authorization token")?;
     ctx.registries.set_credentials(&dest.registry, Role::Destination, token, Some(Arc::new(TokenSource(ecr.clone()))));
 
-    let existing: Vec<(String, Option<crate::ecr::TagMutability>)> = stream::iter(plan.repositories.keys().cloned())
-        .map(|name| {
-            let ecr = ecr.clone();
-            async move { ecr.describe(&name).await.map(|m| (name, m)) }
-        })
-        .buffer_unordered(ctx.concurrency)
-        .try_collect()
-        .await?;
+    let existing: Vec<(String, Option<crate::import::ecr::TagMutability>)> =
+        stream::iter(plan.repositories.keys().cloned())
+            .map(|name| {
+                let ecr = ecr.clone();
+                async move { ecr.describe(&name).await.map(|m| (name, m)) }
+            })
+            .buffer_unordered(ctx.concurrency)
+            .try_collect()
+            .await?;
     let mut mutability = BTreeMap::new();
     let mut existing: Vec<_> = existing;
     existing.sort_by(|a, b| a.0.cmp(&b.0));
@@ -123,7 +124,7 @@ pub async fn prepare(
                     ecr.update(&name, &settings, &policies).await?;
                 }
                 let applied = settings.update_existing && settings.tag_mutability.is_some();
-                mutability.insert(name, if applied { crate::ecr::TagMutability::of(&settings) } else { m });
+                mutability.insert(name, if applied { crate::import::ecr::TagMutability::of(&settings) } else { m });
             }
             None if dry_run => {
                 ctx.printer.result(format!("Would create ECR repository {name} ({})", settings.describe()));
@@ -131,13 +132,13 @@ pub async fn prepare(
             None => {
                 let state = ecr.create(&name, &settings, &policies).await?;
                 match state {
-                    crate::ecr::RepositoryState::Existing { mutability: m } => {
+                    crate::import::ecr::RepositoryState::Existing { mutability: m } => {
                         ctx.printer.detail(format!("ECR repository {name} was created meanwhile by someone else"));
                         mutability.insert(name, m);
                     }
                     _ => {
                         ctx.printer.info(format!("Created ECR repository {name} ({})", settings.describe()));
-                        mutability.insert(name, crate::ecr::TagMutability::of(&settings));
+                        mutability.insert(name, crate::import::ecr::TagMutability::of(&settings));
                     }
                 }
             }

@@ -5,16 +5,16 @@ use super::discovery;
 use super::failure::Explain as _;
 use super::settings::ExportSettings;
 use super::{Context, Outcome, human};
-use crate::blob_store::prune::PruneOutcome;
 use crate::export::ArchiveJob;
-use crate::resolve::ResolvedImage;
-use crate::{pack, pull};
+use crate::export::blob_store::prune::PruneOutcome;
+use crate::export::resolve::ResolvedImage;
+use crate::export::{pack, pull};
 
 pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
     let started = std::time::Instant::now();
     // The base first: a wrong --since fails before any registry is asked anything.
     let base = match &settings.since {
-        Some(old) => Some(crate::delta::Base::load(old)?),
+        Some(old) => Some(crate::export::delta::Base::load(old)?),
         None => None,
     };
     let (chart, refs) = discovery::gather(ctx, &settings.sources, !settings.dry_run).await?;
@@ -163,7 +163,7 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
     Ok(())
 }
 
-fn print_plan(printer: &crate::printer::Printer, images: &[ResolvedImage]) {
+fn print_plan(printer: &crate::support::printer::Printer, images: &[ResolvedImage]) {
     let rows: Vec<_> = images
         .iter()
         .map(|i| {

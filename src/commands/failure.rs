@@ -6,7 +6,7 @@
 
 use std::fmt::Display;
 
-use crate::hint::Hint;
+use crate::support::hint::Hint;
 
 #[derive(Debug)]
 pub struct Failure {

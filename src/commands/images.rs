@@ -9,7 +9,7 @@ use super::failure::Explain as _;
 use super::settings::ImagesSettings;
 use super::{Context, Outcome};
 use crate::chart::discover::Finding;
-use crate::reference::ImageRef;
+use crate::oci::reference::ImageRef;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -44,9 +44,9 @@ struct Travels {
     media_type: String,
     platforms: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    platform_selection: Option<crate::layout::PlatformRecord>,
+    platform_selection: Option<crate::oci::layout::PlatformRecord>,
     /// Signatures, attestations and SBOMs that would travel with it: (kind, artifact reference).
-    attached: Vec<(crate::layout::ArtifactKind, String)>,
+    attached: Vec<(crate::oci::layout::ArtifactKind, String)>,
 }
 
 /// Where one finding is, for `--why`: `pass P: Kind/name key.path (how, from its pieces)`.

@@ -14,7 +14,7 @@ use crate::archive::contents::Checked;
 use crate::archive::docker_save::DockerSave;
 use crate::archive::proof::{self, Proven};
 use crate::archive::{ArchiveFile, BundleContents};
-use crate::push;
+use crate::import::push;
 
 /// What an import of a `docker save` archive (and its verify) says about digests.
 pub const DOCKER_SAVE_NOTE: &str = "docker save keeps no registry manifests: import writes a Docker schema 2 manifest per image (layers compressed with gzip), so manifest digests at the destination are new; configs travel byte for byte, so image IDs stay the same";
@@ -90,7 +90,7 @@ async fn import_docker_save(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let saved = saved.clone();
     let p = progress.clone();
-    let converted = tokio::task::spawn_blocking(move || crate::convert::convert(archive, &saved, threads, &p))
+    let converted = tokio::task::spawn_blocking(move || crate::import::convert::convert(archive, &saved, threads, &p))
         .await
         .explain("the conversion task failed")??;
     progress.finish();

@@ -7,7 +7,7 @@ use super::{Context, Failure, Outcome, human};
 use crate::archive::ArchiveFile;
 use crate::archive::contents::{Checked, check_any};
 use crate::archive::docker_save::{DOCKER_CONFIG, NAMED_BY};
-use crate::cli::InspectFormat;
+use crate::commands::cli::InspectFormat;
 
 /// The SPDX document, from `bundle.json` alone.
 async fn spdx(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
@@ -26,8 +26,8 @@ async fn spdx(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
         )
     })?;
     let name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let created = crate::spdx::rfc3339(std::time::SystemTime::now());
-    ctx.printer.result_json(&crate::spdx::document(&meta, &name, &created));
+    let created = crate::archive::spdx::rfc3339(std::time::SystemTime::now());
+    ctx.printer.result_json(&crate::archive::spdx::document(&meta, &name, &created));
     Ok(())
 }
 
@@ -47,13 +47,13 @@ struct Listing {
     totals: Totals,
     /// Every blob (bundle archives): with `sha256`, enough for `export --since` to make a delta of this archive.
     #[serde(skip_serializing_if = "Option::is_none")]
-    blobs: Option<Vec<crate::layout::BundleBlob>>,
+    blobs: Option<Vec<crate::oci::layout::BundleBlob>>,
     /// A delta's base and the blobs left to it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    delta: Option<crate::layout::DeltaRecord>,
+    delta: Option<crate::oci::layout::DeltaRecord>,
     /// One volume of a set: which one, and which volume holds each blob of the set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    volume: Option<crate::layout::VolumeRecord>,
+    volume: Option<crate::oci::layout::VolumeRecord>,
 }
 
 #[derive(Serialize)]
@@ -66,13 +66,13 @@ struct ImageRow {
     size: u64,
     /// What --platform did at export: the original index digest, the mode, what was left out.
     #[serde(skip_serializing_if = "Option::is_none")]
-    platform_selection: Option<crate::layout::PlatformRecord>,
+    platform_selection: Option<crate::oci::layout::PlatformRecord>,
     /// For an image: how many signatures, attestations, SBOMs and other artifacts travel attached to it.
     #[serde(skip_serializing_if = "Option::is_none")]
     attached: Option<Attached>,
     /// For an artifact: what it is and what it is attached to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    artifact: Option<crate::layout::ArtifactRecord>,
+    artifact: Option<crate::oci::layout::ArtifactRecord>,
     /// Where the image's name comes from: `bundle.json`, or, in another tool's archive, the index.json annotation
     /// that held a full reference (`org.opencontainers.image.ref.name` or `io.containerd.image.name`).
     named_by: &'static str,
@@ -88,7 +88,7 @@ struct Attached {
 
 /// Count each image's artifacts (artifacts of its artifacts included: they name the same image).
 fn count_attached(rows: &mut [ImageRow]) {
-    use crate::layout::ArtifactKind;
+    use crate::oci::layout::ArtifactKind;
     let mut counts: std::collections::BTreeMap<String, Attached> = std::collections::BTreeMap::new();
     for r in rows.iter().filter_map(|r| r.artifact.as_ref()) {
         let c = counts.entry(r.image.clone()).or_default();
@@ -126,7 +126,7 @@ pub async fn run(ctx: &Context, archive: &std::path::Path, format: InspectFormat
         .images
         .iter()
         .map(|i| {
-            let digest: crate::digest::Digest = i.digest.parse().expect("digests in a listing are valid");
+            let digest: crate::oci::digest::Digest = i.digest.parse().expect("digests in a listing are valid");
             super::image_row(&i.source, &digest, &i.media_type, &i.platforms, i.size, i.artifact.as_ref())
         })
         .collect();
@@ -182,7 +182,7 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
                     platform_selection: i.platform_selection,
                     attached: None,
                     artifact: i.artifact,
-                    named_by: crate::layout::BUNDLE_FILE,
+                    named_by: crate::oci::layout::BUNDLE_FILE,
                 })
                 .collect(),
         };

@@ -1,8 +1,10 @@
 //! One file per subcommand. This is the edge where library errors get context (`Failure`, carrying the hint
 //! of the error at its root), where the global flags become the settings every command shares, and where the
-//! exit code is decided.
+//! exit code is decided. The command line itself (`cli`, clap's derive) and bundle specs (`spec`, the YAML a
+//! spec file holds) live here too: both are what a user types, read once into settings.
 
 pub mod check;
+pub mod cli;
 pub mod copy;
 pub mod delivery;
 pub mod discovery;
@@ -15,6 +17,7 @@ pub mod import;
 pub mod import_volumes;
 pub mod inspect;
 pub mod settings;
+pub mod spec;
 pub mod split;
 pub mod verify;
 
@@ -24,10 +27,10 @@ use std::time::Duration;
 
 pub use failure::{Explain, Failure, Outcome};
 
-use crate::cli::{Cli, Command, GlobalArgs};
-use crate::printer::{Printer, Verbosity};
+use crate::commands::cli::{Cli, Command, GlobalArgs};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::{ClientOptions, Registries, RegistryConfig};
+use crate::support::printer::{Printer, Verbosity};
 
 /// Run one command line to its exit code: 0 done, 1 failed, 130 interrupted (2, bad usage, is clap's).
 pub fn run(cli: Cli) -> ExitCode {
@@ -54,7 +57,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Command::Import(args) => import::run(&ctx, settings::ImportSettings::new(args)?).await,
                 Command::Copy(args) => copy::run(&ctx, settings::CopySettings::new(args)?).await,
                 Command::Inspect(args) => {
-                    let format = if args.json { crate::cli::InspectFormat::Json } else { args.format };
+                    let format = if args.json { crate::commands::cli::InspectFormat::Json } else { args.format };
                     inspect::run(&ctx, &args.archive, format).await
                 }
                 Command::Split(args) => split::run(&ctx, args).await,
@@ -138,7 +141,7 @@ impl Context {
         };
         // `[registry.ecr]` is used only by an ECR import, but a typo in it should not wait until then.
         for (name, table, base) in config.ecr_tables() {
-            if let Err(e) = crate::ecr::EcrSettings::from_config(table, base) {
+            if let Err(e) = crate::import::ecr::EcrSettings::from_config(table, base) {
                 return Err(Failure::user(
                     format!(
                         "the registry config {}: the entry for {name}: {e}",
@@ -170,7 +173,7 @@ pub fn human(bytes: u64) -> String {
 
 /// Short form of a media type for tables.
 pub fn short_media_type(media_type: &str) -> &str {
-    use crate::manifest::*;
+    use crate::oci::manifest::*;
     match media_type {
         OCI_INDEX => "oci-index",
         OCI_MANIFEST => "oci-manifest",
@@ -184,7 +187,7 @@ pub fn short_media_type(media_type: &str) -> &str {
 }
 
 /// What a delta leaves to its base, as verify and inspect say it.
-pub fn describe_delta(delta: &crate::layout::DeltaRecord) -> String {
+pub fn describe_delta(delta: &crate::oci::layout::DeltaRecord) -> String {
     format!(
         "a delta of {} (sha256 {}, made {}): {} blobs ({}) its images need are left to it",
         delta.base.file,
@@ -196,7 +199,7 @@ pub fn describe_delta(delta: &crate::layout::DeltaRecord) -> String {
 }
 
 /// `volume 2 of 5 of set sha256:…`.
-pub fn describe_volume(volume: &crate::layout::VolumeRecord) -> String {
+pub fn describe_volume(volume: &crate::oci::layout::VolumeRecord) -> String {
     format!("volume {} of {} of set {}", volume.number, volume.count, volume.set)
 }
 
@@ -230,11 +233,11 @@ pub fn print_image_table(printer: &Printer, rows: &[[String; 5]]) {
 /// media type and platforms.
 pub fn image_row(
     source: &str,
-    digest: &crate::digest::Digest,
+    digest: &crate::oci::digest::Digest,
     media_type: &str,
     platforms: &[String],
     size: u64,
-    artifact: Option<&crate::layout::ArtifactRecord>,
+    artifact: Option<&crate::oci::layout::ArtifactRecord>,
 ) -> [String; 5] {
     let (kind, platforms) = match artifact {
         Some(a) => (format!("{:?}", a.kind).to_lowercase(), format!("-> sha256:{}", &a.subject.hex()[..12])),

@@ -6,19 +6,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::failure::{Explain as _, Failure, Outcome};
-use crate::blob_store::prune;
 use crate::chart::source::ChartRequest;
-use crate::cli::{
+use crate::commands::cli::{
     ChartArgs, CheckArgs, CopyArgs, DestinationArgs, EcrArgs, ExportArgs, ImagesArgs, ImportArgs, PlatformArgs,
     SourceArgs,
 };
-use crate::destination::{Destination, Mapping};
-use crate::ecr::EcrSettings;
-use crate::env_vars;
+use crate::commands::spec::BundleSpec;
 use crate::export::Staging;
-use crate::platform::PlatformChoice;
-use crate::reference::ImageRef;
-use crate::spec::BundleSpec;
+use crate::export::blob_store::prune;
+use crate::import::destination::{Destination, Mapping};
+use crate::import::ecr::EcrSettings;
+use crate::oci::platform::PlatformChoice;
+use crate::oci::reference::ImageRef;
+use crate::support::env_vars;
 
 /// A chart to survey and how to render it.
 #[derive(Debug, Clone)]

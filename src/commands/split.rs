@@ -8,8 +8,8 @@ use super::failure::Explain as _;
 use super::{Context, Outcome, human};
 use crate::archive::proof;
 use crate::archive::{ArchiveFile, BundleContents};
-use crate::cli::SplitArgs;
-use crate::digest::Digest;
+use crate::commands::cli::SplitArgs;
+use crate::oci::digest::Digest;
 use crate::volumes::split::{SplitJob, WrittenVolume, publish, split};
 
 pub async fn run(ctx: &Context, args: SplitArgs) -> Outcome<()> {

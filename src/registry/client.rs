@@ -19,9 +19,9 @@ use super::config::Endpoint;
 use super::credentials::{CredentialSource, Credentials};
 use super::error::RegistryError;
 use super::retry::{Attempt, RetryPolicy, Verdict};
-use crate::digest::{Digest, DigestWriter};
-use crate::manifest::{ACCEPT as MANIFEST_TYPES, MAX_MANIFEST_BYTES};
-use crate::reference::is_loopback_host;
+use crate::oci::digest::{Digest, DigestWriter};
+use crate::oci::manifest::{ACCEPT as MANIFEST_TYPES, MAX_MANIFEST_BYTES};
+use crate::oci::reference::is_loopback_host;
 
 /// Where a downloaded blob's bytes go, in order. The download hashes them; the sink stores them.
 pub trait BlobSink: Send {
@@ -305,11 +305,11 @@ impl RegistryClient {
         &self,
         repository: &str,
         digest: &Digest,
-    ) -> Result<Option<Vec<crate::manifest::Descriptor>>, RegistryError> {
+    ) -> Result<Option<Vec<crate::oci::manifest::Descriptor>>, RegistryError> {
         #[derive(serde::Deserialize)]
         struct Index {
             #[serde(default)]
-            manifests: Vec<crate::manifest::Descriptor>,
+            manifests: Vec<crate::oci::manifest::Descriptor>,
         }
         self.ping().await?;
         let what = format!("referrers of {}/{repository}@{digest}", self.name());
@@ -320,7 +320,7 @@ impl RegistryClient {
             let page = url.clone();
             let resp = self
                 .send_with_retries(&what, &scope, &|| {
-                    self.http.get(page.clone()).header(ACCEPT, crate::manifest::OCI_INDEX)
+                    self.http.get(page.clone()).header(ACCEPT, crate::oci::manifest::OCI_INDEX)
                 })
                 .await?;
             if resp.status() == StatusCode::NOT_FOUND {

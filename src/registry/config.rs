@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
-use crate::reference::{DOCKER_HUB, DOCKER_HUB_ENDPOINT, is_loopback_host};
+use crate::oci::reference::{DOCKER_HUB, DOCKER_HUB_ENDPOINT, is_loopback_host};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -179,7 +179,7 @@ impl RegistryConfig {
     }
 }
 
-impl crate::hint::Hint for ConfigError {
+impl crate::support::hint::Hint for ConfigError {
     fn hint(&self) -> Option<String> {
         Some("see docs/usage.md, \"Registry config\", for the keys each [[registry]] entry accepts".into())
     }

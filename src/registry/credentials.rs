@@ -12,9 +12,9 @@ use std::process::Command;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::child_process::{RunError, run_bounded};
-use crate::env_vars;
-use crate::reference::DOCKER_HUB;
+use crate::oci::reference::DOCKER_HUB;
+use crate::support::child_process::{RunError, run_bounded};
+use crate::support::env_vars;
 
 /// Which side of a transfer a registry is on: the vendor's variables are per side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +222,7 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, Crede
     }))
 }
 
-impl crate::hint::Hint for CredentialsError {
+impl crate::support::hint::Hint for CredentialsError {
     fn hint(&self) -> Option<String> {
         match self {
             CredentialsError::Helper { .. } => {

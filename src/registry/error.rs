@@ -1,6 +1,6 @@
 //! What can go wrong talking to a registry, worded for the person who has to fix it.
 
-use crate::digest::Digest;
+use crate::oci::digest::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -66,11 +66,11 @@ impl RegistryError {
 }
 
 /// What the user can do about it.
-impl crate::hint::Hint for RegistryError {
+impl crate::support::hint::Hint for RegistryError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             RegistryError::Connect { registry, source, .. } => {
-                let chain = crate::error_text::chain_line(source);
+                let chain = crate::support::error_text::chain_line(source);
                 if chain.contains("certificate") || chain.contains("UnknownIssuer") || chain.contains("tls") {
                     format!(
                         "the TLS certificate of {registry} is not trusted; if it uses a private CA, add an entry for it to the registry config (--registry-config) with `ca_file = \"ca.pem\"`"

@@ -84,7 +84,7 @@ impl Registries {
     }
 }
 
-impl crate::hint::Hint for PoolError {
+impl crate::support::hint::Hint for PoolError {
     fn hint(&self) -> Option<String> {
         match self {
             PoolError::Credentials(e) => e.hint(),

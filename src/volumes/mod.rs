@@ -19,8 +19,8 @@ pub mod split;
 
 use std::path::{Path, PathBuf};
 
-use crate::digest::Digest;
-use crate::hint::Hint;
+use crate::oci::digest::Digest;
+use crate::support::hint::Hint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 use super::VolumeError;
-use crate::digest::{Digest, DigestWriter};
+use crate::oci::digest::{Digest, DigestWriter};
 
 const MAGIC: &[u8; 16] = b"bundle-parity-v1";
 /// The header's length, and the room every volume leaves so that a parity file is no larger than a volume.

@@ -11,7 +11,7 @@
 //! rounds that up to 64 bytes a frame, plus 64 for the seek table's frame, and the plan keeps every volume's tar
 //! within what that bound lets fit.
 
-use crate::digest::Digest;
+use crate::oci::digest::Digest;
 
 /// Pieces are cut at multiples of this many bytes of the blob.
 pub const PIECE_ALIGN: u64 = 1 << 20;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use super::VolumeError;
 use crate::archive::{ArchiveFile, BlobEntry, BundleContents};
-use crate::digest::Digest;
-use crate::printer::Transfer;
-use crate::push::{ArchiveBlob, BlobOrigin, NotInArchive};
+use crate::import::push::{ArchiveBlob, BlobOrigin, NotInArchive};
+use crate::oci::digest::Digest;
 use crate::registry::BlobSource;
+use crate::support::printer::Transfer;
 
 /// One volume, verified.
 pub struct GivenVolume {

@@ -11,8 +11,8 @@ use super::VolumeError;
 use super::plan::{self, PiecePlan, VolumePlan};
 use crate::archive::checksum::{sidecar_line, sidecar_path};
 use crate::archive::{ArchiveFile, ArchiveWriter, BlobEntry, BundleContents};
-use crate::digest::{Digest, DigestWriter, HashingRead};
-use crate::layout::{
+use crate::oci::digest::{Digest, DigestWriter, HashingRead};
+use crate::oci::layout::{
     BLOBS_DIR, BUNDLE_FILE, BundleMetadata, INDEX_FILE, LayoutIndex, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, Piece,
     Placement, SHA256_DIR, VOLUME_FORMAT_VERSION, VolumeRecord,
 };
@@ -162,7 +162,7 @@ fn write_volume(
         }
         let at = job.contents.blobs[&piece.blob];
         let entry = BlobEntry { offset: at.offset + piece.offset, size: piece.size };
-        copy(job, &mut w, &crate::layout::piece_path(&digest), &digest, entry, on_bytes, name)?;
+        copy(job, &mut w, &crate::oci::layout::piece_path(&digest), &digest, entry, on_bytes, name)?;
         bytes += piece.size;
     }
     let done = w.finish().map_err(failed("write", name))?;

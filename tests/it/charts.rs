@@ -351,7 +351,7 @@ fn bundle_specs_drive_exports_and_bad_ones_name_the_key() {
         "bundles/suse-observability-agent.yaml",
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(spec);
-        bundle::spec::BundleSpec::load(&path).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        bundle::commands::spec::BundleSpec::load(&path).unwrap_or_else(|e| panic!("{spec}: {e}"));
     }
 }
 
@@ -367,7 +367,7 @@ fn regression_discovery_of_a_configmap_script_that_is_not_yaml_ends() {
     let chart = wild(&ws);
     // Discovery used to spin forever on a ConfigMap string that mentions `image:` but is not YAML: a bounded
     // wait makes a regression a failure instead of a hung suite.
-    let run = bundle::child_process::run_bounded(
+    let run = bundle::support::child_process::run_bounded(
         ws.command(&["images", "-c", chart.to_str().unwrap()]),
         None,
         std::time::Duration::from_secs(120),

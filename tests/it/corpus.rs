@@ -257,7 +257,7 @@ fn the_vendor_specs_carry_the_values_the_corpus_proves() {
         ("bundles/suse-observability.yaml", "suse-observability-2.10.3"),
         ("bundles/suse-observability-agent.yaml", "suse-observability-agent-1.5.44"),
     ] {
-        let spec = bundle::spec::BundleSpec::load(&root.join(spec)).unwrap();
+        let spec = bundle::commands::spec::BundleSpec::load(&root.join(spec)).unwrap();
         let chart = manifest.chart.iter().find(|c| c.id == id).unwrap();
         assert_eq!(split(&spec.set), split(&chart.set), "{id}");
         assert_eq!(spec.passes, chart.passes, "{id}");

@@ -4,8 +4,8 @@ use proptest::prelude::*;
 
 use bundle::archive::ArchiveFile;
 use bundle::archive::contents::check;
-use bundle::digest::Digest;
-use bundle::reference::ImageRef;
+use bundle::oci::digest::Digest;
+use bundle::oci::reference::ImageRef;
 
 use crate::harness::*;
 
@@ -27,8 +27,8 @@ proptest! {
     #[test]
     fn the_manifest_walker_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512), json in "\\{\"(mediaType|manifests|layers|config)\":[\\[\\{\"a-z0-9:,\\]\\} ]{0,80}") {
         let d = Digest::of(&bytes);
-        let _ = bundle::manifest::parse(&d, None, &bytes);
-        let _ = bundle::manifest::parse(&d, Some(bundle::manifest::OCI_INDEX), json.as_bytes());
+        let _ = bundle::oci::manifest::parse(&d, None, &bytes);
+        let _ = bundle::oci::manifest::parse(&d, Some(bundle::oci::manifest::OCI_INDEX), json.as_bytes());
     }
 }
 

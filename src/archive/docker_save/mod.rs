@@ -3,7 +3,7 @@
 //! there is nothing to compare a manifest digest against; what can be proven is that every config is the image
 //! its name says (`<hex>.json`: the image ID is the config's sha256) and every layer is the tar its config
 //! lists (`rootfs.diff_ids`: the sha256 of the uncompressed tar). `check` proves that from a scan;
-//! `crate::convert` turns the images into Docker schema 2 manifests with gzip layers, for import.
+//! `crate::import::convert` turns the images into Docker schema 2 manifests with gzip layers, for import.
 //!
 //! The archive's directories, `repositories`, and the legacy per-layer directories (`<id>/json`,
 //! `<id>/VERSION`, `<id>/layer.tar`, often a link to the layer file) are accepted and not needed.
@@ -16,8 +16,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::reader::{BlobEntry, DOCKER_MANIFEST_FILE, FileContent, OtherEntry, OtherKind, Problem, Scan, normalise};
-use crate::digest::Digest;
-use crate::reference::ImageRef;
+use crate::oci::digest::Digest;
+use crate::oci::reference::ImageRef;
 
 /// Where an image's name comes from in these archives.
 pub const NAMED_BY: &str = "manifest.json RepoTags";
@@ -280,7 +280,7 @@ pub fn check(scan: Scan) -> (Option<DockerSave>, Vec<Problem>) {
 
 /// `<64 hex>.json` or `blobs/sha256/<64 hex>`: the image ID a config file's name carries.
 fn image_id_in_name(path: &str) -> Option<&str> {
-    let name = path.strip_suffix(".json").or_else(|| path.strip_prefix(crate::layout::SHA256_DIR))?;
+    let name = path.strip_suffix(".json").or_else(|| path.strip_prefix(crate::oci::layout::SHA256_DIR))?;
     (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
 }
 

@@ -12,9 +12,9 @@ use super::super::values::{self, UserValues};
 use super::super::values_out::{self, parse_dotted};
 use super::trace::{align, located};
 use super::{ProbeInput, Site, SiteKey, literal, sentinel};
-use crate::destination::Destination;
-use crate::layout::{ValuesOverride, ValuesPlan};
-use crate::reference::ImageRef;
+use crate::import::destination::Destination;
+use crate::oci::layout::{ValuesOverride, ValuesPlan};
+use crate::oci::reference::ImageRef;
 
 /// Renders for the proof the way a user installs: the user's values files, then their `--set` and the pass's
 /// values as one more file, then the probe's file last.
@@ -55,7 +55,7 @@ impl<'a> Renderer<'a> {
         self.input
             .helm
             .template(self.input.package, &opts, &[], Extra { set: &[], values_file: Some(file.path()) })
-            .map_err(|e| crate::error_text::chain_line(&e))
+            .map_err(|e| crate::support::error_text::chain_line(&e))
     }
 
     /// The trace render of one pass; a refusal is tried once more with the chart's switch for foreign images.

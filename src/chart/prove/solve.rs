@@ -9,8 +9,8 @@ use serde_yaml_ng::Value;
 use super::super::values_out::written_suffix;
 use super::trace::{Leaf, Seg, Traced};
 use super::{MAX_CHOICES, SENTINEL_PREFIX, SENTINEL_REGISTRY, Site, SiteKey};
-use crate::layout::{Around, OverrideValue, ValuesKey};
-use crate::reference::ImageRef;
+use crate::oci::layout::{Around, OverrideValue, ValuesKey};
+use crate::oci::reference::ImageRef;
 
 /// One way to set a component's values: values paths and what each gets.
 #[derive(Debug, Clone, PartialEq)]
@@ -304,8 +304,8 @@ mod tests {
     use super::super::super::values_out;
     use super::super::sentinel;
     use super::*;
-    use crate::destination::{Destination, Mapping};
-    use crate::layout::{ValuesOverride, ValuesPlan};
+    use crate::import::destination::{Destination, Mapping};
+    use crate::oci::layout::{ValuesOverride, ValuesPlan};
     use std::collections::BTreeSet;
 
     fn leaf(path: &str, value: &str) -> Leaf {

@@ -9,7 +9,7 @@ use super::super::discover::{Finding, How};
 use super::super::values::ScopedValues;
 use super::super::values_out::parse_dotted;
 use super::{GLOBAL_MARKER, Place};
-use crate::layout::ValuesKey;
+use crate::oci::layout::ValuesKey;
 
 /// A value's trace marker is glued to its front as one word (`bundletrace6zdcgm`, `bundletrace3zquay.io`), so the
 /// value keeps its shape: a bare name stays bare (an operator still assembles it from its `repository`), a

@@ -354,7 +354,7 @@ pub fn words(text: &str) -> BTreeSet<String> {
 /// A registry config that sends every registry host in `refs` to `world`, under the host's name.
 pub fn world_config(ws: &Workspace, world: &Registry, refs: &BTreeSet<String>) -> PathBuf {
     let hosts: BTreeSet<String> =
-        refs.iter().map(|r| bundle::reference::ImageRef::parse(r).unwrap().registry().to_string()).collect();
+        refs.iter().map(|r| bundle::oci::reference::ImageRef::parse(r).unwrap().registry().to_string()).collect();
     let mut cfg = String::new();
     for h in hosts {
         cfg.push_str(&format!(
@@ -369,7 +369,7 @@ pub fn world_config(ws: &Workspace, world: &Registry, refs: &BTreeSet<String>) -
 pub fn seed(world: &Registry, refs: &BTreeSet<String>) {
     let p = Pusher::new(&world.base_url());
     for (i, r) in refs.iter().enumerate() {
-        let parsed = bundle::reference::ImageRef::parse(r).unwrap();
+        let parsed = bundle::oci::reference::ImageRef::parse(r).unwrap();
         assert!(parsed.digest().is_none(), "{r}: a digest pin cannot be faked; drop it with test_set");
         let img = image(&[random_layer(256, 9000 + i as u64)], "amd64", false);
         p.image(&format!("{}/{}", parsed.registry(), parsed.repository()), parsed.tag().unwrap_or("latest"), &img);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::env_vars;
+use crate::support::env_vars;
 
 /// `bundle 0.1.0 (abc1234, x86_64-linux-gnu, glibc>=2.17)`: the commit, the target and, for release builds, the
 /// oldest glibc the binary runs on (build.rs).
@@ -282,7 +282,7 @@ pub struct ChartArgs {
     pub no_helm: bool,
 
     /// Seconds one `helm` run may take before it is stopped and discovery fails, naming the pass.
-    #[arg(long, value_name = "SECS", env = crate::env_vars::BUNDLE_HELM_TIMEOUT, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", env = crate::support::env_vars::BUNDLE_HELM_TIMEOUT, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub helm_timeout: u64,
 }
 
@@ -363,13 +363,13 @@ pub struct PlatformArgs {
     /// index pinned by digest travels whole; a single-platform image of another platform is an error.
     /// Default: every platform.
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_delimiter = ',')]
-    pub platforms: Vec<crate::platform::PlatformSpec>,
+    pub platforms: Vec<crate::oci::platform::PlatformSpec>,
 
     /// How a tag's index loses the other platforms: `filter` writes a new index (new digest, accepted by every
     /// registry); `sparse` keeps the original index and its digest but carries only the chosen children, which
     /// docker distribution, ECR and Harbor refuse to store.
     #[arg(long, value_name = "MODE", default_value = "filter", ignore_case = true)]
-    pub platform_mode: crate::platform::PlatformMode,
+    pub platform_mode: crate::oci::platform::PlatformMode,
 }
 
 /// Where images go and what the push may create: import and copy take the same.
@@ -443,7 +443,7 @@ pub struct ExportArgs {
     /// cache is at most SIZE (like 20GiB or 500MiB; 0 keeps only this export's blobs; `unlimited`). Skipped while
     /// another export uses the same cache. Default: 20GiB.
     #[arg(long, value_name = "SIZE", env = env_vars::BUNDLE_CACHE_MAX_SIZE, conflicts_with = "no_cache")]
-    pub cache_max_size: Option<crate::blob_store::prune::CacheLimit>,
+    pub cache_max_size: Option<crate::export::blob_store::prune::CacheLimit>,
 
     #[command(flatten)]
     pub platform: PlatformArgs,
@@ -506,13 +506,13 @@ pub struct EcrArgs {
     pub ecr_scan_on_push: Option<bool>,
     /// Tag mutability of created repositories.
     #[arg(long, value_name = "MUTABILITY", ignore_case = true)]
-    pub ecr_tag_mutability: Option<crate::ecr::MutabilityMode>,
+    pub ecr_tag_mutability: Option<crate::import::ecr::MutabilityMode>,
     /// A wildcard tag filter excluded from the mutability rule (repeatable; with *_WITH_EXCLUSION).
     #[arg(long, value_name = "FILTER")]
     pub ecr_tag_mutability_exclusion: Vec<String>,
     /// Encryption of created repositories.
     #[arg(long, value_name = "TYPE", ignore_case = true)]
-    pub ecr_encryption: Option<crate::ecr::Encryption>,
+    pub ecr_encryption: Option<crate::import::ecr::Encryption>,
     /// The KMS key (id or ARN) for KMS encryption; default: the AWS managed key.
     #[arg(long, value_name = "KEY")]
     pub ecr_kms_key: Option<String>,

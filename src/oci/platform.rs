@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use crate::digest::Digest;
-use crate::manifest::{Descriptor, Platform};
+use crate::oci::digest::Digest;
+use crate::oci::manifest::{Descriptor, Platform};
 
 /// BuildKit's attestation manifests sit in the index as `unknown/unknown` entries that name the image manifest
 /// they describe in this annotation.
@@ -109,7 +109,7 @@ pub fn keep(entries: &[Descriptor], choice: &PlatformChoice, nested_kept: &BTree
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            if crate::manifest::is_index(&e.media_type) {
+            if crate::oci::manifest::is_index(&e.media_type) {
                 nested_kept.contains(&i)
             } else if attestation_subject(e).is_some() {
                 false // decided below, once the images are
@@ -184,7 +184,7 @@ mod tests {
 
     fn entry(digest: &Digest, platform: Option<Platform>, subject: Option<&Digest>) -> Descriptor {
         Descriptor {
-            media_type: crate::manifest::OCI_MANIFEST.into(),
+            media_type: crate::oci::manifest::OCI_MANIFEST.into(),
             digest: digest.clone(),
             size: 1,
             platform,

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use futures_util::{TryStreamExt, stream};
 
-use crate::blob_store::BlobStore;
-use crate::digest::Digest;
-use crate::printer::Transfer;
-use crate::reference::ImageRef;
+use crate::export::blob_store::BlobStore;
+use crate::export::resolve::ResolvedImage;
+use crate::oci::digest::Digest;
+use crate::oci::reference::ImageRef;
 use crate::registry::{PoolError, Registries, RegistryError, Role};
-use crate::resolve::ResolvedImage;
+use crate::support::printer::Transfer;
 
 /// One blob to fetch, and the image repository to fetch it from.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ pub async fn pull_all(
     jobs: &[PullJob],
     concurrency: usize,
     progress: &Transfer,
-    arrivals: &crate::blob_store::Arrivals,
+    arrivals: &crate::export::blob_store::Arrivals,
 ) -> Result<(), PullError> {
     let result = async {
         // `buffered`-like: at most `concurrency` in flight, started in archive order.
@@ -83,12 +83,12 @@ pub async fn pull_all(
     }
     .await;
     if let Err(e) = &result {
-        arrivals.abort(crate::error_text::chain_line(e));
+        arrivals.abort(crate::support::error_text::chain_line(e));
     }
     result
 }
 
-impl crate::hint::Hint for PullError {
+impl crate::support::hint::Hint for PullError {
     fn hint(&self) -> Option<String> {
         match self {
             PullError::Registry { source, .. } => source.hint(),

@@ -14,13 +14,13 @@ use futures_util::stream;
 
 use crate::archive::contents::StoredManifest;
 use crate::archive::{ArchiveImage, BlobEntry, BundleContents};
-use crate::digest::{Digest, DigestWriter};
-use crate::layout::BundleMetadata;
-use crate::manifest::{self, ManifestError};
-use crate::printer::Transfer;
-use crate::push::BlobOrigin;
+use crate::export::resolve::ResolvedImage;
+use crate::import::push::BlobOrigin;
+use crate::oci::digest::{Digest, DigestWriter};
+use crate::oci::layout::BundleMetadata;
+use crate::oci::manifest::{self, ManifestError};
 use crate::registry::{BlobSink, BlobSource, PoolError, Registries, RegistryClient, Role};
-use crate::resolve::ResolvedImage;
+use crate::support::printer::Transfer;
 
 /// Chunks in flight between one blob's download and its upload: at most 4 × 256 KiB per blob.
 const CHANNEL_CHUNKS: usize = 4;
@@ -183,7 +183,7 @@ impl BlobSource for StreamedBlob {
                     client.name()
                 )
             } else {
-                format!("{} (from {}/{repository})", crate::error_text::chain_line(&e), client.name())
+                format!("{} (from {}/{repository})", crate::support::error_text::chain_line(&e), client.name())
             };
             *failed.lock().expect("failure slot") = Some(message.clone());
             let _ = tx.send(Err(std::io::Error::other(message))).await;

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::digest::Digest;
+use crate::oci::digest::Digest;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -139,7 +139,7 @@ pub fn parse(digest: &Digest, declared: Option<&str>, bytes: &[u8]) -> Result<Ma
     Ok(links)
 }
 
-impl crate::hint::Hint for ManifestError {
+impl crate::support::hint::Hint for ManifestError {
     fn hint(&self) -> Option<String> {
         match self {
             ManifestError::UnsupportedMediaType { .. } => {

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
-use crate::manifest::{Descriptor, OCI_INDEX};
+use crate::oci::digest::Digest;
+use crate::oci::manifest::{Descriptor, OCI_INDEX};
 
 pub const OCI_LAYOUT_FILE: &str = "oci-layout";
 pub const INDEX_FILE: &str = "index.json";

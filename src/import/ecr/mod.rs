@@ -461,7 +461,7 @@ impl Ecr {
 }
 
 /// What the user can do about it.
-impl crate::hint::Hint for EcrError {
+impl crate::support::hint::Hint for EcrError {
     fn hint(&self) -> Option<String> {
         match self {
             EcrError::Aws { auth: true, .. } => Some(

@@ -15,18 +15,18 @@ use std::time::Duration;
 use futures_util::{StreamExt as _, stream};
 
 use crate::archive::checksum::{sidecar_line, sidecar_path};
-use crate::blob_store::prune::{self, CacheLock, PruneOutcome};
-use crate::blob_store::{Arrivals, BlobStore, Rewrite};
 use crate::chart::source::LoadedChart;
-use crate::digest::Digest;
-use crate::hint::Hint;
-use crate::layout::ChartRecord;
-use crate::pack::{self, Packed};
-use crate::printer::Printer;
-use crate::pull::{self, PullError};
-use crate::reference::ImageRef;
+use crate::export::blob_store::prune::{self, CacheLock, PruneOutcome};
+use crate::export::blob_store::{Arrivals, BlobStore, Rewrite};
+use crate::export::pack::{self, Packed};
+use crate::export::pull::{self, PullError};
+use crate::export::resolve::{ResolveError, ResolvedImage, resolve};
+use crate::oci::digest::Digest;
+use crate::oci::layout::ChartRecord;
+use crate::oci::reference::ImageRef;
 use crate::registry::Registries;
-use crate::resolve::{ResolveError, ResolvedImage, resolve};
+use crate::support::hint::Hint;
+use crate::support::printer::Printer;
 
 /// Where downloaded blobs are kept while the archive is written.
 pub enum Staging {
@@ -40,7 +40,7 @@ pub enum Staging {
 /// One export, settled: what to write, where, and how.
 pub struct ArchiveJob<'a> {
     /// `--since`: blobs the base holds are left out (a delta).
-    pub base: Option<crate::delta::Base>,
+    pub base: Option<crate::export::delta::Base>,
     pub images: Vec<ResolvedImage>,
     /// The chart travels as an OCI artifact beside its images.
     pub chart: Option<(&'a LoadedChart, ChartRecord)>,
@@ -141,7 +141,7 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportE
 pub async fn resolve_all(
     registries: &Registries,
     refs: &[ImageRef],
-    choice: Option<&crate::platform::PlatformChoice>,
+    choice: Option<&crate::oci::platform::PlatformChoice>,
     concurrency: usize,
 ) -> Result<Vec<ResolvedImage>, ExportError> {
     let results: Vec<_> = stream::iter(refs.iter().enumerate())
@@ -165,7 +165,8 @@ pub async fn resolve_all(
         let (_, e) = failed.pop().expect("one failure");
         return Err(e.into());
     }
-    let list: String = failed.iter().map(|(_, e)| format!("\n  - {}", crate::error_text::chain_line(e))).collect();
+    let list: String =
+        failed.iter().map(|(_, e)| format!("\n  - {}", crate::support::error_text::chain_line(e))).collect();
     let hint = failed.iter().find_map(|(_, e)| e.hint());
     Err(ExportError::Resolve { count: failed.len(), of: refs.len(), list, hint })
 }

@@ -8,19 +8,19 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use crate::archive::writer::{ArchiveWriter, WrittenArchive};
-use crate::blob_store::{BlobStore, Rewrite};
-use crate::digest::Digest;
-use crate::layout::{
+use crate::export::blob_store::{BlobStore, Rewrite};
+use crate::export::resolve::ResolvedImage;
+use crate::oci::digest::Digest;
+use crate::oci::layout::{
     BLOBS_DIR, BUNDLE_FILE, BundleBlob, BundleImage, BundleMetadata, FORMAT_VERSION, INDEX_FILE, LayoutIndex,
     OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, SHA256_DIR, ToolInfo,
 };
-use crate::resolve::ResolvedImage;
 
 /// `bundle.json` for `images`; `created` is set only from SOURCE_DATE_EPOCH.
 pub fn metadata(
     images: &[ResolvedImage],
     created: Option<String>,
-    chart: Option<crate::layout::ChartRecord>,
+    chart: Option<crate::oci::layout::ChartRecord>,
 ) -> BundleMetadata {
     let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
     for img in images {
@@ -75,7 +75,7 @@ pub fn write(
     store: &BlobStore,
     threads: usize,
     on_bytes: &(dyn Fn(u64) + Sync),
-    arrivals: &crate::blob_store::Arrivals,
+    arrivals: &crate::export::blob_store::Arrivals,
 ) -> io::Result<Packed> {
     let written = (|| {
         let mut w = ArchiveWriter::new(file, threads);

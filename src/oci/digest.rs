@@ -153,7 +153,7 @@ impl<R: std::io::Read> std::io::Read for HashingRead<'_, R> {
     }
 }
 
-impl crate::hint::Hint for DigestError {
+impl crate::support::hint::Hint for DigestError {
     fn hint(&self) -> Option<String> {
         Some("digests look like `sha256:` and 64 hex characters; copy it from `skopeo inspect` or the registry".into())
     }

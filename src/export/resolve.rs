@@ -7,11 +7,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use futures_util::future::try_join_all;
 
-use crate::digest::Digest;
-use crate::layout::{PlatformRecord, SelectionMode};
-use crate::manifest::{self, Descriptor, ManifestError, ManifestLinks};
-use crate::platform::{self, PlatformChoice, PlatformMode};
-use crate::reference::ImageRef;
+use crate::oci::digest::Digest;
+use crate::oci::layout::{PlatformRecord, SelectionMode};
+use crate::oci::manifest::{self, Descriptor, ManifestError, ManifestLinks};
+use crate::oci::platform::{self, PlatformChoice, PlatformMode};
+use crate::oci::reference::ImageRef;
 use crate::registry::{PoolError, PulledManifest, Registries, RegistryClient, RegistryError, Role};
 
 /// One image with everything it needs.
@@ -32,7 +32,7 @@ pub struct ResolvedImage {
     /// What `--platform` did to this image, when platforms were chosen and it is an index.
     pub selection: Option<PlatformRecord>,
     /// A signature, attestation or SBOM of another image's manifest (`referrers`).
-    pub artifact: Option<crate::layout::ArtifactRecord>,
+    pub artifact: Option<crate::oci::layout::ArtifactRecord>,
 }
 
 impl ResolvedImage {
@@ -364,7 +364,7 @@ impl Graph<'_> {
     }
 }
 
-impl crate::hint::Hint for ResolveError {
+impl crate::support::hint::Hint for ResolveError {
     fn hint(&self) -> Option<String> {
         match self {
             ResolveError::Registry { source, .. } => source.hint(),

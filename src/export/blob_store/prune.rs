@@ -12,7 +12,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::digest::Digest;
+use crate::oci::digest::Digest;
 
 /// The cache's size limit when none is given: room for a few large bundles.
 pub const DEFAULT_MAX_BYTES: u64 = 20 << 30;

@@ -96,7 +96,7 @@ impl BundleSpec {
     }
 }
 
-impl crate::hint::Hint for SpecError {
+impl crate::support::hint::Hint for SpecError {
     fn hint(&self) -> Option<String> {
         match self {
             SpecError::Read { .. } => Some("check the path given to --spec".into()),

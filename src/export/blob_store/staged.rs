@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::arrivals::Arrivals;
 use super::direct::{AlignedBuf, DirectFile};
-use crate::digest::Digest;
+use crate::oci::digest::Digest;
 use crate::registry::BlobSink;
 
 /// Bytes written to the staged file per write: big enough that writes are cheap, small enough that the

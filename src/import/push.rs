@@ -16,11 +16,11 @@ use tokio::sync::Mutex;
 
 use crate::archive::reader::read_up_to;
 use crate::archive::{ArchiveFile, BlobEntry, BundleContents};
-pub use crate::destination::{Destination, Mapping};
-use crate::digest::{Digest, DigestWriter};
-use crate::printer::Transfer;
-use crate::reference::ImageRef;
+pub use crate::import::destination::{Destination, Mapping};
+use crate::oci::digest::{Digest, DigestWriter};
+use crate::oci::reference::ImageRef;
 use crate::registry::{BlobSource, PoolError, RegistryClient, RegistryError};
+use crate::support::printer::Transfer;
 
 /// One image's push: where it goes and the index of the image in the archive.
 #[derive(Debug, Clone)]
@@ -633,7 +633,7 @@ impl BlobSource for ArchiveBlob {
     }
 }
 
-impl crate::hint::Hint for PushError {
+impl crate::support::hint::Hint for PushError {
     fn hint(&self) -> Option<String> {
         match self {
             PushError::Collision { .. } => Some(

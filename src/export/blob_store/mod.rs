@@ -15,7 +15,7 @@ pub use arrivals::{Arrivals, BlobFollower, Rewrite};
 use direct::DirectFile;
 use staged::StagedFile;
 
-use crate::digest::{Digest, DigestWriter};
+use crate::oci::digest::{Digest, DigestWriter};
 use crate::registry::{RegistryClient, RegistryError};
 
 pub struct BlobStore {

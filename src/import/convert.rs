@@ -16,11 +16,11 @@ use serde::Serialize;
 use crate::archive::contents::StoredManifest;
 use crate::archive::docker_save::{DOCKER_CONFIG, DOCKER_LAYER_GZIP, DockerSave, NAMED_BY, SavedFile, gzip};
 use crate::archive::{ArchiveFile, ArchiveImage, BlobEntry, BundleContents};
-use crate::digest::{Digest, DigestWriter, HashingRead};
-use crate::manifest::{self, DOCKER_MANIFEST};
-use crate::printer::Transfer;
-use crate::push::{ArchiveOrigin, Attempts, BlobOrigin, ChunkSender};
+use crate::import::push::{ArchiveOrigin, Attempts, BlobOrigin, ChunkSender};
+use crate::oci::digest::{Digest, DigestWriter, HashingRead};
+use crate::oci::manifest::{self, DOCKER_MANIFEST};
 use crate::registry::BlobSource;
+use crate::support::printer::Transfer;
 
 /// gzip level 6, the level `docker push` and `gzip` use: layers come out the size users know.
 const GZIP_LEVEL: u32 = 6;
@@ -37,7 +37,7 @@ pub enum ConvertError {
     },
 }
 
-impl crate::hint::Hint for ConvertError {
+impl crate::support::hint::Hint for ConvertError {
     fn hint(&self) -> Option<String> {
         Some("the archive was verified a moment ago: check that it is not being changed or removed, and that the disk reads without errors".into())
     }

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::digest::{Digest, DigestError};
+use crate::oci::digest::{Digest, DigestError};
 
 /// The registry name Docker Hub images are written under.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -250,7 +250,7 @@ pub fn is_loopback_host(host: &str) -> bool {
     bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-impl crate::hint::Hint for ReferenceError {
+impl crate::support::hint::Hint for ReferenceError {
     fn hint(&self) -> Option<String> {
         Some("references look like `registry/path/name:tag` or `name@sha256:<digest>`".into())
     }

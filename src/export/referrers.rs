@@ -14,13 +14,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 
 use crate::archive::BundleContents;
-use crate::digest::Digest;
-use crate::layout::{ArtifactKind, ArtifactRecord, AttachedBy};
-use crate::manifest::{Descriptor, OCI_INDEX};
-use crate::push::PushPlan;
-use crate::reference::ImageRef;
+use crate::export::resolve::{ResolveError, ResolvedImage, resolve};
+use crate::import::push::PushPlan;
+use crate::oci::digest::Digest;
+use crate::oci::layout::{ArtifactKind, ArtifactRecord, AttachedBy};
+use crate::oci::manifest::{Descriptor, OCI_INDEX};
+use crate::oci::reference::ImageRef;
 use crate::registry::{PoolError, Registries, RegistryClient, RegistryError, Role};
-use crate::resolve::{ResolveError, ResolvedImage, resolve};
 
 /// Artifacts of artifacts (a signature on an SBOM) are followed this many levels below an image.
 pub const MAX_DEPTH: usize = 3;
@@ -126,8 +126,10 @@ pub async fn survey(registries: &Registries, refs: &[ImageRef], concurrency: usi
     let listing = stream::iter(repos)
         .map(|(registry, repository)| async move {
             let tags = match registries.client(&registry, Role::Source) {
-                Ok(client) => client.list_tags(&repository).await.map_err(|e| crate::error_text::chain_line(&e)),
-                Err(e) => Err(crate::error_text::chain_line(&e)),
+                Ok(client) => {
+                    client.list_tags(&repository).await.map_err(|e| crate::support::error_text::chain_line(&e))
+                }
+                Err(e) => Err(crate::support::error_text::chain_line(&e)),
             };
             ((registry, repository), tags)
         })
@@ -140,10 +142,11 @@ pub async fn survey(registries: &Registries, refs: &[ImageRef], concurrency: usi
             let probe = probe.clone();
             async move {
                 let answer = match registries.client(&registry, Role::Source) {
-                    Ok(client) => {
-                        client.referrers(&repository, &probe).await.map_err(|e| crate::error_text::chain_line(&e))
-                    }
-                    Err(e) => Err(crate::error_text::chain_line(&e)),
+                    Ok(client) => client
+                        .referrers(&repository, &probe)
+                        .await
+                        .map_err(|e| crate::support::error_text::chain_line(&e)),
+                    Err(e) => Err(crate::support::error_text::chain_line(&e)),
                 };
                 (registry, answer)
             }
@@ -244,7 +247,7 @@ pub async fn discover(
                     "{}: the {:?} {reference} it lists cannot be resolved and does not travel: {}",
                     record.image,
                     record.kind,
-                    crate::error_text::chain_line(&e)
+                    crate::support::error_text::chain_line(&e)
                 )),
             }
         }
@@ -389,8 +392,8 @@ pub async fn attach(
             None => {
                 let tag = digest_tag(&subject);
                 let existing = match client.get_manifest(&repo, &tag).await {
-                    Ok(m) if crate::manifest::is_index(&m.media_type) => {
-                        crate::platform::raw_entries(&m.bytes).unwrap_or_default()
+                    Ok(m) if crate::oci::manifest::is_index(&m.media_type) => {
+                        crate::oci::platform::raw_entries(&m.bytes).unwrap_or_default()
                     }
                     // Someone else's tag of that name: never overwrite it.
                     Ok(m) => {
@@ -416,7 +419,7 @@ pub async fn attach(
                     attached.indexes_written += 1;
                 }
                 let back = client.get_manifest(&repo, &tag).await.map_err(fail)?;
-                crate::platform::raw_entries(&back.bytes)
+                crate::oci::platform::raw_entries(&back.bytes)
                     .unwrap_or_default()
                     .iter()
                     .filter_map(|d| d["digest"].as_str().map(str::to_string))
@@ -455,7 +458,7 @@ fn descriptor_of(digest: &Digest, media_type: &str, bytes: &[u8], record: &Artif
     d
 }
 
-impl crate::hint::Hint for ReferrersError {
+impl crate::support::hint::Hint for ReferrersError {
     fn hint(&self) -> Option<String> {
         match self {
             ReferrersError::Registry { source, .. } | ReferrersError::Attach { source, .. } => source.hint(),

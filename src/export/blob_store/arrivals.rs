@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::direct::{AlignedBuf, DirectFile, ReadAhead};
-use crate::digest::{Digest, DigestWriter};
+use crate::oci::digest::{Digest, DigestWriter};
 
 /// Bytes a follower reads from the disk at a time when it reads around the page cache.
 const FOLLOW_CHUNK: usize = 1 << 20;

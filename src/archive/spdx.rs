@@ -4,9 +4,9 @@
 
 use serde_json::{Value, json};
 
-use crate::digest::Digest;
-use crate::layout::{ArtifactKind, BundleImage, BundleMetadata};
-use crate::reference::ImageRef;
+use crate::oci::digest::Digest;
+use crate::oci::layout::{ArtifactKind, BundleImage, BundleMetadata};
+use crate::oci::reference::ImageRef;
 
 /// The document for `metadata`; `name` is the archive's file name, `created` an RFC 3339 UTC time.
 pub fn document(metadata: &BundleMetadata, name: &str, created: &str) -> Value {

@@ -3,7 +3,7 @@
 //! Its own module because three parts agree on it: the push plan, the ECR repository names, and the values
 //! file that points a chart at the same places (`chart::values_out`).
 
-use crate::reference::{ImageRef, ReferenceError};
+use crate::oci::reference::{ImageRef, ReferenceError};
 
 /// `-d REGISTRY[/PREFIX]`, and how source paths map under it.
 #[derive(Debug, Clone, PartialEq, Eq)]

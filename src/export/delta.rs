@@ -13,10 +13,10 @@ use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use crate::archive::ArchiveFile;
 use crate::archive::BundleContents;
 use crate::archive::checksum::{file_digest, read_sidecar};
-use crate::digest::Digest;
-use crate::layout::{BaseRecord, BundleBlob, BundleMetadata, DELTA_FORMAT_VERSION, DeltaRecord};
-use crate::push::{Destination, Presence, PushPlan};
-use crate::reference::ImageRef;
+use crate::import::push::{Destination, Presence, PushPlan};
+use crate::oci::digest::Digest;
+use crate::oci::layout::{BaseRecord, BundleBlob, BundleMetadata, DELTA_FORMAT_VERSION, DeltaRecord};
+use crate::oci::reference::ImageRef;
 use crate::registry::{RegistryClient, RegistryError};
 
 /// The archive a delta is made against: what it names, and every blob a destination that imported it holds.
@@ -57,7 +57,7 @@ fn examples(missing: &[(Digest, String)]) -> String {
     text
 }
 
-impl crate::hint::Hint for DeltaError {
+impl crate::support::hint::Hint for DeltaError {
     fn hint(&self) -> Option<String> {
         match self {
             DeltaError::Read { .. } => Some("check the path given to --since".into()),
@@ -88,7 +88,7 @@ struct Listing {
     #[serde(default)]
     delta: Option<DeltaRecord>,
     #[serde(default)]
-    volume: Option<crate::layout::VolumeRecord>,
+    volume: Option<crate::oci::layout::VolumeRecord>,
 }
 
 #[derive(serde::Deserialize)]
@@ -170,7 +170,7 @@ impl Base {
 }
 
 /// A volume stands for its set: named `NAME.part*.tar.zst`, with the sha256 of the archive it was cut from.
-fn volume_set(path: &Path, volume: &crate::layout::VolumeRecord) -> (String, String) {
+fn volume_set(path: &Path, volume: &crate::oci::layout::VolumeRecord) -> (String, String) {
     let name = crate::volumes::sibling_name(path, 0, volume.count)
         .map(|n| n.replacen(".part000.", ".part*.", 1).replacen(".part0000.", ".part*.", 1))
         .unwrap_or_else(|| file_name(path));
@@ -183,7 +183,7 @@ fn file_name(path: &Path) -> String {
 
 fn modified(path: &Path) -> String {
     let when = std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
-    crate::spdx::rfc3339(when)
+    crate::archive::spdx::rfc3339(when)
 }
 
 /// Before a delta is pushed: every blob it leaves to its base that an incomplete image needs must be at the
