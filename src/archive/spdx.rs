@@ -38,6 +38,10 @@ pub fn document(metadata: &BundleMetadata, name: &str, created: &str) -> Value {
         .map(|(n, i)| (i.source.as_str(), n))
         .collect();
     for (n, img) in metadata.images.iter().enumerate() {
+        // The tag schema's index is how the referrers were listed, not a component of its own.
+        if img.artifact.as_ref().is_some_and(|a| !a.is_artifact()) {
+            continue;
+        }
         packages.push(package(&id(n), img));
         match (&img.artifact, chart) {
             (Some(a), _) => {

@@ -143,6 +143,12 @@ impl Prepared {
                 "Signatures, attestations and SBOMs resolve at {} as at the source: {} cosign tags and the referrers of {} manifests read back ({} referrers indexes written)",
                 target.destination_text, attached.tags, attached.subjects, attached.indexes_written
             ));
+            if attached.indexes_merged > 0 {
+                ctx.printer.warn(format!(
+                    "{} referrers indexes at {} list referrers of the destination's own: merged with the archive's, so those tags have new digests (not the source's)",
+                    attached.indexes_merged, target.destination_text
+                ));
+            }
         }
         if let Some((_, p)) = contents.images.iter().zip(&self.plan.images).find(|(img, _)| img.helm_chart) {
             ctx.printer.info(format!(

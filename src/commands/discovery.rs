@@ -170,12 +170,14 @@ pub async fn resolve(
             "{image}: {n} signatures/attestations of its original index stay behind: they sign the index --platform replaced (the platform manifests' own travel)"
         ));
     }
-    if !found.artifacts.is_empty() {
-        let count = |k| found.artifacts.iter().filter(|a| a.artifact.as_ref().is_some_and(|r| r.kind == k)).count();
+    let artifacts: Vec<_> =
+        found.artifacts.iter().filter_map(|a| a.artifact.as_ref()).filter(|r| r.is_artifact()).collect();
+    if !artifacts.is_empty() {
+        let count = |k| artifacts.iter().filter(|r| r.kind == k).count();
         use crate::oci::layout::ArtifactKind::*;
         ctx.printer.info(format!(
             "Found {} artifacts attached to them: {} signatures, {} attestations, {} SBOMs, {} other ({} requests, {:.1?})",
-            found.artifacts.len(),
+            artifacts.len(),
             count(Signature),
             count(Attestation),
             count(Sbom),

@@ -82,7 +82,7 @@ pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
             for ((written, _), img) in refs.iter().zip(images) {
                 let attached = artifacts
                     .iter()
-                    .filter_map(|a| a.artifact.as_ref().map(|r| (r, a)))
+                    .filter_map(|a| a.artifact.as_ref().filter(|r| r.is_artifact()).map(|r| (r, a)))
                     .filter(|(r, _)| r.image == img.source.to_string())
                     .map(|(r, a)| (r.kind, a.source.to_string()))
                     .collect();

@@ -90,7 +90,7 @@ struct Attached {
 fn count_attached(rows: &mut [ImageRow]) {
     use crate::oci::layout::ArtifactKind;
     let mut counts: std::collections::BTreeMap<String, Attached> = std::collections::BTreeMap::new();
-    for r in rows.iter().filter_map(|r| r.artifact.as_ref()) {
+    for r in rows.iter().filter_map(|r| r.artifact.as_ref()).filter(|r| r.is_artifact()) {
         let c = counts.entry(r.image.clone()).or_default();
         match r.kind {
             ArtifactKind::Signature => c.signatures += 1,

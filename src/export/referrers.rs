@@ -253,6 +253,7 @@ pub async fn discover(
         }
         level = resolved
             .iter()
+            .filter(|a| a.artifact.as_ref().is_some_and(|r| r.is_artifact()))
             .flat_map(|a| {
                 let image = a.artifact.as_ref().map(|r| r.image.clone()).unwrap_or_default();
                 a.manifests.iter().map(move |m| Subject {
@@ -309,7 +310,13 @@ async fn candidates(
     } else if has_tag(&base) {
         requests += 1;
         let index = client.get_manifest(repository, &base).await.map_err(failed)?;
-        serde_json::from_slice::<ReferrersIndex>(&index.bytes).map(|i| i.manifests).unwrap_or_default()
+        let listed = serde_json::from_slice::<ReferrersIndex>(&index.bytes).map(|i| i.manifests).unwrap_or_default();
+        // The index itself travels too, byte for byte, so that a destination keeping referrers the same way gets
+        // the tag with the source's digest (the house rule for every pulled manifest).
+        if !listed.is_empty() && crate::oci::manifest::is_index(&index.media_type) {
+            out.push((at(format!(":{base}")), record(ArtifactKind::Other, AttachedBy::TagSchemaIndex, None)));
+        }
+        listed
     } else {
         Vec::new()
     };
@@ -333,21 +340,28 @@ pub struct Attached {
     pub tags: usize,
     /// Subjects whose referrers list (Referrers API or tag schema) holds every referrer of the archive.
     pub subjects: usize,
-    /// Tag-schema indexes written (new, or merged with what the destination had).
+    /// Tag-schema indexes written as the source's bytes (or, for an archive that carries none, new).
     pub indexes_written: usize,
+    /// Tag-schema indexes merged with entries the destination had of its own (their digest is new).
+    pub indexes_merged: usize,
 }
 
-/// After the push: keep the referrers tag schema's index where the destination has no Referrers API (merging
-/// with what it already lists), then read back what each subject's digest resolves to and compare it with the
-/// archive.
+/// After the push: keep the referrers tag schema's index where the destination has no Referrers API, then read
+/// back that every referrer of the archive is listed for its subject, and that cosign tags hold the archive's
+/// digests.
+///
+/// The index under `sha256-<hex>` is the source's, byte for byte, when the archive carries it and the destination
+/// has no index under that tag or one that lists nothing the source's does not: the tag then has the source's
+/// digest. Only an index with entries of the destination's own (other referrers, pushed there by someone else) is
+/// merged, deterministically (theirs first, then the archive's it lacks), and counted as such.
 pub async fn attach(
     client: &RegistryClient,
     plan: &PushPlan,
     contents: &BundleContents,
 ) -> Result<Attached, ReferrersError> {
     let mut attached = Attached::default();
-    // (destination repository, subject) -> (image, the archive's referrer descriptors)
-    let mut groups: BTreeMap<(String, Digest), (String, Vec<serde_json::Value>)> = BTreeMap::new();
+    // (destination repository, subject) -> (image, source repository, the archive's referrer descriptors)
+    let mut groups: BTreeMap<(String, Digest), (String, String, Vec<serde_json::Value>)> = BTreeMap::new();
     for p in &plan.images {
         let img = &contents.images[p.image];
         let Some(record) = &img.artifact else { continue };
@@ -376,13 +390,15 @@ pub async fn attach(
                 let stored = &contents.manifests[&img.digest];
                 groups
                     .entry((repo, record.subject.clone()))
-                    .or_insert_with(|| (record.image.clone(), Vec::new()))
-                    .1
+                    .or_insert_with(|| (record.image.clone(), p.source.repository().to_string(), Vec::new()))
+                    .2
                     .push(descriptor_of(&img.digest, &stored.media_type, &stored.bytes, record));
             }
+            // Never in a push plan: handled below, with the group of the subject it lists.
+            AttachedBy::TagSchemaIndex => {}
         }
     }
-    for ((repo, subject), (image, ours)) in groups {
+    for ((repo, subject), (image, source_repo, ours)) in groups {
         let fail = |source| ReferrersError::Attach { image: image.clone(), source };
         let ours_digests: BTreeSet<String> =
             ours.iter().filter_map(|d| d["digest"].as_str().map(str::to_string)).collect();
@@ -392,9 +408,7 @@ pub async fn attach(
             None => {
                 let tag = digest_tag(&subject);
                 let existing = match client.get_manifest(&repo, &tag).await {
-                    Ok(m) if crate::oci::manifest::is_index(&m.media_type) => {
-                        crate::oci::platform::raw_entries(&m.bytes).unwrap_or_default()
-                    }
+                    Ok(m) if crate::oci::manifest::is_index(&m.media_type) => Some(m),
                     // Someone else's tag of that name: never overwrite it.
                     Ok(m) => {
                         return Err(ReferrersError::TagTaken {
@@ -403,27 +417,59 @@ pub async fn attach(
                             media_type: m.media_type,
                         });
                     }
-                    Err(e) if e.status() == Some(404) => Vec::new(),
+                    Err(e) if e.status() == Some(404) => None,
                     Err(e) => return Err(fail(e)),
                 };
-                let have: BTreeSet<String> =
-                    existing.iter().filter_map(|d| d["digest"].as_str().map(str::to_string)).collect();
-                let missing: Vec<serde_json::Value> =
-                    ours.into_iter().filter(|d| d["digest"].as_str().is_some_and(|x| !have.contains(x))).collect();
-                if !missing.is_empty() {
-                    let mut entries = existing;
-                    entries.extend(missing);
-                    let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
-                    let bytes = bytes::Bytes::from(serde_json::to_vec(&index).expect("an index serialises"));
-                    client.put_manifest(&repo, &tag, OCI_INDEX, &bytes).await.map_err(fail)?;
-                    attached.indexes_written += 1;
-                }
+                let entries = |bytes: &[u8]| crate::oci::platform::raw_entries(bytes).unwrap_or_default();
+                let digests = |entries: &[serde_json::Value]| -> BTreeSet<String> {
+                    entries.iter().filter_map(|d| d["digest"].as_str().map(str::to_string)).collect()
+                };
+                let theirs = existing.as_ref().map(|m| entries(&m.bytes)).unwrap_or_default();
+                let have = digests(&theirs);
+                let carried = carried_index(contents, &source_repo, &subject);
+                let expected = match carried {
+                    // Nothing at the destination the source's index does not list: the source's bytes.
+                    Some((digest, stored)) if have.is_subset(&digests(&entries(&stored.bytes))) => {
+                        if existing.as_ref().map(|m| &m.digest) != Some(digest) {
+                            client.put_manifest(&repo, &tag, &stored.media_type, &stored.bytes).await.map_err(fail)?;
+                            attached.indexes_written += 1;
+                        }
+                        Some(digest.clone())
+                    }
+                    // The destination's own entries stay: a merged index, when it lacks some of ours.
+                    _ => {
+                        let missing: Vec<serde_json::Value> = ours
+                            .into_iter()
+                            .filter(|d| d["digest"].as_str().is_some_and(|x| !have.contains(x)))
+                            .collect();
+                        if !missing.is_empty() {
+                            let mut merged = theirs;
+                            merged.extend(missing);
+                            let index =
+                                serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": merged});
+                            let bytes = bytes::Bytes::from(serde_json::to_vec(&index).expect("an index serialises"));
+                            client.put_manifest(&repo, &tag, OCI_INDEX, &bytes).await.map_err(fail)?;
+                            if existing.is_some() {
+                                attached.indexes_merged += 1;
+                            } else {
+                                attached.indexes_written += 1;
+                            }
+                        }
+                        None
+                    }
+                };
                 let back = client.get_manifest(&repo, &tag).await.map_err(fail)?;
-                crate::oci::platform::raw_entries(&back.bytes)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|d| d["digest"].as_str().map(str::to_string))
-                    .collect()
+                if let Some(expected) = expected
+                    && back.digest != expected
+                {
+                    return Err(ReferrersError::Differs {
+                        image,
+                        what: format!("{repo}:{tag}"),
+                        found: back.digest.to_string(),
+                        expected,
+                    });
+                }
+                digests(&entries(&back.bytes))
             }
         };
         if let Some(missing) = ours_digests.iter().find(|d| !listed.contains(*d)) {
@@ -437,6 +483,20 @@ pub async fn attach(
         attached.subjects += 1;
     }
     Ok(attached)
+}
+
+/// The source's tag schema index for `subject` in `source_repo`, when the archive carries it.
+fn carried_index<'a>(
+    contents: &'a BundleContents,
+    source_repo: &str,
+    subject: &Digest,
+) -> Option<(&'a Digest, &'a crate::archive::contents::StoredManifest)> {
+    contents
+        .images
+        .iter()
+        .filter(|i| i.source.repository() == source_repo)
+        .filter(|i| i.artifact.as_ref().is_some_and(|a| !a.is_artifact() && &a.subject == subject))
+        .find_map(|i| contents.manifests.get(&i.digest).map(|m| (&i.digest, m)))
 }
 
 /// The descriptor a referrers list holds for a manifest: media type, digest, size, artifactType, annotations.

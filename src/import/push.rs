@@ -66,6 +66,11 @@ impl PushPlan {
         let mut images = Vec::new();
         let mut targets: HashMap<String, (String, Digest)> = HashMap::new();
         for (i, img) in contents.images.iter().enumerate() {
+            // The referrers tag schema's index is pushed after everything it lists, by `referrers::attach`,
+            // and only where the destination keeps referrers that way.
+            if img.artifact.as_ref().is_some_and(|a| !a.is_artifact()) {
+                continue;
+            }
             let target = dest.map(&img.source);
             // The tag (or, for digest-only references, the repository and digest) is what could collide.
             let key = match target.tag() {

@@ -415,6 +415,17 @@ pub enum AttachedBy {
     CosignTag,
     /// OCI 1.1: the manifest's `subject` field, listed by the Referrers API or the `sha256-<hex>` tag's index.
     Referrers,
+    /// Not an artifact: the referrers tag schema's index itself (the entry's source is the tag `sha256-<hex>`),
+    /// carried byte for byte so that at a destination without the Referrers API the tag keeps the source's digest.
+    /// Its children travel as `Referrers` entries of their own; it is pushed last, by `referrers::attach`.
+    TagSchemaIndex,
+}
+
+impl ArtifactRecord {
+    /// A signature, attestation, SBOM or other artifact, as opposed to the tag schema's index that lists them.
+    pub fn is_artifact(&self) -> bool {
+        self.attached_by != AttachedBy::TagSchemaIndex
+    }
 }
 
 /// How an index travels when platforms were chosen.

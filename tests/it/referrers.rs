@@ -43,15 +43,26 @@ fn artifact(
     Blob::new(serde_json::to_vec(&m).unwrap())
 }
 
+/// A referrers tag schema index as other tools write it: keys in their own order (not sorted, as serde_json
+/// writes them), indented, with a trailing newline. Re-serialising it would change its digest.
 fn referrers_index(entries: &[(&Blob, &str)]) -> Blob {
-    let manifests: Vec<_> = entries
+    let manifests: Vec<String> = entries
         .iter()
-        .map(|(b, t)| serde_json::json!({"mediaType": OCI_MANIFEST, "digest": b.digest, "size": b.bytes.len(), "artifactType": t}))
+        .map(|(b, t)| {
+            format!(
+                "    {{\n      \"mediaType\": \"{OCI_MANIFEST}\",\n      \"size\": {},\n      \"digest\": \"{}\",\n      \"artifactType\": \"{t}\"\n    }}",
+                b.bytes.len(),
+                b.digest
+            )
+        })
         .collect();
-    Blob::new(
-        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
-            .unwrap(),
-    )
+    let text = format!(
+        "{{\n  \"schemaVersion\": 2,\n  \"mediaType\": \"{OCI_INDEX}\",\n  \"manifests\": [\n{}\n  ]\n}}\n",
+        manifests.join(",\n")
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&text).expect("the index is JSON");
+    assert_ne!(serde_json::to_vec(&parsed).unwrap(), text.as_bytes(), "serialised unlike serde_json would");
+    Blob::new(text.into_bytes())
 }
 
 struct Signed {
@@ -59,6 +70,8 @@ struct Signed {
     /// (tag, manifest) of every cosign-tag artifact.
     tags: Vec<(String, Blob)>,
     sbom: Blob,
+    /// The tag schema's index listing the SBOM, as the source holds it.
+    index: Blob,
     /// The platform manifest the SBOM is attached to.
     sbom_subject: String,
 }
@@ -89,12 +102,21 @@ fn seed_signed(base: &str) -> Signed {
     let tag = format!("{}.sig", tag_of(&sbom.digest));
     p.manifest(repo, &tag, OCI_MANIFEST, &sbom_sig.bytes);
     tags.push((tag, sbom_sig));
-    Signed { sbom_subject: amd.digest.clone(), set, tags, sbom }
+    Signed { sbom_subject: amd.digest.clone(), set, tags, sbom, index }
+}
+
+/// At `base`/`repo`: every cosign tag has the source's digest, and the SBOM is listed for its subject by the
+/// source's own index, byte for byte.
+#[track_caller]
+fn assert_attached(base: &str, repo: &str, s: &Signed) {
+    assert_listed(base, repo, s);
+    let (index, _) = get_manifest(base, repo, &tag_of(&s.sbom_subject)).expect("the referrers tag index");
+    assert_eq!(sha256(&index), s.index.digest, "the referrers tag's index was re-serialised");
 }
 
 /// At `base`/`repo`: every cosign tag has the source's digest, and the SBOM is listed for its subject.
 #[track_caller]
-fn assert_attached(base: &str, repo: &str, s: &Signed) {
+fn assert_listed(base: &str, repo: &str, s: &Signed) {
     for (tag, m) in &s.tags {
         let (bytes, _) = get_manifest(base, repo, tag).unwrap_or_else(|| panic!("{repo}:{tag} missing"));
         assert_eq!(sha256(&bytes), m.digest, "{repo}:{tag}");
@@ -147,7 +169,20 @@ fn signatures_attestations_and_sboms_travel_and_resolve_from_the_same_digests() 
     assert_eq!(seeded.len(), 9);
     assert_spdx_inventory(&ws, "signed.tar.zst", &seeded);
 
-    // The destination already lists a referrer of its own for the SBOM's subject: it must stay listed.
+    // Into a destination without the Referrers API and without the tag: the source's index, byte for byte.
+    let r = ws.bundle(&["import", "-d", &format!("{}/clean", dst.host()), "signed.tar.zst"]).success();
+    assert!(
+        r.stderr.contains("4 cosign tags and the referrers of 1 manifests read back (1 referrers indexes written)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("merged"), "{}", r.stderr);
+    assert_attached(&dst.base_url(), "clean/stackstate/agent", &s);
+    let again = ws.bundle(&["import", "-d", &format!("{}/clean", dst.host()), "signed.tar.zst"]).success();
+    assert!(again.stderr.contains("(0 referrers indexes written)"), "{}", again.stderr);
+
+    // The destination already lists a referrer of its own for the SBOM's subject: it must stay listed, in an
+    // index merged with the archive's (so with a digest of its own), and the import says so.
     let repo = "mirror/stackstate/agent";
     let p = Pusher::new(&dst.base_url());
     let theirs = artifact(&p, repo, "text/plain", "theirs", None, Some("application/vnd.example.note"));
@@ -157,12 +192,18 @@ fn signatures_attestations_and_sboms_travel_and_resolve_from_the_same_digests() 
 
     let r = ws.bundle(&["import", "-d", &format!("{}/mirror", dst.host()), "signed.tar.zst"]).success();
     assert!(
-        r.stderr.contains("4 cosign tags and the referrers of 1 manifests read back (1 referrers indexes written)"),
+        r.stderr.contains("4 cosign tags and the referrers of 1 manifests read back (0 referrers indexes written)"),
         "{}",
         r.stderr
     );
-    assert_attached(&dst.base_url(), repo, &s);
+    assert!(
+        r.stderr.contains("1 referrers indexes at ") && r.stderr.contains("merged with the archive's"),
+        "{}",
+        r.stderr
+    );
+    assert_listed(&dst.base_url(), repo, &s);
     let (index, _) = get_manifest(&dst.base_url(), repo, &tag_of(&s.sbom_subject)).unwrap();
+    assert_ne!(sha256(&index), s.index.digest);
     let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
     assert!(
         index["manifests"].as_array().unwrap().iter().any(|m| m["digest"] == theirs.digest.as_str()),
@@ -175,6 +216,7 @@ fn signatures_attestations_and_sboms_travel_and_resolve_from_the_same_digests() 
     // A re-import changes nothing and still reads everything back.
     let again = ws.bundle(&["import", "-d", &format!("{}/mirror", dst.host()), "signed.tar.zst"]).success();
     assert!(again.stderr.contains("(0 referrers indexes written)"), "{}", again.stderr);
+    assert!(!again.stderr.contains("merged"), "{}", again.stderr);
 }
 
 #[test]
