@@ -447,6 +447,11 @@ pub struct ExportArgs {
 
     #[command(flatten)]
     pub platform: PlatformArgs,
+
+    /// Print the result as one JSON document on stdout (docs/usage.md, "Results for machines"); messages,
+    /// progress and warnings stay on stderr, and the exit status is the same.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -463,6 +468,11 @@ pub struct CopyArgs {
 
     #[command(flatten)]
     pub platform: PlatformArgs,
+
+    /// Print the result as one JSON document on stdout (docs/usage.md, "Results for machines"); messages,
+    /// progress and warnings stay on stderr, and the exit status is the same.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -470,6 +480,11 @@ pub struct VerifyArgs {
     /// The archive to check.
     #[arg(value_name = "FILE")]
     pub archive: PathBuf,
+
+    /// Print the result as one JSON document on stdout (docs/usage.md, "Results for machines"); messages,
+    /// progress and warnings stay on stderr, and the exit status is the same.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -484,6 +499,11 @@ pub struct ImportArgs {
     /// Print one `Copying SRC to DST (dry-run)` line per image and the plan; change nothing.
     #[arg(short = 't', long)]
     pub dry_run: bool,
+
+    /// Print the result as one JSON document on stdout (docs/usage.md, "Results for machines"); messages,
+    /// progress and warnings stay on stderr, and the exit status is the same.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Amazon ECR destinations: detected from the hostname (`ACCOUNT.dkr.ecr.REGION.amazonaws.com` and the other

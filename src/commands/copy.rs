@@ -30,6 +30,7 @@ pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
         return Ok(());
     }
     if prepared.nothing_to_do(&contents) {
+        prepared.note_results(ctx, &contents, delivery::Ended::NothingToDo);
         ctx.printer.info(format!(
             "{} already holds all {} images with the same digests; nothing to copy (checked in {:.1?})",
             target.destination_text,

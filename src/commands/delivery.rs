@@ -49,13 +49,92 @@ pub async fn prepare(
     Ok(Prepared { plan, presence, client, ecr })
 }
 
+/// How a push ended, for the `--json` document.
+pub enum Ended<'a> {
+    DryRun,
+    NothingToDo,
+    Pushed(&'a PushStats),
+    /// The error, and the images found at the destination after it (pushed before it struck).
+    Failed(String, std::collections::BTreeSet<usize>),
+}
+
 impl Prepared {
     pub fn nothing_to_do(&self, contents: &BundleContents) -> bool {
         self.presence.nothing_to_do(&self.plan, contents)
     }
 
+    /// Whether plan image `i` was complete, with its tag current, before anything was pushed.
+    fn was_complete(&self, i: usize, contents: &BundleContents) -> bool {
+        let p = &self.plan.images[i];
+        let repo = p.target.repository().to_string();
+        self.presence.manifests.contains(&(repo.clone(), contents.images[p.image].digest.clone()))
+            && p.target.tag().is_none_or(|t| self.presence.tags_current.contains(&format!("{repo}:{t}")))
+    }
+
+    /// Note each image and the totals for the `--json` document (nothing without `--json`).
+    pub fn note_results(&self, ctx: &Context, contents: &BundleContents, ended: Ended<'_>) {
+        use super::results::{ImageOutcome, ImageResult};
+        let Some(results) = &ctx.results else { return };
+        let images = (0..self.plan.images.len()).map(|i| {
+            let p = &self.plan.images[i];
+            let outcome = match &ended {
+                _ if self.was_complete(i, contents) => ImageOutcome::Present,
+                Ended::DryRun => ImageOutcome::WouldPush,
+                Ended::NothingToDo => ImageOutcome::Present,
+                Ended::Pushed(_) => ImageOutcome::Pushed,
+                Ended::Failed(_, found) if found.contains(&i) => ImageOutcome::Pushed,
+                Ended::Failed(..) => ImageOutcome::Failed,
+            };
+            let error = match (&ended, outcome) {
+                (Ended::Failed(e, _), ImageOutcome::Failed) => Some(e.clone()),
+                _ => None,
+            };
+            let img = &contents.images[p.image];
+            ImageResult {
+                destination: Some(p.target.to_string()),
+                error,
+                ..ImageResult::new(&p.source, &img.digest, outcome)
+            }
+        });
+        results.images(images.collect());
+        let presence = &self.presence;
+        results.total("images", self.plan.images.len());
+        results.total("alreadyComplete", presence.images_complete(&self.plan, contents));
+        results.total("destination", self.client.name());
+        match ended {
+            Ended::DryRun => {
+                results.total("dryRun", true);
+                results.total("blobsPresent", presence.blobs_present);
+                results.total("blobsToUpload", presence.blobs_to_upload());
+                results.total("bytesToUpload", presence.bytes_to_upload(contents));
+                results.total("blobsToMount", presence.blobs_to_mount());
+            }
+            Ended::Pushed(stats) => {
+                results.total("blobsUploaded", stats.uploaded);
+                results.total("bytesUploaded", stats.uploaded_bytes);
+                results.total("blobsMounted", stats.mounted);
+                results.total("blobsPresent", presence.blobs_present + stats.present);
+                results.total("manifestsPushed", stats.manifests);
+            }
+            Ended::NothingToDo | Ended::Failed(..) => {}
+        }
+    }
+
+    /// After a failed push: the images that made it anyway (their root manifest is at the destination).
+    pub async fn found_after_failure(&self, contents: &BundleContents) -> std::collections::BTreeSet<usize> {
+        let mut found = std::collections::BTreeSet::new();
+        for (i, p) in self.plan.images.iter().enumerate() {
+            let digest = &contents.images[p.image].digest;
+            if let Ok(Some(_)) = self.client.head_manifest(p.target.repository(), digest.as_str()).await {
+                found.insert(i);
+            }
+        }
+        found
+    }
+
     /// The seed's dry-run lines (`Copying SRC to DST (dry-run)`), one per image, then the plan.
     pub fn print_dry_run(&self, ctx: &Context, contents: &BundleContents) {
+        self.note_results(ctx, contents, Ended::DryRun);
         for p in &self.plan.images {
             let img = &contents.images[p.image];
             let filtered = contents
@@ -102,8 +181,13 @@ impl Prepared {
         } else {
             push::execute(&self.client, origin, &self.plan, contents, presence, ctx.concurrency, &progress).await
         };
-        if run.is_ok() {
-            progress.finish();
+        match &run {
+            Ok(_) => progress.finish(),
+            Err(e) if ctx.results.is_some() => {
+                let found = self.found_after_failure(contents).await;
+                self.note_results(ctx, contents, Ended::Failed(crate::support::error_text::chain_line(e), found));
+            }
+            Err(_) => {}
         }
         run
     }
@@ -118,6 +202,7 @@ impl Prepared {
         target: &str,
         started: std::time::Instant,
     ) {
+        self.note_results(ctx, contents, Ended::Pushed(stats));
         for p in &self.plan.images {
             ctx.printer.detail(format!("{} -> {}", describe_source(&contents.images[p.image], &p.source), p.target));
         }

@@ -3,6 +3,7 @@
 
 use super::discovery;
 use super::failure::Explain as _;
+use super::results::{ImageOutcome, ImageResult};
 use super::settings::ExportSettings;
 use super::{Context, Outcome, human};
 use crate::export::ArchiveJob;
@@ -22,8 +23,12 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref(), settings.sources.referrers).await?;
     let record = chart.as_ref().map(|c| c.survey.record.clone());
 
+    let noted = |outcome| images.iter().map(|i| ImageResult::new(&i.source, &i.digest, outcome)).collect::<Vec<_>>();
     if settings.dry_run {
         print_plan(&ctx.printer, &images);
+        if let Some(r) = &ctx.results {
+            r.images(noted(ImageOutcome::WouldExport));
+        }
         let mut meta = pack::metadata(&images, None, record);
         let mut blob_bytes: u64 = pull::jobs(&images).iter().map(|j| j.size).sum();
         if let Some(base) = &base {
@@ -52,6 +57,12 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
                 c.loaded.chart.meta.name,
                 c.loaded.chart.meta.version
             ));
+        }
+        if let Some(r) = &ctx.results {
+            r.total("images", images.len());
+            r.total("blobs", meta.blobs.len());
+            r.total("bytesToDownload", blob_bytes);
+            r.total("dryRun", true);
         }
         ctx.printer.result(format!(
             "{} images, {} distinct blobs, {} to download{}; nothing written (dry run)",
@@ -84,6 +95,7 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
     for img in &images {
         ctx.printer.detail(format!("{} -> {} ({})", img.source, img.digest, human(img.size())));
     }
+    let exported = noted(ImageOutcome::Exported);
     let job = ArchiveJob {
         base,
         images,
@@ -95,6 +107,15 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         concurrency: ctx.concurrency,
     };
     let done = crate::export::write_archive(&ctx.registries, &ctx.printer, job).await?;
+    if let Some(r) = &ctx.results {
+        r.images(exported);
+        r.total("images", done.images);
+        r.total("blobs", done.blobs);
+        r.total("contentBytes", done.content_bytes);
+        r.total("compressedBytes", done.compressed_bytes);
+        r.total("archive", output.display().to_string());
+        r.total("sha256", done.digest.hex());
+    }
 
     match settings.volume_size {
         None => {

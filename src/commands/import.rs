@@ -41,7 +41,7 @@ pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
     };
     let prepared = delivery::prepare(ctx, target, &contents, args.dry_run).await?;
     if prepared.nothing_to_do(&contents) && !args.dry_run {
-        say_nothing_to_do(ctx, &args, &prepared, started);
+        say_nothing_to_do(ctx, &args, &prepared, &contents, started);
         if let Some(check) = pending {
             check.abandon();
         }
@@ -98,7 +98,7 @@ async fn import_docker_save(
     let contents = converted.contents;
     let prepared = delivery::prepare(ctx, &args.target, &contents, args.dry_run).await?;
     if prepared.nothing_to_do(&contents) && !args.dry_run {
-        say_nothing_to_do(ctx, &args, &prepared, started);
+        say_nothing_to_do(ctx, &args, &prepared, &contents, started);
         return prepared.finish(ctx, &args.target, &contents).await;
     }
     push_and_finish(ctx, &args, prepared, &converted.origin, &contents, started).await
@@ -118,7 +118,14 @@ async fn is_volume_set(archives: &[std::path::PathBuf]) -> bool {
     .unwrap_or(false)
 }
 
-fn say_nothing_to_do(ctx: &Context, args: &ImportSettings, prepared: &delivery::Prepared, started: std::time::Instant) {
+fn say_nothing_to_do(
+    ctx: &Context,
+    args: &ImportSettings,
+    prepared: &delivery::Prepared,
+    contents: &BundleContents,
+    started: std::time::Instant,
+) {
+    prepared.note_results(ctx, contents, delivery::Ended::NothingToDo);
     ctx.printer.info(format!(
         "{} already holds all {} images of {} with the same digests; nothing to push (checked in {:.1?})",
         args.target.destination_text,

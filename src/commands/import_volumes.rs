@@ -220,6 +220,7 @@ async fn push(
     if args.dry_run {
         prepared.print_dry_run(ctx, contents);
     } else if prepared.nothing_to_do(contents) {
+        prepared.note_results(ctx, contents, delivery::Ended::NothingToDo);
         ctx.printer.info(format!(
             "{} already holds all {} images these volumes complete, with the same digests; nothing to push (checked in {:.1?})",
             args.target.destination_text,

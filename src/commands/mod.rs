@@ -16,6 +16,7 @@ pub mod images;
 pub mod import;
 pub mod import_volumes;
 pub mod inspect;
+pub mod results;
 pub mod settings;
 pub mod spec;
 pub mod split;
@@ -34,7 +35,10 @@ use crate::support::printer::{Printer, Verbosity};
 
 /// Run one command line to its exit code: 0 done, 1 failed, 130 interrupted (2, bad usage, is clap's).
 pub fn run(cli: Cli) -> ExitCode {
+    let json = json_document(&cli.command);
     let printer = Printer::new(verbosity(&cli.global));
+    let printer = if json.is_some() { printer.with_json_document() } else { printer };
+    let results = std::sync::Arc::new(results::Results::default());
     let command = match cli.command {
         Command::Completions(args) => return documentation::completions(&printer, args.shell),
         Command::Manpage => return documentation::manpage(&printer),
@@ -49,7 +53,10 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let on_interrupt = interrupted_message(&command);
     let result = runtime.block_on(async {
-        let ctx = Context::new(&cli.global, printer.clone())?;
+        let mut ctx = Context::new(&cli.global, printer.clone())?;
+        if json.is_some() {
+            ctx.results = Some(results.clone());
+        }
         let work = async {
             match command {
                 Command::Export(args) => export::run(&ctx, settings::ExportSettings::new(args, &ctx.tmp_dir)?).await,
@@ -70,7 +77,12 @@ pub fn run(cli: Cli) -> ExitCode {
         tokio::select! {
             r = work => r.map(|()| ExitCode::SUCCESS),
             () = interrupted() => {
-                printer.error(&format!("interrupted; {on_interrupt}"), &[], None);
+                let message = format!("interrupted; {on_interrupt}");
+                printer.error(&message, &[], None);
+                if let Some(command) = json {
+                    let error = results::RunError { message: &message, causes: &[], hint: None };
+                    printer.document(&results.document(command, Some(error)));
+                }
                 Ok(ExitCode::from(130))
             }
         }
@@ -78,11 +90,34 @@ pub fn run(cli: Cli) -> ExitCode {
     // Blocking tasks (archive writing) may still hold files; do not wait for them.
     runtime.shutdown_background();
     match result {
-        Ok(code) => code,
+        Ok(code) => {
+            if let Some(command) = json
+                && code == ExitCode::SUCCESS
+            {
+                printer.document(&results.document(command, None));
+            }
+            code
+        }
         Err(failure) => {
-            printer.error(&failure.message_text(), &failure.causes(), failure.hint());
+            let (message, causes, hint) = (failure.message_text(), failure.causes(), failure.hint());
+            printer.error(&message, &causes, hint);
+            if let Some(command) = json {
+                let error = results::RunError { message: &message, causes: &causes, hint };
+                printer.document(&results.document(command, Some(error)));
+            }
             ExitCode::from(1)
         }
+    }
+}
+
+/// The command's name when it was asked for a JSON document of its result (`--json`).
+fn json_document(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Export(a) if a.json => Some("export"),
+        Command::Verify(a) if a.json => Some("verify"),
+        Command::Import(a) if a.json => Some("import"),
+        Command::Copy(a) if a.json => Some("copy"),
+        _ => None,
     }
 }
 
@@ -131,6 +166,8 @@ pub struct Context {
     pub registries: Registries,
     pub concurrency: usize,
     pub tmp_dir: PathBuf,
+    /// `--json`: what the command notes for the run's document.
+    pub results: Option<std::sync::Arc<results::Results>>,
 }
 
 impl Context {
@@ -162,6 +199,7 @@ impl Context {
             registries: Registries::new(config, options),
             concurrency: global.concurrency as usize,
             tmp_dir,
+            results: None,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! `bundle verify FILE`: the offline completeness and integrity check (`archive::proof::verify_any`).
 
 use super::failure::Explain as _;
+use super::results::{ImageOutcome, ImageResult};
 use super::{Context, Outcome, human};
 use crate::archive::contents::Checked;
 use crate::archive::proof;
@@ -25,6 +26,15 @@ pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
                     contents.blobs.len() - contents.manifests.len(),
                     contents.pieces.len()
                 ));
+            }
+            if let Some(r) = &ctx.results {
+                let images =
+                    contents.images.iter().map(|i| ImageResult::new(&i.source, &i.digest, ImageOutcome::Verified));
+                r.images(images.collect());
+                r.total("images", contents.images.len());
+                r.total("blobs", contents.blobs.len());
+                r.total("bytes", contents.total_bytes());
+                r.total("archive", archive.display().to_string());
             }
             ctx.printer.result(format!(
                 "{}: OK, {} images, {} blobs, {} verified{checked}",

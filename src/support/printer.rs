@@ -27,6 +27,8 @@ pub struct Printer {
     multi: MultiProgress,
     /// Set once stdout's reader has gone away.
     stdout_closed: Arc<AtomicBool>,
+    /// `--json`: stdout holds one JSON document (`document`), so result lines go to stderr.
+    json_document: bool,
 }
 
 /// How often a non-terminal progress line is printed.
@@ -45,7 +47,20 @@ impl Printer {
             terminal,
             multi: MultiProgress::with_draw_target(target),
             stdout_closed: Arc::new(AtomicBool::new(false)),
+            json_document: false,
         }
+    }
+
+    /// A printer whose stdout is kept for one JSON document: result lines are written to stderr instead.
+    pub fn with_json_document(mut self) -> Printer {
+        self.json_document = true;
+        self
+    }
+
+    /// The run's one JSON document, on stdout (`--json`).
+    pub fn document(&self, value: &impl serde::Serialize) {
+        let text = serde_json::to_string_pretty(value).expect("our result types serialise");
+        self.write_stdout(format!("{text}\n").as_bytes());
     }
 
     pub fn verbosity(&self) -> Verbosity {
@@ -64,6 +79,10 @@ impl Printer {
     /// A line of the command's result, on stdout, whatever the verbosity (`--quiet` silences messages, not
     /// results).
     pub fn result(&self, line: impl AsRef<str>) {
+        if self.json_document {
+            self.emit(line.as_ref());
+            return;
+        }
         if self.stdout_closed.load(Ordering::Relaxed) {
             return;
         }
@@ -77,6 +96,10 @@ impl Printer {
 
     /// Bytes of a result that carries its own line ends (a completion script, a man page).
     pub fn result_bytes(&self, bytes: &[u8]) {
+        self.write_stdout(bytes);
+    }
+
+    fn write_stdout(&self, bytes: &[u8]) {
         if self.stdout_closed.load(Ordering::Relaxed) {
             return;
         }

@@ -19,5 +19,6 @@ mod patterns;
 mod platforms;
 mod properties;
 mod referrers;
+mod results;
 mod roundtrip;
 mod volumes;
