@@ -36,7 +36,7 @@ pub async fn run(ctx: &Context, settings: CheckSettings) -> Outcome<()> {
             (findings, rendered.incomplete)
         }
     };
-    super::ecr_prepare::login(ctx, &settings.destination.registry).await?;
+    crate::import::ecr::session::login(&ctx.registries, &settings.destination.registry).await?;
     let report = check::check(&ctx.registries, &settings.destination, findings, incomplete, ctx.concurrency).await;
     print(ctx, &settings, &report);
     if report.images.is_empty() {

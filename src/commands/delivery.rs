@@ -19,7 +19,7 @@ pub struct Prepared {
     pub plan: PushPlan,
     pub presence: Presence,
     client: Arc<RegistryClient>,
-    ecr: Option<super::ecr_prepare::EcrSession>,
+    ecr: Option<crate::import::ecr::session::EcrSession>,
 }
 
 /// Plan where each image goes, set up ECR, and learn what the destination already has.
@@ -32,7 +32,16 @@ pub async fn prepare(
     let dest = &target.destination;
     let plan = PushPlan::new(contents, dest).explain("cannot plan the push")?;
     // Repositories are prepared once (ECR: created, token fetched).
-    let ecr = super::ecr_prepare::prepare(ctx, &target.ecr, dest, &plan, dry_run).await?;
+    let ecr = crate::import::ecr::session::prepare(
+        &ctx.registries,
+        &ctx.printer,
+        ctx.concurrency,
+        &target.ecr,
+        dest,
+        &plan,
+        dry_run,
+    )
+    .await?;
     let client =
         ctx.registries.client(&dest.registry, Role::Destination).explain("cannot prepare the destination registry")?;
     // A dry run must say exactly what would be pushed, and ECR mounts only from repositories whose manifests
@@ -284,7 +293,7 @@ fn describe_selection(record: &crate::oci::layout::PlatformRecord, img: &Archive
 
 /// A tag that exists with another digest in a repository whose tags are immutable would fail mid-push:
 /// refuse it before anything is pushed.
-fn check_immutable_tags(presence: &Presence, session: &super::ecr_prepare::EcrSession) -> Outcome<()> {
+fn check_immutable_tags(presence: &Presence, session: &crate::import::ecr::session::EcrSession) -> Outcome<()> {
     let conflicts: Vec<String> = presence
         .tags_elsewhere
         .iter()

@@ -9,7 +9,6 @@ pub mod copy;
 pub mod delivery;
 pub mod discovery;
 pub mod documentation;
-pub mod ecr_prepare;
 pub mod export;
 pub mod failure;
 pub mod images;

@@ -6,6 +6,7 @@
 //! / `AWS_ENDPOINT_URL` point it at a VPC endpoint (or, in tests, moto).
 
 pub mod detect;
+pub mod session;
 
 use std::collections::BTreeMap;
 
@@ -204,6 +205,13 @@ pub enum EcrError {
     Settings(String),
     #[error("ECR returned an authorization token that is not base64 `AWS:<password>`")]
     BadToken,
+    #[error("cannot get an ECR authorization token")]
+    Token(#[source] Box<EcrError>),
+    /// `--ecr` on a name that says neither: the account or the region must be given.
+    #[error("{registry} is treated as ECR (--ecr) but its {what} is unknown")]
+    Unidentified { registry: String, what: &'static str },
+    #[error("ECR would refuse {} repository names:\n  - {}", .0.len(), .0.join("\n  - "))]
+    RefusedNames(Vec<String>),
 }
 
 fn aws_error<E>(what: &str, err: aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>) -> EcrError
@@ -471,6 +479,12 @@ impl crate::support::hint::Hint for EcrError {
                 "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an instance or pod role applies; docs/ecr.md lists the sources bundle reads".into(),
             ),
             EcrError::Aws { .. } => Some("docs/ecr.md lists the IAM permissions the import needs and the VPC endpoints it uses".into()),
+            EcrError::Token(source) => source.hint(),
+            EcrError::Unidentified { what: "account", .. } => Some("pass --ecr-registry-id ACCOUNT (and --ecr-region REGION)".into()),
+            EcrError::Unidentified { .. } => Some("pass --ecr-region REGION".into()),
+            EcrError::RefusedNames(_) => Some(
+                "ECR allows single `.`, `_` or `-` between lowercase letters and digits; --flatten or a different -d prefix may help".into(),
+            ),
             _ => None,
         }
     }

@@ -1,22 +1,23 @@
-//! The ECR part of `bundle import`: settings, repository names, repositories, and the data-plane token.
+//! ECR before an import pushes anything: the settings (flags over the registry config's `[registry.ecr]`), every
+//! repository name ECR would refuse, the repositories (created with their settings, or found with theirs), and
+//! the data-plane token, renewed as it expires. `bundle check` needs the token alone (`login`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::failure::Explain as _;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use super::{Context, Failure, Outcome};
+use super::{Ecr, EcrError, EcrRegistry, EcrSettings, detect, validate_repository_name};
 use crate::import::destination::Destination;
-use crate::import::ecr::{Ecr, EcrRegistry, EcrSettings, detect, validate_repository_name};
 use crate::import::push::PushPlan;
-use crate::registry::Role;
 use crate::registry::credentials::{CredentialSource, Credentials};
+use crate::registry::{Registries, Role};
+use crate::support::printer::Printer;
 
 /// What the import needs to know about ECR once repositories are in place.
 pub struct EcrSession {
     /// Tag mutability per destination repository (for repositories that existed or were created).
-    pub mutability: BTreeMap<String, crate::import::ecr::TagMutability>,
+    pub mutability: BTreeMap<String, super::TagMutability>,
 }
 
 struct TokenSource(Arc<Ecr>);
@@ -29,8 +30,8 @@ impl CredentialSource for TokenSource {
 
 /// For a destination ECR (by its host name, or the registry config's `ecr` table) serves: use its data-plane
 /// token, renewed as it expires. Returns whether it is ECR. What `bundle check` needs of ECR: no repositories.
-pub async fn login(ctx: &Context, registry: &str) -> Outcome<bool> {
-    let endpoint = ctx.registries.config().endpoint(registry);
+pub async fn login(registries: &Registries, registry: &str) -> Result<bool, EcrError> {
+    let endpoint = registries.config().endpoint(registry);
     let settings = match &endpoint.ecr {
         Some((table, base)) => EcrSettings::from_config(table, base)?,
         None => EcrSettings::default(),
@@ -41,20 +42,22 @@ pub async fn login(ctx: &Context, registry: &str) -> Outcome<bool> {
         region: settings.region.clone().unwrap_or(detected.region),
     };
     let ecr = Arc::new(Ecr::connect(&at).await?);
-    let token = ecr.token().await.explain("cannot get an ECR authorization token")?;
-    ctx.registries.set_credentials(registry, Role::Destination, token, Some(Arc::new(TokenSource(ecr))));
+    let token = ecr.token().await.map_err(|e| EcrError::Token(Box::new(e)))?;
+    registries.set_credentials(registry, Role::Destination, token, Some(Arc::new(TokenSource(ecr))));
     Ok(true)
 }
 
 /// Set up ECR if the destination is ECR; `None` otherwise.
 pub async fn prepare(
-    ctx: &Context,
+    registries: &Registries,
+    printer: &Printer,
+    concurrency: usize,
     flags: &EcrSettings,
     dest: &Destination,
     plan: &PushPlan,
     dry_run: bool,
-) -> Outcome<Option<EcrSession>> {
-    let endpoint = ctx.registries.config().endpoint(&dest.registry);
+) -> Result<Option<EcrSession>, EcrError> {
+    let endpoint = registries.config().endpoint(&dest.registry);
     let from_config = match &endpoint.ecr {
         Some((table, base)) => EcrSettings::from_config(table, base)?,
         None => EcrSettings::default(),
@@ -68,18 +71,9 @@ pub async fn prepare(
             region: settings.region.clone().unwrap_or(d.region),
         },
         (None, true) => {
-            let registry_id = settings.registry_id.clone().ok_or_else(|| {
-                Failure::user(
-                    format!("{} is treated as ECR (--ecr) but its account is unknown", dest.registry),
-                    "pass --ecr-registry-id ACCOUNT (and --ecr-region REGION)",
-                )
-            })?;
-            let region = settings.region.clone().ok_or_else(|| {
-                Failure::user(
-                    format!("{} is treated as ECR (--ecr) but its region is unknown", dest.registry),
-                    "pass --ecr-region REGION",
-                )
-            })?;
+            let unknown = |what| EcrError::Unidentified { registry: dest.registry.clone(), what };
+            let registry_id = settings.registry_id.clone().ok_or_else(|| unknown("account"))?;
+            let region = settings.region.clone().ok_or_else(|| unknown("region"))?;
             EcrRegistry { registry_id, region }
         }
     };
@@ -88,26 +82,22 @@ pub async fn prepare(
     // Every name ECR would refuse, before any call.
     let bad: Vec<String> = plan.repositories.keys().filter_map(|r| validate_repository_name(r).err()).collect();
     if !bad.is_empty() {
-        return Err(Failure::user(
-            format!("ECR would refuse {} repository names:\n  - {}", bad.len(), bad.join("\n  - ")),
-            "ECR allows single `.`, `_` or `-` between lowercase letters and digits; --flatten or a different -d prefix may help",
-        ));
+        return Err(EcrError::RefusedNames(bad));
     }
 
-    ctx.printer.info(format!("ECR registry {} in {}", registry.registry_id, registry.region));
+    printer.info(format!("ECR registry {} in {}", registry.registry_id, registry.region));
     let ecr = Arc::new(Ecr::connect(&registry).await?);
-    let token = ecr.token().await.explain("cannot get an ECR authorization token")?;
-    ctx.registries.set_credentials(&dest.registry, Role::Destination, token, Some(Arc::new(TokenSource(ecr.clone()))));
+    let token = ecr.token().await.map_err(|e| EcrError::Token(Box::new(e)))?;
+    registries.set_credentials(&dest.registry, Role::Destination, token, Some(Arc::new(TokenSource(ecr.clone()))));
 
-    let existing: Vec<(String, Option<crate::import::ecr::TagMutability>)> =
-        stream::iter(plan.repositories.keys().cloned())
-            .map(|name| {
-                let ecr = ecr.clone();
-                async move { ecr.describe(&name).await.map(|m| (name, m)) }
-            })
-            .buffer_unordered(ctx.concurrency)
-            .try_collect()
-            .await?;
+    let existing: Vec<(String, Option<super::TagMutability>)> = stream::iter(plan.repositories.keys().cloned())
+        .map(|name| {
+            let ecr = ecr.clone();
+            async move { ecr.describe(&name).await.map(|m| (name, m)) }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
     let mut mutability = BTreeMap::new();
     let mut existing: Vec<_> = existing;
     existing.sort_by(|a, b| a.0.cmp(&b.0));
@@ -115,7 +105,7 @@ pub async fn prepare(
         match state {
             Some(m) => {
                 if dry_run {
-                    ctx.printer.result(format!(
+                    printer.result(format!(
                         "ECR repository {name} exists (tag mutability {}){}",
                         m.mode,
                         if settings.update_existing { "; would apply the settings" } else { "; left as it is" }
@@ -124,21 +114,21 @@ pub async fn prepare(
                     ecr.update(&name, &settings, &policies).await?;
                 }
                 let applied = settings.update_existing && settings.tag_mutability.is_some();
-                mutability.insert(name, if applied { crate::import::ecr::TagMutability::of(&settings) } else { m });
+                mutability.insert(name, if applied { super::TagMutability::of(&settings) } else { m });
             }
             None if dry_run => {
-                ctx.printer.result(format!("Would create ECR repository {name} ({})", settings.describe()));
+                printer.result(format!("Would create ECR repository {name} ({})", settings.describe()));
             }
             None => {
                 let state = ecr.create(&name, &settings, &policies).await?;
                 match state {
-                    crate::import::ecr::RepositoryState::Existing { mutability: m } => {
-                        ctx.printer.detail(format!("ECR repository {name} was created meanwhile by someone else"));
+                    super::RepositoryState::Existing { mutability: m } => {
+                        printer.detail(format!("ECR repository {name} was created meanwhile by someone else"));
                         mutability.insert(name, m);
                     }
                     _ => {
-                        ctx.printer.info(format!("Created ECR repository {name} ({})", settings.describe()));
-                        mutability.insert(name, crate::import::ecr::TagMutability::of(&settings));
+                        printer.info(format!("Created ECR repository {name} ({})", settings.describe()));
+                        mutability.insert(name, super::TagMutability::of(&settings));
                     }
                 }
             }
