@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use super::failure::Explain as _;
 use super::settings::CopySettings;
-use super::{Context, Outcome, delivery, discovery};
+use super::{Context, Outcome, discovery, results};
 use crate::export::pack;
 use crate::import::copy::{RegistryOrigin, contents_of};
+use crate::import::delivery;
 
 pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
     let started = std::time::Instant::now();
@@ -24,27 +25,28 @@ pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
     }
     let meta = pack::metadata(&images, None, chart.as_ref().map(|c| c.survey.record.clone()));
     let contents = contents_of(&images, meta).explain("cannot plan the copy")?;
-    let prepared = delivery::prepare(ctx, target, &contents, settings.dry_run).await?;
+    let prepared = delivery::prepare(ctx.at(), target, &contents, settings.dry_run).await?;
     if settings.dry_run {
-        prepared.print_dry_run(ctx, &contents);
+        results::note_delivery(ctx.results.as_deref(), &prepared, &contents, results::Ended::DryRun);
+        prepared.print_dry_run(&ctx.printer, &contents);
         return Ok(());
     }
     if prepared.nothing_to_do(&contents) {
-        prepared.note_results(ctx, &contents, delivery::Ended::NothingToDo);
+        results::note_delivery(ctx.results.as_deref(), &prepared, &contents, results::Ended::NothingToDo);
         ctx.printer.info(format!(
             "{} already holds all {} images with the same digests; nothing to copy (checked in {:.1?})",
             target.destination_text,
             prepared.plan.images.len(),
             started.elapsed()
         ));
-        return prepared.finish(ctx, target, &contents).await;
+        return Ok(prepared.finish(&ctx.printer, target, &contents).await?);
     }
     let origin =
         RegistryOrigin::new(&ctx.registries, &images, local).explain("cannot prepare the source registries")?;
-    let stats = prepared
-        .push(ctx, &origin, &contents)
+    let stats = results::push(ctx, &prepared, &origin, &contents)
         .await
         .map_err(|e| delivery::push_failure(e, "copy", &target.destination.registry, None))?;
-    prepared.report(ctx, "Copied", &contents, &stats, &target.destination_text, started);
-    prepared.finish(ctx, target, &contents).await
+    results::note_delivery(ctx.results.as_deref(), &prepared, &contents, results::Ended::Pushed(&stats));
+    prepared.report(&ctx.printer, "Copied", &contents, &stats, &target.destination_text, started);
+    Ok(prepared.finish(&ctx.printer, target, &contents).await?)
 }

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use super::failure::Explain as _;
 use super::settings::ImportSettings;
-use super::{Context, Outcome, delivery, human};
+use super::{Context, Outcome, human, results};
 use crate::archive::checksum::sidecar_path;
 use crate::archive::contents::Checked;
 use crate::archive::docker_save::DockerSave;
 use crate::archive::proof::{self, Proven};
 use crate::archive::{ArchiveFile, BundleContents};
+use crate::import::delivery;
 use crate::import::push;
 
 /// What an import of a `docker save` archive (and its verify) says about digests.
@@ -39,13 +40,13 @@ pub async fn run(ctx: &Context, args: ImportSettings) -> Outcome<()> {
             }
         },
     };
-    let prepared = delivery::prepare(ctx, target, &contents, args.dry_run).await?;
+    let prepared = delivery::prepare(ctx.at(), target, &contents, args.dry_run).await?;
     if prepared.nothing_to_do(&contents) && !args.dry_run {
         say_nothing_to_do(ctx, &args, &prepared, &contents, started);
         if let Some(check) = pending {
             check.abandon();
         }
-        return prepared.finish(ctx, target, &contents).await;
+        return Ok(prepared.finish(&ctx.printer, target, &contents).await?);
     }
     // Something will be pushed: the archive must be proven sound first, so a damaged one pushes nothing.
     let (archive, contents) = match pending {
@@ -96,10 +97,10 @@ async fn import_docker_save(
     progress.finish();
     ctx.printer.detail(format!("compressed the layers in {:.1?}", progress.elapsed()));
     let contents = converted.contents;
-    let prepared = delivery::prepare(ctx, &args.target, &contents, args.dry_run).await?;
+    let prepared = delivery::prepare(ctx.at(), &args.target, &contents, args.dry_run).await?;
     if prepared.nothing_to_do(&contents) && !args.dry_run {
         say_nothing_to_do(ctx, &args, &prepared, &contents, started);
-        return prepared.finish(ctx, &args.target, &contents).await;
+        return Ok(prepared.finish(&ctx.printer, &args.target, &contents).await?);
     }
     push_and_finish(ctx, &args, prepared, &converted.origin, &contents, started).await
 }
@@ -125,7 +126,7 @@ fn say_nothing_to_do(
     contents: &BundleContents,
     started: std::time::Instant,
 ) {
-    prepared.note_results(ctx, contents, delivery::Ended::NothingToDo);
+    results::note_delivery(ctx.results.as_deref(), prepared, contents, results::Ended::NothingToDo);
     ctx.printer.info(format!(
         "{} already holds all {} images of {} with the same digests; nothing to push (checked in {:.1?})",
         args.target.destination_text,
@@ -145,16 +146,17 @@ pub(super) async fn push_and_finish(
     started: std::time::Instant,
 ) -> Outcome<()> {
     if args.dry_run {
-        prepared.print_dry_run(ctx, contents);
+        results::note_delivery(ctx.results.as_deref(), &prepared, contents, results::Ended::DryRun);
+        prepared.print_dry_run(&ctx.printer, contents);
         return Ok(());
     }
     let target = &args.target;
-    let stats = prepared
-        .push(ctx, origin, contents)
+    let stats = results::push(ctx, &prepared, origin, contents)
         .await
         .map_err(|e| delivery::push_failure(e, "import", &target.destination.registry, Some(args.archive())))?;
-    prepared.report(ctx, "Imported", contents, &stats, &target.destination_text, started);
-    prepared.finish(ctx, target, contents).await
+    results::note_delivery(ctx.results.as_deref(), &prepared, contents, results::Ended::Pushed(&stats));
+    prepared.report(&ctx.printer, "Imported", contents, &stats, &target.destination_text, started);
+    Ok(prepared.finish(&ctx.printer, target, contents).await?)
 }
 
 fn print_verified(ctx: &Context, path: &Path, contents: &BundleContents, how: Proven) {

@@ -5,9 +5,10 @@
 
 use super::failure::Explain as _;
 use super::settings::ImportSettings;
-use super::{Context, Failure, Outcome, delivery, human};
+use super::{Context, Failure, Outcome, human, results};
 use crate::archive::contents::Checked;
 use crate::archive::proof;
+use crate::import::delivery;
 use crate::volumes::VolumeError;
 use crate::volumes::parity::ParityHeader;
 use crate::volumes::set::{Assembled, GivenVolume, assemble};
@@ -208,7 +209,7 @@ async fn push(
             set.incomplete.len()
         ));
     }
-    let prepared = delivery::prepare(ctx, &args.target, contents, args.dry_run).await?;
+    let prepared = delivery::prepare(ctx.at(), &args.target, contents, args.dry_run).await?;
     if prepared.nothing_to_do(contents) && !args.dry_run {
         for u in unproven {
             u.check.abandon();
@@ -218,9 +219,10 @@ async fn push(
         prove_all(ctx, unproven).await?;
     }
     if args.dry_run {
-        prepared.print_dry_run(ctx, contents);
+        results::note_delivery(ctx.results.as_deref(), &prepared, contents, results::Ended::DryRun);
+        prepared.print_dry_run(&ctx.printer, contents);
     } else if prepared.nothing_to_do(contents) {
-        prepared.note_results(ctx, contents, delivery::Ended::NothingToDo);
+        results::note_delivery(ctx.results.as_deref(), &prepared, contents, results::Ended::NothingToDo);
         ctx.printer.info(format!(
             "{} already holds all {} images these volumes complete, with the same digests; nothing to push (checked in {:.1?})",
             args.target.destination_text,
@@ -229,15 +231,15 @@ async fn push(
         ));
     } else {
         let registry = &args.target.destination.registry;
-        let stats = prepared
-            .push(ctx, &set.origin, contents)
+        let stats = results::push(ctx, &prepared, &set.origin, contents)
             .await
             .map_err(|e| delivery::push_failure(e, "import", registry, None))?;
-        prepared.report(ctx, "Imported", contents, &stats, &args.target.destination_text, started);
+        results::note_delivery(ctx.results.as_deref(), &prepared, contents, results::Ended::Pushed(&stats));
+        prepared.report(&ctx.printer, "Imported", contents, &stats, &args.target.destination_text, started);
     }
     if set.missing.is_empty() {
         if !args.dry_run {
-            prepared.finish(ctx, &args.target, contents).await?;
+            prepared.finish(&ctx.printer, &args.target, contents).await?;
         }
         return Ok(());
     }

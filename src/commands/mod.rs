@@ -6,7 +6,6 @@
 pub mod check;
 pub mod cli;
 pub mod copy;
-pub mod delivery;
 pub mod discovery;
 pub mod documentation;
 pub mod export;
@@ -200,6 +199,17 @@ impl Context {
             tmp_dir,
             results: None,
         })
+    }
+}
+
+impl Context {
+    /// What the library's import and copy need of the run.
+    pub fn at(&self) -> crate::import::delivery::Surroundings<'_> {
+        crate::import::delivery::Surroundings {
+            registries: &self.registries,
+            printer: &self.printer,
+            concurrency: self.concurrency,
+        }
     }
 }
 

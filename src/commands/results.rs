@@ -113,6 +113,84 @@ impl Results {
     }
 }
 
+/// How a push ended, for the document.
+pub enum Ended<'a> {
+    DryRun,
+    NothingToDo,
+    Pushed(&'a crate::import::push::PushStats),
+    /// The error, and the images found at the destination after it (pushed before it struck).
+    Failed(String, std::collections::BTreeSet<usize>),
+}
+
+/// Note each image of an import or copy and the totals (nothing without `--json`).
+pub fn note_delivery(
+    results: Option<&Results>,
+    prepared: &crate::import::delivery::Prepared,
+    contents: &crate::archive::BundleContents,
+    ended: Ended<'_>,
+) {
+    let Some(results) = results else { return };
+    let plan = &prepared.plan;
+    let images = plan.images.iter().enumerate().map(|(i, p)| {
+        let outcome = match &ended {
+            _ if prepared.was_complete(i, contents) => ImageOutcome::Present,
+            Ended::DryRun => ImageOutcome::WouldPush,
+            Ended::NothingToDo => ImageOutcome::Present,
+            Ended::Pushed(_) => ImageOutcome::Pushed,
+            Ended::Failed(_, found) if found.contains(&i) => ImageOutcome::Pushed,
+            Ended::Failed(..) => ImageOutcome::Failed,
+        };
+        let error = match (&ended, outcome) {
+            (Ended::Failed(e, _), ImageOutcome::Failed) => Some(e.clone()),
+            _ => None,
+        };
+        let img = &contents.images[p.image];
+        ImageResult {
+            destination: Some(p.target.to_string()),
+            error,
+            ..ImageResult::new(&p.source, &img.digest, outcome)
+        }
+    });
+    results.images(images.collect());
+    let presence = &prepared.presence;
+    results.total("images", plan.images.len());
+    results.total("alreadyComplete", presence.images_complete(plan, contents));
+    results.total("destination", prepared.registry_name());
+    match ended {
+        Ended::DryRun => {
+            results.total("dryRun", true);
+            results.total("blobsPresent", presence.blobs_present);
+            results.total("blobsToUpload", presence.blobs_to_upload());
+            results.total("bytesToUpload", presence.bytes_to_upload(contents));
+            results.total("blobsToMount", presence.blobs_to_mount());
+        }
+        Ended::Pushed(stats) => {
+            results.total("blobsUploaded", stats.uploaded);
+            results.total("bytesUploaded", stats.uploaded_bytes);
+            results.total("blobsMounted", stats.mounted);
+            results.total("blobsPresent", presence.blobs_present + stats.present);
+            results.total("manifestsPushed", stats.manifests);
+        }
+        Ended::NothingToDo | Ended::Failed(..) => {}
+    }
+}
+
+/// Push with the printer's progress; with `--json`, a failed push is noted with the images that made it.
+pub async fn push(
+    ctx: &super::Context,
+    prepared: &crate::import::delivery::Prepared,
+    origin: &dyn crate::import::push::BlobOrigin,
+    contents: &crate::archive::BundleContents,
+) -> Result<crate::import::push::PushStats, crate::import::push::PushError> {
+    let run = prepared.push(ctx.at(), origin, contents).await;
+    if let (Err(e), Some(results)) = (&run, ctx.results.as_deref()) {
+        let found = prepared.found_after_failure(contents).await;
+        let failed = Ended::Failed(crate::support::error_text::chain_line(e), found);
+        note_delivery(Some(results), prepared, contents, failed);
+    }
+    run
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

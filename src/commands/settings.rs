@@ -255,19 +255,11 @@ impl ExportSettings {
     }
 }
 
-/// Where images go (import and copy).
-pub struct DestinationSettings {
-    /// Where images go, with the path mapping the flags chose.
-    pub destination: Destination,
-    /// `-d` as the user wrote it, for messages.
-    pub destination_text: String,
-    pub values_out: Option<PathBuf>,
-    /// ECR settings from the flags (the registry config's `[registry.ecr]` is laid under them).
-    pub ecr: EcrSettings,
-}
+/// Where images go (import and copy): the library's `Target`.
+pub use crate::import::delivery::Target as DestinationSettings;
 
-impl DestinationSettings {
-    fn new(args: DestinationArgs) -> Outcome<DestinationSettings> {
+fn destination_settings(args: DestinationArgs) -> Outcome<DestinationSettings> {
+    {
         let mapping = if args.flatten {
             Mapping::Flatten
         } else if args.keep_host {
@@ -307,7 +299,7 @@ impl ImportSettings {
 
     pub fn new(args: ImportArgs) -> Outcome<ImportSettings> {
         Ok(ImportSettings {
-            target: DestinationSettings::new(args.target)?,
+            target: destination_settings(args.target)?,
             archives: crate::volumes::expand_inputs(&args.archives).explain("cannot find the archive to import")?,
             dry_run: args.dry_run,
         })
@@ -323,7 +315,7 @@ pub struct CopySettings {
 impl CopySettings {
     pub fn new(args: CopyArgs) -> Outcome<CopySettings> {
         let (sources, _) = SourceSettings::new(args.sources, args.platform)?;
-        Ok(CopySettings { sources, target: DestinationSettings::new(args.target)?, dry_run: args.dry_run })
+        Ok(CopySettings { sources, target: destination_settings(args.target)?, dry_run: args.dry_run })
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod copy;
+pub mod delivery;
 pub mod destination;
 pub mod ecr;
 pub mod push;

@@ -1,18 +1,100 @@
 //! The destination half of `import` and `copy`: plan, prepare ECR, probe, print the dry run, push, report, and
-//! end with the chart's install line and the values file. The two commands differ only in where the images and
-//! their bytes come from (an archive, or the source registries).
+//! end with the signatures read back, the chart's install line and the values file. The two commands differ only
+//! in where the images and their bytes come from (an archive, or the source registries): `BlobOrigin`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::failure::Explain as _;
-use super::settings::DestinationSettings;
-use super::{Context, Failure, Outcome, human};
 use crate::archive::{ArchiveImage, BundleContents};
 use crate::chart::values_out;
+use crate::export::delta::DeltaError;
+use crate::export::referrers::ReferrersError;
 use crate::import::destination::Destination;
-use crate::import::push::{self, BlobOrigin, Presence, PushPlan, PushStats};
+use crate::import::ecr::{EcrError, EcrSettings};
+use crate::import::push::{self, BlobOrigin, Presence, PushError, PushPlan, PushStats};
 use crate::oci::reference::ImageRef;
-use crate::registry::{RegistryClient, Role};
+use crate::registry::{PoolError, Registries, RegistryClient, Role};
+use crate::support::printer::Printer;
+
+/// Where the images go, as the flags said.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Where images go, with the path mapping the flags chose.
+    pub destination: Destination,
+    /// `-d` as the user wrote it, for messages.
+    pub destination_text: String,
+    pub values_out: Option<PathBuf>,
+    /// ECR settings from the flags (the registry config's `[registry.ecr]` is laid under them).
+    pub ecr: EcrSettings,
+}
+
+/// What a run needs of its surroundings: the registries, the output, how many requests at once.
+#[derive(Clone, Copy)]
+pub struct Surroundings<'a> {
+    pub registries: &'a Registries,
+    pub printer: &'a Printer,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("cannot plan the push")]
+    Plan(#[source] Box<PushError>),
+    #[error("cannot prepare the destination registry")]
+    Pool(#[source] PoolError),
+    #[error("cannot check what {registry} already has")]
+    Probe {
+        registry: String,
+        #[source]
+        source: Box<PushError>,
+    },
+    #[error(transparent)]
+    Ecr(#[from] EcrError),
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
+    #[error(
+        "{} tags already exist with other content in repositories whose tags are immutable; nothing was pushed:\n  - {}",
+        .0.len(),
+        .0.join("\n  - ")
+    )]
+    ImmutableTags(Vec<String>),
+    /// The push stopped; `message` says it in the command's terms (`import`, `copy`).
+    #[error("{message}")]
+    Push {
+        message: String,
+        #[source]
+        source: Box<PushError>,
+    },
+    #[error(transparent)]
+    Referrers(#[from] ReferrersError),
+    #[error("--values-out needs a chart (-c), and there is none")]
+    NoChart,
+    #[error("cannot write {path}")]
+    Values {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl crate::support::hint::Hint for DeliveryError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            DeliveryError::Plan(e) | DeliveryError::Probe { source: e, .. } | DeliveryError::Push { source: e, .. } => {
+                e.hint()
+            }
+            DeliveryError::Pool(e) => e.hint(),
+            DeliveryError::Ecr(e) => e.hint(),
+            DeliveryError::Delta(e) => e.hint(),
+            DeliveryError::ImmutableTags(_) => Some(
+                "an immutable tag cannot be moved: push into another prefix (-d REGISTRY/PREFIX), or ask the repository owner".into(),
+            ),
+            DeliveryError::Referrers(e) => e.hint(),
+            DeliveryError::NoChart => Some("export (or copy) with -c CHART, so the chart and its values travel".into()),
+            DeliveryError::Values { .. } => None,
+        }
+    }
+}
 
 /// The destination, probed: what is there and what a push would do.
 pub struct Prepared {
@@ -24,47 +106,37 @@ pub struct Prepared {
 
 /// Plan where each image goes, set up ECR, and learn what the destination already has.
 pub async fn prepare(
-    ctx: &Context,
-    target: &DestinationSettings,
+    at: Surroundings<'_>,
+    target: &Target,
     contents: &BundleContents,
     dry_run: bool,
-) -> Outcome<Prepared> {
+) -> Result<Prepared, DeliveryError> {
     let dest = &target.destination;
-    let plan = PushPlan::new(contents, dest).explain("cannot plan the push")?;
+    let plan = PushPlan::new(contents, dest).map_err(|e| DeliveryError::Plan(Box::new(e)))?;
     // Repositories are prepared once (ECR: created, token fetched).
     let ecr = crate::import::ecr::session::prepare(
-        &ctx.registries,
-        &ctx.printer,
-        ctx.concurrency,
+        at.registries,
+        at.printer,
+        at.concurrency,
         &target.ecr,
         dest,
         &plan,
         dry_run,
     )
     .await?;
-    let client =
-        ctx.registries.client(&dest.registry, Role::Destination).explain("cannot prepare the destination registry")?;
+    let client = at.registries.client(&dest.registry, Role::Destination).map_err(DeliveryError::Pool)?;
     // A dry run must say exactly what would be pushed, and ECR mounts only from repositories whose manifests
     // reference the blob: both check blobs with HEAD. Otherwise each blob's first upload checks for itself.
     let check = if dry_run || ecr.is_some() { push::BlobCheck::Head } else { push::BlobCheck::OnUpload };
-    let mut presence = push::probe(&client, &plan, contents, ctx.concurrency, check)
+    let mut presence = push::probe(&client, &plan, contents, at.concurrency, check)
         .await
-        .explain_with(|| format!("cannot check what {} already has", dest.registry))?;
+        .map_err(|source| DeliveryError::Probe { registry: dest.registry.clone(), source: Box::new(source) })?;
     // A delta: what it leaves to its base must be there already, before anything is pushed.
-    crate::export::delta::find_absent(&client, dest, &plan, contents, &mut presence, ctx.concurrency).await?;
+    crate::export::delta::find_absent(&client, dest, &plan, contents, &mut presence, at.concurrency).await?;
     if let Some(session) = &ecr {
         check_immutable_tags(&presence, session)?;
     }
     Ok(Prepared { plan, presence, client, ecr })
-}
-
-/// How a push ended, for the `--json` document.
-pub enum Ended<'a> {
-    DryRun,
-    NothingToDo,
-    Pushed(&'a PushStats),
-    /// The error, and the images found at the destination after it (pushed before it struck).
-    Failed(String, std::collections::BTreeSet<usize>),
 }
 
 impl Prepared {
@@ -72,61 +144,17 @@ impl Prepared {
         self.presence.nothing_to_do(&self.plan, contents)
     }
 
+    /// The destination registry, as its client names it.
+    pub fn registry_name(&self) -> &str {
+        self.client.name()
+    }
+
     /// Whether plan image `i` was complete, with its tag current, before anything was pushed.
-    fn was_complete(&self, i: usize, contents: &BundleContents) -> bool {
+    pub fn was_complete(&self, i: usize, contents: &BundleContents) -> bool {
         let p = &self.plan.images[i];
         let repo = p.target.repository().to_string();
         self.presence.manifests.contains(&(repo.clone(), contents.images[p.image].digest.clone()))
             && p.target.tag().is_none_or(|t| self.presence.tags_current.contains(&format!("{repo}:{t}")))
-    }
-
-    /// Note each image and the totals for the `--json` document (nothing without `--json`).
-    pub fn note_results(&self, ctx: &Context, contents: &BundleContents, ended: Ended<'_>) {
-        use super::results::{ImageOutcome, ImageResult};
-        let Some(results) = &ctx.results else { return };
-        let images = (0..self.plan.images.len()).map(|i| {
-            let p = &self.plan.images[i];
-            let outcome = match &ended {
-                _ if self.was_complete(i, contents) => ImageOutcome::Present,
-                Ended::DryRun => ImageOutcome::WouldPush,
-                Ended::NothingToDo => ImageOutcome::Present,
-                Ended::Pushed(_) => ImageOutcome::Pushed,
-                Ended::Failed(_, found) if found.contains(&i) => ImageOutcome::Pushed,
-                Ended::Failed(..) => ImageOutcome::Failed,
-            };
-            let error = match (&ended, outcome) {
-                (Ended::Failed(e, _), ImageOutcome::Failed) => Some(e.clone()),
-                _ => None,
-            };
-            let img = &contents.images[p.image];
-            ImageResult {
-                destination: Some(p.target.to_string()),
-                error,
-                ..ImageResult::new(&p.source, &img.digest, outcome)
-            }
-        });
-        results.images(images.collect());
-        let presence = &self.presence;
-        results.total("images", self.plan.images.len());
-        results.total("alreadyComplete", presence.images_complete(&self.plan, contents));
-        results.total("destination", self.client.name());
-        match ended {
-            Ended::DryRun => {
-                results.total("dryRun", true);
-                results.total("blobsPresent", presence.blobs_present);
-                results.total("blobsToUpload", presence.blobs_to_upload());
-                results.total("bytesToUpload", presence.bytes_to_upload(contents));
-                results.total("blobsToMount", presence.blobs_to_mount());
-            }
-            Ended::Pushed(stats) => {
-                results.total("blobsUploaded", stats.uploaded);
-                results.total("bytesUploaded", stats.uploaded_bytes);
-                results.total("blobsMounted", stats.mounted);
-                results.total("blobsPresent", presence.blobs_present + stats.present);
-                results.total("manifestsPushed", stats.manifests);
-            }
-            Ended::NothingToDo | Ended::Failed(..) => {}
-        }
     }
 
     /// After a failed push: the images that made it anyway (their root manifest is at the destination).
@@ -142,8 +170,7 @@ impl Prepared {
     }
 
     /// The seed's dry-run lines (`Copying SRC to DST (dry-run)`), one per image, then the plan.
-    pub fn print_dry_run(&self, ctx: &Context, contents: &BundleContents) {
-        self.note_results(ctx, contents, Ended::DryRun);
+    pub fn print_dry_run(&self, printer: &Printer, contents: &BundleContents) {
         for p in &self.plan.images {
             let img = &contents.images[p.image];
             let filtered = contents
@@ -153,14 +180,10 @@ impl Prepared {
                 .and_then(|m| m.platform_selection.as_ref())
                 .map(|s| describe_selection(s, img))
                 .unwrap_or_default();
-            ctx.printer.result(format!(
-                "Copying {} to {} (dry-run){filtered}",
-                describe_source(img, &p.source),
-                p.target
-            ));
+            printer.result(format!("Copying {} to {} (dry-run){filtered}", describe_source(img, &p.source), p.target));
         }
         let presence = &self.presence;
-        ctx.printer.result(format!(
+        printer.result(format!(
             "Plan: {} images into {} repositories of {} ({} already complete); {} blobs already present; {} blobs to upload ({}), {} to mount; nothing changed (dry run)",
             self.plan.images.len(),
             self.plan.repositories.len(),
@@ -168,7 +191,7 @@ impl Prepared {
             presence.images_complete(&self.plan, contents),
             presence.blobs_present,
             presence.blobs_to_upload(),
-            human(presence.bytes_to_upload(contents)),
+            human_bytes(presence.bytes_to_upload(contents)),
             presence.blobs_to_mount(),
         ));
     }
@@ -176,27 +199,22 @@ impl Prepared {
     /// Push what is missing, with a progress bar.
     pub async fn push(
         &self,
-        ctx: &Context,
+        at: Surroundings<'_>,
         origin: &dyn BlobOrigin,
         contents: &BundleContents,
-    ) -> Result<PushStats, push::PushError> {
+    ) -> Result<PushStats, PushError> {
         let presence = &self.presence;
         let progress =
-            ctx.printer.transfer("push", presence.bytes_to_upload(contents), presence.blobs_to_upload() as u64);
+            at.printer.transfer("push", presence.bytes_to_upload(contents), presence.blobs_to_upload() as u64);
         let run = if self.ecr.is_some() {
             // ECR mounts a blob only from a repository whose manifests already reference it.
-            push::execute_in_order(&self.client, origin, &self.plan, contents, presence, ctx.concurrency, &progress)
+            push::execute_in_order(&self.client, origin, &self.plan, contents, presence, at.concurrency, &progress)
                 .await
         } else {
-            push::execute(&self.client, origin, &self.plan, contents, presence, ctx.concurrency, &progress).await
+            push::execute(&self.client, origin, &self.plan, contents, presence, at.concurrency, &progress).await
         };
-        match &run {
-            Ok(_) => progress.finish(),
-            Err(e) if ctx.results.is_some() => {
-                let found = self.found_after_failure(contents).await;
-                self.note_results(ctx, contents, Ended::Failed(crate::support::error_text::chain_line(e), found));
-            }
-            Err(_) => {}
+        if run.is_ok() {
+            progress.finish();
         }
         run
     }
@@ -204,23 +222,22 @@ impl Prepared {
     /// One line per image (verbose) and the totals.
     pub fn report(
         &self,
-        ctx: &Context,
+        printer: &Printer,
         verb: &str,
         contents: &BundleContents,
         stats: &PushStats,
         target: &str,
         started: std::time::Instant,
     ) {
-        self.note_results(ctx, contents, Ended::Pushed(stats));
         for p in &self.plan.images {
-            ctx.printer.detail(format!("{} -> {}", describe_source(&contents.images[p.image], &p.source), p.target));
+            printer.detail(format!("{} -> {}", describe_source(&contents.images[p.image], &p.source), p.target));
         }
-        ctx.printer.info(format!(
+        printer.info(format!(
             "{verb} {} images into {target} ({} were already complete): {} blobs uploaded ({}), {} mounted, {} already present, {} manifests pushed, in {:.1?}",
             self.plan.images.len(),
             self.presence.images_complete(&self.plan, contents),
             stats.uploaded,
-            human(stats.uploaded_bytes),
+            human_bytes(stats.uploaded_bytes),
             stats.mounted,
             self.presence.blobs_present + stats.present,
             stats.manifests,
@@ -230,22 +247,27 @@ impl Prepared {
 
     /// What every successful push ends with: signatures and referrers attached and read back, how to install the
     /// chart, and the values file.
-    pub async fn finish(&self, ctx: &Context, target: &DestinationSettings, contents: &BundleContents) -> Outcome<()> {
+    pub async fn finish(
+        &self,
+        printer: &Printer,
+        target: &Target,
+        contents: &BundleContents,
+    ) -> Result<(), DeliveryError> {
         if contents.images.iter().any(|i| i.artifact.is_some()) {
             let attached = crate::export::referrers::attach(&self.client, &self.plan, contents).await?;
-            ctx.printer.info(format!(
+            printer.info(format!(
                 "Signatures, attestations and SBOMs resolve at {} as at the source: {} cosign tags and the referrers of {} manifests read back ({} referrers indexes written)",
                 target.destination_text, attached.tags, attached.subjects, attached.indexes_written
             ));
             if attached.indexes_merged > 0 {
-                ctx.printer.warn(format!(
+                printer.warn(format!(
                     "{} referrers indexes at {} list referrers of the destination's own: merged with the archive's, so those tags have new digests (not the source's)",
                     attached.indexes_merged, target.destination_text
                 ));
             }
         }
         if let Some((_, p)) = contents.images.iter().zip(&self.plan.images).find(|(img, _)| img.helm_chart) {
-            ctx.printer.info(format!(
+            printer.info(format!(
                 "Chart: helm install RELEASE oci://{}/{} --version {}",
                 p.target.registry(),
                 p.target.repository(),
@@ -253,14 +275,14 @@ impl Prepared {
             ));
         }
         if let Some(path) = &target.values_out {
-            write_values(ctx, contents, &target.destination, path)?;
+            write_values(printer, contents, &target.destination, path)?;
         }
         Ok(())
     }
 }
 
 /// What to tell the user when a push stopped, in the terms of the command (`import`, `copy`).
-pub fn push_failure(e: push::PushError, verb: &str, registry: &str, archive: Option<&std::path::Path>) -> Failure {
+pub fn push_failure(e: PushError, verb: &str, registry: &str, archive: Option<&Path>) -> DeliveryError {
     let message = match (&e, archive) {
         (push::PushError::Registry(crate::registry::RegistryError::Source { .. }), Some(path)) => format!(
             "{verb} into {registry} stopped: {} is damaged (images whose manifests were not pushed are not visible)",
@@ -273,7 +295,7 @@ pub fn push_failure(e: push::PushError, verb: &str, registry: &str, archive: Opt
             "{verb} into {registry} did not complete; run the same command again to finish it (what was pushed is kept)"
         ),
     };
-    Failure::from(e).explained(message)
+    DeliveryError::Push { message, source: Box::new(e) }
 }
 
 /// `[platforms linux/amd64 of index sha256:… as sha256:…]`: what --platform did, on the dry-run line.
@@ -293,7 +315,10 @@ fn describe_selection(record: &crate::oci::layout::PlatformRecord, img: &Archive
 
 /// A tag that exists with another digest in a repository whose tags are immutable would fail mid-push:
 /// refuse it before anything is pushed.
-fn check_immutable_tags(presence: &Presence, session: &crate::import::ecr::session::EcrSession) -> Outcome<()> {
+fn check_immutable_tags(
+    presence: &Presence,
+    session: &crate::import::ecr::session::EcrSession,
+) -> Result<(), DeliveryError> {
     let conflicts: Vec<String> = presence
         .tags_elsewhere
         .iter()
@@ -306,14 +331,7 @@ fn check_immutable_tags(presence: &Presence, session: &crate::import::ecr::sessi
     if conflicts.is_empty() {
         return Ok(());
     }
-    Err(Failure::user(
-        format!(
-            "{} tags already exist with other content in repositories whose tags are immutable; nothing was pushed:\n  - {}",
-            conflicts.len(),
-            conflicts.join("\n  - ")
-        ),
-        "an immutable tag cannot be moved: push into another prefix (-d REGISTRY/PREFIX), or ask the repository owner",
-    ))
+    Err(DeliveryError::ImmutableTags(conflicts))
 }
 
 /// A chart is shown as what it is, not under its placeholder name.
@@ -329,45 +347,46 @@ fn describe_source(img: &ArchiveImage, source: &ImageRef) -> String {
 }
 
 /// The values file that points the chart at the destination, written atomically.
-fn write_values(ctx: &Context, contents: &BundleContents, dest: &Destination, path: &std::path::Path) -> Outcome<()> {
-    let record = contents.metadata.as_ref().and_then(|m| m.chart.as_ref()).ok_or_else(|| {
-        Failure::user(
-            "--values-out needs a chart (-c), and there is none",
-            "export (or copy) with -c CHART, so the chart and its values travel",
-        )
-    })?;
+fn write_values(
+    printer: &Printer,
+    contents: &BundleContents,
+    dest: &Destination,
+    path: &Path,
+) -> Result<(), DeliveryError> {
+    let record = contents.metadata.as_ref().and_then(|m| m.chart.as_ref()).ok_or(DeliveryError::NoChart)?;
+    let failed = |source| DeliveryError::Values { path: path.to_path_buf(), source };
     let plan = values_out::plan_of(record);
     let values = values_out::values_for(&plan, dest);
     let text = format!(
         "{}{}",
         values_out::header(record, &plan, dest),
-        serde_yaml_ng::to_string(&values).explain("cannot write the values file")?
+        serde_yaml_ng::to_string(&values).map_err(|e| failed(std::io::Error::other(e)))?
     );
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).explain_with(|| format!("cannot write {}", path.display()))?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes()).explain_with(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path).map_err(|e| e.error).explain_with(|| format!("cannot write {}", path.display()))?;
-    ctx.printer.info(format!("Wrote {} (use it with -f)", path.display()));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(failed)?;
+    tmp.persist(path).map_err(|e| failed(e.error))?;
+    printer.info(format!("Wrote {} (use it with -f)", path.display()));
     if !plan.proven {
-        ctx.printer.warn(format!(
+        printer.warn(format!(
             "{} is unproven: the chart was surveyed without helm; render the chart with it before installing",
             path.display()
         ));
     } else if dest.mapping != crate::import::push::Mapping::Path {
-        ctx.printer.warn(format!(
+        printer.warn(format!(
             "{} was proven for the default name mapping, not for --flatten or --keep-host; render the chart with it before installing",
             path.display()
         ));
     }
     for key in values_out::unresolved(&plan, dest) {
-        ctx.printer.warn(format!(
+        printer.warn(format!(
             "`{key}` cannot be written for this name mapping (it would have to drop part of its value); {} leaves it out",
             path.display()
         ));
     }
     let at = values_out::destination_text(dest);
     for u in &plan.unmovable {
-        ctx.printer.warn(format!(
+        printer.warn(format!(
             "{} does not land at {at} with {}: {}; override it by hand",
             u.image,
             path.display(),
@@ -378,7 +397,7 @@ fn write_values(ctx: &Context, contents: &BundleContents, dest: &Destination, pa
     if !fixed.is_empty() {
         let flags = values_out::helm_flags(&fixed, dest);
         let keys = if fixed.len() == 1 { "a key".to_string() } else { format!("{} keys", fixed.len()) };
-        ctx.printer.warn(format!(
+        printer.warn(format!(
             "helm's --set beats every values file, and {keys} of {} {} given with --set or --pass at export; at install, give those values in a values file before -f {}, or add these flags after it:\n{}",
             path.display(),
             if fixed.len() == 1 { "was" } else { "were" },
@@ -387,4 +406,8 @@ fn write_values(ctx: &Context, contents: &BundleContents, dest: &Destination, pa
         ));
     }
     Ok(())
+}
+
+fn human_bytes(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
 }
