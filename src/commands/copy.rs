@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::failure::Explain as _;
 use super::settings::CopySettings;
-use super::{Context, Outcome, discovery, results};
+use super::{Context, Outcome, discovery};
 use crate::export::pack;
 use crate::import::copy::{RegistryOrigin, contents_of};
 use crate::import::delivery;
@@ -27,12 +27,11 @@ pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
     let contents = contents_of(&images, meta).explain("cannot plan the copy")?;
     let prepared = delivery::prepare(ctx.at(), target, &contents, settings.dry_run).await?;
     if settings.dry_run {
-        results::note_delivery(ctx.results.as_deref(), &prepared, &contents, results::Ended::DryRun);
-        prepared.print_dry_run(&ctx.printer, &contents);
+        prepared.print_dry_run(ctx.at(), &contents);
         return Ok(());
     }
     if prepared.nothing_to_do(&contents) {
-        results::note_delivery(ctx.results.as_deref(), &prepared, &contents, results::Ended::NothingToDo);
+        ctx.at().observer.ended(&prepared, &contents, delivery::Ended::NothingToDo);
         ctx.printer.info(format!(
             "{} already holds all {} images with the same digests; nothing to copy (checked in {:.1?})",
             target.destination_text,
@@ -43,10 +42,10 @@ pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
     }
     let origin =
         RegistryOrigin::new(&ctx.registries, &images, local).explain("cannot prepare the source registries")?;
-    let stats = results::push(ctx, &prepared, &origin, &contents)
+    let stats = prepared
+        .push(ctx.at(), &origin, &contents)
         .await
         .map_err(|e| delivery::push_failure(e, "copy", &target.destination.registry, None))?;
-    results::note_delivery(ctx.results.as_deref(), &prepared, &contents, results::Ended::Pushed(&stats));
-    prepared.report(&ctx.printer, "Copied", &contents, &stats, &target.destination_text, started);
+    prepared.report(ctx.at(), "Copied", &contents, &stats, &target.destination_text, started);
     Ok(prepared.finish(&ctx.printer, target, &contents).await?)
 }

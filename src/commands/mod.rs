@@ -12,7 +12,6 @@ pub mod export;
 pub mod failure;
 pub mod images;
 pub mod import;
-pub mod import_volumes;
 pub mod inspect;
 pub mod results;
 pub mod settings;
@@ -59,7 +58,7 @@ pub fn run(cli: Cli) -> ExitCode {
             match command {
                 Command::Export(args) => export::run(&ctx, settings::ExportSettings::new(args, &ctx.tmp_dir)?).await,
                 Command::Verify(args) => verify::run(&ctx, &args.archive).await,
-                Command::Import(args) => import::run(&ctx, settings::ImportSettings::new(args)?).await,
+                Command::Import(args) => import::run(&ctx, settings::import_settings(args, &ctx.tmp_dir)?).await,
                 Command::Copy(args) => copy::run(&ctx, settings::CopySettings::new(args)?).await,
                 Command::Inspect(args) => {
                     let format = if args.json { crate::commands::cli::InspectFormat::Json } else { args.format };
@@ -209,6 +208,7 @@ impl Context {
             registries: &self.registries,
             printer: &self.printer,
             concurrency: self.concurrency,
+            observer: &self.results,
         }
     }
 }

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::import::delivery::{Ended, Observer, Prepared};
+
 /// The version of the document's schema.
 pub const RESULTS_FORMAT_VERSION: u32 = 1;
 
@@ -113,23 +115,22 @@ impl Results {
     }
 }
 
-/// How a push ended, for the document.
-pub enum Ended<'a> {
-    DryRun,
-    NothingToDo,
-    Pushed(&'a crate::import::push::PushStats),
-    /// The error, and the images found at the destination after it (pushed before it struck).
-    Failed(String, std::collections::BTreeSet<usize>),
+/// The `--json` document watches import and copy: each push's end is noted (nothing without `--json`).
+impl Observer for Option<std::sync::Arc<Results>> {
+    fn ended(&self, prepared: &Prepared, contents: &crate::archive::BundleContents, ended: Ended<'_>) {
+        if let Some(results) = self {
+            note_delivery(results, prepared, contents, ended);
+        }
+    }
 }
 
 /// Note each image of an import or copy and the totals (nothing without `--json`).
-pub fn note_delivery(
-    results: Option<&Results>,
+fn note_delivery(
+    results: &Results,
     prepared: &crate::import::delivery::Prepared,
     contents: &crate::archive::BundleContents,
     ended: Ended<'_>,
 ) {
-    let Some(results) = results else { return };
     let plan = &prepared.plan;
     let images = plan.images.iter().enumerate().map(|(i, p)| {
         let outcome = match &ended {
@@ -173,22 +174,6 @@ pub fn note_delivery(
         }
         Ended::NothingToDo | Ended::Failed(..) => {}
     }
-}
-
-/// Push with the printer's progress; with `--json`, a failed push is noted with the images that made it.
-pub async fn push(
-    ctx: &super::Context,
-    prepared: &crate::import::delivery::Prepared,
-    origin: &dyn crate::import::push::BlobOrigin,
-    contents: &crate::archive::BundleContents,
-) -> Result<crate::import::push::PushStats, crate::import::push::PushError> {
-    let run = prepared.push(ctx.at(), origin, contents).await;
-    if let (Err(e), Some(results)) = (&run, ctx.results.as_deref()) {
-        let found = prepared.found_after_failure(contents).await;
-        let failed = Ended::Failed(crate::support::error_text::chain_line(e), found);
-        note_delivery(Some(results), prepared, contents, failed);
-    }
-    run
 }
 
 #[cfg(test)]

@@ -284,26 +284,16 @@ fn destination_settings(args: DestinationArgs) -> Outcome<DestinationSettings> {
     }
 }
 
-pub struct ImportSettings {
-    pub target: DestinationSettings,
-    /// One archive, or the volumes of a set (directories and patterns expanded).
-    pub archives: Vec<PathBuf>,
-    pub dry_run: bool,
-}
+/// One import: the library's `ImportJob`.
+pub use crate::import::pipeline::ImportJob as ImportSettings;
 
-impl ImportSettings {
-    /// The archive, when there is one (a volume set is imported by `import_volumes`).
-    pub fn archive(&self) -> &Path {
-        &self.archives[0]
-    }
-
-    pub fn new(args: ImportArgs) -> Outcome<ImportSettings> {
-        Ok(ImportSettings {
-            target: destination_settings(args.target)?,
-            archives: crate::volumes::expand_inputs(&args.archives).explain("cannot find the archive to import")?,
-            dry_run: args.dry_run,
-        })
-    }
+pub fn import_settings(args: ImportArgs, tmp_dir: &Path) -> Outcome<ImportSettings> {
+    Ok(ImportSettings {
+        target: destination_settings(args.target)?,
+        archives: crate::volumes::expand_inputs(&args.archives).explain("cannot find the archive to import")?,
+        dry_run: args.dry_run,
+        tmp_dir: tmp_dir.to_path_buf(),
+    })
 }
 
 pub struct CopySettings {

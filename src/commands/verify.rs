@@ -52,7 +52,7 @@ pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
                 saved.layer_count(),
                 human(saved.total_bytes())
             ));
-            ctx.printer.info(super::import::DOCKER_SAVE_NOTE);
+            ctx.printer.info(crate::import::pipeline::DOCKER_SAVE_NOTE);
         }
     }
     Ok(())

@@ -28,12 +28,28 @@ pub struct Target {
     pub ecr: EcrSettings,
 }
 
-/// What a run needs of its surroundings: the registries, the output, how many requests at once.
+/// What a run needs of its surroundings: the registries, the output, how many requests at once, and who is told
+/// how the push ended.
 #[derive(Clone, Copy)]
 pub struct Surroundings<'a> {
     pub registries: &'a Registries,
     pub printer: &'a Printer,
     pub concurrency: usize,
+    pub observer: &'a dyn Observer,
+}
+
+/// How a push ended.
+pub enum Ended<'a> {
+    DryRun,
+    NothingToDo,
+    Pushed(&'a PushStats),
+    /// The error, and the plan's images found at the destination after it (pushed before it struck).
+    Failed(String, std::collections::BTreeSet<usize>),
+}
+
+/// Told how each push ended, with what was planned: the command's `--json` document.
+pub trait Observer: Sync {
+    fn ended(&self, prepared: &Prepared, contents: &BundleContents, ended: Ended<'_>);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +186,9 @@ impl Prepared {
     }
 
     /// The seed's dry-run lines (`Copying SRC to DST (dry-run)`), one per image, then the plan.
-    pub fn print_dry_run(&self, printer: &Printer, contents: &BundleContents) {
+    pub fn print_dry_run(&self, at: Surroundings<'_>, contents: &BundleContents) {
+        at.observer.ended(self, contents, Ended::DryRun);
+        let printer = at.printer;
         for p in &self.plan.images {
             let img = &contents.images[p.image];
             let filtered = contents
@@ -213,8 +231,12 @@ impl Prepared {
         } else {
             push::execute(&self.client, origin, &self.plan, contents, presence, at.concurrency, &progress).await
         };
-        if run.is_ok() {
-            progress.finish();
+        match &run {
+            Ok(_) => progress.finish(),
+            Err(e) => {
+                let found = self.found_after_failure(contents).await;
+                at.observer.ended(self, contents, Ended::Failed(crate::support::error_text::chain_line(e), found));
+            }
         }
         run
     }
@@ -222,13 +244,15 @@ impl Prepared {
     /// One line per image (verbose) and the totals.
     pub fn report(
         &self,
-        printer: &Printer,
+        at: Surroundings<'_>,
         verb: &str,
         contents: &BundleContents,
         stats: &PushStats,
         target: &str,
         started: std::time::Instant,
     ) {
+        at.observer.ended(self, contents, Ended::Pushed(stats));
+        let printer = at.printer;
         for p in &self.plan.images {
             printer.detail(format!("{} -> {}", describe_source(&contents.images[p.image], &p.source), p.target));
         }

@@ -1,19 +1,17 @@
-//! `bundle import -d REGISTRY V1 V2 …`: the volumes of a set, in any order. Each is planned from its front and
+//! Import of the volumes of a set (`bundle import -d REGISTRY V1 V2 …`), as an input of the pipeline, in any order. Each is planned from its front and
 //! proven as a single archive is (by its sidecar beside the probe, else in full), lost volumes are rebuilt from
 //! parity volumes when there are enough, the set is put together (`volumes::set`), every image whose volumes are
 //! all there is pushed, and then, when volumes are missing, the import fails naming them and the images they hold.
 
-use super::failure::Explain as _;
-use super::settings::ImportSettings;
-use super::{Context, Failure, Outcome, human, results};
+use super::delivery::{self, Surroundings};
+use super::job::{ImportError, ImportJob};
 use crate::archive::contents::Checked;
 use crate::archive::proof;
-use crate::import::delivery;
 use crate::volumes::VolumeError;
 use crate::volumes::parity::ParityHeader;
 use crate::volumes::set::{Assembled, GivenVolume, assemble};
 
-pub async fn run(ctx: &Context, args: &ImportSettings, started: std::time::Instant) -> Outcome<()> {
+pub async fn import(at: Surroundings<'_>, args: &ImportJob, started: std::time::Instant) -> Result<(), ImportError> {
     let mut given = Vec::new();
     let mut parity = Vec::new();
     let mut unproven = Vec::new();
@@ -22,7 +20,7 @@ pub async fn run(ctx: &Context, args: &ImportSettings, started: std::time::Insta
             parity.push((header, path.clone()));
             continue;
         }
-        match plan_volume(ctx, path).await {
+        match plan_volume(at, path).await {
             Some(u) => {
                 given.push(GivenVolume {
                     path: path.clone(),
@@ -31,12 +29,12 @@ pub async fn run(ctx: &Context, args: &ImportSettings, started: std::time::Insta
                 });
                 unproven.push(u);
             }
-            None => given.push(verify_volume(ctx, path).await?),
+            None => given.push(verify_volume(at, path).await?),
         }
     }
     let Some(first) = given.first() else {
         let path = args.archives[0].clone();
-        return Err(VolumeError::NotAVolume { path }).explain("cannot import these volumes");
+        return Err(ImportError::Volumes(VolumeError::NotAVolume { path }));
     };
     let record = first.contents.volume().expect("verified as a volume").clone();
     let mut rebuilt_dir = None;
@@ -45,45 +43,45 @@ pub async fn run(ctx: &Context, args: &ImportSettings, started: std::time::Insta
     parity.retain(|(h, path)| {
         let same = h.set == record.set && h.count == record.count;
         if !same {
-            ctx.printer.warn(format!("{} is a parity volume of another set; not used", path.display()));
+            at.printer.warn(format!("{} is a parity volume of another set; not used", path.display()));
         }
         same
     });
     if !missing.is_empty() && !parity.is_empty() {
         if missing.len() > parity.len() {
-            ctx.printer.warn(format!(
+            at.printer.warn(format!(
                 "{} volumes are missing and {} parity volumes are here: parity rebuilds at most as many volumes as there are parity volumes",
                 missing.len(),
                 parity.len()
             ));
         } else {
             // A rebuild reads the other volumes: they must be proven first.
-            prove_all(ctx, std::mem::take(&mut unproven)).await?;
+            prove_all(at, std::mem::take(&mut unproven)).await?;
             let dir = tempfile::Builder::new()
                 .prefix("bundle-rebuilt-")
-                .tempdir_in(&ctx.tmp_dir)
-                .explain_with(|| format!("cannot use the temporary directory {}", ctx.tmp_dir.display()))?;
-            for rebuilt in rebuild(ctx, &given, &parity, &missing, dir.path()).await? {
+                .tempdir_in(&args.tmp_dir)
+                .map_err(|source| ImportError::TempDir { dir: args.tmp_dir.clone(), source })?;
+            for rebuilt in rebuild(at, &given, &parity, &missing, dir.path()).await? {
                 given.push(rebuilt);
             }
             // Kept until the push is done: the rebuilt volumes are read from it.
             rebuilt_dir = Some(dir);
         }
     }
-    let set = assemble(given).explain("cannot import these volumes")?;
-    let pushed = push(ctx, args, set, unproven, started).await;
+    let set = assemble(given).map_err(ImportError::Volumes)?;
+    let pushed = push(at, args, set, unproven, started).await;
     drop(rebuilt_dir);
     pushed
 }
 
 /// Rebuild the missing volumes from the others and the parity volumes, then verify each as any volume.
 async fn rebuild(
-    ctx: &Context,
+    at: Surroundings<'_>,
     given: &[GivenVolume],
     parity: &[(ParityHeader, std::path::PathBuf)],
     missing: &[u32],
     dir: &std::path::Path,
-) -> Outcome<Vec<GivenVolume>> {
+) -> Result<Vec<GivenVolume>, ImportError> {
     let first = &given[0];
     let count = first.contents.volume().expect("a volume").count;
     let set = first.contents.volume().expect("a volume").set.clone();
@@ -106,12 +104,9 @@ async fn rebuild(
             expected.map(|e| crate::archive::checksum::file_digest(&file, &|_| {}).is_ok_and(|a| a == e))
         })
         .await
-        .explain("the rebuild task failed")?;
+        .map_err(|source| ImportError::Task { what: "rebuild", source })?;
         if checked == Some(false) {
-            return Err(Failure::user(
-                format!("{} does not match its sidecar, so it cannot rebuild the missing volumes", path.display()),
-                "copy the parity volume again, or bring the missing volumes",
-            ));
+            return Err(ImportError::DamagedParity(path.clone()));
         }
     }
     let used = parity.len();
@@ -119,12 +114,12 @@ async fn rebuild(
         crate::volumes::parity::rebuild(count, &present, &parity, &missing, &dir, name)
     })
     .await
-    .explain("the rebuild task failed")?
-    .explain("cannot rebuild the missing volumes")?;
+    .map_err(|source| ImportError::Task { what: "rebuild", source })?
+    .map_err(ImportError::Rebuild)?;
     let mut out = Vec::new();
     for (n, path) in rebuilt {
-        ctx.printer.info(format!("Rebuilt volume {n} of {count} from the others and {used} parity volumes"));
-        out.push(verify_volume(ctx, &path).await?);
+        at.printer.info(format!("Rebuilt volume {n} of {count} from the others and {used} parity volumes"));
+        out.push(verify_volume(at, &path).await?);
     }
     Ok(out)
 }
@@ -139,25 +134,25 @@ struct Unproven {
 }
 
 /// Plan a volume from its front when its sidecar is there to prove it by; `None`: verify it in full instead.
-async fn plan_volume(ctx: &Context, path: &std::path::Path) -> Option<Unproven> {
+async fn plan_volume(at: Surroundings<'_>, path: &std::path::Path) -> Option<Unproven> {
     crate::archive::checksum::read_sidecar(path).ok().flatten()?;
     let (archive, contents) = proof::front(path).await?;
     contents.volume()?;
-    let check = proof::Pending::start(&ctx.printer, path);
+    let check = proof::Pending::start(at.printer, path);
     Some(Unproven { path: path.to_path_buf(), archive, contents, check })
 }
 
 /// Prove volumes planned from their fronts: by their sidecars, or (when one does not match) in full.
-async fn prove_all(ctx: &Context, unproven: Vec<Unproven>) -> Outcome<()> {
+async fn prove_all(at: Surroundings<'_>, unproven: Vec<Unproven>) -> Result<(), ImportError> {
     for u in unproven {
-        let (_, contents, how) = u.check.prove(&ctx.printer, &u.path, u.archive, u.contents).await?;
+        let (_, contents, how) = u.check.prove(at.printer, &u.path, u.archive, u.contents).await?;
         let against = match how {
             proof::Proven::BySidecar => {
                 format!(" against {}", crate::archive::checksum::sidecar_path(&u.path).display())
             }
             proof::Proven::InFull => String::new(),
         };
-        ctx.printer.info(format!("Verified {}{against}: {}", u.path.display(), held(&contents)));
+        at.printer.info(format!("Verified {}{against}: {}", u.path.display(), held(&contents)));
     }
     Ok(())
 }
@@ -171,36 +166,36 @@ fn held(contents: &crate::archive::BundleContents) -> String {
         v.count,
         contents.blobs.len() - contents.manifests.len(),
         contents.pieces.len(),
-        human(contents.blobs.values().chain(contents.pieces.values()).map(|e| e.size).sum())
+        human_bytes(contents.blobs.values().chain(contents.pieces.values()).map(|e| e.size).sum())
     )
 }
 
 /// Verify one volume in full.
-async fn verify_volume(ctx: &Context, path: &std::path::Path) -> Outcome<GivenVolume> {
+async fn verify_volume(at: Surroundings<'_>, path: &std::path::Path) -> Result<GivenVolume, ImportError> {
     let path = path.to_path_buf();
-    let (archive, checked) = proof::verify_any(&ctx.printer, &path).await?;
+    let (archive, checked) = proof::verify_any(at.printer, &path).await?;
     let not_a_volume = || VolumeError::NotAVolume { path: path.clone() };
     let Checked::Layout(contents) = checked else {
-        return Err(not_a_volume()).explain("cannot import these volumes");
+        return Err(ImportError::Volumes(not_a_volume()));
     };
     if contents.volume().is_none() {
-        return Err(not_a_volume()).explain("cannot import these volumes");
+        return Err(ImportError::Volumes(not_a_volume()));
     }
-    ctx.printer.info(format!("Verified {}: {}", path.display(), held(&contents)));
+    at.printer.info(format!("Verified {}: {}", path.display(), held(&contents)));
     Ok(GivenVolume { path: path.clone(), archive, contents })
 }
 
 /// Push what the volumes complete; fail naming what is missing.
 async fn push(
-    ctx: &Context,
-    args: &ImportSettings,
+    at: Surroundings<'_>,
+    args: &ImportJob,
     set: Assembled,
     unproven: Vec<Unproven>,
     started: std::time::Instant,
-) -> Outcome<()> {
+) -> Result<(), ImportError> {
     let contents = &set.contents;
     if !set.missing.is_empty() {
-        ctx.printer.warn(format!(
+        at.printer.warn(format!(
             "{} of the {} volumes of set {} are here; the {} images they complete are imported, the other {} are not",
             set.given.len(),
             set.count,
@@ -209,21 +204,20 @@ async fn push(
             set.incomplete.len()
         ));
     }
-    let prepared = delivery::prepare(ctx.at(), &args.target, contents, args.dry_run).await?;
+    let prepared = delivery::prepare(at, &args.target, contents, args.dry_run).await?;
     if prepared.nothing_to_do(contents) && !args.dry_run {
         for u in unproven {
             u.check.abandon();
         }
     } else {
         // Something will be pushed (or shown): every volume must be proven sound first.
-        prove_all(ctx, unproven).await?;
+        prove_all(at, unproven).await?;
     }
     if args.dry_run {
-        results::note_delivery(ctx.results.as_deref(), &prepared, contents, results::Ended::DryRun);
-        prepared.print_dry_run(&ctx.printer, contents);
+        prepared.print_dry_run(at, contents);
     } else if prepared.nothing_to_do(contents) {
-        results::note_delivery(ctx.results.as_deref(), &prepared, contents, results::Ended::NothingToDo);
-        ctx.printer.info(format!(
+        at.observer.ended(&prepared, contents, delivery::Ended::NothingToDo);
+        at.printer.info(format!(
             "{} already holds all {} images these volumes complete, with the same digests; nothing to push (checked in {:.1?})",
             args.target.destination_text,
             prepared.plan.images.len(),
@@ -231,15 +225,15 @@ async fn push(
         ));
     } else {
         let registry = &args.target.destination.registry;
-        let stats = results::push(ctx, &prepared, &set.origin, contents)
+        let stats = prepared
+            .push(at, &set.origin, contents)
             .await
             .map_err(|e| delivery::push_failure(e, "import", registry, None))?;
-        results::note_delivery(ctx.results.as_deref(), &prepared, contents, results::Ended::Pushed(&stats));
-        prepared.report(&ctx.printer, "Imported", contents, &stats, &args.target.destination_text, started);
+        prepared.report(at, "Imported", contents, &stats, &args.target.destination_text, started);
     }
     if set.missing.is_empty() {
         if !args.dry_run {
-            prepared.finish(&ctx.printer, &args.target, contents).await?;
+            prepared.finish(at.printer, &args.target, contents).await?;
         }
         return Ok(());
     }
@@ -247,7 +241,7 @@ async fn push(
 }
 
 /// The failure that names each missing volume and the images waiting for it.
-fn missing_volumes(set: &Assembled) -> Failure {
+fn missing_volumes(set: &Assembled) -> ImportError {
     let lines: Vec<String> = set
         .missing
         .iter()
@@ -257,16 +251,17 @@ fn missing_volumes(set: &Assembled) -> Failure {
             format!("  - volume {}{file}: {images}", m.number)
         })
         .collect();
-    Failure::user(
-        format!(
-            "{} of the {} images were not imported: {} of the {} volumes of set {} are missing:\n{}",
-            set.incomplete.len(),
-            set.incomplete.len() + set.contents.images.len(),
-            set.missing.len(),
-            set.count,
-            set.set,
-            lines.join("\n")
-        ),
-        "bring the missing volumes and run the import again with every volume (what was pushed is kept, so only the rest is pushed)",
-    )
+    ImportError::MissingVolumes(format!(
+        "{} of the {} images were not imported: {} of the {} volumes of set {} are missing:\n{}",
+        set.incomplete.len(),
+        set.incomplete.len() + set.contents.images.len(),
+        set.missing.len(),
+        set.count,
+        set.set,
+        lines.join("\n")
+    ))
+}
+
+fn human_bytes(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
 }

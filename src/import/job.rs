@@ -1,0 +1,74 @@
+//! What an import is asked to do (`ImportJob`) and how it fails (`ImportError`): shared by the pipeline and its
+//! inputs (`volume_set`), so neither needs the other's internals.
+
+use std::path::{Path, PathBuf};
+
+use crate::archive::proof::ProofError;
+use crate::import::convert::ConvertError;
+use crate::import::delivery::{DeliveryError, Target};
+use crate::volumes::VolumeError;
+
+/// One import, as the flags said.
+#[derive(Debug, Clone)]
+pub struct ImportJob {
+    pub target: Target,
+    /// One archive, or the volumes of a set (directories and patterns expanded).
+    pub archives: Vec<PathBuf>,
+    pub dry_run: bool,
+    /// Where rebuilt volumes are written while they are pushed.
+    pub tmp_dir: PathBuf,
+}
+
+impl ImportJob {
+    /// The archive, when there is one (a volume set is imported by `volume_set`).
+    pub fn archive(&self) -> &Path {
+        &self.archives[0]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    #[error("the {what} task failed")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("cannot import these volumes")]
+    Volumes(#[source] VolumeError),
+    #[error("cannot use the temporary directory {}", .dir.display())]
+    TempDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} does not match its sidecar, so it cannot rebuild the missing volumes", .0.display())]
+    DamagedParity(PathBuf),
+    #[error("cannot rebuild the missing volumes")]
+    Rebuild(#[source] VolumeError),
+    /// Images of the set wait for volumes that are not here (the message names each).
+    #[error("{0}")]
+    MissingVolumes(String),
+}
+
+impl crate::support::hint::Hint for ImportError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ImportError::Delivery(e) => e.hint(),
+            ImportError::Proof(e) => e.hint(),
+            ImportError::Convert(e) => e.hint(),
+            ImportError::Volumes(e) | ImportError::Rebuild(e) => e.hint(),
+            ImportError::DamagedParity(_) => Some("copy the parity volume again, or bring the missing volumes".into()),
+            ImportError::MissingVolumes(_) => Some(
+                "bring the missing volumes and run the import again with every volume (what was pushed is kept, so only the rest is pushed)".into(),
+            ),
+            ImportError::Task { .. } | ImportError::TempDir { .. } => None,
+        }
+    }
+}
