@@ -8,7 +8,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::discover::ImageShape;
 use super::values::{parse_key, set_at, set_keys};
-use crate::import::destination::{self, Destination};
+use crate::oci::destination::{self, Destination};
 use crate::oci::layout::{
     Around, ChartRecord, ImageValue, OverrideValue, Unmovable, UnmovableReason, ValuesKey, ValuesOverride, ValuesPlan,
 };

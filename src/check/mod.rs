@@ -12,7 +12,7 @@ use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
 use crate::chart::discover::{Finding, Incomplete};
-use crate::import::destination::Destination;
+use crate::oci::destination::Destination;
 use crate::oci::reference::ImageRef;
 use crate::registry::{Registries, Role};
 

@@ -14,8 +14,8 @@ use crate::commands::cli::{
 use crate::commands::spec::BundleSpec;
 use crate::export::Staging;
 use crate::export::blob_store::prune;
-use crate::import::destination::{Destination, Mapping};
 use crate::import::ecr::EcrSettings;
+use crate::oci::destination::{Destination, Mapping};
 use crate::oci::platform::PlatformChoice;
 use crate::oci::reference::ImageRef;
 use crate::support::env_vars;

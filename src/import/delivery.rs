@@ -9,9 +9,9 @@ use crate::archive::{ArchiveImage, BundleContents};
 use crate::chart::values_out;
 use crate::export::delta::DeltaError;
 use crate::export::referrers::ReferrersError;
-use crate::import::destination::Destination;
 use crate::import::ecr::{EcrError, EcrSettings};
 use crate::import::push::{self, BlobOrigin, Presence, PushError, PushPlan, PushStats};
+use crate::oci::destination::Destination;
 use crate::oci::reference::ImageRef;
 use crate::registry::{PoolError, Registries, RegistryClient, Role};
 use crate::support::printer::Printer;
@@ -148,7 +148,7 @@ pub async fn prepare(
         .await
         .map_err(|source| DeliveryError::Probe { registry: dest.registry.clone(), source: Box::new(source) })?;
     // A delta: what it leaves to its base must be there already, before anything is pushed.
-    crate::export::delta::find_absent(&client, dest, &plan, contents, &mut presence, at.concurrency).await?;
+    crate::import::delta_base::find_absent(&client, dest, &plan, contents, &mut presence, at.concurrency).await?;
     if let Some(session) = &ecr {
         check_immutable_tags(&presence, session)?;
     }
@@ -278,7 +278,7 @@ impl Prepared {
         contents: &BundleContents,
     ) -> Result<(), DeliveryError> {
         if contents.images.iter().any(|i| i.artifact.is_some()) {
-            let attached = crate::export::referrers::attach(&self.client, &self.plan, contents).await?;
+            let attached = crate::import::attach::attach(&self.client, &self.plan, contents).await?;
             printer.info(format!(
                 "Signatures, attestations and SBOMs resolve at {} as at the source: {} cosign tags and the referrers of {} manifests read back ({} referrers indexes written)",
                 target.destination_text, attached.tags, attached.subjects, attached.indexes_written

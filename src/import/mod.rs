@@ -4,10 +4,11 @@
 //! where each image goes, `destination`; what the push does and in what order, `push`; Amazon ECR, `ecr`), and
 //! the blobs of a copy read straight from the source registries (`copy`).
 
+pub mod attach;
 pub mod convert;
 pub mod copy;
 pub mod delivery;
-pub mod destination;
+pub mod delta_base;
 pub mod ecr;
 pub mod job;
 pub mod pipeline;

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 
 use crate::archive::reader::read_up_to;
 use crate::archive::{ArchiveFile, BlobEntry, BundleContents};
-pub use crate::import::destination::{Destination, Mapping};
+pub use crate::oci::destination::{Destination, Mapping};
 use crate::oci::digest::{Digest, DigestWriter};
 use crate::oci::reference::ImageRef;
 use crate::registry::{BlobSource, PoolError, RegistryClient, RegistryError};

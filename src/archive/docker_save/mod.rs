@@ -3,7 +3,7 @@
 //! there is nothing to compare a manifest digest against; what can be proven is that every config is the image
 //! its name says (`<hex>.json`: the image ID is the config's sha256) and every layer is the tar its config
 //! lists (`rootfs.diff_ids`: the sha256 of the uncompressed tar). `check` proves that from a scan;
-//! `crate::import::convert` turns the images into Docker schema 2 manifests with gzip layers, for import.
+//! Import's `convert` turns the images into Docker schema 2 manifests with gzip layers, for import.
 //!
 //! The archive's directories, `repositories`, and the legacy per-layer directories (`<id>/json`,
 //! `<id>/VERSION`, `<id>/layer.tar`, often a link to the layer file) are accepted and not needed.

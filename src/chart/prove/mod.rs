@@ -42,7 +42,7 @@ use super::render::{Helm, RenderOptions};
 use super::values::get_at;
 use super::values::{self, ScopedValues, UserValues};
 use super::values_out::{self, parse_dotted, written_suffix};
-use crate::import::destination::{Destination, Mapping};
+use crate::oci::destination::{Destination, Mapping};
 use crate::oci::layout::{OverrideValue, Unmovable, UnmovableReason, ValuesKey, ValuesOverride, ValuesPlan};
 use crate::oci::reference::ImageRef;
 use renderer::Renderer;

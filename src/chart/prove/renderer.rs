@@ -12,7 +12,7 @@ use super::super::values::{self, UserValues};
 use super::super::values_out::{self, parse_dotted};
 use super::trace::{align, located};
 use super::{ProbeInput, Site, SiteKey, literal, sentinel};
-use crate::import::destination::Destination;
+use crate::oci::destination::Destination;
 use crate::oci::layout::{ValuesOverride, ValuesPlan};
 use crate::oci::reference::ImageRef;
 

@@ -304,7 +304,7 @@ mod tests {
     use super::super::super::values_out;
     use super::super::sentinel;
     use super::*;
-    use crate::import::destination::{Destination, Mapping};
+    use crate::oci::destination::{Destination, Mapping};
     use crate::oci::layout::{ValuesOverride, ValuesPlan};
     use std::collections::BTreeSet;
 

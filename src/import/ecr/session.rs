@@ -8,8 +8,8 @@ use std::sync::Arc;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::{Ecr, EcrError, EcrRegistry, EcrSettings, detect, validate_repository_name};
-use crate::import::destination::Destination;
 use crate::import::push::PushPlan;
+use crate::oci::destination::Destination;
 use crate::registry::credentials::{CredentialSource, Credentials};
 use crate::registry::{Registries, Role};
 use crate::support::printer::Printer;
