@@ -45,6 +45,18 @@ pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
             ));
         }
         Checked::DockerSave(saved) => {
+            if let Some(r) = &ctx.results {
+                // Each of an image's names, with its image ID (the config's digest): a docker save archive has no
+                // manifests.
+                let images = saved.images.iter().flat_map(|i| {
+                    i.names.iter().map(|n| ImageResult::new(n, &i.config.digest, ImageOutcome::Verified))
+                });
+                r.images(images.collect());
+                r.total("images", saved.images.len());
+                r.total("layers", saved.layer_count());
+                r.total("bytes", saved.total_bytes());
+                r.total("archive", archive.display().to_string());
+            }
             ctx.printer.result(format!(
                 "{}: OK, a docker save archive (manifest.json and layer tars): {} images, {} layers, {} verified: every config against its image ID and every layer against its config's diff_id",
                 archive.display(),
@@ -87,6 +99,11 @@ async fn parity(ctx: &Context, path: &std::path::Path, header: &crate::volumes::
             ),
             "copy the parity volume again; a damaged one cannot rebuild anything",
         ));
+    }
+    if let Some(r) = &ctx.results {
+        r.total("parityVolume", header.index);
+        r.total("archive", path.display().to_string());
+        r.total("sha256", actual.hex());
     }
     ctx.printer.result(format!("{}: OK, {what}; its sha256 matches its sidecar", path.display()));
     Ok(())

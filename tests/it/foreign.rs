@@ -178,6 +178,13 @@ fn regression_a_docker_save_archive_is_imported_with_its_image_ids() {
         assert_eq!(i["namedBy"], "manifest.json RepoTags");
         assert_eq!(i["platforms"][0], "linux/amd64");
     }
+    // verify --json: a row per name, each with the image ID.
+    let r = ws.bundle(&["verify", "--json", "saved.tar"]).success();
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!((doc["ok"].as_bool(), doc["totals"]["layers"].as_u64()), (Some(true), Some(2)), "{doc}");
+    let rows = doc["images"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{doc}");
+    assert!(rows.iter().all(|i| i["digest"] == source["config"]["digest"] && i["outcome"] == "verified"), "{doc}");
 
     let r = ws.bundle(&["import", "-d", &dst.host(), "saved.tar"]).success();
     assert!(r.stderr.contains("manifest digests at the destination are new"), "{}", r.stderr);
