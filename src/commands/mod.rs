@@ -213,10 +213,7 @@ impl Context {
     }
 }
 
-/// Human-readable size.
-pub fn human(bytes: u64) -> String {
-    indicatif::HumanBytes(bytes).to_string()
-}
+pub use crate::support::printer::human;
 
 /// Short form of a media type for tables.
 pub fn short_media_type(media_type: &str) -> &str {

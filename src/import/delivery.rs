@@ -209,7 +209,7 @@ impl Prepared {
             presence.images_complete(&self.plan, contents),
             presence.blobs_present,
             presence.blobs_to_upload(),
-            human_bytes(presence.bytes_to_upload(contents)),
+            crate::support::printer::human(presence.bytes_to_upload(contents)),
             presence.blobs_to_mount(),
         ));
     }
@@ -261,7 +261,7 @@ impl Prepared {
             self.plan.images.len(),
             self.presence.images_complete(&self.plan, contents),
             stats.uploaded,
-            human_bytes(stats.uploaded_bytes),
+            crate::support::printer::human(stats.uploaded_bytes),
             stats.mounted,
             self.presence.blobs_present + stats.present,
             stats.manifests,
@@ -430,8 +430,4 @@ fn write_values(
         ));
     }
     Ok(())
-}
-
-fn human_bytes(bytes: u64) -> String {
-    indicatif::HumanBytes(bytes).to_string()
 }

@@ -74,7 +74,7 @@ async fn import_docker_save(
         args.archive().display(),
         saved.images.len(),
         saved.layer_count(),
-        human_bytes(saved.total_bytes())
+        crate::support::printer::human(saved.total_bytes())
     ));
     at.printer.info(DOCKER_SAVE_NOTE);
     if !archive.is_random_access() {
@@ -166,10 +166,6 @@ fn print_verified(at: Surroundings<'_>, path: &Path, contents: &BundleContents, 
         "Verified {}{how} ({} images, {})",
         path.display(),
         contents.images.len(),
-        human_bytes(contents.total_bytes())
+        crate::support::printer::human(contents.total_bytes())
     ));
-}
-
-fn human_bytes(bytes: u64) -> String {
-    indicatif::HumanBytes(bytes).to_string()
 }

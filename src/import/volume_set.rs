@@ -166,7 +166,7 @@ fn held(contents: &crate::archive::BundleContents) -> String {
         v.count,
         contents.blobs.len() - contents.manifests.len(),
         contents.pieces.len(),
-        human_bytes(contents.blobs.values().chain(contents.pieces.values()).map(|e| e.size).sum())
+        crate::support::printer::human(contents.blobs.values().chain(contents.pieces.values()).map(|e| e.size).sum())
     )
 }
 
@@ -260,8 +260,4 @@ fn missing_volumes(set: &Assembled) -> ImportError {
         set.set,
         lines.join("\n")
     ))
-}
-
-fn human_bytes(bytes: u64) -> String {
-    indicatif::HumanBytes(bytes).to_string()
 }

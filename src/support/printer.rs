@@ -31,6 +31,11 @@ pub struct Printer {
     json_document: bool,
 }
 
+/// A size as people read it (`1.2 GiB`), in every message.
+pub fn human(bytes: u64) -> String {
+    HumanBytes(bytes).to_string()
+}
+
 /// How often a non-terminal progress line is printed.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(10);
 
