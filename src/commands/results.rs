@@ -117,6 +117,10 @@ impl Results {
 
 /// The `--json` document watches import and copy: each push's end is noted (nothing without `--json`).
 impl Observer for Option<std::sync::Arc<Results>> {
+    fn watching(&self) -> bool {
+        self.is_some()
+    }
+
     fn ended(&self, prepared: &Prepared, contents: &crate::archive::BundleContents, ended: Ended<'_>) {
         if let Some(results) = self {
             note_delivery(results, prepared, contents, ended);

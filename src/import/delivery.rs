@@ -49,6 +49,8 @@ pub enum Ended<'a> {
 
 /// Told how each push ended, with what was planned: the command's `--json` document.
 pub trait Observer: Sync {
+    /// Whether it wants to be told at all: after a failed push, finding what made it costs a request per image.
+    fn watching(&self) -> bool;
     fn ended(&self, prepared: &Prepared, contents: &BundleContents, ended: Ended<'_>);
 }
 
@@ -233,10 +235,11 @@ impl Prepared {
         };
         match &run {
             Ok(_) => progress.finish(),
-            Err(e) => {
+            Err(e) if at.observer.watching() => {
                 let found = self.found_after_failure(contents).await;
                 at.observer.ended(self, contents, Ended::Failed(crate::support::error_text::chain_line(e), found));
             }
+            Err(_) => {}
         }
         run
     }

@@ -148,12 +148,7 @@ impl Registry {
         );
         let n = SENTINELS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let path = format!("/v2/{SENTINEL}-{n}/tags/list");
-        let client = reqwest::blocking::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .timeout(EVENT_TIMEOUT)
-            .build()
-            .unwrap();
-        let sent = client.get(format!("{}{path}", self.base_url())).send();
+        let sent = harness_client().get(format!("{}{path}", self.base_url())).send();
         assert!(sent.is_ok(), "settle: the registry on port {} did not answer: {sent:?}", self.port);
         assert!(
             self.wait_for_log(&format!("\"GET {path} ")),
@@ -192,11 +187,7 @@ impl Registry {
         let stored = self.stored("");
         assert!(stored.is_empty(), "{what}: the registry's storage holds:\n{}", stored.join("\n"));
         if self.options.htpasswd.is_none() && self.options.auth_yaml.is_none() {
-            let catalog = reqwest::blocking::Client::builder()
-                .danger_accept_invalid_certs(true)
-                .timeout(EVENT_TIMEOUT)
-                .build()
-                .unwrap()
+            let catalog = harness_client()
                 .get(format!("{}/v2/_catalog", self.base_url()))
                 .send()
                 .and_then(|r| r.text())
@@ -248,6 +239,11 @@ fn collect_repos(root: &Path, dir: &Path, out: &mut Vec<String>) {
             collect_repos(root, &p, out);
         }
     }
+}
+
+/// The harness's own requests (the sentinel, `_catalog`): bounded, and any certificate, as they only look.
+fn harness_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().danger_accept_invalid_certs(true).timeout(EVENT_TIMEOUT).build().unwrap()
 }
 
 /// Every file and directory under `dir`, relative to `root`.
