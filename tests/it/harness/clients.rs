@@ -12,9 +12,15 @@ pub const CLIENT_TIMEOUT_SECS: &str = "300";
 
 /// `program args…` in `cwd`, killed after `CLIENT_TIMEOUT_SECS`.
 pub fn bounded(program: &str, args: &[&str], cwd: &Path) -> Output {
+    bounded_with(program, args, &[], cwd)
+}
+
+/// `bounded`, with `env` added to the environment.
+pub fn bounded_with(program: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
     Command::new("timeout")
         .args(["--kill-after=10", CLIENT_TIMEOUT_SECS, program])
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(cwd)
         .stdin(Stdio::null())
         .output()
@@ -44,6 +50,11 @@ impl Podman {
     }
 
     pub fn run(&self, args: &[&str], cwd: &Path) -> Output {
+        self.run_with(args, &[], cwd)
+    }
+
+    /// `run`, with `env` added (`CONTAINERS_REGISTRIES_CONF`, say).
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
         let root = self.dir.path().join("root");
         let runroot = self.dir.path().join("run");
         let mut all = vec![
@@ -57,7 +68,7 @@ impl Podman {
             "none",
         ];
         all.extend_from_slice(args);
-        bounded("podman", &all, cwd)
+        bounded_with("podman", &all, env, cwd)
     }
 
     /// `(name, manifest digest, image ID)` of every image in the store.
