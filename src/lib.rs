@@ -4,6 +4,7 @@
 //! capability, from the top down: `commands` (one file per subcommand, the command line, specs) → `export`
 //! (references to an archive) → `volumes` (an archive in pieces) and `chart` (a chart's images and values) and
 //! `check` (does a destination hold what pods will pull) → `import` (images into a registry, ECR included) →
+//! `mirrors` (runtime configs that find the pushed images by their original names) →
 //! `archive` (the format: read, prove, write) and `registry` (our distribution client) → `oci` (references,
 //! digests, manifests, layouts, platforms) → `support` (output, hints, errors, environment, child processes).
 //!
@@ -19,6 +20,7 @@ pub mod check;
 pub mod commands;
 pub mod export;
 pub mod import;
+pub mod mirrors;
 pub mod oci;
 pub mod registry;
 pub mod support;

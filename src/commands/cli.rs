@@ -383,6 +383,12 @@ pub struct DestinationArgs {
     #[arg(long, value_name = "FILE")]
     pub values_out: Option<PathBuf>,
 
+    /// Write every container runtime's mirror config into DIR (registries.conf, containerd's certs.d/,
+    /// k3s/RKE2 registries.yaml, OpenShift idms.yaml and itms.yaml), so images pulled by their original names
+    /// come from the destination; also in a dry run. See docs/mirrors.md.
+    #[arg(long, value_name = "DIR")]
+    pub mirrors_out: Option<PathBuf>,
+
     /// Keep only the last path component of each image (`quay.io/a/b:1` -> `DEST/b:1`), for registries that
     /// limit path depth. Images that would collide stop before anything is pushed.
     #[arg(long, conflicts_with = "keep_host")]

@@ -27,8 +27,7 @@ pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
     let contents = contents_of(&images, meta).explain("cannot plan the copy")?;
     let prepared = delivery::prepare(ctx.at(), target, &contents, settings.dry_run).await?;
     if settings.dry_run {
-        prepared.print_dry_run(ctx.at(), &contents);
-        return Ok(());
+        return Ok(prepared.dry_run(ctx.at(), target, &contents)?);
     }
     if prepared.nothing_to_do(&contents) {
         ctx.at().observer.ended(&prepared, &contents, delivery::Ended::NothingToDo);

@@ -279,6 +279,7 @@ fn destination_settings(args: DestinationArgs) -> Outcome<DestinationSettings> {
             destination,
             destination_text: args.destination,
             values_out: args.values_out,
+            mirrors_out: args.mirrors_out,
             ecr: ecr_settings(&args.ecr)?,
         })
     }

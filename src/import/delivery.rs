@@ -11,6 +11,7 @@ use crate::export::delta::DeltaError;
 use crate::export::referrers::ReferrersError;
 use crate::import::ecr::{EcrError, EcrSettings};
 use crate::import::push::{self, BlobOrigin, Presence, PushError, PushPlan, PushStats};
+use crate::mirrors::{MirrorError, MirrorHost, MirrorSet};
 use crate::oci::destination::Destination;
 use crate::oci::reference::ImageRef;
 use crate::registry::{PoolError, Registries, RegistryClient, Role};
@@ -24,6 +25,8 @@ pub struct Target {
     /// `-d` as the user wrote it, for messages.
     pub destination_text: String,
     pub values_out: Option<PathBuf>,
+    /// Where to write the runtimes' mirror configs (`mirrors`), also in a dry run.
+    pub mirrors_out: Option<PathBuf>,
     /// ECR settings from the flags (the registry config's `[registry.ecr]` is laid under them).
     pub ecr: EcrSettings,
 }
@@ -85,6 +88,8 @@ pub enum DeliveryError {
     },
     #[error(transparent)]
     Referrers(#[from] ReferrersError),
+    #[error(transparent)]
+    Mirrors(#[from] MirrorError),
     #[error("--values-out needs a chart (-c), and there is none")]
     NoChart,
     #[error("cannot write {path}")]
@@ -108,6 +113,7 @@ impl crate::support::hint::Hint for DeliveryError {
                 "an immutable tag cannot be moved: push into another prefix (-d REGISTRY/PREFIX), or ask the repository owner".into(),
             ),
             DeliveryError::Referrers(e) => e.hint(),
+            DeliveryError::Mirrors(e) => e.hint(),
             DeliveryError::NoChart => Some("export (or copy) with -c CHART, so the chart and its values travel".into()),
             DeliveryError::Values { .. } => None,
         }
@@ -120,6 +126,9 @@ pub struct Prepared {
     pub presence: Presence,
     client: Arc<RegistryClient>,
     ecr: Option<crate::import::ecr::session::EcrSession>,
+    /// The runtimes' mirror rules, when `--mirrors-out` asks for them: derived (and a colliding mapping
+    /// refused) before anything is pushed.
+    mirrors: Option<MirrorSet>,
 }
 
 /// Plan where each image goes, set up ECR, and learn what the destination already has.
@@ -131,6 +140,10 @@ pub async fn prepare(
 ) -> Result<Prepared, DeliveryError> {
     let dest = &target.destination;
     let plan = PushPlan::new(contents, dest).map_err(|e| DeliveryError::Plan(Box::new(e)))?;
+    let mirrors = match &target.mirrors_out {
+        Some(_) => Some(mirror_set(at.registries, dest, &plan, contents)?),
+        None => None,
+    };
     // Repositories are prepared once (ECR: created, token fetched).
     let ecr = crate::import::ecr::session::prepare(
         at.registries,
@@ -154,7 +167,20 @@ pub async fn prepare(
     if let Some(session) = &ecr {
         check_immutable_tags(&presence, session)?;
     }
-    Ok(Prepared { plan, presence, client, ecr })
+    Ok(Prepared { plan, presence, client, ecr, mirrors })
+}
+
+/// The rules for the plan's images (a chart is pulled by helm, not by a runtime, and has none), with the
+/// destination as the registry config says nodes reach it.
+fn mirror_set(
+    registries: &Registries,
+    dest: &Destination,
+    plan: &PushPlan,
+    contents: &BundleContents,
+) -> Result<MirrorSet, MirrorError> {
+    let host = MirrorHost::from_endpoint(dest, &registries.config().endpoint(&dest.registry))?;
+    let pushed = plan.images.iter().filter(|p| !contents.images[p.image].helm_chart).map(|p| (&p.source, &p.target));
+    MirrorSet::new(pushed, host)
 }
 
 impl Prepared {
@@ -187,8 +213,20 @@ impl Prepared {
         found
     }
 
+    /// A dry run's end: the seed's lines and the plan (`print_dry_run`), and the mirror configs, which name
+    /// where the images would be.
+    pub fn dry_run(
+        &self,
+        at: Surroundings<'_>,
+        target: &Target,
+        contents: &BundleContents,
+    ) -> Result<(), DeliveryError> {
+        self.print_dry_run(at, contents);
+        self.write_mirrors(at.printer, target, true)
+    }
+
     /// The seed's dry-run lines (`Copying SRC to DST (dry-run)`), one per image, then the plan.
-    pub fn print_dry_run(&self, at: Surroundings<'_>, contents: &BundleContents) {
+    fn print_dry_run(&self, at: Surroundings<'_>, contents: &BundleContents) {
         at.observer.ended(self, contents, Ended::DryRun);
         let printer = at.printer;
         for p in &self.plan.images {
@@ -303,6 +341,32 @@ impl Prepared {
         }
         if let Some(path) = &target.values_out {
             write_values(printer, contents, &target.destination, path)?;
+        }
+        self.write_mirrors(printer, target, false)
+    }
+
+    /// `--mirrors-out DIR`: every runtime's config, and what it cannot cover.
+    fn write_mirrors(&self, printer: &Printer, target: &Target, dry_run: bool) -> Result<(), DeliveryError> {
+        let (Some(set), Some(dir)) = (&self.mirrors, &target.mirrors_out) else {
+            return Ok(());
+        };
+        let written = set.write(dir)?;
+        let hosts = written.files.iter().filter(|f| f.ends_with("hosts.toml")).count();
+        let registries = set.routes.iter().map(|r| r.registry.as_str()).collect::<std::collections::BTreeSet<_>>();
+        printer.info(format!(
+            "Wrote the mirror configs for the images of {} to {}: registries.conf (podman, CRI-O), certs.d/ ({hosts} containerd {}), registries.yaml (k3s, RKE2), idms.yaml and itms.yaml (OpenShift){}; docs/mirrors.md says where each goes",
+            registries.into_iter().collect::<Vec<_>>().join(", "),
+            dir.display(),
+            if hosts == 1 { "host" } else { "hosts" },
+            if dry_run { ", naming where the images would be (nothing was pushed)" } else { "" },
+        ));
+        let beyond = set.beyond_containerd();
+        if !beyond.is_empty() {
+            printer.warn(format!(
+                "containerd cannot find the images of {} at {}: they did not land under one path prefix (--flatten drops path components), and containerd's hosts.toml replaces only the registry and a prefix, so certs.d/ has no file for them; containerd nodes need the values file for these images, or a mapping without --flatten",
+                beyond.join(", "),
+                target.destination_text
+            ));
         }
         Ok(())
     }

@@ -145,8 +145,7 @@ async fn push_and_finish(
     started: std::time::Instant,
 ) -> Result<(), ImportError> {
     if args.dry_run {
-        prepared.print_dry_run(at, contents);
-        return Ok(());
+        return Ok(prepared.dry_run(at, &args.target, contents)?);
     }
     let target = &args.target;
     let stats = prepared

@@ -214,7 +214,7 @@ async fn push(
         prove_all(at, unproven).await?;
     }
     if args.dry_run {
-        prepared.print_dry_run(at, contents);
+        prepared.dry_run(at, &args.target, contents)?;
     } else if prepared.nothing_to_do(contents) {
         at.observer.ended(&prepared, contents, delivery::Ended::NothingToDo);
         at.printer.info(format!(
