@@ -15,6 +15,7 @@ mod foreign;
 mod hostile;
 mod integrity;
 mod interop;
+mod mirrors;
 mod patterns;
 mod platforms;
 mod properties;
