@@ -2,7 +2,8 @@
 //!
 //! The binary (`src/main.rs`) only parses flags and dispatches to `commands`; the work lives in folders by
 //! capability, from the top down: `commands` (one file per subcommand, the command line, specs) → `export`
-//! (references to an archive) → `volumes` (an archive in pieces) and `chart` (a chart's images and values) and
+//! (references to an archive) → `volumes` (an archive in pieces) and `chart` (a chart's images and values) and `files` (files that travel
+//! beside the images) and
 //! `check` (does a destination hold what pods will pull) → `import` (images into a registry, ECR included) →
 //! `mirrors` (runtime configs that find the pushed images by their original names) →
 //! `archive` (the format: read, prove, write) and `registry` (our distribution client) → `oci` (references,
@@ -19,6 +20,7 @@ pub mod chart;
 pub mod check;
 pub mod commands;
 pub mod export;
+pub mod files;
 pub mod import;
 pub mod mirrors;
 pub mod oci;

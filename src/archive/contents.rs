@@ -13,7 +13,7 @@ use super::docker_save::DockerSave;
 use super::reader::{BlobEntry, DOCKER_MANIFEST_FILE, OtherKind, Problem, Scan};
 use crate::oci::digest::Digest;
 use crate::oci::layout::{
-    BundleMetadata, CONTAINERD_NAME, DELTA_FORMAT_VERSION, FORMAT_VERSION, LayoutIndex, REF_NAME,
+    BundleMetadata, CONTAINERD_NAME, DELTA_FORMAT_VERSION, FORMAT_VERSION, LayoutIndex, REF_NAME, SUITE_FORMAT_VERSION,
     VOLUME_FORMAT_VERSION, VolumeRecord,
 };
 use crate::oci::manifest::{self, ManifestLinks};
@@ -187,12 +187,12 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 .ok()
                 .and_then(|v| v.get("formatVersion").and_then(|x| x.as_u64()));
             match version {
-                Some(v) if !(FORMAT_VERSION as u64..=VOLUME_FORMAT_VERSION as u64).contains(&v) => {
+                Some(v) if !(FORMAT_VERSION as u64..=SUITE_FORMAT_VERSION as u64).contains(&v) => {
                     add(
                         &mut problems,
                         "bundle.json",
                         format!(
-                            "has format version {v}, but this bundle reads versions {FORMAT_VERSION} to {VOLUME_FORMAT_VERSION}; use the bundle release that wrote it"
+                            "has format version {v}, but this bundle reads versions {FORMAT_VERSION} to {SUITE_FORMAT_VERSION}; use the bundle release that wrote it"
                         ),
                     );
                     None
@@ -383,10 +383,12 @@ fn check_metadata(
     problems: &mut Vec<Problem>,
 ) {
     let mut problem = |message: String| problems.push(Problem { entry: "bundle.json".into(), message });
-    let (kind, expected) = match (&meta.volume, &meta.delta) {
-        (Some(_), _) => ("a volume", VOLUME_FORMAT_VERSION),
-        (None, Some(_)) => ("a delta", DELTA_FORMAT_VERSION),
-        (None, None) => ("an archive that is neither a delta nor a volume", FORMAT_VERSION),
+    let expected = meta.required_version();
+    let kind = match expected {
+        SUITE_FORMAT_VERSION => "a suite (several charts, or files)",
+        VOLUME_FORMAT_VERSION => "a volume",
+        DELTA_FORMAT_VERSION => "a delta",
+        _ => "an archive that is neither a delta nor a volume",
     };
     if meta.format_version != expected {
         problem(format!("has format version {}, but {kind} has version {expected}", meta.format_version));
@@ -401,6 +403,17 @@ fn check_metadata(
     for (img, desc) in meta.images.iter().zip(&index.manifests) {
         if img.digest != desc.digest || img.media_type != desc.media_type || img.manifest_size != desc.size {
             problem(format!("image `{}` does not match its index.json entry (digest, media type or size)", img.source));
+        }
+    }
+    // A file's record names its artifact and the blob that holds it: import writes the file from that blob.
+    for f in &meta.files {
+        match images.iter().find(|i| i.source.to_string() == f.image) {
+            Some(img) if img.blobs.contains(&f.digest) => {}
+            Some(_) => problem(format!(
+                "file `{}` names blob {}, which its artifact {} does not hold",
+                f.name, f.digest, f.image
+            )),
+            None => problem(format!("file `{}` names artifact {}, which the archive does not list", f.name, f.image)),
         }
     }
     for (img, found) in meta.images.iter().zip(images) {

@@ -13,10 +13,12 @@ pub fn document(metadata: &BundleMetadata, name: &str, created: &str) -> Value {
     let id = |i: usize| format!("SPDXRef-Image-{i}");
     let mut packages = Vec::new();
     let mut relationships = Vec::new();
-    let chart = metadata.chart.as_ref();
-    if let Some(c) = chart {
+    let charts = metadata.all_charts();
+    let chart_id =
+        |k: usize| if charts.len() == 1 { "SPDXRef-Chart".to_string() } else { format!("SPDXRef-Chart-{k}") };
+    for (k, c) in charts.iter().enumerate() {
         packages.push(json!({
-            "SPDXID": "SPDXRef-Chart",
+            "SPDXID": chart_id(k),
             "name": c.name,
             "versionInfo": c.version,
             "downloadLocation": "NOASSERTION",
@@ -27,8 +29,14 @@ pub fn document(metadata: &BundleMetadata, name: &str, created: &str) -> Value {
             "copyrightText": "NOASSERTION",
             "comment": format!("Helm chart from {}; its images were found by {} discovery", c.origin, c.discovery),
         }));
-        relationships.push(relation("SPDXRef-DOCUMENT", "DESCRIBES", "SPDXRef-Chart", None));
+        relationships.push(relation("SPDXRef-DOCUMENT", "DESCRIBES", &chart_id(k), None));
     }
+    // Which charts need an image: a single chart needs all; a suite's chart the images its proof judged.
+    let normal = |r: &str| ImageRef::parse(r).map(|r| r.to_string()).unwrap_or_else(|_| r.to_string());
+    let needs: Vec<std::collections::BTreeSet<String>> =
+        charts.iter().map(|c| c.values_plan.iter().flat_map(|p| &p.images).map(|i| normal(i)).collect()).collect();
+    let files: std::collections::HashMap<&str, &crate::oci::layout::FileRecord> =
+        metadata.files.iter().map(|f| (f.image.as_str(), f)).collect();
     // The package of each image, by its source reference (artifacts name their image that way).
     let by_source: std::collections::HashMap<&str, usize> = metadata
         .images
@@ -42,31 +50,54 @@ pub fn document(metadata: &BundleMetadata, name: &str, created: &str) -> Value {
         if img.artifact.as_ref().is_some_and(|a| !a.is_artifact()) {
             continue;
         }
-        packages.push(package(&id(n), img));
-        match (&img.artifact, chart) {
-            (Some(a), _) => {
-                let subject =
-                    by_source.get(a.image.as_str()).map(|s| id(*s)).unwrap_or_else(|| "SPDXRef-DOCUMENT".into());
-                let what = match a.kind {
-                    ArtifactKind::Signature => "signature",
-                    ArtifactKind::Attestation => "attestation",
-                    ArtifactKind::Sbom => "SBOM",
-                    ArtifactKind::Other => "artifact",
-                };
-                relationships.push(relation(
-                    &id(n),
-                    "OTHER",
-                    &subject,
-                    Some(format!("{what} attached to manifest {} of this image", a.subject)),
-                ));
+        let mut p = package(&id(n), img);
+        if let Some(f) = files.get(img.source.as_str()) {
+            p["primaryPackagePurpose"] = json!("FILE");
+            p["comment"] = json!(format!("file {} from {}: {} bytes, {}", f.name, f.origin, f.size, f.digest));
+            packages.push(p);
+            relationships.push(relation("SPDXRef-DOCUMENT", "DESCRIBES", &id(n), None));
+            continue;
+        }
+        packages.push(p);
+        if let Some(a) = &img.artifact {
+            let subject = by_source.get(a.image.as_str()).map(|s| id(*s)).unwrap_or_else(|| "SPDXRef-DOCUMENT".into());
+            let what = match a.kind {
+                ArtifactKind::Signature => "signature",
+                ArtifactKind::Attestation => "attestation",
+                ArtifactKind::Sbom => "SBOM",
+                ArtifactKind::Other => "artifact",
+            };
+            relationships.push(relation(
+                &id(n),
+                "OTHER",
+                &subject,
+                Some(format!("{what} attached to manifest {} of this image", a.subject)),
+            ));
+            continue;
+        }
+        if img.helm_chart {
+            // charts/NAME:VERSION is the package of chart NAME.
+            let k = charts.iter().position(|c| {
+                img.source.rsplit_once(':').is_some_and(|(name, version)| {
+                    name.ends_with(&format!("charts/{}", c.name)) && version == c.version.replace('+', "_")
+                })
+            });
+            match k {
+                Some(k) => relationships.push(relation(&id(n), "PACKAGE_OF", &chart_id(k), None)),
+                None => relationships.push(relation("SPDXRef-DOCUMENT", "DESCRIBES", &id(n), None)),
             }
-            (None, Some(_)) if !img.helm_chart => {
-                relationships.push(relation("SPDXRef-Chart", "DEPENDS_ON", &id(n), None));
-            }
-            (None, Some(_)) => {
-                relationships.push(relation(&id(n), "PACKAGE_OF", "SPDXRef-Chart", None));
-            }
-            (None, None) => relationships.push(relation("SPDXRef-DOCUMENT", "DESCRIBES", &id(n), None)),
+            continue;
+        }
+        let users: Vec<usize> = if charts.len() == 1 {
+            vec![0]
+        } else {
+            (0..charts.len()).filter(|k| needs[*k].contains(&normal(&img.source))).collect()
+        };
+        if users.is_empty() {
+            relationships.push(relation("SPDXRef-DOCUMENT", "DESCRIBES", &id(n), None));
+        }
+        for k in users {
+            relationships.push(relation(&chart_id(k), "DEPENDS_ON", &id(n), None));
         }
     }
     let namespace = Digest::of(&metadata.to_json());

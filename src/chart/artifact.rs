@@ -60,7 +60,7 @@ pub fn oci_artifact(loaded: &super::source::LoadedChart) -> std::io::Result<Char
             bytes: manifest.into(),
         }],
         blobs: vec![config_desc, layer_desc],
-        helm_chart: true,
+        made: Some(crate::export::resolve::Made::Chart),
         selection: None,
         artifact: None,
     };

@@ -288,6 +288,10 @@ pub struct ChartArgs {
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
+    /// A bundle spec: its chart, or each chart of a suite (`charts:`), listed with the spec's values and passes.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+
     #[command(flatten)]
     pub chart: ChartArgs,
 
@@ -379,8 +383,9 @@ pub struct DestinationArgs {
     #[arg(short, long, value_name = "REGISTRY[/PREFIX]")]
     pub destination: String,
 
-    /// Write the Helm values that make the chart pull every image from the destination.
-    #[arg(long, value_name = "FILE")]
+    /// Write the Helm values that make the chart pull every image from the destination; for a bundle of
+    /// several charts (or when FILE is a directory), one FILE/CHART-airgap-values.yaml per chart.
+    #[arg(long, value_name = "FILE|DIR")]
     pub values_out: Option<PathBuf>,
 
     /// Write every container runtime's mirror config into DIR (registries.conf, containerd's certs.d/,
@@ -501,6 +506,10 @@ pub struct ImportArgs {
 
     #[command(flatten)]
     pub target: DestinationArgs,
+
+    /// Write the files the bundle carries (a spec's `files:`) into DIR, each checked against its digest.
+    #[arg(long, value_name = "DIR")]
+    pub files_out: Option<PathBuf>,
 
     /// Print one `Copying SRC to DST (dry-run)` line per image and the plan; change nothing.
     #[arg(short = 't', long)]

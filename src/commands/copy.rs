@@ -14,16 +14,22 @@ pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
     let started = std::time::Instant::now();
     let target = &settings.target;
     // The values plan is proven with helm only when a values file will be written.
-    let (chart, refs) = discovery::gather(ctx, &settings.sources, target.values_out.is_some()).await?;
+    if !settings.sources.files.is_empty() {
+        return Err(super::Failure::user(
+            "copy pushes images and charts; the spec's `files:` travel in archives",
+            "export the spec and import the archive (import --files-out DIR writes the files back), or remove `files:`",
+        ));
+    }
+    let (charts, refs) = discovery::gather(ctx, &settings.sources, target.values_out.is_some()).await?;
     let mut images =
         discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref(), settings.sources.referrers).await?;
     let mut local = HashMap::new();
-    if let Some(c) = &chart {
+    for c in &charts {
         let artifact = crate::chart::artifact::oci_artifact(&c.loaded).explain("cannot package the chart")?;
         local.extend(artifact.blobs);
         images.push(artifact.image);
     }
-    let meta = pack::metadata(&images, None, chart.as_ref().map(|c| c.survey.record.clone()));
+    let meta = pack::metadata(&images, None, charts.iter().map(|c| c.survey.record.clone()).collect(), Vec::new());
     let contents = contents_of(&images, meta).explain("cannot plan the copy")?;
     let prepared = delivery::prepare(ctx.at(), target, &contents, settings.dry_run).await?;
     if settings.dry_run {

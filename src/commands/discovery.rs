@@ -98,26 +98,38 @@ pub async fn survey_chart(ctx: &Context, args: &ChartSettings, plan_values: bool
     Ok(ChartInput { loaded, survey })
 }
 
-/// The chart (surveyed, when there is one) and every image reference to carry: the chart's and the listed ones,
-/// without the excluded, sorted and de-duplicated. `plan_values` as for `survey_chart`.
+/// The charts (each surveyed) and every image reference to carry: the charts' and the listed ones, without the
+/// excluded, sorted and de-duplicated (an image two charts share travels once). `plan_values` as for
+/// `survey_chart`.
 pub async fn gather(
     ctx: &Context,
     sources: &SourceSettings,
     plan_values: bool,
-) -> Outcome<(Option<ChartInput>, Vec<ImageRef>)> {
-    let chart = match &sources.chart {
-        Some(c) => Some(survey_chart(ctx, c, plan_values).await?),
-        None => None,
-    };
+) -> Outcome<(Vec<ChartInput>, Vec<ImageRef>)> {
+    let mut charts: Vec<ChartInput> = Vec::new();
+    for c in &sources.charts {
+        let input = survey_chart(ctx, c, plan_values).await?;
+        // Each chart is pushed to charts/NAME and gets NAME's values file: two of one name cannot both travel.
+        if let Some(first) = charts.iter().find(|x| x.loaded.chart.meta.name == input.loaded.chart.meta.name) {
+            return Err(Failure::user(
+                format!(
+                    "two charts of the suite are named `{}`: {} and {}",
+                    input.loaded.chart.meta.name, first.loaded.origin, input.loaded.origin
+                ),
+                "a suite carries each chart once; remove one of the `charts` entries",
+            ));
+        }
+        charts.push(input);
+    }
     let mut refs = sources.images.clone();
-    if let Some(c) = &chart {
+    for c in &charts {
         refs.extend(chart_references(c, &sources.exclude)?);
     }
     let excluded: Vec<ImageRef> = sources.exclude.iter().filter_map(|e| ImageRef::parse(e).ok()).collect();
     refs.retain(|r| !excluded.contains(r));
     refs.sort();
     refs.dedup();
-    Ok((chart, refs))
+    Ok((charts, refs))
 }
 
 /// Resolve every reference (only the chosen platforms, with `choice`), say what choosing did, and, with

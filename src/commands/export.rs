@@ -18,10 +18,20 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         Some(old) => Some(crate::export::delta::Base::load(old)?),
         None => None,
     };
-    let (chart, refs) = discovery::gather(ctx, &settings.sources, !settings.dry_run).await?;
+    // Files next: a URL whose content does not match its sha256 fails before any chart or image is fetched.
+    let files = if settings.dry_run {
+        Vec::new()
+    } else {
+        let staged = crate::files::stage(&settings.sources.files, &ctx.tmp_dir).await?;
+        for f in &staged {
+            ctx.printer.info(format!("File {} ({}, {}) from {}", f.name, human(f.size), f.digest, f.origin));
+        }
+        staged
+    };
+    let (charts, refs) = discovery::gather(ctx, &settings.sources, !settings.dry_run).await?;
     let images =
         discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref(), settings.sources.referrers).await?;
-    let record = chart.as_ref().map(|c| c.survey.record.clone());
+    let records: Vec<_> = charts.iter().map(|c| c.survey.record.clone()).collect();
 
     let noted = |outcome| images.iter().map(|i| ImageResult::new(&i.source, &i.digest, outcome)).collect::<Vec<_>>();
     if settings.dry_run {
@@ -29,7 +39,7 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         if let Some(r) = &ctx.results {
             r.images(noted(ImageOutcome::WouldExport));
         }
-        let mut meta = pack::metadata(&images, None, record);
+        let mut meta = pack::metadata(&images, None, records, Vec::new());
         let mut blob_bytes: u64 = pull::jobs(&images).iter().map(|j| j.size).sum();
         if let Some(base) = &base {
             let manifests = images.iter().flat_map(|i| i.manifests.iter().map(|m| m.digest.clone())).collect();
@@ -43,7 +53,15 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
                 human(absent)
             ));
         }
-        if let Some(c) = &chart {
+        for f in &settings.sources.files {
+            ctx.printer.result(format!(
+                "file {} from {}; it travels in the bundle as files/{}",
+                f.name,
+                f.from.text(),
+                crate::files::repository_name(&f.name)
+            ));
+        }
+        for c in &charts {
             ctx.printer.result(format!(
                 "chart {} {} found {} images ({}); it travels in the bundle as charts/{}:{}",
                 c.loaded.chart.meta.name,
@@ -99,7 +117,8 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
     let job = ArchiveJob {
         base,
         images,
-        chart: chart.as_ref().map(|c| (&c.loaded, c.survey.record.clone())),
+        charts: charts.iter().map(|c| (&c.loaded, c.survey.record.clone())).collect(),
+        files: &files,
         output: written_to.clone(),
         replace: settings.force || whole_dir.is_some(),
         staging: settings.staging,

@@ -61,8 +61,33 @@ pub fn why(f: &Finding) -> String {
     format!("{pass}{} ({how}{pieces})", f.location)
 }
 
+/// Each chart's list: one chart as it always was; a suite's charts each under a `# chart NAME VERSION` line
+/// (text, still an images file) or as an array of listings (`--json`).
 pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
-    let input = survey_chart(ctx, &settings.chart, false).await?;
+    let suite = settings.charts.len() > 1;
+    let mut listings = Vec::new();
+    for chart in &settings.charts {
+        if let Some(listing) = list(ctx, &settings, chart, suite).await? {
+            listings.push(listing);
+        }
+    }
+    if suite && settings.json {
+        // Each listing keeps its own key order; the array around them is plain JSON.
+        ctx.printer.result(format!("[\n{}\n]", listings.join(",\n")));
+    } else if let Some(one) = listings.pop() {
+        ctx.printer.result(one);
+    }
+    Ok(())
+}
+
+/// One chart's images: printed (text), or returned as its JSON listing.
+async fn list(
+    ctx: &Context,
+    settings: &ImagesSettings,
+    chart: &super::settings::ChartSettings,
+    suite: bool,
+) -> Outcome<Option<String>> {
+    let input = survey_chart(ctx, chart, false).await?;
     let mut by_ref: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
     for f in &input.survey.findings {
         by_ref.entry(f.reference.as_str()).or_default().push(f);
@@ -106,8 +131,16 @@ pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
                 .map(|(reference, found)| ImageEntry { reference, found, travels: travels.remove(reference) })
                 .collect(),
         };
-        ctx.printer.result_json(&listing);
+        ctx.printer.info(format!(
+            "{} images",
+            input.survey.findings.iter().map(|f| &f.reference).collect::<std::collections::BTreeSet<_>>().len()
+        ));
+        return Ok(Some(serde_json::to_string_pretty(&listing).expect("the listing serialises")));
     } else {
+        if suite {
+            let r = &input.survey.record;
+            ctx.printer.result(format!("# chart {} {} ({})", r.name, r.version, r.origin));
+        }
         for (reference, found) in &by_ref {
             ctx.printer.result(reference);
             if settings.why {
@@ -121,5 +154,5 @@ pub async fn run(ctx: &Context, settings: ImagesSettings) -> Outcome<()> {
         "{} images",
         input.survey.findings.iter().map(|f| &f.reference).collect::<std::collections::BTreeSet<_>>().len()
     ));
-    Ok(())
+    Ok(None)
 }

@@ -54,6 +54,20 @@ struct Listing {
     /// One volume of a set: which one, and which volume holds each blob of the set.
     #[serde(skip_serializing_if = "Option::is_none")]
     volume: Option<crate::oci::layout::VolumeRecord>,
+    /// The charts the bundle carries (name, version, where from), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    charts: Vec<ChartRow>,
+    /// The files the bundle carries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    files: Vec<crate::oci::layout::FileRecord>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChartRow {
+    name: String,
+    version: String,
+    origin: String,
 }
 
 #[derive(Serialize)]
@@ -147,6 +161,19 @@ pub async fn run(ctx: &Context, archive: &std::path::Path, format: InspectFormat
             ctx.printer.result(format!("  {}: {list}", image.source));
         }
     }
+    for c in &listing.charts {
+        ctx.printer.result(format!("chart {} {} (from {})", c.name, c.version, c.origin));
+    }
+    for f in &listing.files {
+        ctx.printer.result(format!(
+            "file {} ({}, {}) from {}, as {}",
+            f.name,
+            human(f.size),
+            f.digest,
+            f.origin,
+            f.image
+        ));
+    }
     ctx.printer.result(format!(
         "{} images, {} blobs, {}",
         listing.totals.images,
@@ -169,6 +196,12 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
             blobs: Some(meta.blobs.clone()),
             delta: meta.delta.clone(),
             volume: meta.volume.clone(),
+            charts: meta
+                .all_charts()
+                .into_iter()
+                .map(|c| ChartRow { name: c.name.clone(), version: c.version.clone(), origin: c.origin.clone() })
+                .collect(),
+            files: meta.files.clone(),
             totals: Totals { images: meta.images.len(), blobs: meta.blobs.len(), bytes: meta.total_blob_bytes() },
             images: meta
                 .images
@@ -222,6 +255,8 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
         blobs: None,
         delta: None,
         volume: None,
+        charts: Vec::new(),
+        files: Vec::new(),
     };
     Ok(match checked {
         Checked::Layout(contents) => foreign(

@@ -69,7 +69,8 @@ impl ChartSettings {
 }
 
 pub struct ImagesSettings {
-    pub chart: ChartSettings,
+    /// The chart, or a suite's charts (`--spec`), each listed on its own.
+    pub charts: Vec<ChartSettings>,
     pub json: bool,
     /// Under each image, where it was found.
     pub why: bool,
@@ -79,12 +80,16 @@ pub struct ImagesSettings {
 
 impl ImagesSettings {
     pub fn new(args: ImagesArgs) -> Outcome<ImagesSettings> {
-        let chart = ChartSettings::from_args(args.chart).ok_or_else(|| {
-            Failure::user(
+        let charts = match &args.spec {
+            Some(path) => spec_charts(BundleSpec::load(path)?, args.chart)?,
+            None => ChartSettings::from_args(args.chart).into_iter().collect(),
+        };
+        if charts.is_empty() {
+            return Err(Failure::user(
                 "no chart given",
-                "name one with -c CHART (a directory, a .tgz, a name with --repo URL, or oci://…)",
-            )
-        })?;
+                "name one with -c CHART (a directory, a .tgz, a name with --repo URL, or oci://…), or a spec with --spec",
+            ));
+        }
         let platforms = platform_choice(args.platform, Vec::new())?;
         if platforms.is_some() && !args.json {
             return Err(Failure::user(
@@ -92,7 +97,7 @@ impl ImagesSettings {
                 "add --json to see, per image, which platforms would travel",
             ));
         }
-        Ok(ImagesSettings { chart, json: args.json, why: args.why, platforms })
+        Ok(ImagesSettings { charts, json: args.json, why: args.why, platforms })
     }
 }
 
@@ -134,9 +139,12 @@ impl CheckSettings {
     }
 }
 
-/// What to carry: the chart, the listed images, the exclusions and the platforms (export and copy).
+/// What to carry: the charts, the listed images, the files, the exclusions and the platforms (export and copy).
 pub struct SourceSettings {
-    pub chart: Option<ChartSettings>,
+    /// The chart (-c, or a spec's `chart`), or a suite's charts (a spec's `charts`), in order.
+    pub charts: Vec<ChartSettings>,
+    /// A spec's `files:`, checked.
+    pub files: Vec<crate::files::FileSource>,
     /// The listed images (--image, --images-file, the spec's), parsed, sorted and de-duplicated.
     pub images: Vec<ImageRef>,
     /// Images to leave out, as the chart writes them (a spec's `exclude:`).
@@ -154,33 +162,86 @@ impl SourceSettings {
         let mut exclude = Vec::new();
         let mut spec_output = None;
         let mut spec_platforms = Vec::new();
-        if let Some(path) = args.spec.clone() {
-            let spec = BundleSpec::load(&path)?;
-            exclude = spec.exclude.clone();
-            let c = &mut args.chart;
-            c.chart = c.chart.take().or(spec.chart);
-            c.repo = c.repo.take().or(spec.repo);
-            c.chart_version = c.chart_version.take().or(spec.version);
-            c.kube_version = c.kube_version.take().or(spec.kube_version);
-            c.set = spec.set.into_iter().chain(c.set.drain(..)).collect();
-            c.set_string = spec.set_string.into_iter().chain(c.set_string.drain(..)).collect();
-            c.values = spec.values.into_iter().chain(c.values.drain(..)).collect();
-            c.passes = spec.passes.into_iter().chain(c.passes.drain(..)).collect();
-            args.images = spec.images.into_iter().chain(args.images.drain(..)).collect();
-            spec_output = spec.output;
-            spec_platforms = spec.platforms;
-        }
+        let mut files = Vec::new();
+        let charts = match args.spec.clone() {
+            Some(path) => {
+                let spec = BundleSpec::load(&path)?;
+                exclude = spec.exclude.clone();
+                files = spec.file_sources.clone();
+                args.images = spec.images.iter().cloned().chain(args.images.drain(..)).collect();
+                spec_output = spec.output.clone();
+                spec_platforms = spec.platforms.clone();
+                spec_charts(spec, args.chart)?
+            }
+            None => ChartSettings::from_args(args.chart).into_iter().collect(),
+        };
         let images = collect_references(&args.images, &args.images_files)?;
-        let chart = ChartSettings::from_args(args.chart);
-        if images.is_empty() && chart.is_none() {
+        if images.is_empty() && charts.is_empty() && files.is_empty() {
             return Err(Failure::user(
                 "no images given",
                 "name images with --image REF (repeatable) or --images-file FILE, or a chart with -c CHART",
             ));
         }
         let platforms = platform_choice(platform, spec_platforms)?;
-        Ok((SourceSettings { chart, images, exclude, platforms, referrers: !args.no_referrers }, spec_output))
+        Ok((SourceSettings { charts, files, images, exclude, platforms, referrers: !args.no_referrers }, spec_output))
     }
+}
+
+/// The charts of a spec and the command line: a single-chart spec's chart under the flags (they add to lists
+/// and win over single values), or a suite's charts.
+fn spec_charts(spec: BundleSpec, mut c: ChartArgs) -> Outcome<Vec<ChartSettings>> {
+    if !spec.charts.is_empty() {
+        return suite_charts(&spec, &c);
+    }
+    c.chart = c.chart.take().or(spec.chart);
+    c.repo = c.repo.take().or(spec.repo);
+    c.chart_version = c.chart_version.take().or(spec.version);
+    c.kube_version = c.kube_version.take().or(spec.kube_version);
+    c.set = spec.set.into_iter().chain(c.set.drain(..)).collect();
+    c.set_string = spec.set_string.into_iter().chain(c.set_string.drain(..)).collect();
+    c.values = spec.values.into_iter().chain(c.values.drain(..)).collect();
+    c.passes = spec.passes.into_iter().chain(c.passes.drain(..)).collect();
+    Ok(ChartSettings::from_args(c).into_iter().collect())
+}
+
+/// A suite's charts: each `charts` entry, with the command line's helm choice. The command line's own chart
+/// flags would be ambiguous (which chart?), so they are refused.
+fn suite_charts(spec: &BundleSpec, flags: &ChartArgs) -> Outcome<Vec<ChartSettings>> {
+    let given = [
+        ("-c", flags.chart.is_some()),
+        ("--repo", flags.repo.is_some()),
+        ("--version", flags.chart_version.is_some()),
+        ("--set", !flags.set.is_empty()),
+        ("--set-string", !flags.set_string.is_empty()),
+        ("-f", !flags.values.is_empty()),
+        ("--pass", !flags.passes.is_empty()),
+        ("--kube-version", flags.kube_version.is_some()),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+        return Err(Failure::user(
+            format!("{flag} with a spec of several charts: it would not say which chart it is for"),
+            "put it in that chart's `charts` entry of the spec",
+        ));
+    }
+    Ok(spec
+        .charts
+        .iter()
+        .filter_map(|c| {
+            ChartSettings::from_args(ChartArgs {
+                chart: Some(c.chart.clone()),
+                repo: c.repo.clone(),
+                chart_version: c.version.clone(),
+                set: c.set.clone(),
+                set_string: c.set_string.clone(),
+                values: c.values.clone(),
+                passes: c.passes.clone(),
+                kube_version: c.kube_version.clone(),
+                no_helm: flags.no_helm,
+                helm: flags.helm.clone(),
+                helm_timeout: flags.helm_timeout,
+            })
+        })
+        .collect())
 }
 
 /// `--platform` (and a spec's `platforms:`) as one choice; `None` when no platform was named.
@@ -292,6 +353,7 @@ pub fn import_settings(args: ImportArgs, tmp_dir: &Path) -> Outcome<ImportSettin
     Ok(ImportSettings {
         target: destination_settings(args.target)?,
         archives: crate::volumes::expand_inputs(&args.archives).explain("cannot find the archive to import")?,
+        files_out: args.files_out,
         dry_run: args.dry_run,
         tmp_dir: tmp_dir.to_path_buf(),
     })

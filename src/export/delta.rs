@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::archive::ArchiveFile;
 use crate::archive::checksum::{file_digest, read_sidecar};
 use crate::oci::digest::Digest;
-use crate::oci::layout::{BaseRecord, BundleBlob, BundleMetadata, DELTA_FORMAT_VERSION, DeltaRecord};
+use crate::oci::layout::{BaseRecord, BundleBlob, BundleMetadata, DeltaRecord};
 use crate::registry::RegistryError;
 
 /// The archive a delta is made against: what it names, and every blob a destination that imported it holds.
@@ -157,9 +157,9 @@ impl Base {
         let (absent, kept): (Vec<BundleBlob>, Vec<BundleBlob>) =
             meta.blobs.drain(..).partition(|b| !manifests.contains(&b.digest) && self.held.contains(&b.digest));
         meta.blobs = kept;
-        meta.format_version = DELTA_FORMAT_VERSION;
         let left_out = absent.iter().map(|b| b.digest.clone()).collect();
         meta.delta = Some(DeltaRecord { base: self.record.clone(), absent });
+        meta.format_version = meta.required_version();
         left_out
     }
 }

@@ -16,11 +16,13 @@ use crate::oci::layout::{
     OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, SHA256_DIR, ToolInfo,
 };
 
-/// `bundle.json` for `images`; `created` is set only from SOURCE_DATE_EPOCH.
+/// `bundle.json` for `images`; `created` is set only from SOURCE_DATE_EPOCH. One chart and no files is the
+/// single-chart form every release reads (`chart`, version 1); several charts or any file make a suite.
 pub fn metadata(
     images: &[ResolvedImage],
     created: Option<String>,
-    chart: Option<crate::oci::layout::ChartRecord>,
+    mut charts: Vec<crate::oci::layout::ChartRecord>,
+    files: Vec<crate::oci::layout::FileRecord>,
 ) -> BundleMetadata {
     let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
     for img in images {
@@ -31,7 +33,8 @@ pub fn metadata(
             blobs.insert(b.digest.clone(), b.size);
         }
     }
-    BundleMetadata {
+    let chart = if charts.len() == 1 && files.is_empty() { charts.pop() } else { None };
+    let mut meta = BundleMetadata {
         format_version: FORMAT_VERSION,
         tool: ToolInfo { name: "bundle".into(), version: env!("CARGO_PKG_VERSION").into() },
         created,
@@ -44,16 +47,20 @@ pub fn metadata(
                 manifest_size: img.manifest_size,
                 platforms: img.platforms.clone(),
                 size: img.size(),
-                helm_chart: img.helm_chart,
+                helm_chart: img.helm_chart(),
                 platform_selection: img.selection.clone(),
                 artifact: img.artifact.clone(),
             })
             .collect(),
         blobs: blobs.into_iter().map(|(digest, size)| BundleBlob { digest, size }).collect(),
         chart,
+        charts,
+        files,
         delta: None,
         volume: None,
-    }
+    };
+    meta.format_version = meta.required_version();
+    meta
 }
 
 /// What writing the archive came to.

@@ -42,8 +42,10 @@ pub struct ArchiveJob<'a> {
     /// `--since`: blobs the base holds are left out (a delta).
     pub base: Option<crate::export::delta::Base>,
     pub images: Vec<ResolvedImage>,
-    /// The chart travels as an OCI artifact beside its images.
-    pub chart: Option<(&'a LoadedChart, ChartRecord)>,
+    /// Each chart travels as an OCI artifact beside its images.
+    pub charts: Vec<(&'a LoadedChart, ChartRecord)>,
+    /// Files that travel as OCI artifacts of their own (staged: hashed, or downloaded and checked).
+    pub files: &'a [crate::files::StagedFile],
     pub output: PathBuf,
     /// An existing output may be replaced.
     pub replace: bool,
@@ -82,6 +84,12 @@ pub enum ExportError {
     },
     #[error("cannot stage the chart")]
     Chart(#[source] std::io::Error),
+    #[error("cannot stage the file `{name}`")]
+    File {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Pull(Box<PullError>),
     #[error("the archive writer failed")]
@@ -116,7 +124,7 @@ impl From<ResolveError> for ExportError {
 impl Hint for ExportError {
     fn hint(&self) -> Option<String> {
         match self {
-            ExportError::Io { .. } | ExportError::Chart(_) => {
+            ExportError::Io { .. } | ExportError::Chart(_) | ExportError::File { .. } => {
                 Some("check that the directory exists, is writable and has space; --tmp-dir and --cache-dir move the work elsewhere".into())
             }
             ExportError::Pull(e) => e.hint(),
@@ -178,7 +186,7 @@ pub async fn write_archive(
     printer: &Printer,
     job: ArchiveJob<'_>,
 ) -> Result<Exported, ExportError> {
-    let ArchiveJob { base, mut images, chart, output, replace, staging, created, concurrency } = job;
+    let ArchiveJob { base, mut images, charts, files, output, replace, staging, created, concurrency } = job;
     // The temporary directory of `Staging::Temporary` lives until this function returns.
     let (store, _temporary, cache) = match &staging {
         Staging::Temporary { tmp_dir } => {
@@ -197,15 +205,24 @@ pub async fn write_archive(
             (store, None, Some((dir.clone(), *max_bytes, lock)))
         }
     };
-    let record = chart.as_ref().map(|(_, r)| r.clone());
-    if let Some((loaded, _)) = chart {
+    let records = charts.iter().map(|(_, r)| r.clone()).collect();
+    for (loaded, _) in &charts {
         let artifact = crate::chart::artifact::oci_artifact(loaded).map_err(ExportError::Chart)?;
         for (_, bytes) in &artifact.blobs {
             store.put(bytes).map_err(ExportError::Chart)?;
         }
         images.push(artifact.image);
     }
-    let mut meta = pack::metadata(&images, created, record);
+    let mut file_records = Vec::new();
+    for file in files {
+        let artifact = crate::files::artifact(file);
+        let failed = |source| ExportError::File { name: file.name.clone(), source };
+        store.put(&artifact.config.1).map_err(failed)?;
+        store.put_file(&file.path, &file.digest, file.size).map_err(failed)?;
+        images.push(artifact.image);
+        file_records.push(artifact.record);
+    }
+    let mut meta = pack::metadata(&images, created, records, file_records);
     let mut jobs = pull::jobs(&images);
     let left_out = base.map(|base| {
         let manifests = images.iter().flat_map(|i| i.manifests.iter().map(|m| m.digest.clone())).collect();
@@ -234,7 +251,7 @@ pub async fn write_archive(
     let writing = printer.transfer("write", content_bytes, meta.blobs.len() as u64);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let arrivals = Arrivals::default();
-    for img in images.iter().filter(|i| i.helm_chart) {
+    for img in images.iter().filter(|i| i.made_here()) {
         for b in &img.blobs {
             arrivals.arrived(&b.digest, true);
         }

@@ -37,8 +37,8 @@ pub enum PullError {
 /// the downloads.
 pub fn jobs(images: &[ResolvedImage]) -> Vec<PullJob> {
     let mut unique: BTreeMap<Digest, PullJob> = BTreeMap::new();
-    // The chart artifact's blobs were made locally and are staged already.
-    for img in images.iter().filter(|i| !i.helm_chart) {
+    // The chart's and the files' artifacts were made here and are staged already.
+    for img in images.iter().filter(|i| !i.made_here()) {
         for b in &img.blobs {
             unique.entry(b.digest.clone()).or_insert_with(|| PullJob {
                 digest: b.digest.clone(),

@@ -183,7 +183,7 @@ pub async fn discover(
 ) -> Result<Found, ReferrersError> {
     let Survey { tags, api, requests, warnings } = survey;
     let mut found = Found { requests, warnings, ..Found::default() };
-    let sources: Vec<&ResolvedImage> = images.iter().filter(|i| !i.helm_chart).collect();
+    let sources: Vec<&ResolvedImage> = images.iter().filter(|i| !i.made_here()).collect();
     for img in &sources {
         let Some(original) = img.selection.as_ref().and_then(|s| s.original_digest.as_ref()) else { continue };
         let tag = digest_tag(original);

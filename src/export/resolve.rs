@@ -27,15 +27,33 @@ pub struct ResolvedImage {
     pub manifests: Vec<PulledManifest>,
     /// Config and layer blobs, without duplicates.
     pub blobs: Vec<Descriptor>,
-    /// The chart itself, packaged as a Helm OCI artifact (not pulled from a registry).
-    pub helm_chart: bool,
+    /// Made here rather than pulled: the chart packaged as a Helm OCI artifact, or a file's artifact. Its blobs
+    /// are staged before the pull.
+    pub made: Option<Made>,
     /// What `--platform` did to this image, when platforms were chosen and it is an index.
     pub selection: Option<PlatformRecord>,
     /// A signature, attestation or SBOM of another image's manifest (`referrers`).
     pub artifact: Option<crate::oci::layout::ArtifactRecord>,
 }
 
+/// What an image made here (not pulled from a registry) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    Chart,
+    File,
+}
+
 impl ResolvedImage {
+    /// The chart, as a Helm OCI artifact.
+    pub fn helm_chart(&self) -> bool {
+        self.made == Some(Made::Chart)
+    }
+
+    /// Made here (a chart or a file): nothing to pull, no signatures to look for.
+    pub fn made_here(&self) -> bool {
+        self.made.is_some()
+    }
+
     /// Bytes of every distinct manifest and blob.
     pub fn size(&self) -> u64 {
         self.manifests.iter().map(|m| m.bytes.len() as u64).sum::<u64>()
@@ -160,7 +178,7 @@ pub async fn resolve(
         platforms,
         manifests,
         blobs,
-        helm_chart: false,
+        made: None,
         selection,
         artifact: None,
     })

@@ -53,7 +53,7 @@ pub fn contents_of(images: &[ResolvedImage], metadata: BundleMetadata) -> Result
             size: img.size(),
             manifests: img.manifests.iter().map(|m| m.digest.clone()).collect(),
             blobs: img.blobs.iter().map(|b| b.digest.clone()).collect(),
-            helm_chart: img.helm_chart,
+            helm_chart: img.helm_chart(),
             omitted: img.selection.as_ref().map(|s| s.omitted.clone()).unwrap_or_default(),
             artifact: img.artifact.clone(),
             named_by: "the command line",
@@ -85,7 +85,7 @@ impl RegistryOrigin {
         local: HashMap<Digest, Bytes>,
     ) -> Result<RegistryOrigin, PoolError> {
         let mut from = BTreeMap::new();
-        for img in images.iter().filter(|i| !i.helm_chart) {
+        for img in images.iter().filter(|i| !i.made_here()) {
             let client = registries.client(img.source.registry(), Role::Source)?;
             for b in &img.blobs {
                 from.entry(b.digest.clone()).or_insert_with(|| (client.clone(), img.source.repository().to_string()));

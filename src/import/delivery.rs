@@ -179,7 +179,14 @@ fn mirror_set(
     contents: &BundleContents,
 ) -> Result<MirrorSet, MirrorError> {
     let host = MirrorHost::from_endpoint(dest, &registries.config().endpoint(&dest.registry))?;
-    let pushed = plan.images.iter().filter(|p| !contents.images[p.image].helm_chart).map(|p| (&p.source, &p.target));
+    // Files are not pulled by runtimes either (their artifacts are named in bundle.json).
+    let files: std::collections::BTreeSet<String> =
+        contents.metadata.iter().flat_map(|m| &m.files).map(|f| f.image.clone()).collect();
+    let pushed = plan
+        .images
+        .iter()
+        .filter(|p| !contents.images[p.image].helm_chart && !files.contains(&p.source.to_string()))
+        .map(|p| (&p.source, &p.target));
     MirrorSet::new(pushed, host)
 }
 
@@ -331,13 +338,18 @@ impl Prepared {
                 ));
             }
         }
-        if let Some((_, p)) = contents.images.iter().zip(&self.plan.images).find(|(img, _)| img.helm_chart) {
+        for p in self.plan.images.iter().filter(|p| contents.images[p.image].helm_chart) {
             printer.info(format!(
                 "Chart: helm install RELEASE oci://{}/{} --version {}",
                 p.target.registry(),
                 p.target.repository(),
                 p.target.tag().unwrap_or_default().replace('_', "+")
             ));
+        }
+        for f in contents.metadata.iter().flat_map(|m| &m.files) {
+            if let Some(p) = self.plan.images.iter().find(|p| p.source.to_string() == f.image) {
+                printer.info(format!("File {}: {} (oras pull {} writes it back)", f.name, p.target, p.target));
+            }
         }
         if let Some(path) = &target.values_out {
             write_values(printer, contents, &target.destination, path)?;
@@ -437,14 +449,40 @@ fn describe_source(img: &ArchiveImage, source: &ImageRef) -> String {
     }
 }
 
-/// The values file that points the chart at the destination, written atomically.
+/// The values files that point each chart at the destination: `--values-out FILE` for a single chart, or
+/// `DIR/CHART-airgap-values.yaml` for each chart when the bundle has several (or FILE is a directory).
 fn write_values(
     printer: &Printer,
     contents: &BundleContents,
     dest: &Destination,
+    out: &Path,
+) -> Result<(), DeliveryError> {
+    let charts = contents.metadata.as_ref().map(|m| m.all_charts()).unwrap_or_default();
+    if charts.is_empty() {
+        return Err(DeliveryError::NoChart);
+    }
+    if charts.len() == 1 && !out.is_dir() {
+        return write_values_file(printer, charts[0], dest, out);
+    }
+    std::fs::create_dir_all(out).map_err(|source| DeliveryError::Values { path: out.to_path_buf(), source })?;
+    for record in charts {
+        write_values_file(printer, record, dest, &out.join(values_file_name(&record.name)))?;
+    }
+    Ok(())
+}
+
+/// `CHART-airgap-values.yaml`: a chart's values file in a `--values-out` directory.
+pub fn values_file_name(chart: &str) -> String {
+    format!("{chart}-airgap-values.yaml")
+}
+
+/// One chart's values file, written atomically, and what the user must know about it.
+fn write_values_file(
+    printer: &Printer,
+    record: &crate::oci::layout::ChartRecord,
+    dest: &Destination,
     path: &Path,
 ) -> Result<(), DeliveryError> {
-    let record = contents.metadata.as_ref().and_then(|m| m.chart.as_ref()).ok_or(DeliveryError::NoChart)?;
     let failed = |source| DeliveryError::Values { path: path.to_path_buf(), source };
     let plan = values_out::plan_of(record);
     let values = values_out::values_for(&plan, dest);

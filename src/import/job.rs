@@ -14,6 +14,8 @@ pub struct ImportJob {
     pub target: Target,
     /// One archive, or the volumes of a set (directories and patterns expanded).
     pub archives: Vec<PathBuf>,
+    /// `--files-out DIR`: the files the bundle carries, written back after the push.
+    pub files_out: Option<PathBuf>,
     pub dry_run: bool,
     /// Where rebuilt volumes are written while they are pushed.
     pub tmp_dir: PathBuf,
@@ -40,6 +42,8 @@ pub enum ImportError {
         #[source]
         source: tokio::task::JoinError,
     },
+    #[error(transparent)]
+    Files(#[from] crate::files::FileError),
     #[error("cannot import these volumes")]
     Volumes(#[source] VolumeError),
     #[error("cannot use the temporary directory {}", .dir.display())]
@@ -63,6 +67,7 @@ impl crate::support::hint::Hint for ImportError {
             ImportError::Delivery(e) => e.hint(),
             ImportError::Proof(e) => e.hint(),
             ImportError::Convert(e) => e.hint(),
+            ImportError::Files(e) => e.hint(),
             ImportError::Volumes(e) | ImportError::Rebuild(e) => e.hint(),
             ImportError::DamagedParity(_) => Some("copy the parity volume again, or bring the missing volumes".into()),
             ImportError::MissingVolumes(_) => Some(

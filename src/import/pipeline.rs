@@ -39,13 +39,15 @@ pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), Import
             }
         },
     };
+    files_wanted(args, &contents)?;
     let prepared = delivery::prepare(at, target, &contents, args.dry_run).await?;
     if prepared.nothing_to_do(&contents) && !args.dry_run {
         say_nothing_to_do(at, args, &prepared, &contents, started);
         if let Some(check) = pending {
             check.abandon();
         }
-        return Ok(prepared.finish(at.printer, target, &contents).await?);
+        prepared.finish(at.printer, target, &contents).await?;
+        return write_files(at, args, &archive, &contents);
     }
     // Something will be pushed: the archive must be proven sound first, so a damaged one pushes nothing.
     let (archive, contents) = match pending {
@@ -56,8 +58,51 @@ pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), Import
         }
         None => (archive, contents),
     };
-    let origin = push::ArchiveOrigin { archive, blobs: &contents.blobs };
-    push_and_finish(at, args, prepared, &origin, &contents, started).await
+    let origin = push::ArchiveOrigin { archive: archive.clone(), blobs: &contents.blobs };
+    push_and_finish(at, args, prepared, &origin, &contents, started).await?;
+    if !args.dry_run {
+        write_files(at, args, &archive, &contents)?;
+    }
+    Ok(())
+}
+
+/// `--files-out` for a bundle without files is refused before anything is pushed.
+pub(super) fn files_wanted(args: &ImportJob, contents: &BundleContents) -> Result<(), ImportError> {
+    let carried = contents.metadata.as_ref().is_some_and(|m| !m.files.is_empty());
+    if args.files_out.is_some() && !carried {
+        return Err(crate::files::FileError::NoFiles.into());
+    }
+    Ok(())
+}
+
+/// `--files-out DIR`: every file written back from the archive, checked on the way.
+fn write_files(
+    at: Surroundings<'_>,
+    args: &ImportJob,
+    archive: &Arc<ArchiveFile>,
+    contents: &BundleContents,
+) -> Result<(), ImportError> {
+    let segments = |d: &crate::oci::digest::Digest| contents.blobs.get(d).map(|e| vec![(archive.clone(), *e)]);
+    report_files(at, args, contents, &segments)
+}
+
+/// Write the files from wherever `segments` says their bytes are, and say what was written.
+pub(super) fn report_files(
+    at: Surroundings<'_>,
+    args: &ImportJob,
+    contents: &BundleContents,
+    segments: &dyn Fn(&crate::oci::digest::Digest) -> Option<crate::files::Segments>,
+) -> Result<(), ImportError> {
+    let Some(dir) = &args.files_out else { return Ok(()) };
+    let files = contents.metadata.as_ref().map(|m| m.files.as_slice()).unwrap_or_default();
+    for f in crate::files::restore(files, segments, dir)? {
+        at.printer.info(format!(
+            "Wrote {} ({}), its sha256 checked",
+            f.path.display(),
+            crate::support::printer::human(f.size)
+        ));
+    }
+    Ok(())
 }
 
 /// A `docker save` archive, verified in full: convert it (`convert`), then push as any
@@ -96,6 +141,7 @@ async fn import_docker_save(
     progress.finish();
     at.printer.detail(format!("compressed the layers in {:.1?}", progress.elapsed()));
     let contents = converted.contents;
+    files_wanted(args, &contents)?;
     let prepared = delivery::prepare(at, &args.target, &contents, args.dry_run).await?;
     if prepared.nothing_to_do(&contents) && !args.dry_run {
         say_nothing_to_do(at, args, &prepared, &contents, started);

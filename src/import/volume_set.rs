@@ -204,6 +204,7 @@ async fn push(
             set.incomplete.len()
         ));
     }
+    super::pipeline::files_wanted(args, contents)?;
     let prepared = delivery::prepare(at, &args.target, contents, args.dry_run).await?;
     if prepared.nothing_to_do(contents) && !args.dry_run {
         for u in unproven {
@@ -234,6 +235,7 @@ async fn push(
     if set.missing.is_empty() {
         if !args.dry_run {
             prepared.finish(at.printer, &args.target, contents).await?;
+            super::pipeline::report_files(at, args, contents, &|d| set.origin.segments(d))?;
         }
         return Ok(());
     }

@@ -30,6 +30,9 @@ pub const DELTA_FORMAT_VERSION: u32 = 2;
 /// blobs other volumes hold left out. A release that reads only versions 1 and 2 refuses it by its version
 /// instead of reporting the other volumes' blobs as missing.
 pub const VOLUME_FORMAT_VERSION: u32 = 3;
+/// A suite: several charts (`charts`) or files (`files`), on top of any of the above. A release that reads only
+/// versions 1 to 3 refuses it by its version instead of pushing its charts and files as plain images.
+pub const SUITE_FORMAT_VERSION: u32 = 4;
 /// Where a volume keeps the pieces of blobs that span volumes: `pieces/sha256/<hex of the piece>`.
 pub const PIECES_DIR: &str = "pieces/sha256/";
 
@@ -84,6 +87,12 @@ pub struct BundleMetadata {
     /// The Helm chart the images were discovered from, when the bundle was exported from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<ChartRecord>,
+    /// A suite's charts, in the spec's order, when there are several (`chart` is then absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub charts: Vec<ChartRecord>,
+    /// Files that travel beside the images, each as an OCI artifact of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileRecord>,
     /// A delta (`export --since`): the archive it builds on, and the blobs its images need that only the base
     /// holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +186,21 @@ pub struct BaseRecord {
     pub created: String,
     /// Its images (source references): where an absent blob is looked for at the destination.
     pub images: Vec<String>,
+}
+
+/// A file that travels as an OCI artifact (one layer: the file, titled with its name).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileRecord {
+    /// The file's name as import writes it back (`--files-out DIR/NAME`).
+    pub name: String,
+    /// The sha256 of its content (its layer's digest) and its size.
+    pub digest: Digest,
+    pub size: u64,
+    /// Its artifact's reference among `images` (`files/NAME:TAG`).
+    pub image: String,
+    /// Where export read it: the path or URL the spec gave.
+    pub origin: String,
 }
 
 /// How the chart was used, so that import can push it and write the values file for the air gap.
@@ -468,6 +492,24 @@ pub struct BundleBlob {
 }
 
 impl BundleMetadata {
+    /// The format version this content needs: the highest of the features it uses.
+    pub fn required_version(&self) -> u32 {
+        if !self.charts.is_empty() || !self.files.is_empty() {
+            SUITE_FORMAT_VERSION
+        } else if self.volume.is_some() {
+            VOLUME_FORMAT_VERSION
+        } else if self.delta.is_some() {
+            DELTA_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        }
+    }
+
+    /// Every chart the bundle carries: the one of a single-chart bundle, or a suite's.
+    pub fn all_charts(&self) -> Vec<&ChartRecord> {
+        self.chart.iter().chain(&self.charts).collect()
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("metadata serialises");
         v.push(b'\n');

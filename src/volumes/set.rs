@@ -162,6 +162,13 @@ pub struct VolumeOrigin {
     segments: BTreeMap<Digest, Vec<(Arc<ArchiveFile>, BlobEntry)>>,
 }
 
+impl VolumeOrigin {
+    /// Where blob `digest` is: the volumes' entries whose concatenation is the blob.
+    pub fn segments(&self, digest: &Digest) -> Option<Vec<(Arc<ArchiveFile>, BlobEntry)>> {
+        self.segments.get(digest).cloned()
+    }
+}
+
 impl BlobOrigin for VolumeOrigin {
     fn parallel(&self) -> bool {
         true

@@ -14,7 +14,7 @@ use crate::archive::{ArchiveFile, ArchiveWriter, BlobEntry, BundleContents};
 use crate::oci::digest::{Digest, DigestWriter, HashingRead};
 use crate::oci::layout::{
     BLOBS_DIR, BUNDLE_FILE, BundleMetadata, INDEX_FILE, LayoutIndex, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, Piece,
-    Placement, SHA256_DIR, VOLUME_FORMAT_VERSION, VolumeRecord,
+    Placement, SHA256_DIR, VolumeRecord,
 };
 
 /// One split, settled.
@@ -82,8 +82,8 @@ pub fn split(job: SplitJob<'_>, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Vec<W
     let mut written = Vec::new();
     for ((volume, record), name) in volumes.iter().zip(&records).zip(&names) {
         let mut volume_meta = meta.clone();
-        volume_meta.format_version = VOLUME_FORMAT_VERSION;
         volume_meta.volume = Some(record.clone());
+        volume_meta.format_version = volume_meta.required_version();
         let front = Front { index: &index, metadata: volume_meta.to_json(), manifests: &manifests };
         written.push(write_volume(&job, &front, volume, record, name, on_bytes)?);
     }
@@ -241,8 +241,8 @@ fn settle(
             .iter()
             .map(|r| {
                 let mut m = meta.clone();
-                m.format_version = VOLUME_FORMAT_VERSION;
                 m.volume = Some(r.clone());
+                m.format_version = m.required_version();
                 m.to_json().len() as u64
             })
             .max()

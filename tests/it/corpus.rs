@@ -19,27 +19,27 @@ struct Manifest {
 }
 
 #[derive(Deserialize, Clone)]
-struct CorpusChart {
-    id: String,
+pub(crate) struct CorpusChart {
+    pub(crate) id: String,
     publisher: String,
     #[serde(default)]
-    set: Vec<String>,
+    pub(crate) set: Vec<String>,
     #[serde(default)]
-    passes: Vec<String>,
+    pub(crate) passes: Vec<String>,
     #[serde(default)]
     kube_version: Option<String>,
     /// Values only the closed loop adds: dropping digest pins, which fake images cannot match.
     #[serde(default)]
-    test_set: Vec<String>,
+    pub(crate) test_set: Vec<String>,
 }
 
 impl CorpusChart {
-    fn package(&self, corpus: &Path) -> PathBuf {
+    pub(crate) fn package(&self, corpus: &Path) -> PathBuf {
         corpus.join(&self.publisher).join(format!("{}.tgz", self.id))
     }
 
     /// The flags every `bundle images/export` of this chart takes.
-    fn bundle_args(&self, corpus: &Path, with_test_set: bool) -> Vec<String> {
+    pub(crate) fn bundle_args(&self, corpus: &Path, with_test_set: bool) -> Vec<String> {
         let mut a = vec!["-c".to_string(), self.package(corpus).display().to_string()];
         for s in self.set.iter().chain(if with_test_set { &self.test_set[..] } else { &[] }) {
             a.extend(["--set".to_string(), s.clone()]);
@@ -81,7 +81,7 @@ impl CorpusChart {
 
 /// The corpus directory and the charts of corpus.toml whose package is in it. Charts added to corpus.toml
 /// reach the shared corpus when it is next rebuilt: until then they are named, not failed.
-fn corpus() -> Option<(PathBuf, Vec<CorpusChart>)> {
+pub(crate) fn corpus() -> Option<(PathBuf, Vec<CorpusChart>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::var_os("BUNDLE_CHART_CORPUS")
         .map(PathBuf::from)
@@ -113,7 +113,7 @@ fn corpus() -> Option<(PathBuf, Vec<CorpusChart>)> {
 }
 
 /// A line on the real stderr, past the test harness's capture: a passing run still says what it did not test.
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -22,4 +22,5 @@ mod properties;
 mod referrers;
 mod results;
 mod roundtrip;
+mod suites;
 mod volumes;

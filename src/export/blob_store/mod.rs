@@ -46,6 +46,35 @@ impl BlobStore {
         Ok(digest)
     }
 
+    /// Store a local file (a spec's `files:`) under `digest`, hashed as it is copied: a file that changed since
+    /// it was staged is refused, not stored under a digest it no longer has. A stored copy is used as it is.
+    pub fn put_file(&self, path: &Path, digest: &Digest, size: u64) -> std::io::Result<()> {
+        if self.contains(digest, size) {
+            return Ok(());
+        }
+        let mut from = std::fs::File::open(path)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.join("sha256"))?;
+        let mut hasher = DigestWriter::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut from, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            std::io::Write::write_all(&mut tmp, &buf[..n])?;
+        }
+        let got = hasher.finish();
+        if &got != digest {
+            return Err(std::io::Error::other(format!(
+                "{} changed while the export ran: it now has {got}, not {digest}",
+                path.display()
+            )));
+        }
+        tmp.persist(self.path(digest)).map_err(|e| e.error)?;
+        Ok(())
+    }
+
     /// Make `digest` available in the store: a stored copy is used as it is; otherwise the blob is downloaded,
     /// resuming a partial download an interrupted run left behind. Returns whether the bytes in the store were
     /// verified in this run: false for a stored copy, which its reader must hash (and on a mismatch, remove
