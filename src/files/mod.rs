@@ -13,7 +13,7 @@ mod stage;
 use std::path::PathBuf;
 
 pub use artifact::{ARTIFACT_TYPE, FileArtifact, artifact};
-pub use restore::{Restored, Segments, restore};
+pub use restore::{Elsewhere, Restored, Segments, restore};
 pub use stage::{StagedFile, stage};
 
 use crate::oci::digest::Digest;

@@ -90,6 +90,8 @@ pub enum DeliveryError {
     Referrers(#[from] ReferrersError),
     #[error(transparent)]
     Mirrors(#[from] MirrorError),
+    #[error(transparent)]
+    Files(#[from] crate::files::FileError),
     #[error("--values-out needs a chart (-c), and there is none")]
     NoChart,
     #[error("cannot write {path}")]
@@ -114,6 +116,7 @@ impl crate::support::hint::Hint for DeliveryError {
             ),
             DeliveryError::Referrers(e) => e.hint(),
             DeliveryError::Mirrors(e) => e.hint(),
+            DeliveryError::Files(e) => e.hint(),
             DeliveryError::NoChart => Some("export (or copy) with -c CHART, so the chart and its values travel".into()),
             DeliveryError::Values { .. } => None,
         }
@@ -355,6 +358,30 @@ impl Prepared {
             write_values(printer, contents, &target.destination, path)?;
         }
         self.write_mirrors(printer, target, false)
+    }
+
+    /// `--files-out DIR`: every file the bundle carries, from the archive (`segments_of`), or from the
+    /// destination when a delta leaves it to its base.
+    pub async fn write_files(
+        &self,
+        printer: &Printer,
+        dir: &Path,
+        contents: &BundleContents,
+        segments_of: &(dyn Fn(&crate::oci::digest::Digest) -> Option<crate::files::Segments> + Sync),
+    ) -> Result<(), DeliveryError> {
+        let files = contents.metadata.as_ref().map(|m| m.files.as_slice()).unwrap_or_default();
+        let elsewhere = |f: &crate::oci::layout::FileRecord| {
+            let p = self.plan.images.iter().find(|p| p.source.to_string() == f.image)?;
+            Some((self.client.clone(), p.target.repository().to_string()))
+        };
+        for f in crate::files::restore(files, segments_of, &elsewhere, dir).await? {
+            printer.info(format!(
+                "Wrote {} ({}), its sha256 checked",
+                f.path.display(),
+                crate::support::printer::human(f.size)
+            ));
+        }
+        Ok(())
     }
 
     /// `--mirrors-out DIR`: every runtime's config, and what it cannot cover.

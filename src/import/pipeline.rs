@@ -47,7 +47,7 @@ pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), Import
             check.abandon();
         }
         prepared.finish(at.printer, target, &contents).await?;
-        return write_files(at, args, &archive, &contents);
+        return write_files(at, args, &prepared, &archive, &contents).await;
     }
     // Something will be pushed: the archive must be proven sound first, so a damaged one pushes nothing.
     let (archive, contents) = match pending {
@@ -59,9 +59,9 @@ pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), Import
         None => (archive, contents),
     };
     let origin = push::ArchiveOrigin { archive: archive.clone(), blobs: &contents.blobs };
-    push_and_finish(at, args, prepared, &origin, &contents, started).await?;
+    push_and_finish(at, args, &prepared, &origin, &contents, started).await?;
     if !args.dry_run {
-        write_files(at, args, &archive, &contents)?;
+        write_files(at, args, &prepared, &archive, &contents).await?;
     }
     Ok(())
 }
@@ -76,33 +76,16 @@ pub(super) fn files_wanted(args: &ImportJob, contents: &BundleContents) -> Resul
 }
 
 /// `--files-out DIR`: every file written back from the archive, checked on the way.
-fn write_files(
+async fn write_files(
     at: Surroundings<'_>,
     args: &ImportJob,
+    prepared: &delivery::Prepared,
     archive: &Arc<ArchiveFile>,
     contents: &BundleContents,
 ) -> Result<(), ImportError> {
-    let segments = |d: &crate::oci::digest::Digest| contents.blobs.get(d).map(|e| vec![(archive.clone(), *e)]);
-    report_files(at, args, contents, &segments)
-}
-
-/// Write the files from wherever `segments` says their bytes are, and say what was written.
-pub(super) fn report_files(
-    at: Surroundings<'_>,
-    args: &ImportJob,
-    contents: &BundleContents,
-    segments: &dyn Fn(&crate::oci::digest::Digest) -> Option<crate::files::Segments>,
-) -> Result<(), ImportError> {
     let Some(dir) = &args.files_out else { return Ok(()) };
-    let files = contents.metadata.as_ref().map(|m| m.files.as_slice()).unwrap_or_default();
-    for f in crate::files::restore(files, segments, dir)? {
-        at.printer.info(format!(
-            "Wrote {} ({}), its sha256 checked",
-            f.path.display(),
-            crate::support::printer::human(f.size)
-        ));
-    }
-    Ok(())
+    let segments = |d: &crate::oci::digest::Digest| contents.blobs.get(d).map(|e| vec![(archive.clone(), *e)]);
+    Ok(prepared.write_files(at.printer, dir, contents, &segments).await?)
 }
 
 /// A `docker save` archive, verified in full: convert it (`convert`), then push as any
@@ -147,7 +130,7 @@ async fn import_docker_save(
         say_nothing_to_do(at, args, &prepared, &contents, started);
         return Ok(prepared.finish(at.printer, &args.target, &contents).await?);
     }
-    push_and_finish(at, args, prepared, &converted.origin, &contents, started).await
+    push_and_finish(at, args, &prepared, &converted.origin, &contents, started).await
 }
 
 /// Several inputs, or one that is a volume: a volume set. (Several inputs that are not volumes are refused
@@ -185,7 +168,7 @@ fn say_nothing_to_do(
 async fn push_and_finish(
     at: Surroundings<'_>,
     args: &ImportJob,
-    prepared: delivery::Prepared,
+    prepared: &delivery::Prepared,
     origin: &dyn push::BlobOrigin,
     contents: &BundleContents,
     started: std::time::Instant,

@@ -235,7 +235,9 @@ async fn push(
     if set.missing.is_empty() {
         if !args.dry_run {
             prepared.finish(at.printer, &args.target, contents).await?;
-            super::pipeline::report_files(at, args, contents, &|d| set.origin.segments(d))?;
+            if let Some(dir) = &args.files_out {
+                prepared.write_files(at.printer, dir, contents, &|d| set.origin.segments(d)).await?;
+            }
         }
         return Ok(());
     }

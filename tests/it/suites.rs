@@ -6,6 +6,8 @@
 
 use std::collections::BTreeSet;
 
+use std::path::Path;
+
 use crate::corpus::{CorpusChart, corpus, say};
 use crate::harness::*;
 
@@ -217,4 +219,74 @@ fn bad_suite_specs_are_refused_before_anything_is_downloaded() {
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..n).map(|_| rng.u8(..)).collect()
+}
+
+/// A suite of the fixture charts `platform` and `legacy` (which `platform` also vendors: their images overlap)
+/// with `files`, written for `ws`; `extra` adds more `files:` entries.
+fn fixture_suite(ws: &Workspace, charts: &Path, pinned: &str, extra: &str) -> String {
+    format!(
+        "charts:\n  - chart: {}\n    set: [\"pinned.image.digest={pinned}\"]\n  - chart: {}\nfiles:\n  - path: notes.txt\n{extra}",
+        charts.join("platform").display(),
+        charts.join("legacy").display(),
+    )
+}
+
+#[test]
+fn a_suite_delta_leaves_unchanged_files_to_its_base_and_its_volumes_import_whole() {
+    let ws = Workspace::new();
+    let world = Registry::start();
+    let charts = fixture_charts(&ws);
+    let (cfg, pinned) = seed_world(&ws, &world);
+    let cfg = cfg.to_str().unwrap();
+    let notes = random_bytes(10_000, 21);
+    std::fs::write(ws.path("notes.txt"), &notes).unwrap();
+    ws.write("week1.yaml", &fixture_suite(&ws, &charts, &pinned, ""));
+    ws.bundle(&["--registry-config", cfg, "export", "--no-helm", "--spec", "week1.yaml", "-o", "week1.tar.zst"])
+        .success();
+
+    // A week later: a new tool beside the same notes. The delta leaves the notes (and every image blob) to week 1.
+    let tool = random_bytes(3 * 1024 * 1024, 22);
+    std::fs::write(ws.path("tool.bin"), &tool).unwrap();
+    ws.write("week2.yaml", &fixture_suite(&ws, &charts, &pinned, "  - path: tool.bin\n"));
+    let spec2 = ["--registry-config", cfg, "export", "--no-helm", "--spec", "week2.yaml"];
+    let mut delta = spec2.to_vec();
+    delta.extend(["--since", "week1.tar.zst", "-o", "week2.tar.zst"]);
+    ws.bundle(&delta).success();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ws.bundle(&["inspect", "--json", "week2.tar.zst"]).success().stdout).unwrap();
+    assert_eq!(inspect["formatVersion"], 4, "a suite's delta is a suite");
+    let absent: Vec<&str> =
+        inspect["delta"]["absent"].as_array().unwrap().iter().map(|b| b["digest"].as_str().unwrap()).collect();
+    assert!(absent.contains(&sha256(&notes).as_str()), "the unchanged file travels again: {absent:?}");
+    assert!(!absent.contains(&sha256(&tool).as_str()), "the new file is left to a base that lacks it");
+
+    let dst = Registry::start();
+    let dest = format!("{}/p", dst.host());
+    ws.bundle(&["import", "-d", &dest, "week1.tar.zst"]).success();
+    let r = ws
+        .bundle(&["import", "-d", &dest, "week2.tar.zst", "--files-out", "week2-files", "--values-out", "v2"])
+        .success();
+    assert_eq!(std::fs::read(ws.path("week2-files/notes.txt")).unwrap(), notes, "the notes, from the destination");
+    assert_eq!(std::fs::read(ws.path("week2-files/tool.bin")).unwrap(), tool, "the tool, from the delta");
+    for chart in ["platform", "legacy"] {
+        assert!(ws.path(&format!("v2/{chart}-airgap-values.yaml")).is_file(), "{}", r.stderr);
+    }
+
+    // The same suite in volumes of 2 MiB: the tool spans them; imported together, everything lands.
+    let mut volumes = spec2.to_vec();
+    volumes.extend(["--volume-size", "2MiB", "-o", "vol.tar.zst"]);
+    ws.bundle(&volumes).success();
+    let parts: Vec<String> = listing(ws.dir.path()).into_iter().filter(|f| f.starts_with("vol.part")).collect();
+    let parts: Vec<&String> = parts.iter().filter(|f| f.ends_with(".tar.zst")).collect();
+    assert!(parts.len() >= 2, "one volume: {parts:?}");
+    let other = Registry::start();
+    let mut import = vec!["import".to_string(), "-d".into(), other.host(), "--files-out".into(), "vol-files".into()];
+    import.extend(parts.iter().map(|p| p.to_string()));
+    ws.bundle(&import.iter().map(String::as_str).collect::<Vec<_>>()).success();
+    assert_eq!(std::fs::read(ws.path("vol-files/tool.bin")).unwrap(), tool, "the tool, from its pieces");
+    assert_eq!(std::fs::read(ws.path("vol-files/notes.txt")).unwrap(), notes);
+    for chart in ["platform:1.4.0", "legacy:1.0.0"] {
+        let (name, version) = chart.split_once(':').unwrap();
+        assert!(get_manifest(&other.base_url(), &format!("charts/{name}"), version).is_some(), "{chart}");
+    }
 }
