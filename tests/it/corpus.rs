@@ -263,4 +263,13 @@ fn the_vendor_specs_carry_the_values_the_corpus_proves() {
         assert_eq!(spec.passes, chart.passes, "{id}");
         assert_eq!(Some(id.rsplit_once('-').unwrap().1), spec.version.as_deref(), "{id}");
     }
+    // The suite carries both charts with the same values and passes as their own specs.
+    let suite = bundle::commands::spec::BundleSpec::load(&root.join("bundles/suse-observability-suite.yaml")).unwrap();
+    let ids: Vec<String> = suite.charts.iter().map(|c| format!("{}-{}", c.chart, c.version.clone().unwrap())).collect();
+    assert_eq!(ids, ["suse-observability-2.10.3", "suse-observability-agent-1.5.44"]);
+    for (entry, id) in suite.charts.iter().zip(&ids) {
+        let chart = manifest.chart.iter().find(|c| &c.id == id).unwrap();
+        assert_eq!(split(&entry.set), split(&chart.set), "{id} in the suite");
+        assert_eq!(entry.passes, chart.passes, "{id} in the suite");
+    }
 }

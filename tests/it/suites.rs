@@ -223,7 +223,7 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 
 /// A suite of the fixture charts `platform` and `legacy` (which `platform` also vendors: their images overlap)
 /// with `files`, written for `ws`; `extra` adds more `files:` entries.
-fn fixture_suite(ws: &Workspace, charts: &Path, pinned: &str, extra: &str) -> String {
+fn fixture_suite(charts: &Path, pinned: &str, extra: &str) -> String {
     format!(
         "charts:\n  - chart: {}\n    set: [\"pinned.image.digest={pinned}\"]\n  - chart: {}\nfiles:\n  - path: notes.txt\n{extra}",
         charts.join("platform").display(),
@@ -240,14 +240,14 @@ fn a_suite_delta_leaves_unchanged_files_to_its_base_and_its_volumes_import_whole
     let cfg = cfg.to_str().unwrap();
     let notes = random_bytes(10_000, 21);
     std::fs::write(ws.path("notes.txt"), &notes).unwrap();
-    ws.write("week1.yaml", &fixture_suite(&ws, &charts, &pinned, ""));
+    ws.write("week1.yaml", &fixture_suite(&charts, &pinned, ""));
     ws.bundle(&["--registry-config", cfg, "export", "--no-helm", "--spec", "week1.yaml", "-o", "week1.tar.zst"])
         .success();
 
     // A week later: a new tool beside the same notes. The delta leaves the notes (and every image blob) to week 1.
     let tool = random_bytes(3 * 1024 * 1024, 22);
     std::fs::write(ws.path("tool.bin"), &tool).unwrap();
-    ws.write("week2.yaml", &fixture_suite(&ws, &charts, &pinned, "  - path: tool.bin\n"));
+    ws.write("week2.yaml", &fixture_suite(&charts, &pinned, "  - path: tool.bin\n"));
     let spec2 = ["--registry-config", cfg, "export", "--no-helm", "--spec", "week2.yaml"];
     let mut delta = spec2.to_vec();
     delta.extend(["--since", "week1.tar.zst", "-o", "week2.tar.zst"]);
