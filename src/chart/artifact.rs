@@ -21,22 +21,8 @@ pub fn oci_artifact(loaded: &super::source::LoadedChart) -> std::io::Result<Char
     let package = Bytes::from(loaded.package.clone());
     let config_digest = Digest::of(&config);
     let layer_digest = Digest::of(&package);
-    let config_desc = Descriptor {
-        media_type: HELM_CONFIG.into(),
-        digest: config_digest.clone(),
-        size: config.len() as u64,
-        platform: None,
-        annotations: None,
-        artifact_type: None,
-    };
-    let layer_desc = Descriptor {
-        media_type: HELM_CONTENT.into(),
-        digest: layer_digest.clone(),
-        size: loaded.package.len() as u64,
-        platform: None,
-        annotations: None,
-        artifact_type: None,
-    };
+    let config_desc = Descriptor::of_blob(HELM_CONFIG, config_digest.clone(), config.len() as u64);
+    let layer_desc = Descriptor::of_blob(HELM_CONTENT, layer_digest.clone(), loaded.package.len() as u64);
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

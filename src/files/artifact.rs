@@ -32,21 +32,10 @@ pub struct FileArtifact {
 pub fn artifact(file: &StagedFile) -> FileArtifact {
     let config = Bytes::from_static(EMPTY);
     let config_digest = Digest::of(&config);
-    let config_desc = Descriptor {
-        media_type: EMPTY_TYPE.into(),
-        digest: config_digest.clone(),
-        size: EMPTY.len() as u64,
-        platform: None,
-        annotations: None,
-        artifact_type: None,
-    };
+    let config_desc = Descriptor::of_blob(EMPTY_TYPE, config_digest.clone(), EMPTY.len() as u64);
     let layer = Descriptor {
-        media_type: LAYER_TYPE.into(),
-        digest: file.digest.clone(),
-        size: file.size,
-        platform: None,
         annotations: Some([(TITLE.to_string(), file.name.clone())].into()),
-        artifact_type: None,
+        ..Descriptor::of_blob(LAYER_TYPE, file.digest.clone(), file.size)
     };
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,

@@ -26,6 +26,15 @@ impl ImportJob {
     pub fn archive(&self) -> &Path {
         &self.archives[0]
     }
+
+    /// `--files-out` for a bundle without files is refused before anything is pushed.
+    pub fn files_wanted(&self, contents: &crate::archive::BundleContents) -> Result<(), ImportError> {
+        let carried = contents.metadata.as_ref().is_some_and(|m| !m.files.is_empty());
+        if self.files_out.is_some() && !carried {
+            return Err(crate::files::FileError::NoFiles.into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -39,7 +39,7 @@ pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), Import
             }
         },
     };
-    files_wanted(args, &contents)?;
+    args.files_wanted(&contents)?;
     let prepared = delivery::prepare(at, target, &contents, args.dry_run).await?;
     if prepared.nothing_to_do(&contents) && !args.dry_run {
         say_nothing_to_do(at, args, &prepared, &contents, started);
@@ -62,15 +62,6 @@ pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), Import
     push_and_finish(at, args, &prepared, &origin, &contents, started).await?;
     if !args.dry_run {
         write_files(at, args, &prepared, &archive, &contents).await?;
-    }
-    Ok(())
-}
-
-/// `--files-out` for a bundle without files is refused before anything is pushed.
-pub(super) fn files_wanted(args: &ImportJob, contents: &BundleContents) -> Result<(), ImportError> {
-    let carried = contents.metadata.as_ref().is_some_and(|m| !m.files.is_empty());
-    if args.files_out.is_some() && !carried {
-        return Err(crate::files::FileError::NoFiles.into());
     }
     Ok(())
 }
@@ -124,7 +115,7 @@ async fn import_docker_save(
     progress.finish();
     at.printer.detail(format!("compressed the layers in {:.1?}", progress.elapsed()));
     let contents = converted.contents;
-    files_wanted(args, &contents)?;
+    args.files_wanted(&contents)?;
     let prepared = delivery::prepare(at, &args.target, &contents, args.dry_run).await?;
     if prepared.nothing_to_do(&contents) && !args.dry_run {
         say_nothing_to_do(at, args, &prepared, &contents, started);

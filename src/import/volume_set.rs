@@ -204,7 +204,7 @@ async fn push(
             set.incomplete.len()
         ));
     }
-    super::pipeline::files_wanted(args, contents)?;
+    args.files_wanted(contents)?;
     let prepared = delivery::prepare(at, &args.target, contents, args.dry_run).await?;
     if prepared.nothing_to_do(contents) && !args.dry_run {
         for u in unproven {

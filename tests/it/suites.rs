@@ -290,3 +290,17 @@ fn a_suite_delta_leaves_unchanged_files_to_its_base_and_its_volumes_import_whole
         assert!(get_manifest(&other.base_url(), &format!("charts/{name}"), version).is_some(), "{chart}");
     }
 }
+
+#[test]
+fn files_out_of_a_bundle_without_files_is_refused_before_anything_is_pushed() {
+    let src = Registry::start();
+    let set = seed_sample(&src.base_url(), 63, 4096);
+    let ws = Workspace::new();
+    ws.export(&[set.images[0].reference(&src.host())], "plain.tar.zst");
+    let dst = Registry::start();
+    let r = ws.bundle(&["import", "-d", &dst.host(), "plain.tar.zst", "--files-out", "out"]).failure();
+    assert!(r.stderr.contains("--files-out: the archive carries no files"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: export with a spec that lists `files:`"), "{}", r.stderr);
+    dst.assert_untouched("an import refused for --files-out");
+    assert!(!ws.path("out").exists());
+}
