@@ -120,6 +120,29 @@ fn a_suite_of_two_charts_an_image_and_files_lands_whole_and_each_chart_pulls_onl
         "the shared base layer is stored more than once"
     );
 
+    // The SPDX inventory: both charts, each depending on images, and the two files.
+    let spdx: serde_json::Value =
+        serde_json::from_str(&ws.bundle(&["inspect", "--format", "spdx-json", "suite.tar.zst"]).success().stdout)
+            .unwrap();
+    let packages = spdx["packages"].as_array().unwrap();
+    let purpose = |p: &str| packages.iter().filter(|x| x["primaryPackagePurpose"] == p).count();
+    assert_eq!(purpose("FILE"), 2, "{spdx:#}");
+    let chart_ids: Vec<&str> = packages
+        .iter()
+        .filter(|x| x["primaryPackagePurpose"] == "APPLICATION")
+        .map(|x| x["SPDXID"].as_str().unwrap())
+        .collect();
+    assert_eq!(chart_ids.len(), 2);
+    for id in chart_ids {
+        let depends = spdx["relationships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["spdxElementId"] == id && r["relationshipType"] == "DEPENDS_ON")
+            .count();
+        assert!(depends > 0, "{id} depends on no image");
+    }
+
     let dest = format!("{}/site", dst.host());
     let import = ws
         .bundle(&["import", "-d", &dest, "suite.tar.zst", "--values-out", "values", "--files-out", "files"])
@@ -135,6 +158,16 @@ fn a_suite_of_two_charts_an_image_and_files_lands_whole_and_each_chart_pulls_onl
             "{name} not at charts/{name}"
         );
     }
+    // The file's artifact at the destination is oras's shape: its one layer is the file, titled with its name.
+    let repo = "site/files/install-sh";
+    let tag = &sha256(&install)["sha256:".len()..][..16];
+    let (manifest, _) = get_manifest(&dst.base_url(), repo, tag).expect("the file's artifact at the destination");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(manifest["artifactType"], "application/vnd.bundle.file.v1");
+    let layer = &manifest["layers"][0];
+    assert_eq!(layer["annotations"]["org.opencontainers.image.title"], "install.sh");
+    assert_eq!(get_blob(&dst.base_url(), repo, layer["digest"].as_str().unwrap()).unwrap(), install);
+    assert!(import.stderr.contains(&format!("File install.sh: {dest}/files/install-sh:{tag}")), "{}", import.stderr);
     assert_eq!(std::fs::read(ws.path("files/install.sh")).unwrap(), install, "install.sh changed on its way");
     assert_eq!(std::fs::read(ws.path("files/cli.tar.gz")).unwrap(), cli, "cli.tar.gz changed on its way");
     for r in &refs {
