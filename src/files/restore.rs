@@ -169,3 +169,25 @@ fn from_archive(f: &FileRecord, segments: &Segments, dir: &Path) -> Result<Resto
         Ok(Restored { name: f.name.clone(), path, size })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_leaves_dir_is_refused_and_nothing_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        let evil = FileRecord {
+            name: "../evil".into(),
+            digest: Digest::of(b"x"),
+            size: 1,
+            image: "docker.io/files/evil:0".into(),
+            origin: "hostile".into(),
+        };
+        let good = FileRecord { name: "ok.txt".into(), ..evil.clone() };
+        let err = restore(&[good, evil], &|_| None, &|_| None, &dir).await.unwrap_err();
+        assert!(matches!(err, FileError::BadName { ref name, .. } if name == "../evil"), "{err:?}");
+        assert!(!dir.exists() && !tmp.path().join("evil").exists(), "something was written");
+    }
+}
