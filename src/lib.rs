@@ -4,7 +4,8 @@
 //! capability, from the top down: `commands` (one file per subcommand, the command line, specs) → `export`
 //! (references to an archive) → `volumes` (an archive in pieces) and `chart` (a chart's images and values) and `files` (files that travel
 //! beside the images) and
-//! `check` (does a destination hold what pods will pull) → `import` (images into a registry, ECR included) →
+//! `check` (does a destination hold what pods will pull) and `serve` (archives as a read-only registry) →
+//! `import` (images into a registry, ECR included) →
 //! `mirrors` (runtime configs that find the pushed images by their original names) →
 //! `archive` (the format: read, prove, write) and `registry` (our distribution client) → `oci` (references,
 //! digests, manifests, layouts, platforms) → `support` (output, hints, errors, environment, child processes).
@@ -25,5 +26,6 @@ pub mod import;
 pub mod mirrors;
 pub mod oci;
 pub mod registry;
+pub mod serve;
 pub mod support;
 pub mod volumes;

@@ -136,6 +136,25 @@ Examples:
     )]
     Import(ImportArgs),
 
+    /// Serve archives as a read-only registry, straight from the files.
+    #[command(
+        long_about = "\
+Serve archives as a read-only registry, straight from the files.
+
+The archives (a base with its deltas, the volumes of a set, OCI layout directories) are proven at start (their \
+sidecars, or in full with --verify-full) and served where they lie: no extraction, no second copy. Images are named \
+as import would push them to ADDR[/PREFIX] (the same mapping flags), so the values file and mirror configs written \
+here are the ones import writes for that address. Manifests by tag and digest, blobs (with Range), tags/list, \
+_catalog and the Referrers API; every write is refused. SIGINT or SIGTERM stops accepting, lets responses in \
+flight end, and exits 0.",
+        after_help = "\
+Examples:
+  bundle serve images.tar.zst                                  # http://127.0.0.1:5000
+  bundle serve --listen 127.0.0.1:5050 --prefix mirror base.tar.zst week2.tar.zst
+  bundle serve --values-out airgap-values.yaml --mirrors-out mirrors/ product.tar.zst"
+    )]
+    Serve(ServeArgs),
+
     /// Copy images straight from their registries into another one, without an archive.
     #[command(
         long_about = "\
@@ -496,6 +515,50 @@ pub struct VerifyArgs {
     /// progress and warnings stay on stderr, and the exit status is the same.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Archives to serve: a base and its deltas, the volumes of a set (or their directory), layout directories.
+    #[arg(value_name = "ARCHIVE", required = true, num_args = 1..)]
+    pub archives: Vec<PathBuf>,
+
+    /// The address to listen on. Only loopback addresses are served without --insecure (no TLS yet).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:5000")]
+    pub listen: std::net::SocketAddr,
+
+    /// The registry name clients use to reach this server (in the values file and mirror configs); default:
+    /// the listen address.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub name: Option<String>,
+
+    /// Serve every image under this path prefix, as import -d ADDR/PREFIX would push it.
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+
+    /// Keep only the last path component of each image, as import --flatten.
+    #[arg(long, conflicts_with = "keep_host")]
+    pub flatten: bool,
+
+    /// Put the source registry host first in each path, as import --keep-host.
+    #[arg(long)]
+    pub keep_host: bool,
+
+    /// Prove each archive by reading it whole, instead of by its .sha256 sidecar.
+    #[arg(long)]
+    pub verify_full: bool,
+
+    /// Listen on an address beyond loopback over plain HTTP, without authentication.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Write the Helm values that make the chart(s) pull every image from this server.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub values_out: Option<PathBuf>,
+
+    /// Write every container runtime's mirror config for this server into DIR (docs/mirrors.md).
+    #[arg(long, value_name = "DIR")]
+    pub mirrors_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

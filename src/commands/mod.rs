@@ -14,6 +14,7 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod results;
+pub mod serve;
 pub mod settings;
 pub mod spec;
 pub mod split;
@@ -49,6 +50,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     let on_interrupt = interrupted_message(&command);
+    let serving = matches!(command, Command::Serve(_));
     let result = runtime.block_on(async {
         let mut ctx = Context::new(&cli.global, printer.clone())?;
         if json.is_some() {
@@ -67,9 +69,14 @@ pub fn run(cli: Cli) -> ExitCode {
                 Command::Split(args) => split::run(&ctx, args).await,
                 Command::Images(args) => images::run(&ctx, settings::ImagesSettings::new(args)?).await,
                 Command::Check(args) => check::run(&ctx, settings::CheckSettings::new(args)?).await,
+                Command::Serve(args) => serve::run(&ctx, settings::serve_settings(args)?).await,
                 Command::Completions(_) | Command::Manpage => unreachable!("handled without a runtime"),
             }
         };
+        // A server stops on SIGINT or SIGTERM by itself, letting responses in flight end: a success.
+        if serving {
+            return work.await.map(|()| ExitCode::SUCCESS);
+        }
         // On Ctrl-C or SIGTERM the command's future is dropped, which removes its temporary files.
         tokio::select! {
             r = work => r.map(|()| ExitCode::SUCCESS),
@@ -130,7 +137,7 @@ fn interrupted_message(command: &Command) -> &'static str {
         Command::Split(_) => "no volume was written under its name",
         Command::Images(_) => "the image list is incomplete",
         Command::Check(_) => "the check did not finish; nothing was changed",
-        Command::Inspect(_) | Command::Completions(_) | Command::Manpage => "nothing was changed",
+        Command::Inspect(_) | Command::Serve(_) | Command::Completions(_) | Command::Manpage => "nothing was changed",
     }
 }
 

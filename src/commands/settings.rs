@@ -346,6 +346,46 @@ fn destination_settings(args: DestinationArgs) -> Outcome<DestinationSettings> {
     }
 }
 
+/// One `bundle serve`: the library's `ServeJob`.
+pub use crate::serve::ServeJob as ServeSettings;
+
+pub fn serve_settings(args: crate::commands::cli::ServeArgs) -> Outcome<ServeSettings> {
+    if !args.listen.ip().is_loopback() && !args.insecure {
+        return Err(Failure::user(
+            format!("--listen {}: beyond loopback this server would answer anyone, over plain HTTP", args.listen),
+            "listen on 127.0.0.1 (the default), or add --insecure to serve the network without TLS or authentication",
+        ));
+    }
+    let name = args.name.clone().unwrap_or_else(|| args.listen.to_string());
+    let text = match &args.prefix {
+        Some(p) => format!("{name}/{}", p.trim_matches('/')),
+        None => name,
+    };
+    let mapping = if args.flatten {
+        Mapping::Flatten
+    } else if args.keep_host {
+        Mapping::KeepHost
+    } else {
+        Mapping::Path
+    };
+    let destination = Destination::parse(&text)
+        .map_err(|e| {
+            Failure::user(
+                format!("invalid --name or --prefix: {e}"),
+                "write --name as host[:port] and --prefix as a path, e.g. --prefix mirror",
+            )
+        })?
+        .with_mapping(mapping);
+    Ok(ServeSettings {
+        inputs: crate::volumes::expand_inputs(&args.archives).explain("cannot find the archive to serve")?,
+        listen: args.listen,
+        destination,
+        verify_full: args.verify_full,
+        values_out: args.values_out,
+        mirrors_out: args.mirrors_out,
+    })
+}
+
 /// One import: the library's `ImportJob`.
 pub use crate::import::pipeline::ImportJob as ImportSettings;
 

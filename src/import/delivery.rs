@@ -485,6 +485,16 @@ fn write_values(
     out: &Path,
 ) -> Result<(), DeliveryError> {
     let charts = contents.metadata.as_ref().map(|m| m.all_charts()).unwrap_or_default();
+    write_values_for(printer, &charts, dest, out)
+}
+
+/// The values files of `charts` for `dest` (import's, copy's, and serve's for its own address).
+pub fn write_values_for(
+    printer: &Printer,
+    charts: &[&crate::oci::layout::ChartRecord],
+    dest: &Destination,
+    out: &Path,
+) -> Result<(), DeliveryError> {
     if charts.is_empty() {
         return Err(DeliveryError::NoChart);
     }

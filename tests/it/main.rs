@@ -22,5 +22,6 @@ mod properties;
 mod referrers;
 mod results;
 mod roundtrip;
+mod serve;
 mod suites;
 mod volumes;

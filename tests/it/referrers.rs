@@ -65,18 +65,18 @@ fn referrers_index(entries: &[(&Blob, &str)]) -> Blob {
     Blob::new(text.into_bytes())
 }
 
-struct Signed {
-    set: SampleSet,
+pub(crate) struct Signed {
+    pub(crate) set: SampleSet,
     /// (tag, manifest) of every cosign-tag artifact.
     tags: Vec<(String, Blob)>,
-    sbom: Blob,
+    pub(crate) sbom: Blob,
     /// The tag schema's index listing the SBOM, as the source holds it.
     index: Blob,
     /// The platform manifest the SBOM is attached to.
-    sbom_subject: String,
+    pub(crate) sbom_subject: String,
 }
 
-fn seed_signed(base: &str) -> Signed {
+pub(crate) fn seed_signed(base: &str) -> Signed {
     let set = seed_sample(base, 91, 32 * 1024);
     let p = Pusher::new(base);
     let agent = &set.images[0];

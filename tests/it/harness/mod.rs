@@ -6,6 +6,7 @@ pub mod fixtures;
 pub mod moto;
 pub mod proxy;
 pub mod registry;
+pub mod serve;
 pub mod tls;
 pub mod token;
 
@@ -18,6 +19,7 @@ pub use fixtures::*;
 pub use moto::*;
 pub use proxy::{Fault, FaultProxy};
 pub use registry::*;
+pub use serve::ServeProcess;
 pub use tls::{server_cert, test_ca};
 pub use token::{TOKEN_USER, TokenRegistry};
 
