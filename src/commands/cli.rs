@@ -523,7 +523,7 @@ pub struct ServeArgs {
     #[arg(value_name = "ARCHIVE", required = true, num_args = 1..)]
     pub archives: Vec<PathBuf>,
 
-    /// The address to listen on. Only loopback addresses are served without --insecure (no TLS yet).
+    /// The address to listen on. Beyond loopback, serve HTTPS (--tls-cert, --tls-key), or add --insecure.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:5000")]
     pub listen: std::net::SocketAddr,
 
@@ -548,7 +548,19 @@ pub struct ServeArgs {
     #[arg(long)]
     pub verify_full: bool,
 
-    /// Listen on an address beyond loopback over plain HTTP, without authentication.
+    /// Serve HTTPS with this certificate chain (PEM); with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Ask every client for a user's password, from an htpasswd file of bcrypt hashes (`htpasswd -B`).
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// Listen on an address beyond loopback over plain HTTP.
     #[arg(long)]
     pub insecure: bool,
 

@@ -350,10 +350,20 @@ fn destination_settings(args: DestinationArgs) -> Outcome<DestinationSettings> {
 pub use crate::serve::ServeJob as ServeSettings;
 
 pub fn serve_settings(args: crate::commands::cli::ServeArgs) -> Outcome<ServeSettings> {
-    if !args.listen.ip().is_loopback() && !args.insecure {
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(Failure::user(
+                "--tls-cert and --tls-key go together",
+                "give the certificate chain and its key, both PEM",
+            ));
+        }
+    };
+    if !args.listen.ip().is_loopback() && tls.is_none() && !args.insecure {
         return Err(Failure::user(
-            format!("--listen {}: beyond loopback this server would answer anyone, over plain HTTP", args.listen),
-            "listen on 127.0.0.1 (the default), or add --insecure to serve the network without TLS or authentication",
+            format!("--listen {}: beyond loopback this server would answer over plain HTTP", args.listen),
+            "give --tls-cert and --tls-key (and --htpasswd for who may pull), listen on 127.0.0.1 (the default), or add --insecure",
         ));
     }
     let name = args.name.clone().unwrap_or_else(|| args.listen.to_string());
@@ -383,6 +393,8 @@ pub fn serve_settings(args: crate::commands::cli::ServeArgs) -> Outcome<ServeSet
         verify_full: args.verify_full,
         values_out: args.values_out,
         mirrors_out: args.mirrors_out,
+        tls,
+        htpasswd: args.htpasswd,
     })
 }
 

@@ -7,6 +7,7 @@
 //! answered from it (`routes`), blobs decoded frame by frame as they are sent (`blob`). Read-only: the server
 //! writes nothing, anywhere.
 
+mod access;
 mod blob;
 pub mod catalog;
 mod routes;
@@ -28,6 +29,8 @@ use crate::support::printer::Printer;
 const READERS: usize = 32;
 /// How long in-flight responses may take to end after SIGINT or SIGTERM.
 const DRAIN: Duration = Duration::from_secs(30);
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(30);
 
 /// One `bundle serve`, as the flags said.
 pub struct ServeJob {
@@ -39,6 +42,10 @@ pub struct ServeJob {
     pub verify_full: bool,
     pub values_out: Option<PathBuf>,
     pub mirrors_out: Option<PathBuf>,
+    /// `--tls-cert` and `--tls-key`: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--htpasswd`: basic auth for every request.
+    pub htpasswd: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +70,8 @@ pub enum ServeError {
     Delivery(#[from] crate::import::delivery::DeliveryError),
     #[error(transparent)]
     Mirrors(#[from] crate::mirrors::MirrorError),
+    #[error(transparent)]
+    Access(#[from] access::AccessError),
 }
 
 impl crate::support::hint::Hint for ServeError {
@@ -80,12 +89,21 @@ impl crate::support::hint::Hint for ServeError {
             ServeError::Listen { .. } => Some("choose another --listen address, or stop what holds this one".into()),
             ServeError::Delivery(e) => e.hint(),
             ServeError::Mirrors(e) => e.hint(),
+            ServeError::Access(e) => e.hint(),
         }
     }
 }
 
 /// Prove and load every input, answer requests until SIGINT or SIGTERM, then let in-flight responses end.
 pub async fn serve(printer: &Printer, job: &ServeJob) -> Result<(), ServeError> {
+    let tls = match &job.tls {
+        Some((cert, key)) => Some(access::tls(cert, key)?),
+        None => None,
+    };
+    let users = match &job.htpasswd {
+        Some(path) => Some(access::Users::load(path)?),
+        None => None,
+    };
     let inputs = load(printer, job).await?;
     let catalog = Catalog::build(&inputs, &job.destination)?;
     write_configs(printer, job, &inputs, &catalog)?;
@@ -93,19 +111,22 @@ pub async fn serve(printer: &Printer, job: &ServeJob) -> Result<(), ServeError> 
         .await
         .map_err(|source| ServeError::Listen { addr: job.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: job.listen, source })?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     printer.info(format!(
-        "Serving {} images ({} repositories, {} blobs) of {} at http://{addr} as {}; read-only; Ctrl-C stops",
+        "Serving {} images ({} repositories, {} blobs) of {} at {scheme}://{addr} as {}{}; read-only; Ctrl-C stops",
         catalog.pushed.len(),
         catalog.repositories.len(),
         catalog.blobs.len(),
         inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
         crate::chart::values_out::destination_text(&job.destination),
+        if users.is_some() { ", basic auth" } else { "" },
     ));
     let log_printer = printer.clone();
     let warn_printer = printer.clone();
     let server = Arc::new(routes::Server {
         catalog,
         readers: Arc::new(tokio::sync::Semaphore::new(READERS)),
+        users,
         log: Box::new(move |line| log_printer.detail(line)),
         warn: Arc::new(move |line| warn_printer.warn(line)),
     });
@@ -121,12 +142,17 @@ pub async fn serve(printer: &Printer, job: &ServeJob) -> Result<(), ServeError> 
             _ = terminate.recv() => break,
         };
         let Ok((stream, _)) = accepted else { continue };
-        let server = server.clone();
-        let service = hyper::service::service_fn(move |req| routes::handle(server.clone(), req));
-        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(conn);
+        let (server, watcher, tls) = (server.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            let _ = watched.await;
+            match tls {
+                None => connection(stream, server, watcher).await,
+                // The handshake runs in the connection's own task, bounded, so a slow client holds up no other.
+                Some(acceptor) => {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                        connection(stream, server, watcher).await;
+                    }
+                }
+            }
         });
     }
     drop(listener);
@@ -135,6 +161,16 @@ pub async fn serve(printer: &Printer, job: &ServeJob) -> Result<(), ServeError> 
         printer.warn(format!("responses still in flight after {DRAIN:?} were cut off"));
     }
     Ok(())
+}
+
+/// One connection's requests, until it closes or the server drains.
+async fn connection<S>(stream: S, server: Arc<routes::Server>, watcher: hyper_util::server::graceful::Watcher)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| routes::handle(server.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let _ = watcher.watch(conn).await;
 }
 
 /// Every input proven and loaded: archives and layout directories on their own, volumes put together by set.
@@ -213,7 +249,7 @@ fn write_configs(printer: &Printer, job: &ServeJob, inputs: &[Served], catalog: 
         let host = crate::mirrors::MirrorHost {
             registry: job.destination.registry.clone(),
             prefix: job.destination.prefix.clone(),
-            plain_http: true,
+            plain_http: job.tls.is_none(),
             skip_verify: false,
             ca: None,
             client: None,

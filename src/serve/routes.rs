@@ -21,6 +21,8 @@ pub struct Server {
     pub catalog: Catalog,
     /// Blobs read at once, across every client.
     pub readers: Arc<Semaphore>,
+    /// `--htpasswd`: every request must carry a user's password.
+    pub users: Option<super::access::Users>,
     /// Told of every request (the access log) and of damaged bytes.
     pub log: Box<dyn Fn(String) + Send + Sync>,
     pub warn: Arc<dyn Fn(String) + Send + Sync>,
@@ -30,7 +32,16 @@ pub async fn handle<B>(server: Arc<Server>, req: Request<B>) -> Result<Response<
     let (method, path, query) =
         (req.method().clone(), req.uri().path().to_string(), req.uri().query().map(str::to_string));
     let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let response = route(&server, &method, &path, query.as_deref(), range.as_deref());
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let response = match &server.users {
+        Some(users) if !users.allows(authorization) => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"bundle serve\""));
+            r
+        }
+        _ => route(&server, &method, &path, query.as_deref(), range.as_deref()),
+    };
     (server.log)(format!("{method} {path} {}", response.status().as_u16()));
     Ok(response)
 }

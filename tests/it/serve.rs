@@ -339,3 +339,68 @@ fn volumes_are_served_together_and_a_damaged_frame_never_reaches_a_client() {
     let (_, stderr) = served.stop();
     assert!(stderr.contains(&format!("blob {} was not sent whole", layer.digest)), "{stderr}");
 }
+
+#[test]
+fn over_tls_with_an_htpasswd_only_a_user_pulls() {
+    let src = Registry::start();
+    let set = seed_sample(&src.base_url(), 75, 8192);
+    let ws = Workspace::new();
+    let nginx = &set.images[2];
+    ws.export(&[nginx.reference(&src.host())], "one.tar.zst");
+    let (ca, issuer) = test_ca(&ws, "serve-ca");
+    let (cert, key) = server_cert(&ws, &issuer);
+    let hash = bcrypt::hash_with_result("s3cret-pass", 4).unwrap().format_for_version(bcrypt::Version::TwoY);
+    ws.write("htpasswd", &format!("site:{hash}\n"));
+    let served = ServeProcess::start(
+        &ws,
+        &[],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--htpasswd",
+            "htpasswd",
+            "one.tar.zst",
+        ],
+    );
+    let https = reqwest::blocking::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])
+        .build()
+        .unwrap();
+    let url = format!("https://{}/v2/{}/manifests/{}", served.host(), nginx.repo, nginx.tag);
+    let refused = https.get(&url).send().unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Basic realm=\"bundle serve\"");
+    assert_eq!(https.get(&url).basic_auth("site", Some("wrong")).send().unwrap().status().as_u16(), 401);
+    let ok = https.get(&url).basic_auth("site", Some("s3cret-pass")).send().unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(sha256(&ok.bytes().unwrap()), nginx.root.digest);
+
+    // skopeo, trusting the CA and giving the user, copies the image out with its digest; without the user, not.
+    let certs = ws.path("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    let dst = Registry::start();
+    let copy = |creds: Option<&str>| {
+        let mut args = vec![
+            "copy".to_string(),
+            "--src-cert-dir".into(),
+            certs.display().to_string(),
+            "--dest-tls-verify=false".into(),
+        ];
+        if let Some(c) = creds {
+            args.extend(["--src-creds".into(), c.into()]);
+        }
+        args.push(format!("docker://{}/{}:{}", served.host(), nginx.repo, nginx.tag));
+        args.push(format!("docker://{}/{}:{}", dst.host(), nginx.repo, nginx.tag));
+        bounded("skopeo", &args.iter().map(String::as_str).collect::<Vec<_>>(), ws.dir.path())
+    };
+    assert!(!copy(None).status.success(), "skopeo pulled without a user");
+    succeeded("skopeo copy over TLS with basic auth", &copy(Some("site:s3cret-pass")));
+    assert_image_at(&dst.base_url(), &nginx.repo, &nginx.tag, nginx);
+
+    // Beyond loopback: plain HTTP is refused unless asked for.
+    let r = ws.bundle(&["serve", "--listen", "0.0.0.0:1", "one.tar.zst"]).failure();
+    assert!(r.stderr.contains("beyond loopback this server would answer over plain HTTP"), "{}", r.stderr);
+}
