@@ -404,3 +404,25 @@ fn over_tls_with_an_htpasswd_only_a_user_pulls() {
     let r = ws.bundle(&["serve", "--listen", "0.0.0.0:1", "one.tar.zst"]).failure();
     assert!(r.stderr.contains("beyond loopback this server would answer over plain HTTP"), "{}", r.stderr);
 }
+
+#[test]
+fn its_mirror_configs_send_pulls_by_the_original_name_to_the_server() {
+    let mut src = Registry::start();
+    let set = seed_sample(&src.base_url(), 76, 8192);
+    let ws = Workspace::new();
+    let nginx = &set.images[2];
+    let original = nginx.reference(&src.host());
+    ws.export(std::slice::from_ref(&original), "one.tar.zst");
+    let served = ServeProcess::start(&ws, &[], &["--prefix", "gap", "--mirrors-out", "mirrors", "one.tar.zst"]);
+    // The source is gone: only the server can answer for its name.
+    src.stop();
+    let conf = ws.path("mirrors/registries.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains(&format!("location = \"{}/gap\"", served.host())), "{text}");
+    let podman = Podman::new();
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf.to_str().unwrap())];
+    succeeded("podman pull by the original name", &podman.run_with(&["pull", "-q", &original], &env, ws.dir.path()));
+    let digest =
+        succeeded("inspect", &podman.run(&["image", "inspect", "--format", "{{.Digest}}", &original], ws.dir.path()));
+    assert_eq!(digest.trim(), nginx.root.digest);
+}
