@@ -30,25 +30,14 @@ pub fn oci_artifact(loaded: &super::source::LoadedChart) -> std::io::Result<Char
         "layers": [layer_desc],
     }))
     .expect("manifest serialises");
-    let digest = Digest::of(&manifest);
     let source =
         crate::oci::reference::ImageRef::parse(&format!("charts/{}:{}", meta.name, meta.version.replace('+', "_")))
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("chart name: {e}")))?;
-    let image = crate::export::resolve::ResolvedImage {
+    let image = crate::export::resolve::ResolvedImage::made(
         source,
-        digest: digest.clone(),
-        media_type: OCI_MANIFEST.into(),
-        manifest_size: manifest.len() as u64,
-        platforms: vec![],
-        manifests: vec![crate::registry::PulledManifest {
-            digest,
-            media_type: OCI_MANIFEST.into(),
-            bytes: manifest.into(),
-        }],
-        blobs: vec![config_desc, layer_desc],
-        made: Some(crate::export::resolve::Made::Chart),
-        selection: None,
-        artifact: None,
-    };
+        crate::export::resolve::Made::Chart,
+        manifest,
+        vec![config_desc, layer_desc],
+    );
     Ok(ChartArtifact { image, blobs: vec![(config_digest, config), (layer_digest, package)] })
 }

@@ -321,13 +321,7 @@ pub use crate::import::delivery::Target as DestinationSettings;
 
 fn destination_settings(args: DestinationArgs) -> Outcome<DestinationSettings> {
     {
-        let mapping = if args.flatten {
-            Mapping::Flatten
-        } else if args.keep_host {
-            Mapping::KeepHost
-        } else {
-            Mapping::Path
-        };
+        let mapping = mapping_of(args.flatten, args.keep_host);
         let destination = Destination::parse(&args.destination)
             .map_err(|e| {
                 Failure::user(
@@ -343,6 +337,17 @@ fn destination_settings(args: DestinationArgs) -> Outcome<DestinationSettings> {
             mirrors_out: args.mirrors_out,
             ecr: ecr_settings(&args.ecr)?,
         })
+    }
+}
+
+/// `--flatten` / `--keep-host` (clap keeps them apart) as a mapping.
+fn mapping_of(flatten: bool, keep_host: bool) -> Mapping {
+    if flatten {
+        Mapping::Flatten
+    } else if keep_host {
+        Mapping::KeepHost
+    } else {
+        Mapping::Path
     }
 }
 
@@ -371,13 +376,7 @@ pub fn serve_settings(args: crate::commands::cli::ServeArgs) -> Outcome<ServeSet
         Some(p) => format!("{name}/{}", p.trim_matches('/')),
         None => name,
     };
-    let mapping = if args.flatten {
-        Mapping::Flatten
-    } else if args.keep_host {
-        Mapping::KeepHost
-    } else {
-        Mapping::Path
-    };
+    let mapping = mapping_of(args.flatten, args.keep_host);
     let destination = Destination::parse(&text)
         .map_err(|e| {
             Failure::user(

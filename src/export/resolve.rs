@@ -54,6 +54,24 @@ impl ResolvedImage {
         self.made.is_some()
     }
 
+    /// An OCI image manifest we wrote (`manifest`, its bytes), named `source`, over `blobs`.
+    pub fn made(source: ImageRef, made: Made, manifest: Vec<u8>, blobs: Vec<Descriptor>) -> ResolvedImage {
+        use crate::oci::manifest::OCI_MANIFEST;
+        let digest = Digest::of(&manifest);
+        ResolvedImage {
+            source,
+            digest: digest.clone(),
+            media_type: OCI_MANIFEST.into(),
+            manifest_size: manifest.len() as u64,
+            platforms: vec![],
+            manifests: vec![PulledManifest { digest, media_type: OCI_MANIFEST.into(), bytes: manifest.into() }],
+            blobs,
+            made: Some(made),
+            selection: None,
+            artifact: None,
+        }
+    }
+
     /// Bytes of every distinct manifest and blob.
     pub fn size(&self) -> u64 {
         self.manifests.iter().map(|m| m.bytes.len() as u64).sum::<u64>()

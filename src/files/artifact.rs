@@ -45,7 +45,6 @@ pub fn artifact(file: &StagedFile) -> FileArtifact {
         "layers": [layer],
     }))
     .expect("manifest serialises");
-    let digest = Digest::of(&manifest);
     let source = ImageRef::parse(&format!("files/{}:{}", super::repository_name(&file.name), &file.digest.hex()[..16]))
         .expect("a validated name makes a valid reference");
     let record = FileRecord {
@@ -55,21 +54,6 @@ pub fn artifact(file: &StagedFile) -> FileArtifact {
         image: source.to_string(),
         origin: file.origin.clone(),
     };
-    let image = ResolvedImage {
-        source,
-        digest: digest.clone(),
-        media_type: OCI_MANIFEST.into(),
-        manifest_size: manifest.len() as u64,
-        platforms: vec![],
-        manifests: vec![crate::registry::PulledManifest {
-            digest,
-            media_type: OCI_MANIFEST.into(),
-            bytes: manifest.into(),
-        }],
-        blobs: vec![config_desc, layer],
-        made: Some(Made::File),
-        selection: None,
-        artifact: None,
-    };
+    let image = ResolvedImage::made(source, Made::File, manifest, vec![config_desc, layer]);
     FileArtifact { image, config: (config_digest, config), record }
 }
