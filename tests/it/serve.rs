@@ -69,6 +69,12 @@ fn every_client_pulls_the_sources_digests_from_a_served_archive() {
     let pinned = format!("{}/{}@{}", served.host(), agent.repo, agent.root.digest);
     ws.bundle(&["copy", "--image", &pinned, "-d", &again.host()]).success();
     assert_image_at(&again.base_url(), &agent.repo, &agent.root.digest, agent);
+    // And export reads it as any registry: the archive of it has the source's digests.
+    let re = format!("{}/{}:{}", served.host(), wait.repo, wait.tag);
+    ws.bundle(&["export", "--image", &re, "-o", "again.tar.zst"]).success();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ws.bundle(&["inspect", "--json", "again.tar.zst"]).success().stdout).unwrap();
+    assert_eq!(inspect["images"][0]["digest"], wait.root.digest.as_str());
 
     // Range: exactly the bytes asked for.
     let layer = &agent.blobs.iter().max_by_key(|b| b.bytes.len()).unwrap();
