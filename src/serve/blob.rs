@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::catalog::Segments;
 use crate::archive::BlobEntry;
+use crate::archive::seekable::read_up_to;
 use crate::oci::digest::{Digest, DigestWriter};
 
 const CHUNK: usize = 256 * 1024;
@@ -72,19 +73,13 @@ fn send_whole(
     let mut hasher = DigestWriter::new();
     let mut held: Option<Bytes> = None;
     for (archive, entry) in segments {
-        let mut reader = archive.open_blob(digest, *entry)?;
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            let n = read_full(&mut reader, &mut buf)?;
-            if n == 0 {
-                break;
+        each_chunk(&mut archive.open_blob(digest, *entry)?, |chunk| {
+            hasher.update(&chunk);
+            match held.replace(chunk) {
+                Some(previous) => send(tx, previous),
+                None => Ok(()),
             }
-            buf.truncate(n);
-            hasher.update(&buf);
-            if let Some(previous) = held.replace(Bytes::from(buf)) {
-                send(tx, previous)?;
-            }
-        }
+        })?;
     }
     let len = hasher.len();
     let got = hasher.finish();
@@ -124,28 +119,20 @@ fn send_range(
         } else {
             archive.open_blob(digest, BlobEntry { offset: entry.offset + skip, size: take })?
         };
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            let n = read_full(&mut reader, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            send(tx, Bytes::from(buf))?;
-        }
+        each_chunk(&mut reader, |chunk| send(tx, chunk))?;
     }
     Ok(())
 }
 
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// `reader`'s bytes in chunks of `CHUNK` (the last one shorter), each handed to `f`.
+fn each_chunk(reader: &mut dyn Read, mut f: impl FnMut(Bytes) -> std::io::Result<()>) -> std::io::Result<()> {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let n = read_up_to(reader, &mut buf)?;
+        if n == 0 {
+            return Ok(());
         }
+        buf.truncate(n);
+        f(Bytes::from(buf))?;
     }
-    Ok(n)
 }
