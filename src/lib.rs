@@ -28,4 +28,5 @@ pub mod oci;
 pub mod registry;
 pub mod serve;
 pub mod support;
+pub mod trust;
 pub mod volumes;

@@ -13,8 +13,8 @@ use super::docker_save::DockerSave;
 use super::reader::{BlobEntry, DOCKER_MANIFEST_FILE, OtherKind, Problem, Scan};
 use crate::oci::digest::Digest;
 use crate::oci::layout::{
-    BundleMetadata, CONTAINERD_NAME, DELTA_FORMAT_VERSION, FORMAT_VERSION, LayoutIndex, REF_NAME, SUITE_FORMAT_VERSION,
-    VOLUME_FORMAT_VERSION, VolumeRecord,
+    BundleMetadata, CONTAINERD_NAME, DELTA_FORMAT_VERSION, FORMAT_VERSION, LayoutIndex, REF_NAME,
+    SIGNED_FORMAT_VERSION, SUITE_FORMAT_VERSION, VOLUME_FORMAT_VERSION, VolumeRecord,
 };
 use crate::oci::manifest::{self, ManifestLinks};
 use crate::oci::reference::ImageRef;
@@ -187,12 +187,12 @@ pub fn check(scan: Scan, sidecar: Option<&Digest>) -> (Option<BundleContents>, V
                 .ok()
                 .and_then(|v| v.get("formatVersion").and_then(|x| x.as_u64()));
             match version {
-                Some(v) if !(FORMAT_VERSION as u64..=SUITE_FORMAT_VERSION as u64).contains(&v) => {
+                Some(v) if !(FORMAT_VERSION as u64..=SIGNED_FORMAT_VERSION as u64).contains(&v) => {
                     add(
                         &mut problems,
                         "bundle.json",
                         format!(
-                            "has format version {v}, but this bundle reads versions {FORMAT_VERSION} to {SUITE_FORMAT_VERSION}; use the bundle release that wrote it"
+                            "has format version {v}, but this bundle reads versions {FORMAT_VERSION} to {SIGNED_FORMAT_VERSION}; use the bundle release that wrote it"
                         ),
                     );
                     None
@@ -385,6 +385,7 @@ fn check_metadata(
     let mut problem = |message: String| problems.push(Problem { entry: "bundle.json".into(), message });
     let expected = meta.required_version();
     let kind = match expected {
+        SIGNED_FORMAT_VERSION => "a bundle with checked vendor signatures",
         SUITE_FORMAT_VERSION => "a suite (several charts, or files)",
         VOLUME_FORMAT_VERSION => "a volume",
         DELTA_FORMAT_VERSION => "a delta",
@@ -392,6 +393,17 @@ fn check_metadata(
     };
     if meta.format_version != expected {
         problem(format!("has format version {}, but {kind} has version {expected}", meta.format_version));
+    }
+    // A signature record names a manifest the archive carries (or, for an index --platform filtered, the
+    // original the vendor signed).
+    for r in &meta.signatures {
+        let image = meta.images.iter().find(|i| i.source == r.image);
+        let original = image.and_then(|i| i.platform_selection.as_ref()).and_then(|s| s.original_digest.as_ref());
+        if image.is_none() {
+            problem(format!("records a signature of {}, which is not one of its images", r.image));
+        } else if original != Some(&r.manifest) && meta.blobs.binary_search_by(|b| b.digest.cmp(&r.manifest)).is_err() {
+            problem(format!("records a signature of {} over {}, which the archive does not hold", r.image, r.manifest));
+        }
     }
     for b in meta.delta.iter().flat_map(|d| &d.absent).filter(|b| scan.blobs.contains_key(&b.digest)) {
         problem(format!("leaves blob {} to the base, but the archive holds it", b.digest));

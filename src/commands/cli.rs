@@ -115,6 +115,24 @@ and that nothing else is in it. Writes nothing. Exits 0 only when all of it hold
 problem (entry, expected, found) and exits 1.")]
     Verify(VerifyArgs),
 
+    /// Sign archives: FILE.sig over FILE.sha256, which names FILE's sha256.
+    #[command(
+        long_about = "\
+Sign archives: FILE.sig over FILE.sha256, which names FILE's sha256.
+
+Each FILE is read first and must match its sidecar: a signature vouches for the archive, not just the small file. \
+A PEM key (EC P-256, Ed25519, or cosign's cosign.key) writes cosign's blob signature, which `cosign verify-blob \
+--key PUB --signature FILE.sig FILE.sha256` and `openssl dgst -sha256 -verify PUB -signature <(base64 -d \
+FILE.sig) FILE.sha256` accept; an OpenSSH key writes an SSH signature in the `bundle` namespace, which \
+`ssh-keygen -Y verify -n bundle` accepts. At the site, `bundle verify --key PUB` and `bundle import \
+--require-signature PUB` check it.",
+        after_help = "\
+Examples:
+  bundle sign images.tar.zst --key cosign.key
+  bundle sign images.part*.tar.zst images.parity*.bin --key ~/.ssh/id_ed25519"
+    )]
+    Sign(SignArgs),
+
     /// Push every image of an archive into a registry.
     #[command(
         long_about = "\
@@ -375,6 +393,12 @@ pub struct SourceArgs {
     /// which otherwise travel with them.
     #[arg(long)]
     pub no_referrers: bool,
+
+    /// Before anything is written, require every image to carry a cosign signature by one of these PEM public
+    /// keys (ECDSA P-256 or Ed25519; repeatable) over its own digest: the index, or the manifest, and every
+    /// platform manifest that is signed. Any image that fails is named with its reason. See docs/supply-chain.md.
+    #[arg(long = "verify-signatures", value_name = "PUB", conflicts_with = "no_referrers")]
+    pub verify_signatures: Vec<PathBuf>,
 }
 
 /// Which platforms of multi-arch images travel.
@@ -478,6 +502,12 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub platform: PlatformArgs,
 
+    /// Sign the archive (each volume, with --volume-size): OUT.sig over OUT.sha256. KEY is a PEM EC P-256 or
+    /// Ed25519 key, cosign's cosign.key, or an OpenSSH ed25519/ecdsa key; an encrypted key's password comes from
+    /// BUNDLE_SIGN_PASSWORD or the terminal. The key is read before anything is downloaded.
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+
     /// Print the result as one JSON document on stdout (docs/usage.md, "Results for machines"); messages,
     /// progress and warnings stay on stderr, and the exit status is the same.
     #[arg(long)]
@@ -506,10 +536,26 @@ pub struct CopyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The archives to sign: an archive, a delta, or every volume of a set (parity volumes too).
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub archives: Vec<PathBuf>,
+
+    /// The signing key: a PEM EC P-256 or Ed25519 key, cosign's cosign.key, or an OpenSSH ed25519/ecdsa key.
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The archive to check.
     #[arg(value_name = "FILE")]
     pub archive: PathBuf,
+
+    /// Also require FILE.sig to be a signature over FILE.sha256 by one of these keys (repeatable): a PEM public
+    /// key, an OpenSSH .pub, or an allowed_signers file. Checked before the content.
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
 
     /// Print the result as one JSON document on stdout (docs/usage.md, "Results for machines"); messages,
     /// progress and warnings stay on stderr, and the exit status is the same.
@@ -585,6 +631,12 @@ pub struct ImportArgs {
     /// Write the files the bundle carries (a spec's `files:`) into DIR, each checked against its digest.
     #[arg(long, value_name = "DIR")]
     pub files_out: Option<PathBuf>,
+
+    /// Refuse, before anything is pushed, an archive (or any volume) that is not signed by one of these keys
+    /// (repeatable; a PEM public key, an OpenSSH .pub, or an allowed_signers file), or that does not match its
+    /// signed sidecar.
+    #[arg(long = "require-signature", value_name = "PUB")]
+    pub require_signature: Vec<PathBuf>,
 
     /// Print one `Copying SRC to DST (dry-run)` line per image and the plan; change nothing.
     #[arg(short = 't', long)]

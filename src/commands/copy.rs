@@ -23,6 +23,7 @@ pub async fn run(ctx: &Context, settings: CopySettings) -> Outcome<()> {
     let (charts, refs) = discovery::gather(ctx, &settings.sources, target.values_out.is_some()).await?;
     let mut images =
         discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref(), settings.sources.referrers).await?;
+    discovery::check_signatures(ctx, &settings.sources, &images).await?;
     let mut local = HashMap::new();
     for c in &charts {
         let artifact = crate::chart::artifact::oci_artifact(&c.loaded).explain("cannot package the chart")?;

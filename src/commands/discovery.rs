@@ -225,3 +225,32 @@ fn chart_references(c: &ChartInput, exclude: &[String]) -> Outcome<Vec<ImageRef>
     }
     Ok(out)
 }
+
+/// `--verify-signatures`: every image signed by one of the keys, or nothing happens (export writes nothing, copy
+/// pushes nothing). The records say which key verified which manifest.
+pub async fn check_signatures(
+    ctx: &Context,
+    sources: &SourceSettings,
+    images: &[crate::export::resolve::ResolvedImage],
+) -> Outcome<Vec<crate::oci::layout::SignatureRecord>> {
+    if sources.signature_keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let started = std::time::Instant::now();
+    let records =
+        crate::trust::image_signatures::check(&ctx.registries, images, &sources.signature_keys, ctx.concurrency)
+            .await?;
+    for r in &records {
+        ctx.printer.detail(format!("{} {}: signature {} verified with {}", r.image, r.manifest, r.signature, r.key));
+    }
+    let images_signed = records.iter().map(|r| &r.image).collect::<std::collections::BTreeSet<_>>().len();
+    let keys = records.iter().map(|r| &r.key).collect::<std::collections::BTreeSet<_>>();
+    ctx.printer.info(format!(
+        "Signatures verified: {images_signed} images, {} manifests, by {} of the {} keys given ({:.1?})",
+        records.len(),
+        keys.len(),
+        sources.signature_keys.len(),
+        started.elapsed()
+    ));
+    Ok(records)
+}

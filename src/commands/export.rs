@@ -31,6 +31,7 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
     let (charts, refs) = discovery::gather(ctx, &settings.sources, !settings.dry_run).await?;
     let images =
         discovery::resolve(ctx, &refs, settings.sources.platforms.as_ref(), settings.sources.referrers).await?;
+    let signatures = discovery::check_signatures(ctx, &settings.sources, &images).await?;
     let records: Vec<_> = charts.iter().map(|c| c.survey.record.clone()).collect();
 
     let noted = |outcome| images.iter().map(|i| ImageResult::new(&i.source, &i.digest, outcome)).collect::<Vec<_>>();
@@ -119,6 +120,7 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         images,
         charts: charts.iter().map(|c| (&c.loaded, c.survey.record.clone())).collect(),
         files: &files,
+        signatures,
         output: written_to.clone(),
         replace: settings.force || whole_dir.is_some(),
         staging: settings.staging,
@@ -148,6 +150,9 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
                 started.elapsed()
             ));
             ctx.printer.info(format!("sha256 {}  (in {})", done.digest.hex(), done.sidecar.display()));
+            if let Some(key) = &settings.sign_key {
+                super::sign::sign_written(ctx, key, &[(output.clone(), Some(done.digest.clone()))])?;
+            }
         }
         Some(size) => {
             ctx.printer.info(format!(
@@ -177,6 +182,10 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
             )
             .await?;
             super::split::report(ctx, &written, size, started);
+            if let Some(key) = &settings.sign_key {
+                let volumes: Vec<_> = written.iter().map(|v| (v.path.clone(), Some(v.digest.clone()))).collect();
+                super::sign::sign_written(ctx, key, &volumes)?;
+            }
         }
     }
     if let Some((base, blobs, bytes)) = &done.left_out {

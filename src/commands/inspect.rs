@@ -60,6 +60,12 @@ struct Listing {
     /// The files the bundle carries.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     files: Vec<crate::oci::layout::FileRecord>,
+    /// The vendor signatures export checked (`--verify-signatures`): which key verified which manifest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    signatures: Vec<crate::oci::layout::SignatureRecord>,
+    /// The bundle's own signature file (FILE.sig) when there is one beside it; not checked here (`verify --key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature_file: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -174,6 +180,21 @@ pub async fn run(ctx: &Context, archive: &std::path::Path, format: InspectFormat
             f.image
         ));
     }
+    if !listing.signatures.is_empty() {
+        let keys: std::collections::BTreeSet<_> = listing.signatures.iter().map(|r| &r.key).collect();
+        ctx.printer.result(format!(
+            "vendor signatures checked at export: {} manifests, by {} keys:",
+            listing.signatures.len(),
+            keys.len()
+        ));
+        for r in &listing.signatures {
+            ctx.printer
+                .result(format!("  {} {}: {} key {} ({})", r.image, r.manifest, r.algorithm, r.key, r.signature));
+        }
+    }
+    if let Some(sig) = &listing.signature_file {
+        ctx.printer.result(format!("signed: {sig} (check it with `bundle verify --key PUB`)"));
+    }
     ctx.printer.result(format!(
         "{} images, {} blobs, {}",
         listing.totals.images,
@@ -181,6 +202,11 @@ pub async fn run(ctx: &Context, archive: &std::path::Path, format: InspectFormat
         human(listing.totals.bytes)
     ));
     Ok(())
+}
+
+fn signature_file(path: &std::path::Path) -> Option<String> {
+    let sig = crate::trust::archive_signature::signature_path(path);
+    sig.exists().then(|| sig.display().to_string())
 }
 
 fn listing(path: &std::path::Path) -> Outcome<Listing> {
@@ -202,6 +228,8 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
                 .map(|c| ChartRow { name: c.name.clone(), version: c.version.clone(), origin: c.origin.clone() })
                 .collect(),
             files: meta.files.clone(),
+            signatures: meta.signatures.clone(),
+            signature_file: signature_file(path),
             totals: Totals { images: meta.images.len(), blobs: meta.blobs.len(), bytes: meta.total_blob_bytes() },
             images: meta
                 .images
@@ -257,6 +285,8 @@ fn listing(path: &std::path::Path) -> Outcome<Listing> {
         volume: None,
         charts: Vec::new(),
         files: Vec::new(),
+        signatures: Vec::new(),
+        signature_file: signature_file(path),
     };
     Ok(match checked {
         Checked::Layout(contents) => foreign(

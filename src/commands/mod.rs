@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod results;
 pub mod serve;
 pub mod settings;
+pub mod sign;
 pub mod spec;
 pub mod split;
 pub mod verify;
@@ -59,7 +60,8 @@ pub fn run(cli: Cli) -> ExitCode {
         let work = async {
             match command {
                 Command::Export(args) => export::run(&ctx, settings::ExportSettings::new(args, &ctx.tmp_dir)?).await,
-                Command::Verify(args) => verify::run(&ctx, &args.archive).await,
+                Command::Verify(args) => verify::run(&ctx, &args.archive, &settings::trusted_keys(&args.keys)?).await,
+                Command::Sign(args) => sign::run(&ctx, args).await,
                 Command::Import(args) => import::run(&ctx, settings::import_settings(args, &ctx.tmp_dir)?).await,
                 Command::Copy(args) => copy::run(&ctx, settings::CopySettings::new(args)?).await,
                 Command::Inspect(args) => {
@@ -135,6 +137,7 @@ fn interrupted_message(command: &Command) -> &'static str {
         Command::Copy(_) => "what was pushed is kept; run the same copy again to finish it",
         Command::Verify(_) => "the archive was not fully checked",
         Command::Split(_) => "no volume was written under its name",
+        Command::Sign(_) => "archives already named were signed; a signature is written whole or not at all",
         Command::Images(_) => "the image list is incomplete",
         Command::Check(_) => "the check did not finish; nothing was changed",
         Command::Inspect(_) | Command::Serve(_) | Command::Completions(_) | Command::Manpage => "nothing was changed",

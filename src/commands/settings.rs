@@ -153,6 +153,8 @@ pub struct SourceSettings {
     pub platforms: Option<PlatformChoice>,
     /// Signatures, attestations and SBOMs travel with the images (not with --no-referrers).
     pub referrers: bool,
+    /// `--verify-signatures`: every image must be signed by one of these (PEM) keys.
+    pub signature_keys: Vec<crate::trust::TrustedKey>,
 }
 
 impl SourceSettings {
@@ -183,7 +185,12 @@ impl SourceSettings {
             ));
         }
         let platforms = platform_choice(platform, spec_platforms)?;
-        Ok((SourceSettings { charts, files, images, exclude, platforms, referrers: !args.no_referrers }, spec_output))
+        let signature_keys = trusted_keys(&args.verify_signatures)?;
+        if let Some(k) = signature_keys.iter().find(|k| !k.is_pem()) {
+            return Err(crate::trust::KeyError::NotForImages { path: k.file.clone() }.into());
+        }
+        let referrers = !args.no_referrers;
+        Ok((SourceSettings { charts, files, images, exclude, platforms, referrers, signature_keys }, spec_output))
     }
 }
 
@@ -272,6 +279,8 @@ pub struct ExportSettings {
     pub volume_size: Option<u64>,
     /// `--parity`: parity volumes beside them.
     pub parity: u32,
+    /// `--sign-key`: read (and opened) before anything is downloaded.
+    pub sign_key: Option<crate::trust::SigningKey>,
 }
 
 impl ExportSettings {
@@ -312,6 +321,8 @@ impl ExportSettings {
             since: args.since,
             volume_size: args.volume_size.map(|v| v.0),
             parity: args.parity.unwrap_or(0),
+            // A dry run signs nothing, but a key that cannot be used is worth knowing before the real run.
+            sign_key: args.sign_key.as_deref().map(crate::trust::SigningKey::load).transpose()?,
         })
     }
 }
@@ -397,6 +408,15 @@ pub fn serve_settings(args: crate::commands::cli::ServeArgs) -> Outcome<ServeSet
     })
 }
 
+/// Every key of every file (`--verify-signatures`, `verify --key`, `import --require-signature`).
+pub fn trusted_keys(paths: &[PathBuf]) -> Outcome<Vec<crate::trust::TrustedKey>> {
+    let mut keys = Vec::new();
+    for p in paths {
+        keys.extend(crate::trust::keys::load_public(p)?);
+    }
+    Ok(keys)
+}
+
 /// One import: the library's `ImportJob`.
 pub use crate::import::pipeline::ImportJob as ImportSettings;
 
@@ -405,6 +425,7 @@ pub fn import_settings(args: ImportArgs, tmp_dir: &Path) -> Outcome<ImportSettin
         target: destination_settings(args.target)?,
         archives: crate::volumes::expand_inputs(&args.archives).explain("cannot find the archive to import")?,
         files_out: args.files_out,
+        require_signature: trusted_keys(&args.require_signature)?,
         dry_run: args.dry_run,
         tmp_dir: tmp_dir.to_path_buf(),
     })

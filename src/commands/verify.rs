@@ -6,9 +6,18 @@ use super::{Context, Outcome, human};
 use crate::archive::contents::Checked;
 use crate::archive::proof;
 
-pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
+pub async fn run(ctx: &Context, archive: &std::path::Path, keys: &[crate::trust::TrustedKey]) -> Outcome<()> {
+    // The signature first (a small read); the content is then proven against the sidecar it covers.
+    let signed = match keys {
+        [] => None,
+        keys => Some(crate::trust::archive_signature::verify(archive, keys)?),
+    };
+    let signed_text = signed.as_ref().map(|s| format!("; signed by {}", s.key.describe())).unwrap_or_default();
+    if let (Some(s), Some(r)) = (&signed, &ctx.results) {
+        r.total("signedBy", s.key.fingerprint.clone());
+    }
     if let Some(header) = crate::volumes::parity::ParityHeader::read(archive) {
-        return parity(ctx, archive, &header).await;
+        return parity(ctx, archive, &header, &signed_text).await;
     }
     let (_, checked) = proof::verify_any(&ctx.printer, archive).await?;
     match checked {
@@ -37,7 +46,7 @@ pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
                 r.total("archive", archive.display().to_string());
             }
             ctx.printer.result(format!(
-                "{}: OK, {} images, {} blobs, {} verified{checked}",
+                "{}: OK, {} images, {} blobs, {} verified{checked}{signed_text}",
                 archive.display(),
                 contents.images.len(),
                 contents.blobs.len(),
@@ -58,7 +67,7 @@ pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
                 r.total("archive", archive.display().to_string());
             }
             ctx.printer.result(format!(
-                "{}: OK, a docker save archive (manifest.json and layer tars): {} images, {} layers, {} verified: every config against its image ID and every layer against its config's diff_id",
+                "{}: OK, a docker save archive (manifest.json and layer tars): {} images, {} layers, {} verified: every config against its image ID and every layer against its config's diff_id{signed_text}",
                 archive.display(),
                 saved.images.len(),
                 saved.layer_count(),
@@ -71,7 +80,12 @@ pub async fn run(ctx: &Context, archive: &std::path::Path) -> Outcome<()> {
 }
 
 /// A parity volume holds no images to check: its sha256 against its sidecar is what can be proven alone.
-async fn parity(ctx: &Context, path: &std::path::Path, header: &crate::volumes::parity::ParityHeader) -> Outcome<()> {
+async fn parity(
+    ctx: &Context,
+    path: &std::path::Path,
+    header: &crate::volumes::parity::ParityHeader,
+    signed_text: &str,
+) -> Outcome<()> {
     use crate::archive::checksum::{file_digest, read_sidecar, sidecar_path};
     let what = format!(
         "parity volume {} of {} of set {} (with the set's {} volumes: any {} lost can be rebuilt)",
@@ -105,6 +119,6 @@ async fn parity(ctx: &Context, path: &std::path::Path, header: &crate::volumes::
         r.total("archive", path.display().to_string());
         r.total("sha256", actual.hex());
     }
-    ctx.printer.result(format!("{}: OK, {what}; its sha256 matches its sidecar", path.display()));
+    ctx.printer.result(format!("{}: OK, {what}; its sha256 matches its sidecar{signed_text}", path.display()));
     Ok(())
 }

@@ -58,6 +58,7 @@ pub fn metadata(
         files,
         delta: None,
         volume: None,
+        signatures: Vec::new(),
     };
     meta.format_version = meta.required_version();
     meta

@@ -46,6 +46,8 @@ pub struct ArchiveJob<'a> {
     pub charts: Vec<(&'a LoadedChart, ChartRecord)>,
     /// Files that travel as OCI artifacts of their own (staged: hashed, or downloaded and checked).
     pub files: &'a [crate::files::StagedFile],
+    /// `--verify-signatures`: what verified, for bundle.json.
+    pub signatures: Vec<crate::oci::layout::SignatureRecord>,
     pub output: PathBuf,
     /// An existing output may be replaced.
     pub replace: bool,
@@ -186,7 +188,8 @@ pub async fn write_archive(
     printer: &Printer,
     job: ArchiveJob<'_>,
 ) -> Result<Exported, ExportError> {
-    let ArchiveJob { base, mut images, charts, files, output, replace, staging, created, concurrency } = job;
+    let ArchiveJob { base, mut images, charts, files, signatures, output, replace, staging, created, concurrency } =
+        job;
     // The temporary directory of `Staging::Temporary` lives until this function returns.
     let (store, _temporary, cache) = match &staging {
         Staging::Temporary { tmp_dir } => {
@@ -223,6 +226,8 @@ pub async fn write_archive(
         file_records.push(artifact.record);
     }
     let mut meta = pack::metadata(&images, created, records, file_records);
+    meta.signatures = signatures;
+    meta.format_version = meta.required_version();
     let mut jobs = pull::jobs(&images);
     let left_out = base.map(|base| {
         let manifests = images.iter().flat_map(|i| i.manifests.iter().map(|m| m.digest.clone())).collect();

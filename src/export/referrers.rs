@@ -62,7 +62,9 @@ pub fn digest_tag(digest: &Digest) -> String {
 /// What kind of artifact an `artifactType` (or a config media type) names.
 pub fn kind_of(artifact_type: Option<&str>) -> ArtifactKind {
     let t = artifact_type.unwrap_or_default().to_ascii_lowercase();
-    if ["signature", "simplesigning", "sigstore.bundle", "notary"].iter().any(|k| t.contains(k)) {
+    // cosign's OCI 1.1 mode names its signatures `application/vnd.dev.cosign.artifact.sig.v1+json`.
+    if ["signature", "simplesigning", "sigstore.bundle", "notary", "cosign.artifact.sig"].iter().any(|k| t.contains(k))
+    {
         ArtifactKind::Signature
     } else if ["in-toto", "dsse", "attestation", "provenance"].iter().any(|k| t.contains(k)) {
         ArtifactKind::Attestation
@@ -353,6 +355,7 @@ mod tests {
     #[test]
     fn kinds_and_tags() {
         assert_eq!(kind_of(Some("application/vnd.dev.cosign.simplesigning.v1+json")), ArtifactKind::Signature);
+        assert_eq!(kind_of(Some("application/vnd.dev.cosign.artifact.sig.v1+json")), ArtifactKind::Signature);
         assert_eq!(kind_of(Some("application/vnd.in-toto+json")), ArtifactKind::Attestation);
         assert_eq!(kind_of(Some("application/spdx+json")), ArtifactKind::Sbom);
         assert_eq!(kind_of(Some("application/vnd.cyclonedx+json")), ArtifactKind::Sbom);

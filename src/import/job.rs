@@ -16,6 +16,9 @@ pub struct ImportJob {
     pub archives: Vec<PathBuf>,
     /// `--files-out DIR`: the files the bundle carries, written back after the push.
     pub files_out: Option<PathBuf>,
+    /// `--require-signature`: every archive (every volume) must be signed by one of these keys, and match its
+    /// signed sidecar, before anything is pushed.
+    pub require_signature: Vec<crate::trust::TrustedKey>,
     pub dry_run: bool,
     /// Where rebuilt volumes are written while they are pushed.
     pub tmp_dir: PathBuf,
@@ -43,6 +46,8 @@ pub enum ImportError {
     Delivery(#[from] DeliveryError),
     #[error(transparent)]
     Proof(#[from] ProofError),
+    #[error(transparent)]
+    Signature(#[from] crate::trust::archive_signature::ArchiveSignatureError),
     #[error(transparent)]
     Convert(#[from] ConvertError),
     #[error("the {what} task failed")]
@@ -75,6 +80,7 @@ impl crate::support::hint::Hint for ImportError {
         match self {
             ImportError::Delivery(e) => e.hint(),
             ImportError::Proof(e) => e.hint(),
+            ImportError::Signature(e) => e.hint(),
             ImportError::Convert(e) => e.hint(),
             ImportError::Files(e) => e.hint(),
             ImportError::Volumes(e) | ImportError::Rebuild(e) => e.hint(),

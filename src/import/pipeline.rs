@@ -21,6 +21,9 @@ pub const DOCKER_SAVE_NOTE: &str = "docker save keeps no registry manifests: imp
 /// Import `job`: one call from plan to finish.
 pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), ImportError> {
     let started = std::time::Instant::now();
+    if !args.require_signature.is_empty() {
+        require_signatures(at, args).await?;
+    }
     if is_volume_set(&args.archives).await {
         return super::volume_set::import(at, args, started).await;
     }
@@ -62,6 +65,30 @@ pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), Import
     push_and_finish(at, args, &prepared, &origin, &contents, started).await?;
     if !args.dry_run {
         write_files(at, args, &prepared, &archive, &contents).await?;
+    }
+    Ok(())
+}
+
+/// `--require-signature`: every file given (each volume, each parity volume) signed by a trusted key and
+/// matching its signed sidecar, before anything is planned or pushed.
+async fn require_signatures(at: Surroundings<'_>, args: &ImportJob) -> Result<(), ImportError> {
+    for path in &args.archives {
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let progress = at.printer.transfer("check", len, 0);
+        let (file, keys, p) = (path.clone(), args.require_signature.clone(), progress.clone());
+        let signed = tokio::task::spawn_blocking(move || {
+            crate::trust::archive_signature::require(&file, &keys, &|n| p.add(n as i64))
+        })
+        .await
+        .map_err(|source| ImportError::Task { what: "signature check", source })?;
+        progress.finish();
+        let signed = signed?;
+        at.printer.info(format!(
+            "Signature of {} verified: signed by {}; its sha256 {} is the one the signed sidecar names",
+            path.display(),
+            signed.key.describe(),
+            signed.sidecar_digest.hex()
+        ));
     }
     Ok(())
 }

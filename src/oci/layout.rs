@@ -33,6 +33,9 @@ pub const VOLUME_FORMAT_VERSION: u32 = 3;
 /// A suite: several charts (`charts`) or files (`files`), on top of any of the above. A release that reads only
 /// versions 1 to 3 refuses it by its version instead of pushing its charts and files as plain images.
 pub const SUITE_FORMAT_VERSION: u32 = 4;
+/// Vendor signatures checked at export (`signatures`), on top of any of the above. Nothing else changes, but a
+/// release that reads only versions 1 to 4 refuses the field it does not know by the version, not as damage.
+pub const SIGNED_FORMAT_VERSION: u32 = 5;
 /// Where a volume keeps the pieces of blobs that span volumes: `pieces/sha256/<hex of the piece>`.
 pub const PIECES_DIR: &str = "pieces/sha256/";
 
@@ -100,6 +103,26 @@ pub struct BundleMetadata {
     /// One volume of a set: which one, and where every blob of the set is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeRecord>,
+    /// `export --verify-signatures`: which key verified the cosign signature of which manifest, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureRecord>,
+}
+
+/// A vendor signature that verified at export.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignatureRecord {
+    /// The image, as `images[].source` names it.
+    pub image: String,
+    /// The manifest signed: the image's index or manifest, or one of its platform manifests (for an index
+    /// filtered by `--platform`, the source's original index).
+    pub manifest: Digest,
+    /// The key's fingerprint: `sha256:<hex>` of its DER SubjectPublicKeyInfo.
+    pub key: String,
+    /// `ecdsa-p256` or `ed25519`.
+    pub algorithm: String,
+    /// Where the signature was found: its cosign tag, or its digest as a referrer.
+    pub signature: String,
 }
 
 /// Which volume of which set an archive is, and which volume holds each blob of the set.
@@ -494,7 +517,9 @@ pub struct BundleBlob {
 impl BundleMetadata {
     /// The format version this content needs: the highest of the features it uses.
     pub fn required_version(&self) -> u32 {
-        if !self.charts.is_empty() || !self.files.is_empty() {
+        if !self.signatures.is_empty() {
+            SIGNED_FORMAT_VERSION
+        } else if !self.charts.is_empty() || !self.files.is_empty() {
             SUITE_FORMAT_VERSION
         } else if self.volume.is_some() {
             VOLUME_FORMAT_VERSION

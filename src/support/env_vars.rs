@@ -27,6 +27,10 @@ pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// Home directory, for `~/.docker/config.json` and the default cache `~/.cache/bundle`.
 pub const HOME: &str = "HOME";
 
+/// The password of an encrypted signing key (`--sign-key`, `bundle sign --key`): cosign's `cosign.key`, an
+/// encrypted PKCS#8 or OpenSSH key. Unset: asked for on the terminal. Never logged.
+pub const BUNDLE_SIGN_PASSWORD: &str = "BUNDLE_SIGN_PASSWORD";
+
 /// Read when bundle is built, not when it runs (build.rs, scripts/release): the commit and the glibc floor that
 /// `bundle --version` reports.
 pub const BUNDLE_BUILD_COMMIT: &str = "BUNDLE_BUILD_COMMIT";

@@ -23,5 +23,6 @@ mod referrers;
 mod results;
 mod roundtrip;
 mod serve;
+mod signatures;
 mod suites;
 mod volumes;
