@@ -560,4 +560,50 @@ fn encrypted_openssh_ecdsa_key_signs_a_delta_that_ssh_keygen_accepts() {
     let pem = KeyPair::new(&ws, "pem", Algorithm::EcdsaP256);
     let r = ws.bundle(&["verify", "delta.tar.zst", "--key", &pem.public.to_string_lossy()]).failure();
     assert!(r.stderr.contains("it is an SSH signature"), "{}", r.stderr);
+
+    // openssl's other EC key files: SEC1 (`ecparam -genkey`), and PKCS#8 encrypted with a password.
+    run(&ws, "openssl", &["ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", "sec1.key"]);
+    run(&ws, "openssl", &["pkey", "-in", "sec1.key", "-pubout", "-out", "sec1.pub"]);
+    let pem_key = pem.key.to_string_lossy().into_owned();
+    run(
+        &ws,
+        "openssl",
+        &[
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-in",
+            &pem_key,
+            "-passout",
+            "pass:s3cret phrase",
+            "-out",
+            "enc.key",
+        ],
+    );
+    for (key, public) in [("sec1.key", "sec1.pub".to_string()), ("enc.key", pem.public.to_string_lossy().into_owned())]
+    {
+        ws.bundle(&["sign", "delta.tar.zst", "--key", key]).success();
+        let check = format!(
+            "base64 -d delta.tar.zst.sig > d.der && openssl dgst -sha256 -verify {public} -signature d.der delta.tar.zst.sha256"
+        );
+        assert!(run(&ws, "sh", &["-c", &check]).contains("Verified OK"), "{key}");
+    }
+
+    // Keys that cannot sign are refused before anything is downloaded, naming what they are.
+    run(&ws, "openssl", &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa.key"]);
+    let requests = src.requests().len();
+    for (key, says) in [
+        ("rsa.key", "neither EC P-256 nor Ed25519"),
+        ("missing.key", "cannot read the key"),
+        ("sec1.pub", "it is a public key"),
+    ] {
+        let mut args = export_args(&refs, &[], "never.tar.zst");
+        args.extend(["--sign-key".into(), key.into()]);
+        let r = bundle(&ws, &args).failure();
+        assert!(r.stderr.contains(says) && r.stderr.contains("hint:"), "{key}: {}", r.stderr);
+        assert!(!r.stderr.contains("BEGIN"), "key material in the error: {}", r.stderr);
+    }
+    assert_eq!(src.requests().len(), requests, "the source was asked something before the key was refused");
+    assert!(!ws.path("never.tar.zst").exists());
 }
