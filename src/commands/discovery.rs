@@ -244,6 +244,9 @@ pub async fn check_signatures(
         ctx.printer.detail(format!("{} {}: signature {} verified with {}", r.image, r.manifest, r.signature, r.key));
     }
     let images_signed = records.iter().map(|r| &r.image).collect::<std::collections::BTreeSet<_>>().len();
+    if let Some(r) = &ctx.results {
+        r.total("signaturesVerified", records.len());
+    }
     let keys = records.iter().map(|r| &r.key).collect::<std::collections::BTreeSet<_>>();
     ctx.printer.info(format!(
         "Signatures verified: {images_signed} images, {} manifests, by {} of the {} keys given ({:.1?})",
