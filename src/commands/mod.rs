@@ -197,6 +197,7 @@ impl Context {
         }
         let options = ClientOptions {
             retry: RetryPolicy { max_retries: global.retries, ..RetryPolicy::default() },
+            upload_chunk: upload_chunk()?,
             connect_timeout: Duration::from_secs(global.connect_timeout.max(1)),
             read_timeout: Duration::from_secs(global.read_timeout.max(1)),
         };
@@ -301,4 +302,18 @@ pub fn image_row(
         ),
     };
     [source.to_string(), format!("sha256:{}", &digest.hex()[..12]), kind, platforms, human(size)]
+}
+
+/// `BUNDLE_UPLOAD_CHUNK_SIZE`: bytes per chunk of a chunked upload (and the size above which uploads are chunked).
+fn upload_chunk() -> Result<u64, Failure> {
+    use crate::support::env_vars::BUNDLE_UPLOAD_CHUNK_SIZE;
+    match std::env::var(BUNDLE_UPLOAD_CHUNK_SIZE) {
+        Err(_) => Ok(ClientOptions::default().upload_chunk),
+        Ok(v) => v.parse::<crate::volumes::VolumeSize>().map(|s| s.0).ok().filter(|n| *n >= 1 << 20).ok_or_else(|| {
+            Failure::user(
+                format!("{BUNDLE_UPLOAD_CHUNK_SIZE}=`{v}` is not a size of at least 1MiB"),
+                "write it with a unit: 64MiB, 1GiB; or unset it (64MiB)",
+            )
+        }),
+    }
 }

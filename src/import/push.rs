@@ -633,8 +633,82 @@ impl BlobSource for ArchiveBlob {
         }))
     }
 
+    fn reader(&self, from: u64) -> Option<std::io::Result<Box<dyn std::io::Read + Send>>> {
+        // This pass reports the bytes the registry holds at once, and counts the rest as they are read.
+        let previous = self.attempts.counted.swap(from as i64, Ordering::Relaxed);
+        self.attempts.progress.add(from as i64 - previous);
+        *self.attempts.failed.lock().expect("failure slot") = None;
+        Some(Ok(Box::new(CheckedRead {
+            segments: self.segments.clone(),
+            next: 0,
+            current: Box::new(std::io::empty()),
+            hasher: DigestWriter::new(),
+            size: self.size,
+            digest: self.digest.clone(),
+            from,
+            attempts: self.attempts.clone(),
+        })))
+    }
+
     fn failure(&self) -> Option<std::io::Error> {
         self.attempts.failure()
+    }
+}
+
+/// `ArchiveBlob`'s bytes as a reader, hashed as they go: the read that would complete the blob fails instead if
+/// the digest does not match, and any failure is recorded as the source's.
+struct CheckedRead {
+    segments: Arc<Vec<(Arc<ArchiveFile>, BlobEntry)>>,
+    next: usize,
+    current: Box<dyn std::io::Read + Send>,
+    hasher: DigestWriter,
+    size: u64,
+    digest: Digest,
+    /// Bytes before this offset are not counted as progress (the registry holds them).
+    from: u64,
+    attempts: Attempts,
+}
+
+impl CheckedRead {
+    fn read_checked(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n == 0 {
+                let Some((archive, entry)) = self.segments.get(self.next) else {
+                    if self.hasher.len() != self.size {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("blob {} is short in the archive", self.digest),
+                        ));
+                    }
+                    return Ok(0);
+                };
+                self.current = archive.open_blob(&self.digest, *entry)?;
+                self.next += 1;
+                continue;
+            }
+            let start = self.hasher.len();
+            self.hasher.update(&buf[..n]);
+            if self.hasher.len() > self.size
+                || (self.hasher.len() == self.size && self.hasher.clone().finish() != self.digest)
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("blob {} read back from the archive does not match its digest", self.digest),
+                ));
+            }
+            let counted = self.hasher.len().saturating_sub(start.max(self.from));
+            self.attempts.count(counted as usize);
+            return Ok(n);
+        }
+    }
+}
+
+impl std::io::Read for CheckedRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read_checked(buf).inspect_err(|e| {
+            *self.attempts.failed.lock().expect("failure slot") = Some((e.kind(), e.to_string()));
+        })
     }
 }
 

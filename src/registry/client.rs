@@ -23,6 +23,8 @@ use crate::oci::digest::{Digest, DigestWriter};
 use crate::oci::manifest::{ACCEPT as MANIFEST_TYPES, MAX_MANIFEST_BYTES};
 use crate::oci::reference::is_loopback_host;
 
+mod chunked;
+
 /// Where a downloaded blob's bytes go, in order. The download hashes them; the sink stores them.
 pub trait BlobSink: Send {
     /// Append the next bytes.
@@ -37,6 +39,8 @@ pub trait BlobSink: Send {
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     pub retry: RetryPolicy,
+    /// Blobs larger than this go up in chunks of this size (`chunked`).
+    pub upload_chunk: u64,
     pub connect_timeout: Duration,
     /// Longest wait for the next bytes of a response before the attempt counts as failed.
     pub read_timeout: Duration,
@@ -46,6 +50,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             retry: RetryPolicy::default(),
+            upload_chunk: chunked::DEFAULT_CHUNK,
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
         }
@@ -98,6 +103,12 @@ pub struct ManifestHead {
 /// A blob body that can be produced again for each attempt (uploads restart from the first byte).
 pub trait BlobSource: Sync {
     fn open(&self) -> std::io::Result<reqwest::Body>;
+    /// The blob's bytes read from the start, checked against the digest as they are read (the last read fails
+    /// instead of completing a wrong blob); bytes before `from` are the ones the registry already holds, not
+    /// counted again as progress. `None`: this source gives bodies only, and big blobs go up in one PUT.
+    fn reader(&self, _from: u64) -> Option<std::io::Result<Box<dyn std::io::Read + Send>>> {
+        None
+    }
     /// Why the last body opened stopped, when the source itself failed (rather than the connection).
     fn failure(&self) -> Option<std::io::Error> {
         None
@@ -565,8 +576,10 @@ impl RegistryClient {
         }
     }
 
-    /// Upload a blob: POST for a session (or use `session`, e.g. from a refused mount), then one monolithic PUT
-    /// with Content-Length. Each retry starts a new session and reopens the source.
+    /// Upload a blob: POST for a session (or use `session`, e.g. from a refused mount), then, for a blob larger
+    /// than a chunk whose source can be read again, PATCHes that resume where a cut one stopped (`chunked`);
+    /// otherwise (or where chunks are refused) one monolithic PUT with Content-Length, each retry a new session
+    /// with the source reopened.
     pub async fn upload_blob(
         &self,
         repository: &str,
@@ -579,20 +592,22 @@ impl RegistryClient {
         let what = format!("upload of blob {digest} to {}/{repository}", self.name());
         let scopes = [self.scope(repository, true)];
         let policy = self.options.retry;
+        if size > self.options.upload_chunk {
+            let (location, chunk_min) = match session.take() {
+                Some(l) => (l, None),
+                None => self.open_upload(repository, &scopes, &what).await?,
+            };
+            match self.upload_in_chunks(repository, digest, size, source, location, chunk_min).await? {
+                chunked::Chunked::Done => return Ok(()),
+                // One PUT in a new session; the refused one expires at the registry.
+                chunked::Chunked::Refused => {}
+            }
+        }
         let mut attempt = 0;
         loop {
             let location = match session.take() {
                 Some(l) => l,
-                None => {
-                    let url = self.url(&format!("/v2/{}/blobs/uploads/", self.remote(repository)));
-                    let resp = self
-                        .send_with_retries(&what, &scopes, &|| self.http.post(url.clone()).header(CONTENT_LENGTH, 0))
-                        .await?;
-                    if resp.status() != StatusCode::ACCEPTED {
-                        return Err(self.status_error(&what, resp).await);
-                    }
-                    self.location(&what, &resp)?
-                }
+                None => self.open_upload(repository, &scopes, &what).await?.0,
             };
             let mut put_url = location;
             put_url.query_pairs_mut().append_pair("digest", digest.as_str());

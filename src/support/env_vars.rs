@@ -31,6 +31,10 @@ pub const HOME: &str = "HOME";
 /// encrypted PKCS#8 or OpenSSH key. Unset: asked for on the terminal. Never logged.
 pub const BUNDLE_SIGN_PASSWORD: &str = "BUNDLE_SIGN_PASSWORD";
 
+/// Bytes per request of a chunked blob upload (import, copy); blobs larger than this go up in chunks of it,
+/// each resumed where a cut one stopped. A size with a unit; default 64MiB, at least 1MiB.
+pub const BUNDLE_UPLOAD_CHUNK_SIZE: &str = "BUNDLE_UPLOAD_CHUNK_SIZE";
+
 /// Read when bundle is built, not when it runs (build.rs, scripts/release): the commit and the glibc floor that
 /// `bundle --version` reports.
 pub const BUNDLE_BUILD_COMMIT: &str = "BUNDLE_BUILD_COMMIT";

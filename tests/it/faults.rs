@@ -376,3 +376,79 @@ fn sigterm_during_import_then_a_rerun_completes() {
         assert_eq!(sha256(&bytes), img.root.digest);
     }
 }
+
+/// Bytes per chunk in the chunked-upload tests (BUNDLE_UPLOAD_CHUNK_SIZE): the 5 MiB shared layer goes up in five.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// Every blob of the sample set, by digest, with its size.
+fn blob_sizes(set: &SampleSet) -> std::collections::BTreeMap<String, usize> {
+    set.images.iter().flat_map(|i| i.blobs.iter().map(|b| (b.digest.clone(), b.bytes.len()))).collect()
+}
+
+/// `/v2/REPO/blobs/uploads/UUID` of an upload request (its session, without the state the registry adds).
+fn session_of(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
+/// A blob larger than a chunk goes up in PATCHes; one cut midway is resumed in the same session from the offset the
+/// registry reports: the import finishes, what was sent in vain is less than a chunk, the digests are right.
+#[test]
+fn a_big_upload_cut_midway_resumes_from_the_registry_offset_in_chunks() {
+    let mut f = faulty_source_with(81, 5 << 20);
+    f.ws.export(&f.set.images.iter().map(|i| i.reference(&f.src.host())).collect::<Vec<_>>(), "s.tar.zst");
+    let dst = Registry::start();
+    let proxy = FaultProxy::start(dst.port);
+    proxy.add_after("PATCH", "/blobs/uploads/", 2, Fault::CutUpload(300 << 10), 1);
+    f.ws.env("BUNDLE_UPLOAD_CHUNK_SIZE", "1MiB");
+    f.ws.bundle(&["import", "-d", &proxy.host(), "s.tar.zst", "--concurrency", "1"]).success();
+    for img in &f.set.images {
+        assert_image_at(&dst.base_url(), &img.repo, &img.tag, img);
+    }
+    let seen = proxy.requests();
+    let cut = seen.iter().find(|s| s.faulted()).expect("a PATCH was cut");
+    assert_eq!(cut.method, "PATCH");
+    assert!(cut.length <= UPLOAD_CHUNK, "a chunk of {} bytes", cut.length);
+    let session = session_of(&cut.path);
+    let in_session = |s: &&Seen| session_of(&s.path) == session;
+    // The resume asked the registry where the upload stands, and stayed in the session.
+    assert!(seen.iter().filter(in_session).any(|s| s.method == "GET" && s.at >= cut.at), "no upload status asked");
+    let put = seen.iter().filter(in_session).find(|s| s.method == "PUT").expect("the session was completed");
+    assert_eq!(put.length, 0, "the blob was not sent in chunks");
+    let sizes = blob_sizes(&f.set);
+    let size = sizes[&upload_digest(&put.path)];
+    assert!(size > UPLOAD_CHUNK, "a blob of {size} bytes needs no chunks");
+    // Every byte of the blob reached the registry once: the PATCHes that got through carry exactly its size.
+    let delivered: usize =
+        seen.iter().filter(in_session).filter(|s| s.method == "PATCH" && !s.faulted()).map(|s| s.length).sum();
+    assert_eq!(delivered, size);
+    // Every blob larger than a chunk went up in chunks, no request larger than a chunk.
+    assert!(seen.iter().all(|s| s.length <= UPLOAD_CHUNK.max(64 << 10)), "a request larger than a chunk");
+}
+
+/// A registry that refuses PATCH gets each big blob in one PUT instead, and the import finishes.
+#[test]
+fn a_registry_that_refuses_chunks_gets_each_big_blob_in_one_put() {
+    let mut f = faulty_source_with(82, 3 << 20);
+    f.ws.export(&f.set.images.iter().map(|i| i.reference(&f.src.host())).collect::<Vec<_>>(), "s.tar.zst");
+    let dst = Registry::start();
+    let proxy = FaultProxy::start(dst.port);
+    proxy.add("PATCH", "/blobs/uploads/", Fault::Status(405, None), usize::MAX);
+    f.ws.env("BUNDLE_UPLOAD_CHUNK_SIZE", "1MiB");
+    f.ws.bundle(&["import", "-d", &proxy.host(), "s.tar.zst"]).success();
+    for img in &f.set.images {
+        assert_image_at(&dst.base_url(), &img.repo, &img.tag, img);
+    }
+    let seen = proxy.requests();
+    let sizes = blob_sizes(&f.set);
+    let big: Vec<&String> = sizes.iter().filter(|(_, s)| **s > UPLOAD_CHUNK).map(|(d, _)| d).collect();
+    assert!(!big.is_empty());
+    let puts: Vec<&Seen> = seen.iter().filter(|s| s.method == "PUT" && s.path.contains("/blobs/uploads/")).collect();
+    for d in big {
+        let put = puts.iter().find(|s| &upload_digest(&s.path) == d).unwrap_or_else(|| panic!("{d} not uploaded"));
+        assert_eq!(put.length, sizes[d], "{d} did not go up in one PUT");
+    }
+    assert_eq!(
+        seen.iter().filter(|s| s.method == "PATCH").count(),
+        sizes.values().filter(|s| **s > UPLOAD_CHUNK).count()
+    );
+}

@@ -17,7 +17,7 @@ pub use charts::*;
 pub use clients::{Containerd, Podman, bounded, succeeded};
 pub use fixtures::*;
 pub use moto::*;
-pub use proxy::{Fault, FaultProxy};
+pub use proxy::{Fault, FaultProxy, Seen};
 pub use registry::*;
 pub use serve::ServeProcess;
 pub use tls::{server_cert, test_ca};

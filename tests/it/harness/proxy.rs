@@ -53,6 +53,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub range: Option<String>,
+    /// Its body's Content-Length (what the client meant to send).
+    pub length: usize,
     /// The fault it met, if any.
     pub fault: Option<Fault>,
     /// When its head arrived (so a test can measure the wait before a retry).
@@ -228,7 +230,14 @@ fn handle(
         })
     });
     let at = std::time::Instant::now();
-    seen.lock().unwrap().push(Seen { method: method.clone(), path: path.clone(), range, fault: fault.clone(), at });
+    seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        range,
+        length: content_length,
+        fault: fault.clone(),
+        at,
+    });
 
     match fault {
         Some(Fault::Status(code, retry_after)) => {
