@@ -121,6 +121,7 @@ pub async fn run(ctx: &Context, settings: ExportSettings) -> Outcome<()> {
         charts: charts.iter().map(|c| (&c.loaded, c.survey.record.clone())).collect(),
         files: &files,
         signatures,
+        volumes: settings.volume_size.map(|size| (size, settings.parity)),
         output: written_to.clone(),
         replace: settings.force || whole_dir.is_some(),
         staging: settings.staging,

@@ -48,6 +48,12 @@ pub async fn cut(
 ) -> Outcome<Vec<WrittenVolume>> {
     let Shape { size, parity } = shape;
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let total = contents.total_bytes();
+    crate::support::disk::check(&[crate::support::disk::Need {
+        dir: dir.clone(),
+        bytes: total + u64::from(parity) * size.min(total),
+        what: "the volumes".into(),
+    }])?;
     // Volumes are written here and renamed into place once all are done; removed however the split ends.
     let staging = tempfile::Builder::new()
         .prefix(".bundle-volumes-")

@@ -48,6 +48,9 @@ pub struct ArchiveJob<'a> {
     pub files: &'a [crate::files::StagedFile],
     /// `--verify-signatures`: what verified, for bundle.json.
     pub signatures: Vec<crate::oci::layout::SignatureRecord>,
+    /// `--volume-size` (bytes, parity volumes): the archive is then cut into volumes beside it, which needs the
+    /// space of a second copy (and of the parity volumes) on the output's filesystem.
+    pub volumes: Option<(u64, u32)>,
     pub output: PathBuf,
     /// An existing output may be replaced.
     pub replace: bool,
@@ -108,6 +111,8 @@ pub enum ExportError {
     Resolve { count: usize, of: usize, list: String, hint: Option<String> },
     #[error(transparent)]
     ResolveOne(Box<ResolveError>),
+    #[error(transparent)]
+    Disk(#[from] crate::support::disk::DiskShort),
 }
 
 // Boxed: registry errors are large, and every `Result` of the pipeline would carry their size.
@@ -137,6 +142,7 @@ impl Hint for ExportError {
             ExportError::Publish { .. } => Some("check the permissions of its directory".into()),
             ExportError::Resolve { hint, .. } => hint.clone(),
             ExportError::ResolveOne(e) => e.hint(),
+            ExportError::Disk(e) => e.hint(),
         }
     }
 }
@@ -188,8 +194,19 @@ pub async fn write_archive(
     printer: &Printer,
     job: ArchiveJob<'_>,
 ) -> Result<Exported, ExportError> {
-    let ArchiveJob { base, mut images, charts, files, signatures, output, replace, staging, created, concurrency } =
-        job;
+    let ArchiveJob {
+        base,
+        mut images,
+        charts,
+        files,
+        signatures,
+        volumes,
+        output,
+        replace,
+        staging,
+        created,
+        concurrency,
+    } = job;
     // The temporary directory of `Staging::Temporary` lives until this function returns.
     let (store, _temporary, cache) = match &staging {
         Staging::Temporary { tmp_dir } => {
@@ -245,6 +262,20 @@ pub async fn write_archive(
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    // Disk before work: the downloads the store lacks, and the archive (its content, which compression of
+    // already-compressed layers hardly shrinks; volumes and parity beside it), before any download starts.
+    let absent: u64 = meta.delta.as_ref().map_or(0, |d| d.absent.iter().map(|b| b.size).sum());
+    let in_archive = meta.total_blob_bytes().saturating_sub(absent);
+    let to_stage: u64 = jobs.iter().filter(|j| !store.contains(&j.digest, j.size)).map(|j| j.size).sum();
+    let for_volumes = volumes.map_or(0, |(size, parity)| in_archive + u64::from(parity) * size.min(in_archive));
+    crate::support::disk::check(&[
+        crate::support::disk::Need { dir: store.dir().to_path_buf(), bytes: to_stage, what: "the downloads".into() },
+        crate::support::disk::Need {
+            dir: dir.clone(),
+            bytes: in_archive + for_volumes,
+            what: if volumes.is_some() { "the archive and its volumes".into() } else { "the archive".into() },
+        },
+    ])?;
     let file_name = output.file_name().unwrap_or_default().to_string_lossy().to_string();
     let temp = tempfile::Builder::new()
         .prefix(&format!(".{file_name}."))

@@ -1,8 +1,9 @@
 //! What every part leans on and none owns: the printer that owns every byte of output (`printer`), hints carried
 //! by errors (`hint`), one-line error chains (`error_text`), the environment variables bundle reads
-//! (`env_vars`), and bounded child processes (`child_process`).
+//! (`env_vars`), bounded child processes (`child_process`), and free space checked before work (`disk`).
 
 pub mod child_process;
+pub mod disk;
 pub mod env_vars;
 pub mod error_text;
 pub mod hint;

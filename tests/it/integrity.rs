@@ -110,3 +110,44 @@ fn an_archive_altered_with_its_sidecar_is_caught_blob_by_blob_and_tags_nothing()
         assert!(get_manifest(&dst.base_url(), &img.repo, &img.tag).is_none(), "{} was tagged", img.repo);
     }
 }
+
+/// Disk before work: an export whose archive, or whose downloads, cannot fit where they go stops before a single
+/// blob is downloaded, naming the directory and the shortfall; so does a split. (A tmpfs of 6 MiB, mounted in a
+/// mount namespace of the run's own; the images hold about 8.5 MiB.)
+#[test]
+fn a_disk_too_small_is_refused_before_anything_is_downloaded() {
+    let src = Registry::start();
+    let ws = Workspace::new();
+    let set = seed_sample(&src.base_url(), 421, 3 << 20);
+    let mut args = vec!["export".to_string()];
+    for i in &set.images {
+        args.extend(["--image".into(), i.reference(&src.host())]);
+    }
+    let blob_gets = || src.requests().iter().filter(|l| l.contains("GET /v2/") && l.contains("/blobs/")).count();
+    let with =
+        |extra: &[&str]| -> Vec<String> { args.iter().cloned().chain(extra.iter().map(|s| s.to_string())).collect() };
+    let run =
+        |a: Vec<String>| ws.bundle_on_small_disk("small", "6m", &a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // The archive's directory is short.
+    let r = run(with(&["-o", "small/out.tar.zst", "--cache-dir", "cache"])).failure();
+    assert!(r.stderr.contains("not enough free space for the archive:"), "{}", r.stderr);
+    assert!(r.stderr.contains("needed in small, 6.00 MiB free there"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: free ") && r.stderr.contains("-o for the archive"), "{}", r.stderr);
+    // The staging directory (--no-cache under --tmp-dir) is short.
+    let r = run(with(&["-o", "out.tar.zst", "--no-cache", "--tmp-dir", "small"])).failure();
+    assert!(r.stderr.contains("not enough free space for the downloads:"), "{}", r.stderr);
+    assert_eq!(blob_gets(), 0, "a blob was downloaded before the disk was checked");
+    assert!(!ws.path("out.tar.zst").exists());
+
+    // With room, the same export works; its split into a short directory is refused before a volume is written.
+    ws.bundle(&with(&["-o", "out.tar.zst"]).iter().map(String::as_str).collect::<Vec<_>>()).success();
+    let r = ws
+        .bundle_on_small_disk(
+            "small",
+            "6m",
+            &["split", "--volume-size", "4MiB", "out.tar.zst", "-o", "small/v.tar.zst"],
+        )
+        .failure();
+    assert!(r.stderr.contains("not enough free space for the volumes:"), "{}", r.stderr);
+}

@@ -33,6 +33,11 @@ impl BlobStore {
     }
 
     /// Whether a complete blob of `size` bytes is stored.
+    /// The directory the blobs are kept in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn contains(&self, digest: &Digest, size: u64) -> bool {
         std::fs::metadata(self.path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
     }

@@ -83,8 +83,27 @@ impl Workspace {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_bundle"));
-        c.args(args)
-            .current_dir(self.dir.path())
+        c.args(args);
+        self.environment(&mut c);
+        c
+    }
+
+    /// Run `bundle` with a tmpfs of `size` (`8m`) mounted on the workspace's `dir`, in a mount namespace of its
+    /// own (`unshare -rm`: no privilege needed, nothing left mounted): a real filesystem that is nearly full.
+    pub fn bundle_on_small_disk(&self, dir: &str, size: &str, args: &[&str]) -> Run {
+        std::fs::create_dir_all(self.path(dir)).unwrap();
+        let script =
+            format!("mount -t tmpfs -o size={size} tmpfs '{}' && exec \"$0\" \"$@\"", self.path(dir).display());
+        let mut c = Command::new("timeout");
+        c.args(["120", "unshare", "-rm", "sh", "-c", &script, env!("CARGO_BIN_EXE_bundle")]).args(args);
+        self.environment(&mut c);
+        let run = Run::from(c.output().expect("run unshare"));
+        assert!(!run.stderr.contains("unshare: "), "cannot make a mount namespace here: {}", run.stderr);
+        run
+    }
+
+    fn environment(&self, c: &mut Command) {
+        c.current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -93,7 +112,6 @@ impl Workspace {
         for (k, v) in &self.env {
             c.env(k, v);
         }
-        c
     }
 
     /// `bundle export --image R… -o out`, which must succeed.
