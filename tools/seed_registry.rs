@@ -26,7 +26,7 @@ const MIB: usize = 1 << 20;
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(host) = args.next() else {
-        eprintln!("usage: seed-registry HOST:PORT [sample[:BYTES]|std|many|big] [SEED]");
+        eprintln!("usage: seed-registry HOST:PORT [sample[:BYTES]|std|many|huge|big|big1g] [SEED]");
         std::process::exit(2);
     };
     let workload = args.next().unwrap_or_else(|| "sample".into());
@@ -72,26 +72,30 @@ fn main() {
                 println!("{host}/{repo}:1.0");
             }
         }
-        ("many", _) => {
+        (w @ ("many" | "huge"), _) => {
+            // `huge` is `many` ten times over: the cost per image from 200 to 2,000 images.
+            let count = if w == "huge" { 2000u64 } else { 200 };
             let shared = random_layer(256 * 1024, seed);
-            for i in 0..200u64 {
+            for i in 0..count {
                 let layers = [
                     shared.clone(),
                     random_layer(16 * 1024, seed * 1000 + i * 2),
                     random_layer(64 * 1024, seed * 1000 + i * 2 + 1),
                 ];
-                let repo = format!("bench/many-{i:03}");
+                let repo = format!("bench/many-{i:04}");
                 p.image(&repo, "1.0", &image(&layers, "amd64", false));
                 println!("{host}/{repo}:1.0");
             }
         }
-        ("big", _) => {
-            let layer = random_layer_with(2048 * MIB, seed, flate2::Compression::none());
+        (w @ ("big" | "big1g"), _) => {
+            // One layer of 2 GiB (`big`) or 1 GiB (`big1g`): AI and CUDA images carry layers of 3-10 GiB.
+            let size = if w == "big" { 2048 * MIB } else { 1024 * MIB };
+            let layer = random_layer_with(size, seed, flate2::Compression::none());
             p.image("bench/big", "1.0", &image(&[layer], "amd64", false));
             println!("{host}/bench/big:1.0");
         }
         (other, _) => {
-            eprintln!("unknown workload `{other}`: sample, std, std-next, many or big");
+            eprintln!("unknown workload `{other}`: sample, std, std-next, many, huge, big or big1g");
             std::process::exit(2);
         }
     }
