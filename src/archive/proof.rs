@@ -162,7 +162,14 @@ pub async fn front(path: &Path) -> Option<(Arc<ArchiveFile>, BundleContents)> {
 /// without waiting for it. `None` inside: the archive has no (readable) sidecar.
 pub struct Pending(Option<RunningCheck>);
 
-struct RunningCheck {
+/// A sidecar check: still running on its thread, or already done by the caller (`import --require-signature`
+/// read the whole file against the sidecar it verified the signature of).
+enum RunningCheck {
+    Reading(ReadingCheck),
+    Done,
+}
+
+struct ReadingCheck {
     expected: Digest,
     result: std::sync::mpsc::Receiver<std::io::Result<Digest>>,
     progress: crate::support::printer::Transfer,
@@ -178,12 +185,20 @@ impl Pending {
         std::thread::spawn(move || {
             let _ = tx.send(file_digest(&file, &|n| p.add(n as i64)));
         });
-        Pending(Some(RunningCheck { expected, result, progress }))
+        Pending(Some(RunningCheck::Reading(ReadingCheck { expected, result, progress })))
+    }
+
+    /// `path` was read whole and its sha256 is `proven`: when its sidecar names that digest, nothing is read again.
+    pub fn start_proven(printer: &Printer, path: &Path, proven: Option<&Digest>) -> Pending {
+        match (proven, read_sidecar(path)) {
+            (Some(p), Ok(Some(expected))) if *p == expected => Pending(Some(RunningCheck::Done)),
+            _ => Pending::start(printer, path),
+        }
     }
 
     /// Not needed after all (nothing to push): clear its progress bar; the thread ends with the process.
     pub fn abandon(self) {
-        if let Some(running) = self.0 {
+        if let Some(RunningCheck::Reading(running)) = self.0 {
             running.progress.finish();
         }
     }
@@ -199,7 +214,10 @@ impl Pending {
         archive: Arc<ArchiveFile>,
         contents: BundleContents,
     ) -> Result<(Arc<ArchiveFile>, BundleContents, Proven), ProofError> {
-        if let Pending(Some(RunningCheck { expected, result, progress })) = self {
+        if let Pending(Some(RunningCheck::Done)) = self {
+            return Ok((archive, contents, Proven::BySidecar));
+        }
+        if let Pending(Some(RunningCheck::Reading(ReadingCheck { expected, result, progress }))) = self {
             let actual = tokio::task::spawn_blocking(move || result.recv()).await?;
             progress.finish();
             if actual.is_ok_and(|r| r.is_ok_and(|d| d == expected)) {

@@ -426,6 +426,7 @@ pub fn import_settings(args: ImportArgs, tmp_dir: &Path) -> Outcome<ImportSettin
         archives: crate::volumes::expand_inputs(&args.archives).explain("cannot find the archive to import")?,
         files_out: args.files_out,
         require_signature: trusted_keys(&args.require_signature)?,
+        proven: Vec::new(),
         dry_run: args.dry_run,
         tmp_dir: tmp_dir.to_path_buf(),
     })

@@ -19,6 +19,9 @@ pub struct ImportJob {
     /// `--require-signature`: every archive (every volume) must be signed by one of these keys, and match its
     /// signed sidecar, before anything is pushed.
     pub require_signature: Vec<crate::trust::TrustedKey>,
+    /// Files whose sha256 `--require-signature` already read and matched with their signed sidecars: the
+    /// import's own sidecar proof does not read them again.
+    pub proven: Vec<(PathBuf, crate::oci::digest::Digest)>,
     pub dry_run: bool,
     /// Where rebuilt volumes are written while they are pushed.
     pub tmp_dir: PathBuf,
@@ -28,6 +31,11 @@ impl ImportJob {
     /// The archive, when there is one (a volume set is imported by `volume_set`).
     pub fn archive(&self) -> &Path {
         &self.archives[0]
+    }
+
+    /// What `--require-signature` proved of `path`'s content, if anything.
+    pub fn proven(&self, path: &Path) -> Option<&crate::oci::digest::Digest> {
+        self.proven.iter().find(|(p, _)| p == path).map(|(_, d)| d)
     }
 
     /// `--files-out` for a bundle without files is refused before anything is pushed.

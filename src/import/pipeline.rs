@@ -21,9 +21,13 @@ pub const DOCKER_SAVE_NOTE: &str = "docker save keeps no registry manifests: imp
 /// Import `job`: one call from plan to finish.
 pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), ImportError> {
     let started = std::time::Instant::now();
-    if !args.require_signature.is_empty() {
-        require_signatures(at, args).await?;
-    }
+    let checked;
+    let args = if args.require_signature.is_empty() {
+        args
+    } else {
+        checked = ImportJob { proven: require_signatures(at, args).await?, ..args.clone() };
+        &checked
+    };
     if is_volume_set(&args.archives).await {
         return super::volume_set::import(at, args, started).await;
     }
@@ -31,7 +35,10 @@ pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), Import
     // Planning needs only the front of the archive (metadata and manifests) and the tar headers: when the
     // destination already has everything, nothing else is read.
     let (archive, contents, pending) = match proof::front(args.archive()).await {
-        Some((archive, contents)) => (archive, contents, Some(proof::Pending::start(at.printer, args.archive()))),
+        Some((archive, contents)) => {
+            let pending = proof::Pending::start_proven(at.printer, args.archive(), args.proven(args.archive()));
+            (archive, contents, Some(pending))
+        }
         None => match proof::verify_any(at.printer, args.archive()).await? {
             (archive, Checked::Layout(contents)) => {
                 print_verified(at, args.archive(), &contents, Proven::InFull);
@@ -70,8 +77,12 @@ pub async fn import(at: Surroundings<'_>, args: &ImportJob) -> Result<(), Import
 }
 
 /// `--require-signature`: every file given (each volume, each parity volume) signed by a trusted key and
-/// matching its signed sidecar, before anything is planned or pushed.
-async fn require_signatures(at: Surroundings<'_>, args: &ImportJob) -> Result<(), ImportError> {
+/// matching its signed sidecar, before anything is planned or pushed. What it read need not be read again.
+async fn require_signatures(
+    at: Surroundings<'_>,
+    args: &ImportJob,
+) -> Result<Vec<(std::path::PathBuf, crate::oci::digest::Digest)>, ImportError> {
+    let mut proven = Vec::new();
     for path in &args.archives {
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let progress = at.printer.transfer("check", len, 0);
@@ -89,8 +100,9 @@ async fn require_signatures(at: Surroundings<'_>, args: &ImportJob) -> Result<()
             signed.key.describe(),
             signed.sidecar_digest.hex()
         ));
+        proven.push((path.clone(), signed.sidecar_digest));
     }
-    Ok(())
+    Ok(proven)
 }
 
 /// `--files-out DIR`: every file written back from the archive, checked on the way.

@@ -20,7 +20,7 @@ pub async fn import(at: Surroundings<'_>, args: &ImportJob, started: std::time::
             parity.push((header, path.clone()));
             continue;
         }
-        match plan_volume(at, path).await {
+        match plan_volume(at, path, args.proven(path)).await {
             Some(u) => {
                 given.push(GivenVolume {
                     path: path.clone(),
@@ -134,11 +134,15 @@ struct Unproven {
 }
 
 /// Plan a volume from its front when its sidecar is there to prove it by; `None`: verify it in full instead.
-async fn plan_volume(at: Surroundings<'_>, path: &std::path::Path) -> Option<Unproven> {
+async fn plan_volume(
+    at: Surroundings<'_>,
+    path: &std::path::Path,
+    proven: Option<&crate::oci::digest::Digest>,
+) -> Option<Unproven> {
     crate::archive::checksum::read_sidecar(path).ok().flatten()?;
     let (archive, contents) = proof::front(path).await?;
     contents.volume()?;
-    let check = proof::Pending::start(at.printer, path);
+    let check = proof::Pending::start_proven(at.printer, path, proven);
     Some(Unproven { path: path.to_path_buf(), archive, contents, check })
 }
 
