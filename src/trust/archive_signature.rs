@@ -126,8 +126,14 @@ pub struct SignedBy {
 /// against `sidecar_digest` (`check_content`, or a verification that compares the sidecar).
 pub fn verify(archive: &Path, keys: &[TrustedKey]) -> Result<SignedBy, ArchiveSignatureError> {
     let path = signature_path(archive);
-    let signature = match std::fs::read(&path) {
-        Ok(s) => s,
+    let signature = match std::fs::File::open(&path) {
+        Ok(f) => {
+            // A signature is at most a few KiB (an SSH signature ~300 bytes); read no more than a key file's bound.
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, super::keys::MAX_KEY_FILE_BYTES), &mut bytes)
+                .map_err(|source| ArchiveSignatureError::Read { path: path.clone(), source })?;
+            bytes
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ArchiveSignatureError::Unsigned { archive: archive.into(), signature: path });
         }

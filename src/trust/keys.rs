@@ -144,9 +144,26 @@ pub(crate) fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Key files, allowed_signers files and signatures are a few KiB; more is not one (and is not read into memory).
+pub(crate) const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
+
+/// The bytes of a key file, refused unread above `MAX_KEY_FILE_BYTES`.
+pub(crate) fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|source| KeyError::Read { path: path.into(), source })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| KeyError::Read { path: path.into(), source })?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(KeyError::Unsupported { path: path.into(), what: "larger than any key file (1 MiB)".into() });
+    }
+    Ok(bytes)
+}
+
 /// Every key in `path` (a PEM file holds one, an allowed_signers file may hold several).
 pub fn load_public(path: &Path) -> Result<Vec<TrustedKey>, KeyError> {
-    let text = std::fs::read(path).map_err(|source| KeyError::Read { path: path.into(), source })?;
+    let text = read_key_file(path)?;
     let text = String::from_utf8_lossy(&text);
     let unsupported = |what: String| KeyError::Unsupported { path: path.into(), what };
     if text.contains("-----BEGIN ") {
@@ -269,6 +286,15 @@ mod tests {
         assert_eq!(option_value(r#"namespaces="git,bundle""#, "namespaces").as_deref(), Some("git,bundle"));
         assert_eq!(option_value("cert-authority", "namespaces"), None);
         assert!(is_ssh_key_type("ecdsa-sha2-nistp256") && !is_ssh_key_type("alice"));
+    }
+
+    #[test]
+    fn a_file_larger_than_any_key_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.pub");
+        std::fs::write(&big, vec![b'A'; MAX_KEY_FILE_BYTES as usize + 1]).unwrap();
+        assert!(matches!(load_public(&big), Err(KeyError::Unsupported { what, .. }) if what.contains("1 MiB")));
+        assert!(matches!(load_public(&dir.path().join("none.pub")), Err(KeyError::Read { .. })));
     }
 
     #[test]

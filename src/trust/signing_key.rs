@@ -26,7 +26,7 @@ enum Kind {
 impl SigningKey {
     /// Read `path`; an encrypted key is opened with the password from `BUNDLE_SIGN_PASSWORD` or the terminal.
     pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
-        let bytes = std::fs::read(path).map_err(|source| KeyError::Read { path: path.into(), source })?;
+        let bytes = super::keys::read_key_file(path)?;
         let text = String::from_utf8_lossy(&bytes);
         let unsupported = |what: String| KeyError::Unsupported { path: path.into(), what };
         let Some((label, der)) = pem_blocks(&text).into_iter().next() else {
