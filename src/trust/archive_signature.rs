@@ -76,8 +76,12 @@ fn sidecar_of(archive: &Path) -> Result<(Vec<u8>, Digest), ArchiveSignatureError
 }
 
 /// The archive's sha256, against its sidecar's.
-pub fn check_content(archive: &Path, expected: &Digest) -> Result<(), ArchiveSignatureError> {
-    let actual = crate::archive::checksum::file_digest(archive, &|_| {})
+pub fn check_content(
+    archive: &Path,
+    expected: &Digest,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(), ArchiveSignatureError> {
+    let actual = crate::archive::checksum::file_digest(archive, on_bytes)
         .map_err(|source| ArchiveSignatureError::Read { path: archive.into(), source })?;
     if &actual != expected {
         return Err(ArchiveSignatureError::ContentDiffers {
@@ -103,7 +107,7 @@ pub fn sign(archive: &Path, key: &SigningKey, known: Option<&Digest>) -> Result<
                 actual: d.clone(),
             });
         }
-        None => check_content(archive, &digest)?,
+        None => check_content(archive, &digest, &|_| {})?,
     }
     let signature =
         key.sign(&bytes).map_err(|message| ArchiveSignatureError::Sign { archive: archive.into(), message })?;
@@ -189,14 +193,6 @@ pub fn require(
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<SignedBy, ArchiveSignatureError> {
     let signed = verify(archive, keys)?;
-    let actual = crate::archive::checksum::file_digest(archive, on_bytes)
-        .map_err(|source| ArchiveSignatureError::Read { path: archive.into(), source })?;
-    if actual != signed.sidecar_digest {
-        return Err(ArchiveSignatureError::ContentDiffers {
-            archive: archive.into(),
-            expected: signed.sidecar_digest.clone(),
-            actual,
-        });
-    }
+    check_content(archive, &signed.sidecar_digest, on_bytes)?;
     Ok(signed)
 }
