@@ -375,6 +375,9 @@ pub async fn execute(
 }
 
 /// Push the manifests of `images`, `concurrency` images at a time.
+///
+/// When one image fails, no other image starts, but the ones under way finish (`support::drain` says why): the
+/// failure's report asks the destination which images landed, and must not race a `PUT` still being stored.
 async fn push_manifests(
     client: &RegistryClient,
     images: &[&ImagePush],
@@ -384,48 +387,57 @@ async fn push_manifests(
     done: &Mutex<BTreeSet<(String, Digest)>>,
     stats: &Mutex<PushStats>,
 ) -> Result<(), PushError> {
-    stream::iter(images.iter().copied().map(Ok::<_, PushError>))
-        .try_for_each_concurrent(concurrency.max(1), |p| {
-            async move {
-                let img = &contents.images[p.image];
-                let repo = p.target.repository().to_string();
-                for m in &img.manifests {
-                    let is_root = m == &img.digest;
-                    let key = (repo.clone(), m.clone());
-                    let stored = &contents.manifests[m];
-                    if is_root {
-                        continue;
-                    }
-                    if done.lock().await.contains(&key) {
-                        continue;
-                    }
-                    client.put_manifest(&repo, m.as_str(), &stored.media_type, &stored.bytes).await?;
-                    stats.lock().await.manifests += 1;
-                    done.lock().await.insert(key);
-                }
-                let stored = &contents.manifests[&img.digest];
-                let tag_key = p.target.tag().map(|t| format!("{repo}:{t}"));
-                let current = tag_key.as_ref().is_some_and(|k| presence.tags_current.contains(k));
-                if !current {
-                    let reference = p.target.tag().map(str::to_string).unwrap_or_else(|| img.digest.to_string());
-                    client.put_manifest(&repo, &reference, &stored.media_type, &stored.bytes).await.map_err(
-                        |source| match source.status() {
-                            // Docker distribution answers 400 MANIFEST_BLOB_UNKNOWN; others 400 or 404.
-                            Some(400 | 404) if !img.omitted.is_empty() => PushError::SparseRefused {
-                                image: p.source.to_string(),
-                                registry: client.name().to_string(),
-                                digest: img.digest.clone(),
-                                source: Box::new(source),
-                            },
-                            _ => PushError::Registry(source),
-                        },
-                    )?;
-                    stats.lock().await.manifests += 1;
-                }
-                Ok(())
+    crate::support::drain::for_each_draining(images.iter().copied(), concurrency, |p| {
+        push_image_manifests(client, p, contents, presence, done, stats)
+    })
+    .await
+}
+
+/// One image's manifests: children first, the root last, under its tag.
+async fn push_image_manifests(
+    client: &RegistryClient,
+    p: &ImagePush,
+    contents: &BundleContents,
+    presence: &Presence,
+    done: &Mutex<BTreeSet<(String, Digest)>>,
+    stats: &Mutex<PushStats>,
+) -> Result<(), PushError> {
+    let img = &contents.images[p.image];
+    let repo = p.target.repository().to_string();
+    for m in &img.manifests {
+        let is_root = m == &img.digest;
+        let key = (repo.clone(), m.clone());
+        let stored = &contents.manifests[m];
+        if is_root {
+            continue;
+        }
+        if done.lock().await.contains(&key) {
+            continue;
+        }
+        client.put_manifest(&repo, m.as_str(), &stored.media_type, &stored.bytes).await?;
+        stats.lock().await.manifests += 1;
+        done.lock().await.insert(key);
+    }
+    let stored = &contents.manifests[&img.digest];
+    let tag_key = p.target.tag().map(|t| format!("{repo}:{t}"));
+    let current = tag_key.as_ref().is_some_and(|k| presence.tags_current.contains(k));
+    if !current {
+        let reference = p.target.tag().map(str::to_string).unwrap_or_else(|| img.digest.to_string());
+        client.put_manifest(&repo, &reference, &stored.media_type, &stored.bytes).await.map_err(|source| {
+            match source.status() {
+                // Docker distribution answers 400 MANIFEST_BLOB_UNKNOWN; others 400 or 404.
+                Some(400 | 404) if !img.omitted.is_empty() => PushError::SparseRefused {
+                    image: p.source.to_string(),
+                    registry: client.name().to_string(),
+                    digest: img.digest.clone(),
+                    source: Box::new(source),
+                },
+                _ => PushError::Registry(source),
             }
-        })
-        .await
+        })?;
+        stats.lock().await.manifests += 1;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default, Clone, Copy)]
