@@ -198,6 +198,7 @@ impl Context {
         let options = ClientOptions {
             retry: RetryPolicy { max_retries: global.retries, ..RetryPolicy::default() },
             upload_chunk: upload_chunk()?,
+            download_piece: download_piece()?,
             connect_timeout: Duration::from_secs(global.connect_timeout.max(1)),
             read_timeout: Duration::from_secs(global.read_timeout.max(1)),
         };
@@ -302,6 +303,20 @@ pub fn image_row(
         ),
     };
     [source.to_string(), format!("sha256:{}", &digest.hex()[..12]), kind, platforms, human(size)]
+}
+
+/// `BUNDLE_DOWNLOAD_PIECE_SIZE`: bytes per `Range` request of a big blob's download.
+fn download_piece() -> Result<u64, Failure> {
+    use crate::support::env_vars::BUNDLE_DOWNLOAD_PIECE_SIZE;
+    match std::env::var(BUNDLE_DOWNLOAD_PIECE_SIZE) {
+        Err(_) => Ok(ClientOptions::default().download_piece),
+        Ok(v) => v.parse::<crate::volumes::VolumeSize>().map(|s| s.0).ok().filter(|n| *n >= 1 << 20).ok_or_else(|| {
+            Failure::user(
+                format!("{BUNDLE_DOWNLOAD_PIECE_SIZE}=`{v}` is not a size of at least 1MiB"),
+                "write it with a unit: 8MiB, 64MiB; a size larger than any blob turns pieces off; or unset it (8MiB)",
+            )
+        }),
+    }
 }
 
 /// `BUNDLE_UPLOAD_CHUNK_SIZE`: bytes per chunk of a chunked upload (and the size above which uploads are chunked).

@@ -24,6 +24,7 @@ use crate::oci::manifest::{ACCEPT as MANIFEST_TYPES, MAX_MANIFEST_BYTES};
 use crate::oci::reference::is_loopback_host;
 
 mod chunked;
+mod pieces;
 
 /// Where a downloaded blob's bytes go, in order. The download hashes them; the sink stores them.
 pub trait BlobSink: Send {
@@ -41,6 +42,8 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// Blobs larger than this go up in chunks of this size (`chunked`).
     pub upload_chunk: u64,
+    /// Bytes per `Range` request of a download in pieces; blobs of more than two pieces come that way (`pieces`).
+    pub download_piece: u64,
     pub connect_timeout: Duration,
     /// Longest wait for the next bytes of a response before the attempt counts as failed.
     pub read_timeout: Duration,
@@ -51,6 +54,7 @@ impl Default for ClientOptions {
         ClientOptions {
             retry: RetryPolicy::default(),
             upload_chunk: chunked::DEFAULT_CHUNK,
+            download_piece: pieces::DEFAULT_PIECE,
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
         }
@@ -125,6 +129,8 @@ pub struct RegistryClient {
     /// one's token instead of each fetching their own.
     token_flights: std::sync::Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
     pinged: OnceCell<()>,
+    /// The registry answered a `Range` request with the whole blob: its blobs come as one stream from now on.
+    ranges_refused: std::sync::atomic::AtomicBool,
     options: ClientOptions,
 }
 
@@ -170,6 +176,7 @@ impl RegistryClient {
             auth: Mutex::new(AuthState::default()),
             token_flights: std::sync::Mutex::new(HashMap::new()),
             pinged: OnceCell::new(),
+            ranges_refused: std::sync::atomic::AtomicBool::new(false),
             options,
         })
     }
@@ -452,61 +459,72 @@ impl RegistryClient {
         let mut hasher = resume;
         let mut broken_streams = 0u32;
         let mut mismatches = 0u32;
+        let mut first = true;
         loop {
-            let offset = hasher.len();
-            let resp = self
-                .send_with_retries(&what, &scope, &|| {
-                    let req = self.http.get(url.clone());
-                    if offset > 0 { req.header(RANGE, format!("bytes={offset}-")) } else { req }
-                })
-                .await?;
-            match resp.status() {
-                StatusCode::PARTIAL_CONTENT if offset > 0 && content_range_start(resp.headers()) == Some(offset) => {}
-                s if s.is_success() => {
-                    if offset > 0 {
-                        // The server ignored our Range: start over.
-                        progress(-(offset as i64));
-                        sink.restart().await.map_err(|e| RegistryError::io(&what, e))?;
-                        hasher = DigestWriter::new();
+            // Big blobs in parallel pieces first (`pieces`); what they did not bring comes as one stream.
+            let in_pieces = first
+                && matches!(
+                    self.download_in_pieces(&what, &url, &scope, size, &mut hasher, sink, progress).await?,
+                    pieces::Pieces::Done
+                );
+            first = false;
+            if !in_pieces {
+                let offset = hasher.len();
+                let resp = self
+                    .send_with_retries(&what, &scope, &|| {
+                        let req = self.http.get(url.clone());
+                        if offset > 0 { req.header(RANGE, format!("bytes={offset}-")) } else { req }
+                    })
+                    .await?;
+                match resp.status() {
+                    StatusCode::PARTIAL_CONTENT
+                        if offset > 0 && content_range_start(resp.headers()) == Some(offset) => {}
+                    s if s.is_success() => {
+                        if offset > 0 {
+                            // The server ignored our Range: start over.
+                            progress(-(offset as i64));
+                            sink.restart().await.map_err(|e| RegistryError::io(&what, e))?;
+                            hasher = DigestWriter::new();
+                        }
+                    }
+                    _ => return Err(self.status_error(&what, resp).await),
+                }
+                let mut stream = resp.bytes_stream();
+                let mut broke = None;
+                while let Some(chunk) = stream.next().await {
+                    match chunk {
+                        Ok(chunk) => {
+                            if hasher.len() + chunk.len() as u64 > size {
+                                return Err(RegistryError::SizeMismatch {
+                                    what,
+                                    expected: size,
+                                    actual: hasher.len() + chunk.len() as u64,
+                                });
+                            }
+                            hasher.update(&chunk);
+                            sink.append(&chunk).await.map_err(|e| RegistryError::io(&what, e))?;
+                            progress(chunk.len() as i64);
+                        }
+                        Err(e) => {
+                            broke = Some(e);
+                            break;
+                        }
                     }
                 }
-                _ => return Err(self.status_error(&what, resp).await),
-            }
-            let mut stream = resp.bytes_stream();
-            let mut broke = None;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(chunk) => {
-                        if hasher.len() + chunk.len() as u64 > size {
-                            return Err(RegistryError::SizeMismatch {
-                                what,
-                                expected: size,
-                                actual: hasher.len() + chunk.len() as u64,
+                // A body that broke off, or ended early without an error: resume from where it stopped.
+                if broke.is_some() || hasher.len() != size {
+                    match policy.decide(broken_streams, Attempt::Broken { retryable: true }) {
+                        Verdict::Wait(delay) => tokio::time::sleep(delay).await,
+                        _ => {
+                            return Err(match broke {
+                                Some(e) => self.connect_error(&what, e),
+                                None => RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() },
                             });
                         }
-                        hasher.update(&chunk);
-                        sink.append(&chunk).await.map_err(|e| RegistryError::io(&what, e))?;
-                        progress(chunk.len() as i64);
                     }
-                    Err(e) => {
-                        broke = Some(e);
-                        break;
-                    }
+                    broken_streams += 1;
+                    continue;
                 }
-            }
-            // A body that broke off, or ended early without an error: resume from where it stopped.
-            if broke.is_some() || hasher.len() != size {
-                match policy.decide(broken_streams, Attempt::Broken { retryable: true }) {
-                    Verdict::Wait(delay) => tokio::time::sleep(delay).await,
-                    _ => {
-                        return Err(match broke {
-                            Some(e) => self.connect_error(&what, e),
-                            None => RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() },
-                        });
-                    }
-                }
-                broken_streams += 1;
-                continue;
             }
             let actual = hasher.clone().finish();
             if &actual != digest {

@@ -35,6 +35,11 @@ pub const BUNDLE_SIGN_PASSWORD: &str = "BUNDLE_SIGN_PASSWORD";
 /// each resumed where a cut one stopped. A size with a unit; default 64MiB, at least 1MiB.
 pub const BUNDLE_UPLOAD_CHUNK_SIZE: &str = "BUNDLE_UPLOAD_CHUNK_SIZE";
 
+/// Bytes per `Range` request when a big blob is downloaded in parallel pieces (export, copy, files); blobs of
+/// more than two pieces come that way, four requests at a time. A size with a unit; default 8MiB, at least 1MiB;
+/// a size larger than any blob turns pieces off.
+pub const BUNDLE_DOWNLOAD_PIECE_SIZE: &str = "BUNDLE_DOWNLOAD_PIECE_SIZE";
+
 /// Read when bundle is built, not when it runs (build.rs, scripts/release): the commit and the glibc floor that
 /// `bundle --version` reports.
 pub const BUNDLE_BUILD_COMMIT: &str = "BUNDLE_BUILD_COMMIT";

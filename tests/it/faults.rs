@@ -136,7 +136,9 @@ fn a_download_restarted_after_the_archive_writer_read_part_of_it_rewrites_the_ar
     // Large enough that what the writer takes of it shows in the temporary archive, which is written in 4 MiB
     // blocks.
     const BIG: usize = 16 << 20;
-    let f = faulty_source_with(79, BIG);
+    let mut f = faulty_source_with(79, BIG);
+    // One stream, so that the hold comes 12 MiB into the one response (pieces are 8 MiB).
+    f.ws.env("BUNDLE_DOWNLOAD_PIECE_SIZE", "1GiB");
     let layer = f.layer();
     // Everything the archive holds before the layer (blobs sort by digest; manifests are small).
     let before: usize = f
@@ -451,4 +453,119 @@ fn a_registry_that_refuses_chunks_gets_each_big_blob_in_one_put() {
         seen.iter().filter(|s| s.method == "PATCH").count(),
         sizes.values().filter(|s| **s > UPLOAD_CHUNK).count()
     );
+}
+
+/// Pieces of the downloads in pieces tests (`BUNDLE_DOWNLOAD_PIECE_SIZE`).
+const PIECE: usize = 1 << 20;
+
+/// `bytes=A-B` → (A, B + 1); an open range (`bytes=A-`) → (A, None).
+fn range_of(s: &Seen) -> Option<(usize, Option<usize>)> {
+    let (a, b) = s.range.as_deref()?.strip_prefix("bytes=")?.split_once('-')?;
+    Some((a.parse().ok()?, if b.is_empty() { None } else { Some(b.parse::<usize>().ok()? + 1) }))
+}
+
+/// A big blob comes down as several `Range` requests at once (one of them unanswered while the others are
+/// asked), the pieces cover it exactly once, and they are hashed in order: the archive holds the right digest.
+#[test]
+fn a_big_blob_comes_down_in_parallel_range_pieces_and_keeps_its_digest() {
+    let mut f = faulty_source_with(83, 6 * PIECE);
+    f.ws.env("BUNDLE_DOWNLOAD_PIECE_SIZE", "1MiB");
+    let layer = f.layer();
+    let path = format!("/blobs/{layer}");
+    f.proxy.add("GET", &path, Fault::Hold, 1);
+    let args = f.export_args("a.tar.zst", &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child =
+        f.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(f.proxy.wait_held(), "the export never asked for the layer");
+    // While one piece is held unanswered, the others of the blob are asked for (bounded wait).
+    let others = || f.proxy.requests().iter().filter(|s| s.path.contains(&path) && !s.faulted()).count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while others() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let in_parallel = others();
+    f.proxy.release();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(in_parallel >= 3, "only {in_parallel} other requests while one piece was held");
+    let gets: Vec<Seen> =
+        f.proxy.requests().into_iter().filter(|s| s.method == "GET" && s.path.contains(&path)).collect();
+    let mut pieces: Vec<(usize, usize)> = gets
+        .iter()
+        .map(|s| match range_of(s) {
+            Some((a, Some(b))) => (a, b),
+            _ => panic!("a request of the layer that is not a piece: {:?}", s.range),
+        })
+        .collect();
+    pieces.sort();
+    let size = blob_sizes(&f.set)[&layer];
+    assert_eq!(pieces.len(), size.div_ceil(PIECE), "{pieces:?}");
+    for (i, (a, b)) in pieces.iter().enumerate() {
+        assert_eq!(
+            (*a, *b),
+            (i * PIECE, ((i + 1) * PIECE).min(size)),
+            "the pieces do not cover the blob once: {pieces:?}"
+        );
+    }
+    f.check_archive("a.tar.zst");
+}
+
+/// A registry that ignores `Range` (200 with the whole body) gets each big blob as one stream: a few piece
+/// requests wasted on the first, none on the next.
+#[test]
+fn a_registry_that_ignores_range_gets_each_big_blob_as_one_stream() {
+    let mut f = faulty_source_with(84, 6 * PIECE);
+    f.ws.env("BUNDLE_DOWNLOAD_PIECE_SIZE", "1MiB");
+    f.proxy.add("GET", "/blobs/sha256:", Fault::IgnoreRange, usize::MAX);
+    let args = f.export_args("a.tar.zst", &["--concurrency", "1"]);
+    f.run(&args).success();
+    f.check_archive("a.tar.zst");
+    let sizes = blob_sizes(&f.set);
+    let big: Vec<&String> = sizes.iter().filter(|(_, s)| **s > 2 * PIECE).map(|(d, _)| d).collect();
+    assert!(big.len() >= 2, "the sample needs two blobs big enough for pieces: {sizes:?}");
+    let seen = f.proxy.requests();
+    let gets = |d: &str| -> Vec<&Seen> { seen.iter().filter(|s| s.method == "GET" && s.path.ends_with(d)).collect() };
+    // The first big blob asked for: its piece requests, then one whole stream; the others: one stream each.
+    let first = big.iter().min_by_key(|d| gets(d)[0].at).unwrap();
+    let of_first = gets(first);
+    assert!(of_first.len() <= 5, "{} requests for the first big blob", of_first.len());
+    assert_eq!(of_first.last().unwrap().range, None, "the first big blob did not come whole at the end");
+    for d in big.iter().filter(|d| *d != first) {
+        let g = gets(d);
+        assert_eq!((g.len(), g[0].range.as_deref()), (1, None), "{d} was asked for in pieces after Range was ignored");
+    }
+}
+
+/// A piece cut midway ends the pieces: the rest of the blob comes as one stream from the first byte not yet
+/// hashed (a piece boundary), and the digest is right.
+#[test]
+fn a_piece_cut_midway_ends_the_pieces_and_the_rest_comes_as_one_stream() {
+    let mut f = faulty_source_with(85, 6 * PIECE);
+    f.ws.env("BUNDLE_DOWNLOAD_PIECE_SIZE", "1MiB");
+    let layer = f.layer();
+    let path = format!("/blobs/{layer}");
+    f.proxy.add_after("GET", &path, 2, Fault::ResetAfter(300 << 10), 1);
+    let args = f.export_args("a.tar.zst", &[]);
+    f.run(&args).success();
+    f.check_archive("a.tar.zst");
+    let seen = f.proxy.requests();
+    let cut = seen.iter().find(|s| s.faulted()).expect("a piece was cut");
+    assert!(matches!(range_of(cut), Some((_, Some(_)))), "the cut request was not a piece: {:?}", cut.range);
+    // After the cut: one stream, open-ended, from a piece boundary (or from the start, with no Range).
+    let stream: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.path.contains(&path) && s.at > cut.at && !matches!(range_of(s), Some((_, Some(_)))))
+        .collect();
+    assert_eq!(
+        stream.len(),
+        1,
+        "{:?}",
+        seen.iter().filter(|s| s.path.contains(&path)).map(|s| &s.range).collect::<Vec<_>>()
+    );
+    match range_of(stream[0]) {
+        None => assert_eq!(stream[0].range, None),
+        Some((from, None)) => assert_eq!(from % PIECE, 0, "the stream starts mid-piece: {from}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -33,6 +33,9 @@ pub enum Fault {
     /// Forward with the byte at `at` of the response body flipped, and hold the rest of the body after
     /// `hold_after` bytes until `release` (a corrupted download the client is partway through).
     CorruptThenHold { at: usize, hold_after: usize },
+    /// Forward without the request's `Range` header, as a registry that does not serve ranges answers: the
+    /// whole body, 200.
+    IgnoreRange,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +232,14 @@ fn handle(
             Some(r.fault.clone())
         })
     });
+    if matches!(fault, Some(Fault::IgnoreRange)) {
+        let text = String::from_utf8_lossy(&head).into_owned();
+        head = text
+            .split_inclusive("\r\n")
+            .filter(|l| !l.to_ascii_lowercase().starts_with("range:"))
+            .collect::<String>()
+            .into_bytes();
+    }
     let at = std::time::Instant::now();
     seen.lock().unwrap().push(Seen {
         method: method.clone(),

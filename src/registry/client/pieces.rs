@@ -1,0 +1,179 @@
+//! Big blobs come down as several `Range` requests at once, so that one blob is not held to what one connection
+//! carries: object stores and CDNs in front of registries cap each connection well below the link, and a single
+//! TCP stream over a long path seldom fills it.
+//!
+//! The pieces are hashed and handed to the sink in order, as the first missing one arrives, while the ones after
+//! it keep coming (`download_in_pieces`); the sink writes the blob once, as it would from one stream. Pieces
+//! waiting their turn are held in memory: at most `PIECES_PER_BLOB` per blob and `PIECE_BUDGET` in the whole run,
+//! so memory stays bounded whatever the number of big blobs. Any piece that goes wrong (a registry that ignores
+//! `Range` and answers 200, a wrong `Content-Range`, a body cut short, an error after the retry policy's
+//! attempts) ends the pieces: the download goes on as one stream from the first byte not yet hashed, with that
+//! path's own resume and retries, so nothing is lost but the pieces in flight. A registry that ignored `Range`
+//! once is not asked for pieces again.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use reqwest::StatusCode;
+use reqwest::header::RANGE;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use url::Url;
+
+use super::{BlobSink, RegistryClient, Scope, content_range_start};
+use crate::oci::digest::DigestWriter;
+use crate::registry::error::RegistryError;
+
+/// Bytes per `Range` request, unless `BUNDLE_DOWNLOAD_PIECE_SIZE` says otherwise. Blobs of at most two pieces
+/// come down as one stream.
+pub const DEFAULT_PIECE: u64 = 8 << 20;
+/// Requests of one blob in flight at once.
+const PIECES_PER_BLOB: usize = 4;
+/// Pieces in flight or waiting in the whole run: 8 of 8 MiB is 64 MiB at most, however many big blobs there are.
+static PIECE_BUDGET: Semaphore = Semaphore::const_new(8);
+
+/// How a download in pieces ended.
+pub(super) enum Pieces {
+    /// Every byte hashed and in the sink.
+    Done,
+    /// Stopped (or never started) at the hasher's length: the rest comes as one stream.
+    Stopped,
+}
+
+/// One piece's bytes, holding its share of the budget until they are in the sink.
+struct Piece {
+    start: u64,
+    bytes: Bytes,
+    _permit: SemaphorePermit<'static>,
+}
+
+impl RegistryClient {
+    /// Whether the rest of a blob (`size` bytes, `from` of them hashed) is worth asking for in pieces.
+    fn wants_pieces(&self, size: u64, from: u64) -> bool {
+        let piece = self.options.download_piece;
+        !self.ranges_refused.load(Ordering::Relaxed) && size.saturating_sub(from) > piece.saturating_mul(2)
+    }
+
+    /// Download the blob at `url` from the hasher's length on, in pieces, into `sink` (see the module doc).
+    /// Errors are the sink's only; a failed request ends in `Pieces::Stopped`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn download_in_pieces(
+        &self,
+        what: &str,
+        url: &Url,
+        scope: &[Scope],
+        size: u64,
+        hasher: &mut DigestWriter,
+        sink: &mut impl BlobSink,
+        progress: &(dyn Fn(i64) + Sync),
+    ) -> Result<Pieces, RegistryError> {
+        if !self.wants_pieces(size, hasher.len()) {
+            return Ok(Pieces::Stopped);
+        }
+        let piece = self.options.download_piece;
+        let mut next = hasher.len();
+        let mut flying = FuturesUnordered::new();
+        let mut ready: BTreeMap<u64, Piece> = BTreeMap::new();
+        loop {
+            while next < size && flying.len() + ready.len() < PIECES_PER_BLOB {
+                // The blob's first piece waits for the budget; the others only take what is free.
+                let permit = if flying.is_empty() && ready.is_empty() {
+                    PIECE_BUDGET.acquire().await.expect("the budget is never closed")
+                } else {
+                    match PIECE_BUDGET.try_acquire() {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    }
+                };
+                let end = (next + piece).min(size);
+                flying.push(self.fetch_piece(what, url, scope, next, end, permit));
+                next = end;
+            }
+            let Some(head) = ready.remove(&hasher.len()) else {
+                // Waiting for the next piece in order; a share of the budget freed meanwhile starts one more.
+                let room = next < size && flying.len() + ready.len() < PIECES_PER_BLOB;
+                tokio::select! {
+                    got = flying.next() => match got {
+                        Some(Ok(p)) => {
+                            ready.insert(p.start, p);
+                        }
+                        Some(Err(())) | None => return Ok(Pieces::Stopped),
+                    },
+                    permit = PIECE_BUDGET.acquire(), if room => {
+                        let end = (next + piece).min(size);
+                        flying.push(self.fetch_piece(what, url, scope, next, end, permit.expect("the budget is never closed")));
+                        next = end;
+                    }
+                }
+                continue;
+            };
+            hasher.update(&head.bytes);
+            // The sink writes while the pieces after this one keep arriving.
+            let mut failed = false;
+            {
+                let write = sink.append(&head.bytes);
+                tokio::pin!(write);
+                loop {
+                    tokio::select! {
+                        written = &mut write => {
+                            written.map_err(|e| RegistryError::io(what, e))?;
+                            break;
+                        }
+                        Some(got) = flying.next() => match got {
+                            Ok(p) => {
+                                ready.insert(p.start, p);
+                            }
+                            Err(()) => failed = true,
+                        },
+                    }
+                }
+            }
+            progress(head.bytes.len() as i64);
+            if hasher.len() == size {
+                return Ok(Pieces::Done);
+            }
+            if failed {
+                return Ok(Pieces::Stopped);
+            }
+        }
+    }
+
+    /// Bytes `start..end` of the blob, whole, or `Err(())` for anything else (said why in the module doc).
+    async fn fetch_piece(
+        &self,
+        what: &str,
+        url: &Url,
+        scope: &[Scope],
+        start: u64,
+        end: u64,
+        permit: SemaphorePermit<'static>,
+    ) -> Result<Piece, ()> {
+        let range = format!("bytes={start}-{}", end - 1);
+        let resp = self
+            .send_with_retries(what, scope, &|| self.http.get(url.clone()).header(RANGE, range.clone()))
+            .await
+            .map_err(drop)?;
+        if resp.status() != StatusCode::PARTIAL_CONTENT || content_range_start(resp.headers()) != Some(start) {
+            if resp.status().is_success() {
+                self.ranges_refused.store(true, Ordering::Relaxed);
+            }
+            return Err(());
+        }
+        let want = (end - start) as usize;
+        let mut bytes = BytesMut::with_capacity(want);
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(drop)?;
+            if bytes.len() + chunk.len() > want {
+                return Err(());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.len() != want {
+            return Err(());
+        }
+        Ok(Piece { start, bytes: bytes.freeze(), _permit: permit })
+    }
+}
