@@ -308,27 +308,32 @@ pub fn image_row(
 /// `BUNDLE_DOWNLOAD_PIECE_SIZE`: bytes per `Range` request of a big blob's download.
 fn download_piece() -> Result<u64, Failure> {
     use crate::support::env_vars::BUNDLE_DOWNLOAD_PIECE_SIZE;
-    match std::env::var(BUNDLE_DOWNLOAD_PIECE_SIZE) {
-        Err(_) => Ok(ClientOptions::default().download_piece),
-        Ok(v) => v.parse::<crate::volumes::VolumeSize>().map(|s| s.0).ok().filter(|n| *n >= 1 << 20).ok_or_else(|| {
-            Failure::user(
-                format!("{BUNDLE_DOWNLOAD_PIECE_SIZE}=`{v}` is not a size of at least 1MiB"),
-                "write it with a unit: 8MiB, 64MiB; a size larger than any blob turns pieces off; or unset it (8MiB)",
-            )
-        }),
-    }
+    size_from_env(
+        BUNDLE_DOWNLOAD_PIECE_SIZE,
+        ClientOptions::default().download_piece,
+        "write it with a unit: 8MiB, 64MiB; a size larger than any blob turns pieces off; or unset it (8MiB)",
+    )
 }
 
 /// `BUNDLE_UPLOAD_CHUNK_SIZE`: bytes per chunk of a chunked upload (and the size above which uploads are chunked).
 fn upload_chunk() -> Result<u64, Failure> {
     use crate::support::env_vars::BUNDLE_UPLOAD_CHUNK_SIZE;
-    match std::env::var(BUNDLE_UPLOAD_CHUNK_SIZE) {
-        Err(_) => Ok(ClientOptions::default().upload_chunk),
-        Ok(v) => v.parse::<crate::volumes::VolumeSize>().map(|s| s.0).ok().filter(|n| *n >= 1 << 20).ok_or_else(|| {
-            Failure::user(
-                format!("{BUNDLE_UPLOAD_CHUNK_SIZE}=`{v}` is not a size of at least 1MiB"),
-                "write it with a unit: 64MiB, 1GiB; or unset it (64MiB)",
-            )
-        }),
+    size_from_env(
+        BUNDLE_UPLOAD_CHUNK_SIZE,
+        ClientOptions::default().upload_chunk,
+        "write it with a unit: 64MiB, 1GiB; or unset it (64MiB)",
+    )
+}
+
+/// A size of at least 1 MiB from the environment variable `name`, or `default` when it is unset.
+fn size_from_env(name: &str, default: u64, hint: &str) -> Result<u64, Failure> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => v
+            .parse::<crate::volumes::VolumeSize>()
+            .map(|s| s.0)
+            .ok()
+            .filter(|n| *n >= 1 << 20)
+            .ok_or_else(|| Failure::user(format!("{name}=`{v}` is not a size of at least 1MiB"), hint)),
     }
 }

@@ -165,3 +165,16 @@ fn a_broken_ecr_table_in_the_registry_config_is_caught_by_any_command() {
     assert!(r.stderr.contains("1.dkr.ecr.eu-west-1.amazonaws.com"), "{}", r.stderr);
     assert!(r.stderr.contains("hint: fix the [registry.ecr] table"), "{}", r.stderr);
 }
+
+/// A size variable that is not a size stops the run before any request, naming the variable and the value.
+#[test]
+fn a_size_variable_that_is_not_a_size_is_refused_naming_it() {
+    for var in ["BUNDLE_DOWNLOAD_PIECE_SIZE", "BUNDLE_UPLOAD_CHUNK_SIZE"] {
+        let mut ws = Workspace::new();
+        ws.env(var, "12");
+        let r = ws.bundle(&["export", "--image", "127.0.0.1:1/a:b", "-o", "x.tar.zst"]).failure();
+        assert!(r.stderr.contains(&format!("{var}=`12` is not a size of at least 1MiB")), "{}", r.stderr);
+        assert!(r.stderr.contains("hint: write it with a unit"), "{}", r.stderr);
+        assert!(!ws.path("x.tar.zst").exists());
+    }
+}
