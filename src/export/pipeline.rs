@@ -286,7 +286,12 @@ pub async fn write_archive(
     let progress = printer.transfer("pull", pulled_bytes, jobs.len() as u64);
     let writing = printer.transfer("write", content_bytes, meta.blobs.len() as u64);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let arrivals = Arrivals::default();
+    // Without a cache the staged copy is only a buffer: what the archive writer can take as it lands is never
+    // written to it, so the blob is written once, to the archive.
+    let arrivals = match &staging {
+        Staging::Temporary { .. } => Arrivals::handing_over(),
+        Staging::Cache { .. } => Arrivals::default(),
+    };
     for img in images.iter().filter(|i| i.made_here()) {
         for b in &img.blobs {
             arrivals.arrived(&b.digest, true);
@@ -329,6 +334,18 @@ pub async fn write_archive(
                     std::fs::remove_file(&path).map_err(io("remove the damaged cached blob", &path))?;
                     let again: Vec<_> = jobs.iter().filter(|j| &j.digest == digest).cloned().collect();
                     pull::pull_all(registries, &store, &again, 1, &progress, &arrivals).await?;
+                }
+                // Blobs handed to the writer and never staged whole are downloaded again, written this time.
+                let holed = arrivals.stop_handing_over();
+                if !holed.is_empty() {
+                    for digest in &holed {
+                        let path = store.path(digest);
+                        if path.exists() {
+                            std::fs::remove_file(&path).map_err(io("remove the staged blob", &path))?;
+                        }
+                    }
+                    let again: Vec<_> = jobs.iter().filter(|j| holed.contains(&j.digest)).cloned().collect();
+                    pull::pull_all(registries, &store, &again, concurrency, &progress, &arrivals).await?;
                 }
                 printer.detail(format!("{why}; writing the archive again"));
                 writing.reset();

@@ -459,72 +459,92 @@ impl RegistryClient {
         let mut hasher = resume;
         let mut broken_streams = 0u32;
         let mut mismatches = 0u32;
-        let mut first = true;
+        let mut pieces_tried = false;
         loop {
-            // Big blobs in parallel pieces first (`pieces`); what they did not bring comes as one stream.
-            let in_pieces = first
-                && matches!(
-                    self.download_in_pieces(&what, &url, &scope, size, &mut hasher, sink, progress).await?,
-                    pieces::Pieces::Done
-                );
-            first = false;
-            if !in_pieces {
-                let offset = hasher.len();
-                let resp = self
-                    .send_with_retries(&what, &scope, &|| {
-                        let req = self.http.get(url.clone());
-                        if offset > 0 { req.header(RANGE, format!("bytes={offset}-")) } else { req }
-                    })
-                    .await?;
-                match resp.status() {
-                    StatusCode::PARTIAL_CONTENT
-                        if offset > 0 && content_range_start(resp.headers()) == Some(offset) => {}
-                    s if s.is_success() => {
-                        if offset > 0 {
-                            // The server ignored our Range: start over.
-                            progress(-(offset as i64));
-                            sink.restart().await.map_err(|e| RegistryError::io(&what, e))?;
-                            hasher = DigestWriter::new();
-                        }
+            let offset = hasher.len();
+            // A blob big enough for pieces starts as one stream all the same, asking for `bytes=OFFSET-` so that
+            // a registry that ignores ranges says so at no cost (200); the stream's first pieces' worth shows
+            // whether the wire or this end sets the pace (`WirePace`), and only a wire that keeps us waiting is
+            // worth the pieces' extra copies and connections.
+            let probe = !pieces_tried && self.wants_pieces(size, offset);
+            let resp = self
+                .send_with_retries(&what, &scope, &|| {
+                    let req = self.http.get(url.clone());
+                    if offset > 0 || probe { req.header(RANGE, format!("bytes={offset}-")) } else { req }
+                })
+                .await?;
+            match resp.status() {
+                StatusCode::PARTIAL_CONTENT if content_range_start(resp.headers()) == Some(offset) => {}
+                s if s.is_success() => {
+                    if probe {
+                        self.ranges_refused.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
-                    _ => return Err(self.status_error(&what, resp).await),
-                }
-                let mut stream = resp.bytes_stream();
-                let mut broke = None;
-                while let Some(chunk) = stream.next().await {
-                    match chunk {
-                        Ok(chunk) => {
-                            if hasher.len() + chunk.len() as u64 > size {
-                                return Err(RegistryError::SizeMismatch {
-                                    what,
-                                    expected: size,
-                                    actual: hasher.len() + chunk.len() as u64,
-                                });
-                            }
-                            hasher.update(&chunk);
-                            sink.append(&chunk).await.map_err(|e| RegistryError::io(&what, e))?;
-                            progress(chunk.len() as i64);
-                        }
-                        Err(e) => {
-                            broke = Some(e);
-                            break;
-                        }
+                    if offset > 0 {
+                        // The server ignored our Range: start over.
+                        progress(-(offset as i64));
+                        sink.restart().await.map_err(|e| RegistryError::io(&what, e))?;
+                        hasher = DigestWriter::new();
                     }
                 }
-                // A body that broke off, or ended early without an error: resume from where it stopped.
-                if broke.is_some() || hasher.len() != size {
-                    match policy.decide(broken_streams, Attempt::Broken { retryable: true }) {
-                        Verdict::Wait(delay) => tokio::time::sleep(delay).await,
-                        _ => {
-                            return Err(match broke {
-                                Some(e) => self.connect_error(&what, e),
-                                None => RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() },
+                _ => return Err(self.status_error(&what, resp).await),
+            }
+            let mut pace = probe.then(|| pieces::WirePace::new(hasher.len(), self.options.download_piece * 2));
+            let mut stream = resp.bytes_stream();
+            let mut broke = None;
+            let mut to_pieces = false;
+            loop {
+                let asked = std::time::Instant::now();
+                let Some(chunk) = stream.next().await else { break };
+                if let Some(p) = &mut pace {
+                    p.waited(asked.elapsed());
+                }
+                match chunk {
+                    Ok(chunk) => {
+                        if hasher.len() + chunk.len() as u64 > size {
+                            return Err(RegistryError::SizeMismatch {
+                                what,
+                                expected: size,
+                                actual: hasher.len() + chunk.len() as u64,
                             });
                         }
+                        hasher.update(&chunk);
+                        sink.append(&chunk).await.map_err(|e| RegistryError::io(&what, e))?;
+                        progress(chunk.len() as i64);
                     }
-                    broken_streams += 1;
-                    continue;
+                    Err(e) => {
+                        broke = Some(e);
+                        break;
+                    }
                 }
+                if let Some(wire_bound) = pace.as_ref().and_then(|p| p.verdict(hasher.len())) {
+                    pace = None;
+                    if wire_bound && self.wants_pieces(size, hasher.len()) {
+                        to_pieces = true;
+                        break;
+                    }
+                }
+            }
+            if to_pieces {
+                drop(stream);
+                pieces_tried = true;
+                match self.download_in_pieces(&what, &url, &scope, size, &mut hasher, sink, progress).await? {
+                    pieces::Pieces::Done => {}
+                    // The rest as one stream, from the first byte not yet hashed.
+                    pieces::Pieces::Stopped => continue,
+                }
+            } else if broke.is_some() || hasher.len() != size {
+                // A body that broke off, or ended early without an error: resume from where it stopped.
+                match policy.decide(broken_streams, Attempt::Broken { retryable: true }) {
+                    Verdict::Wait(delay) => tokio::time::sleep(delay).await,
+                    _ => {
+                        return Err(match broke {
+                            Some(e) => self.connect_error(&what, e),
+                            None => RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() },
+                        });
+                    }
+                }
+                broken_streams += 1;
+                continue;
             }
             let actual = hasher.clone().finish();
             if &actual != digest {

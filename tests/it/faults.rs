@@ -457,6 +457,8 @@ fn a_registry_that_refuses_chunks_gets_each_big_blob_in_one_put() {
 
 /// Pieces of the downloads in pieces tests (`BUNDLE_DOWNLOAD_PIECE_SIZE`).
 const PIECE: usize = 1 << 20;
+/// A wire that caps each connection well below loopback, so that pieces are worth it (`WirePace`).
+const CAPPED_WIRE: usize = 16 << 20;
 
 /// `bytes=A-B` → (A, B + 1); an open range (`bytes=A-`) → (A, None).
 fn range_of(s: &Seen) -> Option<(usize, Option<usize>)> {
@@ -464,22 +466,26 @@ fn range_of(s: &Seen) -> Option<(usize, Option<usize>)> {
     Some((a.parse().ok()?, if b.is_empty() { None } else { Some(b.parse::<usize>().ok()? + 1) }))
 }
 
-/// A big blob comes down as several `Range` requests at once (one of them unanswered while the others are
-/// asked), the pieces cover it exactly once, and they are hashed in order: the archive holds the right digest.
+/// Through a wire that caps each connection, a big blob starts as one stream and, once that stream shows the wire
+/// sets the pace, the rest comes as several `Range` requests at once (one of them unanswered while the others are
+/// asked), covering the rest of the blob exactly once, hashed in order: the archive holds the right digest.
 #[test]
-fn a_big_blob_comes_down_in_parallel_range_pieces_and_keeps_its_digest() {
+fn a_big_blob_on_a_capped_wire_comes_down_in_parallel_range_pieces_and_keeps_its_digest() {
     let mut f = faulty_source_with(83, 6 * PIECE);
     f.ws.env("BUNDLE_DOWNLOAD_PIECE_SIZE", "1MiB");
+    f.proxy.cap_each_connection(CAPPED_WIRE);
     let layer = f.layer();
     let path = format!("/blobs/{layer}");
-    f.proxy.add("GET", &path, Fault::Hold, 1);
+    // The first request is the one stream; the second, the first piece.
+    f.proxy.add_after("GET", &path, 1, Fault::Hold, 1);
     let args = f.export_args("a.tar.zst", &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let child =
         f.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    assert!(f.proxy.wait_held(), "the export never asked for the layer");
+    assert!(f.proxy.wait_held(), "the export never asked for the layer in pieces");
     // While one piece is held unanswered, the others of the blob are asked for (bounded wait).
-    let others = || f.proxy.requests().iter().filter(|s| s.path.contains(&path) && !s.faulted()).count();
+    let is_piece = |s: &Seen| matches!(range_of(s), Some((_, Some(_))));
+    let others = || f.proxy.requests().iter().filter(|s| s.path.contains(&path) && is_piece(s) && !s.faulted()).count();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while others() < 3 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -488,35 +494,41 @@ fn a_big_blob_comes_down_in_parallel_range_pieces_and_keeps_its_digest() {
     f.proxy.release();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(in_parallel >= 3, "only {in_parallel} other requests while one piece was held");
+    assert!(in_parallel >= 3, "only {in_parallel} other pieces while one piece was held");
     let gets: Vec<Seen> =
         f.proxy.requests().into_iter().filter(|s| s.method == "GET" && s.path.contains(&path)).collect();
-    let mut pieces: Vec<(usize, usize)> = gets
+    assert_eq!(range_of(&gets[0]), Some((0, None)), "the blob did not start as one stream asking for bytes=0-");
+    let mut pieces: Vec<(usize, usize)> = gets[1..]
         .iter()
         .map(|s| match range_of(s) {
             Some((a, Some(b))) => (a, b),
-            _ => panic!("a request of the layer that is not a piece: {:?}", s.range),
+            _ => panic!("a later request of the layer that is not a piece: {:?}", s.range),
         })
         .collect();
     pieces.sort();
     let size = blob_sizes(&f.set)[&layer];
-    assert_eq!(pieces.len(), size.div_ceil(PIECE), "{pieces:?}");
+    // The stream brought at least its two pieces' worth; the pieces bring the rest, each byte once.
+    let from = pieces[0].0;
+    assert!((2 * PIECE..size).contains(&from), "the pieces start at {from}");
+    assert_eq!(pieces.len(), (size - from).div_ceil(PIECE), "{pieces:?}");
     for (i, (a, b)) in pieces.iter().enumerate() {
         assert_eq!(
             (*a, *b),
-            (i * PIECE, ((i + 1) * PIECE).min(size)),
-            "the pieces do not cover the blob once: {pieces:?}"
+            (from + i * PIECE, (from + (i + 1) * PIECE).min(size)),
+            "the pieces do not cover the rest of the blob once: {pieces:?}"
         );
     }
     f.check_archive("a.tar.zst");
 }
 
-/// A registry that ignores `Range` (200 with the whole body) gets each big blob as one stream: a few piece
-/// requests wasted on the first, none on the next.
+/// A registry that ignores `Range` (200 with the whole body) gets each big blob as one stream: the first one's
+/// answer says so, and no piece is asked for.
 #[test]
 fn a_registry_that_ignores_range_gets_each_big_blob_as_one_stream() {
     let mut f = faulty_source_with(84, 6 * PIECE);
     f.ws.env("BUNDLE_DOWNLOAD_PIECE_SIZE", "1MiB");
+    // Slow enough that pieces would be asked for, if Range were answered.
+    f.proxy.cap_each_connection(CAPPED_WIRE);
     f.proxy.add("GET", "/blobs/sha256:", Fault::IgnoreRange, usize::MAX);
     let args = f.export_args("a.tar.zst", &["--concurrency", "1"]);
     f.run(&args).success();
@@ -526,14 +538,15 @@ fn a_registry_that_ignores_range_gets_each_big_blob_as_one_stream() {
     assert!(big.len() >= 2, "the sample needs two blobs big enough for pieces: {sizes:?}");
     let seen = f.proxy.requests();
     let gets = |d: &str| -> Vec<&Seen> { seen.iter().filter(|s| s.method == "GET" && s.path.ends_with(d)).collect() };
-    // The first big blob asked for: its piece requests, then one whole stream; the others: one stream each.
+    // The first big blob asked for: one stream asking for `bytes=0-`, answered 200 and whole; the others: one
+    // stream each, without a Range header.
     let first = big.iter().min_by_key(|d| gets(d)[0].at).unwrap();
     let of_first = gets(first);
-    assert!(of_first.len() <= 5, "{} requests for the first big blob", of_first.len());
-    assert_eq!(of_first.last().unwrap().range, None, "the first big blob did not come whole at the end");
+    assert_eq!(of_first.len(), 1, "{:?}", of_first.iter().map(|s| &s.range).collect::<Vec<_>>());
+    assert_eq!(range_of(of_first[0]), Some((0, None)));
     for d in big.iter().filter(|d| *d != first) {
         let g = gets(d);
-        assert_eq!((g.len(), g[0].range.as_deref()), (1, None), "{d} was asked for in pieces after Range was ignored");
+        assert_eq!((g.len(), g[0].range.as_deref()), (1, None), "{d} was asked for with Range after Range was ignored");
     }
 }
 
@@ -543,6 +556,7 @@ fn a_registry_that_ignores_range_gets_each_big_blob_as_one_stream() {
 fn a_piece_cut_midway_ends_the_pieces_and_the_rest_comes_as_one_stream() {
     let mut f = faulty_source_with(85, 6 * PIECE);
     f.ws.env("BUNDLE_DOWNLOAD_PIECE_SIZE", "1MiB");
+    f.proxy.cap_each_connection(CAPPED_WIRE);
     let layer = f.layer();
     let path = format!("/blobs/{layer}");
     f.proxy.add_after("GET", &path, 2, Fault::ResetAfter(300 << 10), 1);
@@ -563,9 +577,103 @@ fn a_piece_cut_midway_ends_the_pieces_and_the_rest_comes_as_one_stream() {
         "{:?}",
         seen.iter().filter(|s| s.path.contains(&path)).map(|s| &s.range).collect::<Vec<_>>()
     );
+    let starts: Vec<usize> = seen
+        .iter()
+        .filter(|s| s.path.contains(&path))
+        .filter_map(|s| match range_of(s) {
+            Some((a, Some(_))) => Some(a),
+            _ => None,
+        })
+        .collect();
     match range_of(stream[0]) {
-        None => assert_eq!(stream[0].range, None),
-        Some((from, None)) => assert_eq!(from % PIECE, 0, "the stream starts mid-piece: {from}"),
+        Some((from, None)) => assert!(starts.contains(&from), "the stream starts mid-piece: {from} ({starts:?})"),
         other => panic!("{other:?}"),
     }
+}
+
+/// Without a cache, a big layer the archive writer follows closely is handed to it chunk by chunk and never
+/// staged: held 12 MiB into its download, with the writer caught up, the staged file holds (allocated on the
+/// disk) almost none of those bytes, where a staging copy would hold all of them. The archive is whole, with
+/// pieces off and with pieces on.
+#[test]
+fn a_no_cache_export_hands_a_big_layer_to_the_archive_without_staging_it() {
+    const BIG: usize = 16 << 20;
+    const HOLD: usize = 12 << 20;
+    // One image whose layer sorts before its config, so the writer follows the layer from its first byte.
+    let img = (0..64)
+        .map(|seed| image(&[random_layer_with(BIG, 9100 + seed, flate2::Compression::none())], "amd64", false))
+        .find(|img| img.layers[0].digest < img.config.digest)
+        .expect("a seed whose layer sorts first");
+    let src = Registry::start();
+    Pusher::new(&src.base_url()).image("big/layer", "1", &img);
+    let proxy = FaultProxy::start(src.port);
+    let mut f = Faulty {
+        ws: Workspace::new(),
+        src,
+        proxy,
+        set: SampleSet { images: vec![sample_single("big/layer", "1", &img)] },
+    };
+    let layer = img.layers[0].digest.clone();
+    f.ws.env("BUNDLE_DOWNLOAD_PIECE_SIZE", "1GiB");
+    f.proxy.add("GET", &format!("/blobs/{layer}"), Fault::CorruptThenHold { at: usize::MAX, hold_after: HOLD }, 1);
+    std::fs::create_dir(f.ws.path("staging")).unwrap();
+    let args = f.export_args("a.tar.zst", &["--no-cache", "--tmp-dir", "staging"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child =
+        f.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(f.proxy.wait_held(), "the export never got 12 MiB into the layer");
+    // Wait (bounded) until the temporary archive holds 8 MiB: the writer has caught up with the download.
+    let archive_len = || {
+        listing(f.ws.dir.path())
+            .iter()
+            .filter(|n| n.starts_with(".a.tar.zst.") && n.ends_with(".partial"))
+            .map(|n| std::fs::metadata(f.ws.path(n)).map_or(0, |m| m.len() as usize))
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while archive_len() < (8 << 20) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let in_archive = archive_len();
+    // What the staged copy of the layer occupies on the disk (its blocks, not its length: a file with holes).
+    let staged: Vec<(String, u64)> = files_under(&f.ws.path("staging"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(layer.trim_start_matches("sha256:")))
+        .map(|p| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(&p).unwrap();
+            (p.display().to_string(), m.blocks() * 512)
+        })
+        .collect();
+    f.proxy.release();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(in_archive >= 8 << 20, "the writer did not follow the download ({in_archive} bytes)");
+    assert_eq!(staged.len(), 1, "one staged file of the layer: {staged:?}");
+    assert!(staged[0].1 <= 4 << 20, "{} bytes of the layer were staged on the disk, of 12 MiB received", staged[0].1);
+    assert_eq!(f.proxy.count("GET", &format!("/blobs/{layer}")), 1, "the layer was downloaded once");
+    assert!(listing(&f.ws.path("staging")).is_empty(), "the staging directory is left empty");
+    f.check_archive("a.tar.zst");
+
+    // With pieces (a capped wire), handed over in order as well.
+    f.ws.env("BUNDLE_DOWNLOAD_PIECE_SIZE", "1MiB");
+    f.proxy.clear();
+    f.proxy.cap_each_connection(CAPPED_WIRE);
+    f.run(&f.export_args("b.tar.zst", &["--no-cache", "--tmp-dir", "staging"])).success();
+    assert!(f.proxy.count("GET", &format!("/blobs/{layer}")) > 4, "the layer came down in pieces");
+    f.check_archive("b.tar.zst");
+}
+
+/// Every file under `dir`, at any depth (a bounded walk: the staging directory is two levels deep).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() { dirs.push(path) } else { found.push(path) }
+        }
+    }
+    found
 }

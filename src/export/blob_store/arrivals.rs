@@ -35,6 +35,16 @@ struct Slot {
     /// A follower is reading this blob: its download keeps its last chunks in `recent`.
     followed: bool,
     recent: std::collections::VecDeque<Chunk>,
+    /// How far the follower has read (told on each of its reads), and in which generation of the download.
+    read_to: u64,
+    read_generation: u32,
+    /// Downloads waiting in `hand_over` for the follower to read on: each read of the follower wakes them.
+    waiters: u32,
+    /// Chunks handed to the follower and never written (`Arrivals::hand_over`), kept until it has read them.
+    handed: std::collections::VecDeque<Chunk>,
+    /// The spans of the file that were handed over and never written (start, end), in order: never read from
+    /// the file.
+    holes: Vec<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -44,6 +54,8 @@ struct ArrivalState {
     aborted: Option<String>,
     /// Why the archive being written must be written again, once a follower found out.
     rewrite: Option<Rewrite>,
+    /// The store is not kept (`--no-cache`): a chunk its follower is close behind goes to it and not to the disk.
+    hand_over: bool,
 }
 
 /// What the downloads have put in the store so far, so that the archive writer can follow them: a blob that
@@ -68,6 +80,84 @@ pub enum Rewrite {
 }
 
 impl Arrivals {
+    /// For a store that is not kept (the staging directory of `--no-cache`): a download the archive writer
+    /// follows closely hands its chunks to the writer instead of writing them, so the blob is written once, to
+    /// the archive (`hand_over`).
+    pub fn handing_over() -> Arrivals {
+        let arrivals = Arrivals::default();
+        arrivals.inner.0.lock().expect("arrivals lock").hand_over = true;
+        arrivals
+    }
+
+    /// Chunks are written from now on, and the blobs that have holes (bytes handed over) are returned, their
+    /// slots forgotten: the archive is to be written again, so they must be downloaded again first.
+    pub fn stop_handing_over(&self) -> Vec<Digest> {
+        let mut state = self.inner.0.lock().expect("arrivals lock");
+        state.hand_over = false;
+        let holed: Vec<Digest> =
+            state.slots.iter().filter(|(_, s)| !s.holes.is_empty()).map(|(d, _)| d.clone()).collect();
+        for d in &holed {
+            state.slots.remove(d);
+        }
+        holed
+    }
+
+    /// Give `chunk` of `digest` (ending at `len`) to its follower instead of writing it, when the store is not
+    /// kept and the blob is being followed. First wait until the follower has read all but the last chunk (it
+    /// reads what is behind from the disk), then hand the chunk over and wait until it has read up to it: the
+    /// download runs at the archive writer's pace, and at most two chunks wait in memory. Returns false when the
+    /// chunk must be written as usual. Runs on a blocking thread (it waits); every wait is bounded by the
+    /// follower, which reads on, or is dropped (done, or failed), or by the downloads stopping.
+    pub(super) fn hand_over(&self, digest: &Digest, len: u64, chunk: &Chunk) -> bool {
+        let (state, cv) = &*self.inner;
+        let mut guard = state.lock().expect("arrivals lock");
+        if !guard.hand_over {
+            return false;
+        }
+        let at = chunk.0;
+        let span = chunk.1.len() as u64;
+        let Some(generation) = guard.slots.get(digest).map(|s| s.generation) else { return false };
+        // Not to a follower of bytes from before the download started over: it is about to fail.
+        let following = |s: &Slot| s.followed && s.generation == generation && s.read_generation == generation;
+        loop {
+            let aborted = guard.aborted.is_some();
+            let Some(slot) = guard.slots.get_mut(digest) else { return false };
+            if !following(slot) || aborted {
+                return false;
+            }
+            if at.saturating_sub(slot.read_to) <= span * 2 {
+                break;
+            }
+            slot.waiters += 1;
+            guard = cv.wait(guard).expect("arrivals lock");
+            if let Some(s) = guard.slots.get_mut(digest) {
+                s.waiters -= 1;
+            }
+        }
+        let slot = guard.slots.get_mut(digest).expect("checked above");
+        let read_to = slot.read_to;
+        slot.handed.retain(|(a, c)| a + c.len() as u64 > read_to);
+        slot.handed.push_back(chunk.clone());
+        slot.committed = len;
+        match slot.holes.last_mut() {
+            Some((_, end)) if *end == at => *end = len,
+            _ => slot.holes.push((at, len)),
+        }
+        cv.notify_all();
+        loop {
+            let aborted = guard.aborted.is_some();
+            let Some(slot) = guard.slots.get_mut(digest) else { return true };
+            if !following(slot) || slot.read_to >= at || aborted {
+                return true;
+            }
+            slot.waiters += 1;
+            guard = cv.wait(guard).expect("arrivals lock");
+            if let Some(s) = guard.slots.get_mut(digest) {
+                s.waiters -= 1;
+            }
+        }
+    }
+
     fn update(&self, digest: &Digest, change: impl FnOnce(&mut Slot)) {
         let (state, cv) = &*self.inner;
         change(state.lock().expect("arrivals lock").slots.entry(digest.clone()).or_default());
@@ -109,6 +199,9 @@ impl Arrivals {
             s.committed = 0;
             s.generation += 1;
             s.recent.clear();
+            s.handed.clear();
+            s.holes.clear();
+            s.read_to = 0;
         });
     }
 
@@ -183,11 +276,14 @@ pub struct BlobFollower {
 impl Drop for BlobFollower {
     fn drop(&mut self) {
         // Done with this blob: its download need not keep chunks for it any more.
-        if let Some(slot) = self.arrivals.inner.0.lock().unwrap_or_else(|e| e.into_inner()).slots.get_mut(&self.digest)
-        {
+        let (state, cv) = &*self.arrivals.inner;
+        if let Some(slot) = state.lock().unwrap_or_else(|e| e.into_inner()).slots.get_mut(&self.digest) {
             slot.followed = false;
             slot.recent.clear();
+            slot.handed.clear();
         }
+        // A download waiting to hand this blob a chunk stops waiting.
+        cv.notify_all();
     }
 }
 
@@ -197,7 +293,7 @@ impl BlobFollower {
         let (state, cv) = &*self.arrivals.inner;
         let mut guard = state.lock().expect("arrivals lock");
         loop {
-            if let Some(slot) = guard.slots.get(&self.digest) {
+            if let Some(slot) = guard.slots.get_mut(&self.digest) {
                 if slot.generation != self.generation {
                     if self.pos > 0 {
                         drop(guard);
@@ -210,19 +306,37 @@ impl BlobFollower {
                         a.discard();
                     }
                 }
+                // Told on every read, so that a download handing this blob chunks knows when to go on.
+                if (slot.read_to, slot.read_generation) != (self.pos, self.generation) {
+                    (slot.read_to, slot.read_generation) = (self.pos, self.generation);
+                    if slot.waiters > 0 {
+                        cv.notify_all();
+                    }
+                }
                 if self.file.is_none() {
                     self.file = slot.file.clone();
                 }
-                if !self.chunk.as_ref().is_some_and(|c| covers(c, self.pos)) {
-                    self.found = slot.recent.iter().find(|c| covers(c, self.pos)).cloned();
+                let in_memory = self.chunk.as_ref().is_some_and(|c| covers(c, self.pos));
+                if !in_memory {
+                    self.found = slot.recent.iter().chain(&slot.handed).find(|c| covers(c, self.pos)).cloned();
                 }
+                // What was handed over is read from memory or not at all: the file has a hole there.
+                let hole = slot.holes.iter().find(|(_, end)| *end > self.pos).copied();
+                let from_disk = !in_memory && self.found.is_none();
+                if from_disk && hole.is_some_and(|(start, _)| start <= self.pos) {
+                    return Err(std::io::Error::other(format!(
+                        "bytes of {} from {} were handed to the archive writer and are gone",
+                        self.digest, self.pos
+                    )));
+                }
+                let disk_limit = if from_disk { hole.map_or(u64::MAX, |(start, _)| start) } else { u64::MAX };
                 if let Some(verified) = slot.done {
                     self.verified = Some(verified);
-                    return Ok(self.size);
+                    return Ok(self.size.min(disk_limit));
                 }
                 // The last byte is held back until the download has checked the digest: a reader that stops
                 // after exactly `size` bytes must still learn whether the download started over.
-                let end = slot.committed.min(self.size.saturating_sub(1));
+                let end = slot.committed.min(self.size.saturating_sub(1)).min(disk_limit);
                 if end > self.pos && self.file.is_some() {
                     return Ok(end);
                 }
@@ -543,6 +657,73 @@ mod tests {
         std::fs::write(&path, &damaged).unwrap();
         let err = arrivals.follow(&digest, data.len() as u64, path).read_exact(&mut vec![0u8; data.len()]).unwrap_err();
         assert_eq!(arrivals.take_rewrite(), Some(Rewrite::DamagedCacheBlob(digest.clone())), "{err}");
+    }
+
+    /// Without a cache, a download the writer follows closely hands it every chunk: the file stays empty, the
+    /// follower reads the blob whole, and the blob is reported as having holes (to be fetched again before a
+    /// rewrite). A follower that is gone leaves the bytes it did not read unreadable, never zeros from the file.
+    #[test]
+    fn chunks_handed_to_a_follower_close_behind_are_never_written_and_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let digest = Digest::of(&data);
+        let arrivals = Arrivals::handing_over();
+        let file = staged(dir.path(), &[]);
+        arrivals.writing(&digest, file.clone(), 0);
+        let mut follower = arrivals.follow(&digest, data.len() as u64, dir.path().join("unused"));
+        let download = {
+            let (arrivals, digest, data, file) = (arrivals.clone(), digest.clone(), data.clone(), file.clone());
+            std::thread::spawn(move || {
+                let mut handed = 0;
+                for (i, part) in data.chunks(4096).enumerate() {
+                    let mut c = AlignedBuf::new(4096);
+                    c.extend(part);
+                    let (at, end) = (i as u64 * 4096, (i * 4096 + part.len()) as u64);
+                    let chunk = (at, Arc::new(c));
+                    if arrivals.hand_over(&digest, end, &chunk) {
+                        handed += 1;
+                    } else {
+                        file.write_all_at(chunk.1.as_slice(), at).unwrap();
+                        arrivals.committed_chunk(&digest, end, chunk);
+                    }
+                }
+                arrivals.arrived(&digest, true);
+                handed
+            })
+        };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1000];
+        loop {
+            let n = follower.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(download.join().unwrap(), data.len().div_ceil(4096), "every chunk handed over");
+        assert!(out == data, "{} bytes read, {} sent", out.len(), data.len());
+        assert_eq!(file.buffered().metadata().unwrap().len(), 0, "nothing written to the staged file");
+        drop(follower);
+
+        let mut late = arrivals.follow(&digest, data.len() as u64, dir.path().join("unused"));
+        let err = late.read(&mut buf).unwrap_err();
+        assert!(err.to_string().contains("handed to the archive writer"), "{err}");
+        assert_eq!(arrivals.stop_handing_over(), vec![digest.clone()]);
+        assert!(!arrivals.hand_over(&digest, 1, &(0, Arc::new(AlignedBuf::new(4096)))), "handing over stopped");
+    }
+
+    /// A kept store (the cache) never hands over, and nor does a store nobody follows: the chunk is written.
+    #[test]
+    fn a_cache_or_an_unfollowed_blob_gets_its_chunks_written() {
+        let digest = Digest::of(b"x");
+        let chunk = (0, Arc::new(AlignedBuf::new(4096)));
+        let cache = Arrivals::default();
+        let _follower = cache.follow(&digest, 10, PathBuf::from("unused"));
+        assert!(!cache.hand_over(&digest, 1, &chunk));
+        let nobody = Arrivals::handing_over();
+        nobody.arrived(&digest, false);
+        assert!(!nobody.hand_over(&digest, 1, &chunk));
+        assert!(nobody.stop_handing_over().is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Where a download's bytes go: the `BlobSink` the registry client writes into (so the client knows nothing
-//! of files), writing the staged file in 1 MiB chunks and telling the archive writer about each one.
+//! of files), writing the staged file in 1 MiB chunks and telling the archive writer about each one; or, for a
+//! store that is not kept, handing a chunk to the archive writer close behind instead of writing it.
 
 use std::sync::Arc;
 
@@ -60,10 +61,15 @@ impl<'a> StagedFile<'a> {
         let (file, arrivals, digest) = (self.file.clone(), self.arrivals.clone(), self.digest.clone());
         let bytes = Arc::new(bytes);
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let end = offset + bytes.len() as u64;
+            // A store that is not kept and a follower close behind: the chunk goes to it, never to the disk.
+            if arrivals.hand_over(&digest, end, &(offset, bytes.clone())) {
+                return Ok(bytes);
+            }
             file.write_all_at(bytes.as_slice(), offset)?;
             // Announced from here, at once, so the archive writer never waits for the next chunk to arrive;
             // the chunk itself goes along, for a follower close behind to read from memory.
-            arrivals.committed_chunk(&digest, offset + bytes.len() as u64, (offset, bytes.clone()));
+            arrivals.committed_chunk(&digest, end, (offset, bytes.clone()));
             Ok(bytes)
         }));
         Ok(())

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 #[derive(Debug, Clone)]
@@ -80,6 +80,8 @@ pub struct FaultProxy {
     stop: Arc<AtomicBool>,
     /// (requests held, released?) for `Fault::Hold`.
     held: Arc<(Mutex<(usize, bool)>, Condvar)>,
+    /// Bytes a second each response body may go at (0: as fast as loopback goes).
+    rate: Arc<AtomicUsize>,
 }
 
 impl FaultProxy {
@@ -95,20 +97,27 @@ impl FaultProxy {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let held: Arc<(Mutex<(usize, bool)>, Condvar)> = Arc::default();
-        let (r, s, f, h) = (rules.clone(), seen.clone(), stop.clone(), held.clone());
+        let rate: Arc<AtomicUsize> = Arc::default();
+        let (r, s, f, h, w) = (rules.clone(), seen.clone(), stop.clone(), held.clone(), rate.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if f.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (r, s, h, g) = (r.clone(), s.clone(), h.clone(), gate.clone());
+                let (r, s, h, g, w) = (r.clone(), s.clone(), h.clone(), gate.clone(), w.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(conn, upstream_port, &g, &r, &s, &h);
+                    let _ = handle(conn, upstream_port, &g, &r, &s, &h, &w);
                 });
             }
         });
-        FaultProxy { port, rules, seen, stop, held }
+        FaultProxy { port, rules, seen, stop, held, rate }
+    }
+
+    /// From now on each response body goes at most `bytes_per_sec`, as through a registry or object store that
+    /// caps each connection (faults still apply on top).
+    pub fn cap_each_connection(&self, bytes_per_sec: usize) {
+        self.rate.store(bytes_per_sec, Ordering::SeqCst);
     }
 
     /// Block until a request is being held (true), or 30 seconds pass (false).
@@ -182,6 +191,7 @@ fn handle(
     rules: &Mutex<Vec<Rule>>,
     seen: &Mutex<Vec<Seen>>,
     held: &(Mutex<(usize, bool)>, Condvar),
+    rate: &AtomicUsize,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client = client;
@@ -319,7 +329,15 @@ fn handle(
     }
     let mut sent = 0usize;
     let mut buf = vec![0u8; 64 * 1024];
+    let (body_started, rate) = (std::time::Instant::now(), rate.load(Ordering::SeqCst));
     loop {
+        // A capped wire: each 64 KiB waits its turn (simulated bandwidth, not synchronisation).
+        if rate > 0 {
+            let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(ahead) = due.checked_sub(body_started.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
         let n = up.read(&mut buf)?;
         if n == 0 {
             break;
