@@ -159,14 +159,7 @@ fn a_download_restarted_after_the_archive_writer_read_part_of_it_rewrites_the_ar
         f.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     assert!(f.proxy.wait_held(), "the export never reached the held blob");
     // Wait (bounded) until the temporary archive holds 2 MiB of the layer: the writer is following it.
-    let partial_len = || {
-        listing(f.ws.dir.path())
-            .iter()
-            .filter(|n| n.starts_with(".a.tar.zst.") && n.ends_with(".partial"))
-            .map(|n| std::fs::metadata(f.ws.path(n)).map_or(0, |m| m.len() as usize))
-            .max()
-            .unwrap_or(0)
-    };
+    let partial_len = || partial_archive_len(&f.ws, "a.tar.zst");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while partial_len() < before + (2 << 20) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -623,14 +616,7 @@ fn a_no_cache_export_hands_a_big_layer_to_the_archive_without_staging_it() {
         f.ws.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     assert!(f.proxy.wait_held(), "the export never got 12 MiB into the layer");
     // Wait (bounded) until the temporary archive holds 8 MiB: the writer has caught up with the download.
-    let archive_len = || {
-        listing(f.ws.dir.path())
-            .iter()
-            .filter(|n| n.starts_with(".a.tar.zst.") && n.ends_with(".partial"))
-            .map(|n| std::fs::metadata(f.ws.path(n)).map_or(0, |m| m.len() as usize))
-            .max()
-            .unwrap_or(0)
-    };
+    let archive_len = || partial_archive_len(&f.ws, "a.tar.zst");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while archive_len() < (8 << 20) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -676,4 +662,14 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     found
+}
+
+/// The length of the temporary archive an export to `out` is writing (`.OUT.*.partial`), 0 if there is none.
+fn partial_archive_len(ws: &Workspace, out: &str) -> usize {
+    listing(ws.dir.path())
+        .iter()
+        .filter(|n| n.starts_with(&format!(".{out}.")) && n.ends_with(".partial"))
+        .map(|n| std::fs::metadata(ws.path(n)).map_or(0, |m| m.len() as usize))
+        .max()
+        .unwrap_or(0)
 }
