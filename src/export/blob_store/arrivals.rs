@@ -454,6 +454,18 @@ mod tests {
 
     use super::*;
 
+    /// Everything `follower` gives, read 1000 bytes at a time (odd sizes, as the tar writer's are not aligned).
+    fn read_in_small_reads(follower: &mut BlobFollower) -> Vec<u8> {
+        let (mut out, mut buf) = (Vec::new(), vec![0u8; 1000]);
+        loop {
+            let n = follower.read(&mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
     fn staged(dir: &std::path::Path, bytes: &[u8]) -> Arc<DirectFile> {
         let path = dir.join("blob");
         let f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
@@ -524,15 +536,7 @@ mod tests {
                 arrivals.arrived(&digest, true);
             })
         };
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 1000];
-        loop {
-            let n = follower.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
+        let out = read_in_small_reads(&mut follower);
         writer.join().unwrap();
         assert!(out == data, "{} bytes read back, {} written", out.len(), data.len());
     }
@@ -691,22 +695,14 @@ mod tests {
                 handed
             })
         };
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 1000];
-        loop {
-            let n = follower.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
+        let out = read_in_small_reads(&mut follower);
         assert_eq!(download.join().unwrap(), data.len().div_ceil(4096), "every chunk handed over");
         assert!(out == data, "{} bytes read, {} sent", out.len(), data.len());
         assert_eq!(file.buffered().metadata().unwrap().len(), 0, "nothing written to the staged file");
         drop(follower);
 
         let mut late = arrivals.follow(&digest, data.len() as u64, dir.path().join("unused"));
-        let err = late.read(&mut buf).unwrap_err();
+        let err = late.read(&mut [0u8; 1000]).unwrap_err();
         assert!(err.to_string().contains("handed to the archive writer"), "{err}");
         assert_eq!(arrivals.stop_handing_over(), vec![digest.clone()]);
         assert!(!arrivals.hand_over(&digest, 1, &(0, Arc::new(AlignedBuf::new(4096)))), "handing over stopped");
