@@ -326,27 +326,26 @@ pub async fn write_archive(
             Ok(Packed::Written(w)) => break w,
             Err(e) => return Err(io("write the archive", &output)(e)),
             Ok(Packed::Again(why)) => {
+                // Downloaded again before the rewrite: a damaged cached blob, and the blobs handed to the writer
+                // and never staged whole (written this time).
+                let mut again = arrivals.stop_handing_over();
                 if let Rewrite::DamagedCacheBlob(digest) = &why {
                     printer.warn(format!(
                         "the cached copy of {digest} did not match its digest; it was removed and is downloaded again"
                     ));
+                    again.push(digest.clone());
+                }
+                for digest in &again {
                     let path = store.path(digest);
-                    std::fs::remove_file(&path).map_err(io("remove the damaged cached blob", &path))?;
-                    let again: Vec<_> = jobs.iter().filter(|j| &j.digest == digest).cloned().collect();
-                    pull::pull_all(registries, &store, &again, 1, &progress, &arrivals).await?;
-                }
-                // Blobs handed to the writer and never staged whole are downloaded again, written this time.
-                let holed = arrivals.stop_handing_over();
-                if !holed.is_empty() {
-                    for digest in &holed {
-                        let path = store.path(digest);
-                        if path.exists() {
-                            std::fs::remove_file(&path).map_err(io("remove the staged blob", &path))?;
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(io("remove the blob to download again", &path)(e));
                         }
+                        _ => {}
                     }
-                    let again: Vec<_> = jobs.iter().filter(|j| holed.contains(&j.digest)).cloned().collect();
-                    pull::pull_all(registries, &store, &again, concurrency, &progress, &arrivals).await?;
                 }
+                let again: Vec<_> = jobs.iter().filter(|j| again.contains(&j.digest)).cloned().collect();
+                pull::pull_all(registries, &store, &again, concurrency, &progress, &arrivals).await?;
                 printer.detail(format!("{why}; writing the archive again"));
                 writing.reset();
                 packed = pack(reopen(true)?).await.map_err(ExportError::Writer)?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION, RANGE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use tokio::sync::{Mutex, OnceCell};
 use url::Url;
@@ -19,11 +19,12 @@ use super::config::Endpoint;
 use super::credentials::{CredentialSource, Credentials};
 use super::error::RegistryError;
 use super::retry::{Attempt, RetryPolicy, Verdict};
-use crate::oci::digest::{Digest, DigestWriter};
+use crate::oci::digest::Digest;
 use crate::oci::manifest::{ACCEPT as MANIFEST_TYPES, MAX_MANIFEST_BYTES};
 use crate::oci::reference::is_loopback_host;
 
 mod chunked;
+mod download;
 mod pieces;
 
 /// Where a downloaded blob's bytes go, in order. The download hashes them; the sink stores them.
@@ -435,131 +436,6 @@ impl RegistryClient {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(resp.content_length().unwrap_or(0))),
             _ => Err(self.status_error(&what, resp).await),
-        }
-    }
-
-    /// Stream a blob into `file`, verifying size and digest; a broken transfer resumes with `Range` where the
-    /// registry supports it. `resume` is the hash of the bytes already in `file` (positioned at their end), from
-    /// an earlier, interrupted download; `DigestWriter::new()` to start from scratch. `progress` is told about
-    /// every byte that is kept.
-    pub async fn download_blob(
-        &self,
-        repository: &str,
-        digest: &Digest,
-        size: u64,
-        sink: &mut impl BlobSink,
-        resume: DigestWriter,
-        progress: &(dyn Fn(i64) + Sync),
-    ) -> Result<(), RegistryError> {
-        self.ping().await?;
-        let what = format!("blob {digest} of {}/{repository}", self.name());
-        let url = self.url(&format!("/v2/{}/blobs/{digest}", self.remote(repository)));
-        let scope = [self.scope(repository, false)];
-        let policy = self.options.retry;
-        let mut hasher = resume;
-        let mut broken_streams = 0u32;
-        let mut mismatches = 0u32;
-        let mut pieces_tried = false;
-        loop {
-            let offset = hasher.len();
-            // A blob big enough for pieces starts as one stream all the same, asking for `bytes=OFFSET-` so that
-            // a registry that ignores ranges says so at no cost (200); the stream's first pieces' worth shows
-            // whether the wire or this end sets the pace (`WirePace`), and only a wire that keeps us waiting is
-            // worth the pieces' extra copies and connections.
-            let probe = !pieces_tried && self.wants_pieces(size, offset);
-            let resp = self
-                .send_with_retries(&what, &scope, &|| {
-                    let req = self.http.get(url.clone());
-                    if offset > 0 || probe { req.header(RANGE, format!("bytes={offset}-")) } else { req }
-                })
-                .await?;
-            match resp.status() {
-                StatusCode::PARTIAL_CONTENT if content_range_start(resp.headers()) == Some(offset) => {}
-                s if s.is_success() => {
-                    if probe {
-                        self.ranges_refused.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    if offset > 0 {
-                        // The server ignored our Range: start over.
-                        progress(-(offset as i64));
-                        sink.restart().await.map_err(|e| RegistryError::io(&what, e))?;
-                        hasher = DigestWriter::new();
-                    }
-                }
-                _ => return Err(self.status_error(&what, resp).await),
-            }
-            let mut pace = probe.then(|| pieces::WirePace::new(hasher.len(), self.options.download_piece * 2));
-            let mut stream = resp.bytes_stream();
-            let mut broke = None;
-            let mut to_pieces = false;
-            loop {
-                let asked = std::time::Instant::now();
-                let Some(chunk) = stream.next().await else { break };
-                if let Some(p) = &mut pace {
-                    p.waited(asked.elapsed());
-                }
-                match chunk {
-                    Ok(chunk) => {
-                        if hasher.len() + chunk.len() as u64 > size {
-                            return Err(RegistryError::SizeMismatch {
-                                what,
-                                expected: size,
-                                actual: hasher.len() + chunk.len() as u64,
-                            });
-                        }
-                        hasher.update(&chunk);
-                        sink.append(&chunk).await.map_err(|e| RegistryError::io(&what, e))?;
-                        progress(chunk.len() as i64);
-                    }
-                    Err(e) => {
-                        broke = Some(e);
-                        break;
-                    }
-                }
-                if let Some(wire_bound) = pace.as_ref().and_then(|p| p.verdict(hasher.len())) {
-                    pace = None;
-                    if wire_bound && self.wants_pieces(size, hasher.len()) {
-                        to_pieces = true;
-                        break;
-                    }
-                }
-            }
-            if to_pieces {
-                drop(stream);
-                pieces_tried = true;
-                match self.download_in_pieces(&what, &url, &scope, size, &mut hasher, sink, progress).await? {
-                    pieces::Pieces::Done => {}
-                    // The rest as one stream, from the first byte not yet hashed.
-                    pieces::Pieces::Stopped => continue,
-                }
-            } else if broke.is_some() || hasher.len() != size {
-                // A body that broke off, or ended early without an error: resume from where it stopped.
-                match policy.decide(broken_streams, Attempt::Broken { retryable: true }) {
-                    Verdict::Wait(delay) => tokio::time::sleep(delay).await,
-                    _ => {
-                        return Err(match broke {
-                            Some(e) => self.connect_error(&what, e),
-                            None => RegistryError::SizeMismatch { what, expected: size, actual: hasher.len() },
-                        });
-                    }
-                }
-                broken_streams += 1;
-                continue;
-            }
-            let actual = hasher.clone().finish();
-            if &actual != digest {
-                // Never keep bad bytes; fetch once more from scratch in case they were damaged in transit.
-                mismatches += 1;
-                progress(-(size as i64));
-                if mismatches > 1 {
-                    return Err(RegistryError::DigestMismatch { what, expected: digest.clone(), actual, size });
-                }
-                sink.restart().await.map_err(|e| RegistryError::io(&what, e))?;
-                hasher = DigestWriter::new();
-                continue;
-            }
-            sink.finish().await.map_err(|e| RegistryError::io(&what, e))?;
-            return Ok(());
         }
     }
 

@@ -420,6 +420,56 @@ fn a_big_upload_cut_midway_resumes_from_the_registry_offset_in_chunks() {
     assert!(seen.iter().all(|s| s.length <= UPLOAD_CHUNK.max(64 << 10)), "a request larger than a chunk");
 }
 
+/// A blob past 4 GiB (the layers of AI and CUDA images run to 3–10 GiB), exported, then imported in the default
+/// 64 MiB chunks through a proxy that cuts the chunk starting at exactly 4 GiB midway: the upload resumes in its
+/// session from the offset the registry reports (2^32, which a 32-bit offset would wrap to 0), what was sent in vain
+/// is less than a chunk, and the blob read back from the destination has the source's digest.
+#[test]
+fn a_blob_of_several_gib_cut_at_4_gib_resumes_from_the_registry_offset_and_lands_whole() {
+    const CHUNK: u64 = 64 << 20;
+    // The cut chunk is a whole one, and one more follows it.
+    let size = (4u64 << 30) + (80 << 20);
+    let src = Registry::start();
+    let layer = BigLayer::new(size, 84);
+    let manifest = Pusher::new(&src.base_url()).big_image(&src.storage(), "ai/model-server", "1.0", &layer);
+    let ws = Workspace::new();
+    let image = format!("{}/ai/model-server:1.0", src.host());
+    ws.bundle(&["export", "--no-cache", "--image", &image, "-o", "big.tar.zst"]).success();
+    let archive = std::fs::metadata(ws.path("big.tar.zst")).unwrap().len();
+    assert!(archive < size / 4, "the archive of the stamped layer is {archive} bytes: it should compress");
+    let dst = Registry::start();
+    let proxy = FaultProxy::start(dst.port);
+    let at_4_gib = ((4u64 << 30) / CHUNK) as usize;
+    proxy.add_after("PATCH", "/blobs/uploads/", at_4_gib, Fault::CutUpload(20 << 20), 1);
+    ws.bundle(&["import", "-d", &proxy.host(), "big.tar.zst", "--concurrency", "1"]).success();
+
+    let seen = proxy.requests();
+    let cut = seen.iter().find(|s| s.faulted()).expect("a PATCH was cut");
+    assert_eq!(cut.method, "PATCH");
+    assert_eq!(cut.content_range, Some(format!("{}-{}", 4u64 << 30, (4u64 << 30) + CHUNK - 1)));
+    assert!(cut.length as u64 <= CHUNK, "a chunk of {} bytes", cut.length);
+    let session = session_of(&cut.path);
+    let in_session = |s: &&Seen| session_of(&s.path) == session;
+    assert!(seen.iter().filter(in_session).any(|s| s.method == "GET" && s.at >= cut.at), "no upload status asked");
+    let resumed = seen
+        .iter()
+        .filter(in_session)
+        .find(|s| s.method == "PATCH" && s.at > cut.at)
+        .expect("the upload went on in its session");
+    assert_eq!(
+        resumed.content_range.as_deref().and_then(|r| r.split('-').next()),
+        Some((4u64 << 30).to_string().as_str()),
+        "the upload resumed elsewhere than the registry's offset"
+    );
+    let delivered: u64 =
+        seen.iter().filter(in_session).filter(|s| s.method == "PATCH" && !s.faulted()).map(|s| s.length as u64).sum();
+    assert_eq!(delivered, size, "every byte of the blob reached the registry exactly once");
+
+    let (bytes, _) = get_manifest(&dst.base_url(), "ai/model-server", "1.0").expect("the image landed");
+    assert_eq!(sha256(&bytes), manifest.digest);
+    assert_eq!(stream_digest(&dst.base_url(), "ai/model-server", &layer.digest), (layer.digest.clone(), size));
+}
+
 /// A registry that refuses PATCH gets each big blob in one PUT instead, and the import finishes.
 #[test]
 fn a_registry_that_refuses_chunks_gets_each_big_blob_in_one_put() {

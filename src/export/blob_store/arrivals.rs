@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::direct::{AlignedBuf, DirectFile, ReadAhead};
 use crate::oci::digest::{Digest, DigestWriter};
@@ -45,6 +45,28 @@ struct Slot {
     /// The spans of the file that were handed over and never written (start, end), in order: never read from
     /// the file.
     holes: Vec<(u64, u64)>,
+}
+
+/// Wait until `decide` (given the slot of `digest`, if there is one, and whether the downloads were aborted)
+/// answers. While it waits, the slot counts it in `waiters`, so that each read of the follower wakes it.
+fn wait_for<'a, T>(
+    cv: &Condvar,
+    mut guard: MutexGuard<'a, ArrivalState>,
+    digest: &Digest,
+    mut decide: impl FnMut(Option<&Slot>, bool) -> Option<T>,
+) -> (MutexGuard<'a, ArrivalState>, T) {
+    loop {
+        if let Some(answer) = decide(guard.slots.get(digest), guard.aborted.is_some()) {
+            return (guard, answer);
+        }
+        if let Some(s) = guard.slots.get_mut(digest) {
+            s.waiters += 1;
+        }
+        guard = cv.wait(guard).expect("arrivals lock");
+        if let Some(s) = guard.slots.get_mut(digest) {
+            s.waiters = s.waiters.saturating_sub(1);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -119,20 +141,13 @@ impl Arrivals {
         let Some(generation) = guard.slots.get(digest).map(|s| s.generation) else { return false };
         // Not to a follower of bytes from before the download started over: it is about to fail.
         let following = |s: &Slot| s.followed && s.generation == generation && s.read_generation == generation;
-        loop {
-            let aborted = guard.aborted.is_some();
-            let Some(slot) = guard.slots.get_mut(digest) else { return false };
-            if !following(slot) || aborted {
-                return false;
-            }
-            if at.saturating_sub(slot.read_to) <= span * 2 {
-                break;
-            }
-            slot.waiters += 1;
-            guard = cv.wait(guard).expect("arrivals lock");
-            if let Some(s) = guard.slots.get_mut(digest) {
-                s.waiters -= 1;
-            }
+        let close_behind;
+        (guard, close_behind) = wait_for(cv, guard, digest, |slot, aborted| match slot {
+            Some(s) if following(s) && !aborted => (at.saturating_sub(s.read_to) <= span * 2).then_some(true),
+            _ => Some(false),
+        });
+        if !close_behind {
+            return false;
         }
         let slot = guard.slots.get_mut(digest).expect("checked above");
         let read_to = slot.read_to;
@@ -144,18 +159,11 @@ impl Arrivals {
             _ => slot.holes.push((at, len)),
         }
         cv.notify_all();
-        loop {
-            let aborted = guard.aborted.is_some();
-            let Some(slot) = guard.slots.get_mut(digest) else { return true };
-            if !following(slot) || slot.read_to >= at || aborted {
-                return true;
-            }
-            slot.waiters += 1;
-            guard = cv.wait(guard).expect("arrivals lock");
-            if let Some(s) = guard.slots.get_mut(digest) {
-                s.waiters -= 1;
-            }
-        }
+        let _ = wait_for(cv, guard, digest, |slot, aborted| match slot {
+            Some(s) if following(s) && s.read_to < at && !aborted => None,
+            _ => Some(()),
+        });
+        true
     }
 
     fn update(&self, digest: &Digest, change: impl FnOnce(&mut Slot)) {

@@ -67,7 +67,12 @@ impl WirePace {
     /// Once `span` bytes have come (`hashed` is the hasher's length): whether the wire set the pace, that is,
     /// at least half the time went to waiting for it.
     pub(super) fn verdict(&self, hashed: u64) -> Option<bool> {
-        (hashed >= self.until).then(|| self.waited * 2 >= self.started.elapsed())
+        self.verdict_after(hashed, self.started.elapsed())
+    }
+
+    /// `verdict`, `elapsed` after the watch began.
+    fn verdict_after(&self, hashed: u64, elapsed: std::time::Duration) -> Option<bool> {
+        (hashed >= self.until).then(|| self.waited * 2 >= elapsed)
     }
 }
 
@@ -103,6 +108,12 @@ impl RegistryClient {
         }
         let piece = self.options.download_piece;
         let mut next = hasher.len();
+        // The next piece in line, from `next` on, holding `permit`.
+        let launch = |next: &mut u64, permit| {
+            let end = (*next + piece).min(size);
+            let start = std::mem::replace(next, end);
+            self.fetch_piece(what, url, scope, start, end, permit)
+        };
         let mut flying = FuturesUnordered::new();
         let mut ready: BTreeMap<u64, Piece> = BTreeMap::new();
         loop {
@@ -116,9 +127,7 @@ impl RegistryClient {
                         Err(_) => break,
                     }
                 };
-                let end = (next + piece).min(size);
-                flying.push(self.fetch_piece(what, url, scope, next, end, permit));
-                next = end;
+                flying.push(launch(&mut next, permit));
             }
             let Some(head) = ready.remove(&hasher.len()) else {
                 // Waiting for the next piece in order; a share of the budget freed meanwhile starts one more.
@@ -131,9 +140,7 @@ impl RegistryClient {
                         Some(Err(())) | None => return Ok(Pieces::Stopped),
                     },
                     permit = PIECE_BUDGET.acquire(), if room => {
-                        let end = (next + piece).min(size);
-                        flying.push(self.fetch_piece(what, url, scope, next, end, permit.expect("the budget is never closed")));
-                        next = end;
+                        flying.push(launch(&mut next, permit.expect("the budget is never closed")));
                     }
                 }
                 continue;
@@ -204,5 +211,35 @@ impl RegistryClient {
             return Err(());
         }
         Ok(Piece { start, bytes: bytes.freeze(), _permit: permit })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::WirePace;
+
+    const MIB: u64 = 1 << 20;
+
+    /// On a fast wire (loopback, a registry on the LAN) the bytes wait for us, not we for them: the blob stays
+    /// one stream. Only a wire that keeps us waiting at least half the time is worth pieces.
+    #[test]
+    fn a_stream_that_keeps_us_waiting_less_than_half_the_time_stays_one_stream() {
+        let mut pace = WirePace::new(0, 16 * MIB);
+        pace.waited(Duration::from_millis(30));
+        assert_eq!(pace.verdict_after(16 * MIB - 1, Duration::from_secs(1)), None, "no verdict before the span");
+        assert_eq!(pace.verdict_after(16 * MIB, Duration::from_millis(100)), Some(false), "fast wire");
+        pace.waited(Duration::from_millis(20));
+        assert_eq!(pace.verdict_after(16 * MIB, Duration::from_millis(100)), Some(true), "half the time waiting");
+    }
+
+    /// A stream resumed at an offset is watched from there, for the same span.
+    #[test]
+    fn a_resumed_stream_is_watched_from_where_it_resumed() {
+        let mut pace = WirePace::new(40 * MIB, 16 * MIB);
+        pace.waited(Duration::from_millis(90));
+        assert_eq!(pace.verdict_after(50 * MIB, Duration::from_millis(100)), None);
+        assert_eq!(pace.verdict_after(56 * MIB, Duration::from_millis(100)), Some(true));
     }
 }

@@ -55,6 +55,112 @@ pub fn random_layer_with(size: usize, seed: u64, level: flate2::Compression) -> 
     (Blob::new(gz.finish().unwrap()), diff_id)
 }
 
+/// A layer too big to hold in memory (the multi-GiB tests): made 64 KiB block by block, each block one fixed
+/// random block stamped with its index, so that no two blocks are alike (a byte sent from the wrong offset changes
+/// the digest) while the whole compresses about 16x (the archive stays small).
+pub struct BigLayer {
+    pub size: u64,
+    pub digest: String,
+    block: std::sync::Arc<Vec<u8>>,
+}
+
+const BIG_BLOCK: u64 = 64 << 10;
+
+impl BigLayer {
+    pub fn new(size: u64, seed: u64) -> BigLayer {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let block = std::sync::Arc::new((0..BIG_BLOCK).map(|_| rng.u8(..)).collect::<Vec<u8>>());
+        let mut layer = BigLayer { size, digest: String::new(), block };
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut layer.reader(), &mut HashWrite(&mut hasher)).unwrap();
+        layer.digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        layer
+    }
+
+    /// The layer's bytes, from the first.
+    pub fn reader(&self) -> impl std::io::Read + Send + 'static {
+        BigLayerReader { block: self.block.clone(), pos: 0, size: self.size }
+    }
+}
+
+struct HashWrite<'a>(&'a mut Sha256);
+
+impl Write for HashWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct BigLayerReader {
+    block: std::sync::Arc<Vec<u8>>,
+    pos: u64,
+    size: u64,
+}
+
+impl std::io::Read for BigLayerReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let (index, within) = (self.pos / BIG_BLOCK, (self.pos % BIG_BLOCK) as usize);
+        let n = buf.len().min(BIG_BLOCK as usize - within).min((self.size - self.pos) as usize);
+        buf[..n].copy_from_slice(&self.block[within..within + n]);
+        // The block's first 8 bytes are its index.
+        let stamp = index.to_le_bytes();
+        for (i, b) in buf[..n].iter_mut().enumerate().take(8usize.saturating_sub(within)) {
+            *b = stamp[within + i];
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The sha256 of a blob streamed from a registry (one too big to hold), and its length.
+pub fn stream_digest(base: &str, repo: &str, digest: &str) -> (String, u64) {
+    let (status, mut body) = raw_get(base, &format!("/v2/{repo}/blobs/{digest}"));
+    assert_eq!(status, 200, "blob {digest} of {repo}");
+    let mut hasher = Sha256::new();
+    let n = copy_big(&mut body, &mut HashWrite(&mut hasher));
+    (format!("sha256:{}", hex::encode(hasher.finalize())), n)
+}
+
+/// A GET on a connection of its own (`Connection: close`): the status and the body, to read to its end. For the
+/// multi-GiB blobs, which the blocking client reads in 8 KiB steps (unoptimised, seconds per GiB); loopback
+/// registries only.
+pub fn raw_get(base: &str, path: &str) -> (u16, impl std::io::Read + use<>) {
+    use std::io::BufRead as _;
+    let host = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(600))).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut response = std::io::BufReader::with_capacity(1 << 20, stream);
+    let mut line = String::new();
+    response.read_line(&mut line).unwrap();
+    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    loop {
+        line.clear();
+        if response.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    (status, response)
+}
+
+/// `std::io::copy` in 1 MiB steps.
+fn copy_big(from: &mut impl std::io::Read, to: &mut impl Write) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = from.read(&mut buf).unwrap();
+        if n == 0 {
+            return total;
+        }
+        to.write_all(&buf[..n]).unwrap();
+        total += n as u64;
+    }
+}
+
 /// One platform's image: manifest + config + layers.
 #[derive(Clone, Debug)]
 pub struct Image {
@@ -160,6 +266,41 @@ impl Pusher {
             .send()
             .unwrap();
         assert_eq!(r.status().as_u16(), 201, "blob put: {:?}", r.text());
+    }
+
+    /// A layer too big for memory, then an image of it alone as `repo:tag` (an OCI manifest, an uncompressed
+    /// layer: the export compresses it). Returns the manifest. The layer is written straight into the registry's
+    /// storage (`storage`, docker-registry's filesystem layout): docker-registry spends 5–7 CPU-seconds per GiB
+    /// receiving a blob, half a minute for 4 GiB that no test is about.
+    pub fn big_image(&self, storage: &std::path::Path, repo: &str, tag: &str, layer: &BigLayer) -> Blob {
+        let hex = layer.digest.strip_prefix("sha256:").unwrap();
+        let v2 = storage.join("docker/registry/v2");
+        let data = v2.join(format!("blobs/sha256/{}/{hex}", &hex[..2]));
+        std::fs::create_dir_all(&data).unwrap();
+        let mut file = std::fs::File::create(data.join("data")).unwrap();
+        assert_eq!(copy_big(&mut layer.reader(), &mut file), layer.size);
+        let link = v2.join(format!("repositories/{repo}/_layers/sha256/{hex}"));
+        std::fs::create_dir_all(&link).unwrap();
+        std::fs::write(link.join("link"), &layer.digest).unwrap();
+        let config = Blob::new(
+            serde_json::to_vec(&serde_json::json!({
+                "architecture": "amd64", "os": "linux", "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+            }))
+            .unwrap(),
+        );
+        self.blob(repo, &config);
+        let manifest = Blob::new(
+            serde_json::to_vec_pretty(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": config.digest, "size": config.bytes.len()},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.digest, "size": layer.size}],
+            }))
+            .unwrap(),
+        );
+        self.manifest(repo, tag, OCI_MANIFEST, &manifest.bytes);
+        manifest
     }
 
     pub fn manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {

@@ -56,6 +56,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub range: Option<String>,
+    /// Its `Content-Range` header (where an upload's chunk goes).
+    pub content_range: Option<String>,
     /// Its body's Content-Length (what the client meant to send).
     pub length: usize,
     /// The fault it met, if any.
@@ -200,6 +202,7 @@ fn handle(
     let mut line = String::new();
     let mut content_length = 0usize;
     let mut range = None;
+    let mut content_range = None;
     let mut request_line = String::new();
     loop {
         line.clear();
@@ -215,6 +218,9 @@ fn handle(
         }
         if lower.starts_with("range:") {
             range = Some(line[6..].trim().to_string());
+        }
+        if lower.starts_with("content-range:") {
+            content_range = Some(line["content-range:".len()..].trim().to_string());
         }
         if lower.starts_with("connection:") {
             continue;
@@ -255,6 +261,7 @@ fn handle(
         method: method.clone(),
         path: path.clone(),
         range,
+        content_range,
         length: content_length,
         fault: fault.clone(),
         at,
