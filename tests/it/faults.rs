@@ -429,6 +429,16 @@ fn a_blob_of_several_gib_cut_at_4_gib_resumes_from_the_registry_offset_and_lands
     const CHUNK: u64 = 64 << 20;
     // The cut chunk is a whole one, and one more follows it.
     let size = (4u64 << 30) + (80 << 20);
+    // Both registries' storage, the archive, and what staging may write: said plainly rather than as a failed write.
+    let tmp = std::env::temp_dir();
+    let free = free_bytes(&tmp);
+    assert!(
+        free > 3 * size,
+        "this test needs {} GiB free under {}, which has {} GiB",
+        (3 * size) >> 30,
+        tmp.display(),
+        free >> 30
+    );
     let src = Registry::start();
     let layer = BigLayer::new(size, 84);
     let manifest = Pusher::new(&src.base_url()).big_image(&src.storage(), "ai/model-server", "1.0", &layer);
@@ -468,6 +478,16 @@ fn a_blob_of_several_gib_cut_at_4_gib_resumes_from_the_registry_offset_and_lands
     let (bytes, _) = get_manifest(&dst.base_url(), "ai/model-server", "1.0").expect("the image landed");
     assert_eq!(sha256(&bytes), manifest.digest);
     assert_eq!(stream_digest(&dst.base_url(), "ai/model-server", &layer.digest), (layer.digest.clone(), size));
+}
+
+/// Bytes free for an unprivileged user on the filesystem of `dir`.
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs fills the struct it is given and reads a NUL-terminated path.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut s) }, 0, "statvfs {}", dir.display());
+    s.f_bavail as u64 * s.f_frsize as u64
 }
 
 /// A registry that refuses PATCH gets each big blob in one PUT instead, and the import finishes.
