@@ -23,12 +23,12 @@ enum StreamEnd {
     ToPieces,
 }
 
-/// One blob's download: where it comes from and what it has to be.
-struct Download {
-    what: String,
-    url: Url,
-    scope: [Scope; 1],
-    size: u64,
+/// One blob's download: what errors call it, where it comes from, and its size.
+pub(super) struct Download {
+    pub(super) what: String,
+    pub(super) url: Url,
+    pub(super) scope: [Scope; 1],
+    pub(super) size: u64,
 }
 
 impl RegistryClient {
@@ -65,9 +65,7 @@ impl RegistryClient {
             match self.read_stream(&blob, resp, pace, &mut hasher, sink, progress).await? {
                 StreamEnd::ToPieces => {
                     pieces_tried = true;
-                    let pieces = self
-                        .download_in_pieces(&blob.what, &blob.url, &blob.scope, size, &mut hasher, sink, progress)
-                        .await?;
+                    let pieces = self.download_in_pieces(&blob, &mut hasher, sink, progress).await?;
                     if let Pieces::Stopped = pieces {
                         // The rest as one stream, from the first byte not yet hashed.
                         continue;

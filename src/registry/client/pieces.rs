@@ -22,9 +22,9 @@ use futures_util::stream::FuturesUnordered;
 use reqwest::StatusCode;
 use reqwest::header::RANGE;
 use tokio::sync::{Semaphore, SemaphorePermit};
-use url::Url;
 
-use super::{BlobSink, RegistryClient, Scope, content_range_start};
+use super::download::Download;
+use super::{BlobSink, RegistryClient, content_range_start};
 use crate::oci::digest::DigestWriter;
 use crate::registry::error::RegistryError;
 
@@ -90,19 +90,16 @@ impl RegistryClient {
         !self.ranges_refused.load(Ordering::Relaxed) && size.saturating_sub(from) > piece.saturating_mul(2)
     }
 
-    /// Download the blob at `url` from the hasher's length on, in pieces, into `sink` (see the module doc).
+    /// Download `blob` from the hasher's length on, in pieces, into `sink` (see the module doc).
     /// Errors are the sink's only; a failed request ends in `Pieces::Stopped`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn download_in_pieces(
         &self,
-        what: &str,
-        url: &Url,
-        scope: &[Scope],
-        size: u64,
+        blob: &Download,
         hasher: &mut DigestWriter,
         sink: &mut impl BlobSink,
         progress: &(dyn Fn(i64) + Sync),
     ) -> Result<Pieces, RegistryError> {
+        let size = blob.size;
         if !self.wants_pieces(size, hasher.len()) {
             return Ok(Pieces::Stopped);
         }
@@ -112,7 +109,7 @@ impl RegistryClient {
         let launch = |next: &mut u64, permit| {
             let end = (*next + piece).min(size);
             let start = std::mem::replace(next, end);
-            self.fetch_piece(what, url, scope, start, end, permit)
+            self.fetch_piece(blob, start, end, permit)
         };
         let mut flying = FuturesUnordered::new();
         let mut ready: BTreeMap<u64, Piece> = BTreeMap::new();
@@ -154,7 +151,7 @@ impl RegistryClient {
                 loop {
                     tokio::select! {
                         written = &mut write => {
-                            written.map_err(|e| RegistryError::io(what, e))?;
+                            written.map_err(|e| RegistryError::io(&blob.what, e))?;
                             break;
                         }
                         Some(got) = flying.next() => match got {
@@ -179,16 +176,16 @@ impl RegistryClient {
     /// Bytes `start..end` of the blob, whole, or `Err(())` for anything else (said why in the module doc).
     async fn fetch_piece(
         &self,
-        what: &str,
-        url: &Url,
-        scope: &[Scope],
+        blob: &Download,
         start: u64,
         end: u64,
         permit: SemaphorePermit<'static>,
     ) -> Result<Piece, ()> {
         let range = format!("bytes={start}-{}", end - 1);
         let resp = self
-            .send_with_retries(what, scope, &|| self.http.get(url.clone()).header(RANGE, range.clone()))
+            .send_with_retries(&blob.what, &blob.scope, &|| {
+                self.http.get(blob.url.clone()).header(RANGE, range.clone())
+            })
             .await
             .map_err(drop)?;
         if resp.status() != StatusCode::PARTIAL_CONTENT || content_range_start(resp.headers()) != Some(start) {
