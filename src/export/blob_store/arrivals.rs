@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::direct::{AlignedBuf, DirectFile, ReadAhead};
 use crate::oci::digest::{Digest, DigestWriter};
+use crate::support::direct_io::{AlignedBuf, DirectFile, ReadAhead};
 
 /// Bytes a follower reads from the disk at a time when it reads around the page cache.
 const FOLLOW_CHUNK: usize = 1 << 20;
@@ -522,7 +522,7 @@ mod tests {
     /// aligned, through the page cache for the tail, the same bytes either way.
     #[test]
     fn a_follower_reads_the_same_bytes_through_direct_chunks_and_the_page_cache() {
-        use super::super::direct::ALIGN;
+        use crate::support::direct_io::ALIGN;
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> =
             (0..(FOLLOW_CHUNK + 3 * ALIGN + 123) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();

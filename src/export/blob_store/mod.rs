@@ -4,7 +4,6 @@
 //! under a temporary name that is removed on failure, so the store never holds unverified content.
 
 mod arrivals;
-mod direct;
 pub mod prune;
 mod staged;
 
@@ -12,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use arrivals::{Arrivals, BlobFollower, Rewrite};
-use direct::DirectFile;
 use staged::StagedFile;
 
 use crate::oci::digest::{Digest, DigestWriter};
 use crate::registry::{RegistryClient, RegistryError};
+use crate::support::direct_io::DirectFile;
 
 pub struct BlobStore {
     dir: PathBuf,

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use super::arrivals::Arrivals;
-use super::direct::{AlignedBuf, DirectFile};
 use crate::oci::digest::Digest;
 use crate::registry::BlobSink;
+use crate::support::direct_io::{AlignedBuf, DirectFile};
 
 /// Bytes written to the staged file per write: big enough that writes are cheap, small enough that the
 /// archive writer, which follows the file as it grows, is never far behind.

@@ -1,18 +1,21 @@
-//! Staged blobs written and read around the page cache (`O_DIRECT`), where the filesystem allows it.
+//! Files written and read around the page cache (`O_DIRECT`), where the filesystem allows it: the blobs export
+//! stages, and the archive it writes.
 //!
-//! A staged blob is written once by its download and read once by the archive writer a moment later. Through
-//! the page cache, each of those bytes first needs a freshly allocated cache page. On a VM whose balloon
-//! hands freed memory back to the host (free page reporting), touching such a page again costs about ten times
-//! a normal page fault: 300 MB of staged blobs cost 0.6 s of system time, more than hashing them. With
-//! `O_DIRECT` the chunks go from one reused aligned buffer to the disk and back into another, and a large
-//! export no longer evicts everything else the host had cached. Blobs from the cache (an earlier run) are read
-//! the same way, the next chunk read ahead (`ReadAhead`).
+//! A staged blob is written once by its download and read once by the archive writer a moment later; the
+//! archive is written once and read by nobody on this machine until `verify` or `import`. Through the page
+//! cache, each of those bytes first needs a freshly allocated cache page. On a VM whose balloon hands freed
+//! memory back to the host (free page reporting), touching such a page again costs about ten times a normal
+//! page fault: 300 MB of staged blobs cost 0.6 s of system time, more than hashing them, and a 1 GiB archive
+//! about 1 s. With `O_DIRECT` the chunks go from one reused aligned buffer to the disk and back into another,
+//! and a large export no longer evicts everything else the host had cached. Blobs from the cache (an earlier
+//! run) are read the same way, the next chunk read ahead (`ReadAhead`).
 //!
 //! Direct I/O needs the buffer address, the file offset and the length aligned. The download writes 1 MiB
-//! chunks at 1 MiB offsets; what is not aligned (the last bytes of a blob, or everything after a resume from
-//! an odd offset) goes through the page cache instead, and so does everything on filesystems that refuse
-//! `O_DIRECT` (tmpfs before Linux 6.6, some network and FUSE filesystems). The kernel keeps the two views of
-//! the file coherent, so the mix only changes the speed, never the bytes.
+//! chunks at 1 MiB offsets, the archive writer 4 MiB at 4 MiB offsets; what is not aligned (the last bytes of
+//! a blob or of the archive, or everything after a resume from an odd offset) goes through the page cache
+//! instead, and so does everything on filesystems that refuse `O_DIRECT` (tmpfs before Linux 6.6, some network
+//! and FUSE filesystems). The kernel keeps the two views of the file coherent, so the mix only changes the
+//! speed, never the bytes.
 
 use std::fs::File;
 use std::io;
@@ -99,6 +102,25 @@ impl DirectFile {
     pub fn new(buffered: File, path: &Path) -> DirectFile {
         let direct = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path).ok();
         DirectFile { buffered, direct }
+    }
+
+    /// `file` as it is, and opened again with `O_DIRECT` through `/proc/self/fd` where the filesystem (and
+    /// `/proc`) allow it: for a file whose path the caller does not hold, such as an unnamed temporary file.
+    pub fn reopen(file: File) -> DirectFile {
+        use std::os::fd::AsRawFd;
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let direct = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok();
+        DirectFile { buffered: file, direct }
+    }
+
+    /// Whether writes and reads can go around the page cache at all.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// The file, opened through the page cache.
+    pub fn into_buffered(self) -> File {
+        self.buffered
     }
 
     /// A stored blob, opened for reading (directly too, where the filesystem allows it).
