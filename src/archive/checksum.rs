@@ -57,7 +57,8 @@ pub fn read_sidecar(archive: &Path) -> Result<Option<Digest>, SidecarError> {
 
 /// sha256 of a whole file, read sequentially; `on_bytes` is told about progress.
 pub fn file_digest(path: &Path, on_bytes: &(dyn Fn(u64) + Sync)) -> std::io::Result<Digest> {
-    let mut file = std::fs::File::open(path)?;
+    // Read once, so around the page cache where the filesystem allows (support::direct_io says why).
+    let mut file = crate::support::direct_io::SequentialReader::open(path)?;
     let mut hasher = crate::oci::digest::DigestWriter::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

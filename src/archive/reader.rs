@@ -21,6 +21,7 @@ use super::seekable::{SeekTable, SeekTableError};
 use crate::oci::digest::{Digest, DigestWriter};
 use crate::oci::layout::{self, BUNDLE_FILE, INDEX_FILE, OCI_LAYOUT_FILE};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
+use crate::support::direct_io::SequentialReader;
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -421,7 +422,8 @@ impl ArchiveFile {
             return scan_directory(&self.path, on_bytes)
                 .map_err(|source| ArchiveError::Open { path: self.path.clone(), source });
         }
-        let file = File::open(&self.path).map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
+        let file = SequentialReader::open(&self.path)
+            .map_err(|source| ArchiveError::Open { path: self.path.clone(), source })?;
         let (hashed, hasher) = HashingReader::new(file, on_bytes);
         let mut scan = Scan::empty();
         let stream =
@@ -783,7 +785,7 @@ fn count_nonzero(r: &mut dyn Read) -> io::Result<u64> {
 /// thread of its own: the reading thread decompresses and hashes the blobs, and the two sha256 passes (of the
 /// file and of its content) then take one core each.
 struct HashingReader<'a> {
-    file: File,
+    file: SequentialReader,
     to_hasher: std::sync::mpsc::SyncSender<Vec<u8>>,
     /// Buffers the hasher is done with.
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
@@ -794,7 +796,7 @@ struct HashingReader<'a> {
 type FileHasher = std::thread::JoinHandle<DigestWriter>;
 
 impl<'a> HashingReader<'a> {
-    fn new(file: File, on_bytes: &'a (dyn Fn(u64) + Sync)) -> (Self, FileHasher) {
+    fn new(file: SequentialReader, on_bytes: &'a (dyn Fn(u64) + Sync)) -> (Self, FileHasher) {
         let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let (give_back, spare) = std::sync::mpsc::channel();
         let hasher = std::thread::spawn(move || {

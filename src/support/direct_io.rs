@@ -262,6 +262,102 @@ impl Drop for ReadAhead {
     }
 }
 
+/// A whole file read from start to end once, in `SEQUENTIAL_CHUNK` pieces read on a thread of its own, one
+/// piece ahead of the caller: around the page cache where the filesystem allows it (an archive being verified
+/// is read once; through the page cache, each of its bytes first needs a fresh cache page), through it for the
+/// unaligned tail and on filesystems that refuse `O_DIRECT`.
+pub struct SequentialReader {
+    pieces: Option<std::sync::mpsc::Receiver<io::Result<AlignedBuf>>>,
+    current: Option<AlignedBuf>,
+    /// Bytes of `current` already handed out.
+    taken: usize,
+    failed: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// 4 MiB per read: the disk reads 1 GiB directly in 0.76 s at 4 MiB (`dd iflag=direct`).
+const SEQUENTIAL_CHUNK: usize = 4 << 20;
+
+impl SequentialReader {
+    pub fn open(path: &Path) -> io::Result<SequentialReader> {
+        let file = DirectFile::open_read(path)?;
+        let (tx, pieces) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::spawn(move || {
+            let mut offset = 0u64;
+            // Bounded by the file's length: every turn reads at least one byte or ends.
+            loop {
+                let mut buf = AlignedBuf::new(SEQUENTIAL_CHUNK);
+                let read = match file.read_direct(&mut buf, offset, u64::MAX) {
+                    Ok(Some(n)) => Ok(n),
+                    Ok(None) => {
+                        let (start, capacity) = (buf.start, buf.capacity);
+                        loop {
+                            match file.buffered.read_at(&mut buf.raw[start..start + capacity], offset) {
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                other => break other,
+                            }
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                match read {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.len = n;
+                        offset += n as u64;
+                        if tx.send(Ok(buf)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(SequentialReader { pieces: Some(pieces), current: None, taken: 0, failed: false, thread: Some(thread) })
+    }
+}
+
+impl io::Read for SequentialReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(current) = &self.current
+                && self.taken < current.len()
+            {
+                let n = out.len().min(current.len() - self.taken);
+                out[..n].copy_from_slice(&current.as_slice()[self.taken..self.taken + n]);
+                self.taken += n;
+                return Ok(n);
+            }
+            // The piece is used up: the next one, or the end of the file when the reading thread has ended.
+            self.current = None;
+            self.taken = 0;
+            match self.pieces.as_ref().and_then(|p| p.recv().ok()) {
+                Some(Ok(piece)) => self.current = Some(piece),
+                Some(Err(e)) => {
+                    // The reading thread has stopped: every later read fails too, never a false end of file.
+                    self.failed = true;
+                    return Err(e);
+                }
+                None if self.failed => return Err(io::Error::other("an earlier read of this file failed")),
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+impl Drop for SequentialReader {
+    fn drop(&mut self) {
+        // Dropping the queue ends the reading thread at its next piece.
+        drop(self.pieces.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
@@ -322,4 +418,32 @@ mod tests {
             assert_eq!(n, None);
         }
     }
+
+    /// A file read whole through `SequentialReader`, in reads of every size, gives back exactly its bytes: the
+    /// direct pieces, the unaligned tail through the page cache, then the end of the file, every time it is asked.
+    #[test]
+    fn a_sequential_read_gives_back_every_byte_then_the_end() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir_in(env!("OUT_DIR")).unwrap();
+        let mut rng = fastrand::Rng::with_seed(5);
+        for len in [0, 1, ALIGN, 2 * SEQUENTIAL_CHUNK + 12_345] {
+            let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            let path = dir.path().join(format!("file-{len}"));
+            std::fs::write(&path, &data).unwrap();
+            let mut reader = SequentialReader::open(&path).unwrap();
+            let mut back = Vec::new();
+            let mut buf = vec![0u8; 3 << 20];
+            for size in [1, 100, 4096, 3 << 20].iter().cycle() {
+                let n = reader.read(&mut buf[..*size]).unwrap();
+                if n == 0 {
+                    break;
+                }
+                back.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(back.len(), data.len());
+            assert!(back == data, "the bytes of a {len}-byte file differ");
+            assert_eq!(reader.read(&mut buf).unwrap(), 0, "the end of the file, asked again");
+        }
+    }
+
 }
