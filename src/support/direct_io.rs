@@ -445,5 +445,4 @@ mod tests {
             assert_eq!(reader.read(&mut buf).unwrap(), 0, "the end of the file, asked again");
         }
     }
-
 }
