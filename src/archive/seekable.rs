@@ -35,11 +35,6 @@ pub const LEVEL: i32 = 1;
 /// what could have been compressed costs at most 0.4% of the frame.
 pub const STORED_MAX_COMPRESSIBLE: usize = 4 << 10;
 
-/// A range of up to this many compressed bytes is read through the page cache, a longer one around it
-/// (`SeekTable::open_range`): on 200 small images (`many`), direct reads of every small blob made import 3–5%
-/// slower.
-const DIRECT_SPAN_MIN: u64 = FRAME_SIZE as u64;
-
 /// What the writer thread hands back: the inner writer and (compressed, decompressed) size of each frame.
 type Finished<W> = io::Result<(W, Vec<(u32, u32)>)>;
 
@@ -473,19 +468,7 @@ impl SeekTable {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "range is beyond the end of the archive"));
         }
         let (cstart, dstart) = self.frame_start(offset);
-        // Exactly the frames the range lies in. Import and split read each blob of an archive that is not in the
-        // page cache once, so a big one is read around it where the filesystem allows (support::direct_io); a
-        // small one through it, where the kernel's readahead has often brought it in with its neighbours.
-        let last = offset + len.max(1) - 1;
-        let cend = self.starts[self.starts.partition_point(|s| s.1 <= last).min(self.starts.len() - 1)].0;
-        let frames: Box<dyn io::BufRead + Send> = if cend - cstart > DIRECT_SPAN_MIN {
-            Box::new(crate::support::direct_io::SequentialReader::open_span(path, cstart, cend)?)
-        } else {
-            let mut file = File::open(path)?;
-            file.seek(SeekFrom::Start(cstart))?;
-            Box::new(BufReader::with_capacity(1 << 20, file.take(cend - cstart)))
-        };
-        let mut decoder = zstd::stream::read::Decoder::with_buffer(frames)?;
+        let mut decoder = self.decoder_at(path, cstart, 1 << 20)?;
         io::copy(&mut (&mut decoder).take(offset - dstart), &mut io::sink())?;
         Ok(decoder.take(len))
     }

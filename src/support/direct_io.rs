@@ -262,15 +262,14 @@ impl Drop for ReadAhead {
     }
 }
 
-/// A file, or a span of it, read once from start to end, in `SEQUENTIAL_CHUNK` pieces read on a thread of its
-/// own, one piece ahead of the caller: around the page cache where the filesystem allows it (an archive being
-/// verified or imported is read once; through the page cache, each of its bytes first needs a fresh cache page),
-/// through it for unaligned ends and on filesystems that refuse `O_DIRECT`.
+/// A whole file read from start to end once, in `SEQUENTIAL_CHUNK` pieces read on a thread of its own, one
+/// piece ahead of the caller: around the page cache where the filesystem allows it (an archive being verified
+/// is read once; through the page cache, each of its bytes first needs a fresh cache page), through it for the
+/// unaligned tail and on filesystems that refuse `O_DIRECT`.
 pub struct SequentialReader {
-    /// Each piece, and where in it the span's bytes start (a direct read begins at the aligned offset below).
-    pieces: Option<std::sync::mpsc::Receiver<io::Result<(AlignedBuf, usize)>>>,
+    pieces: Option<std::sync::mpsc::Receiver<io::Result<AlignedBuf>>>,
     current: Option<AlignedBuf>,
-    /// Bytes of `current` already handed out, or skipped.
+    /// Bytes of `current` already handed out.
     taken: usize,
     failed: bool,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -280,34 +279,20 @@ pub struct SequentialReader {
 const SEQUENTIAL_CHUNK: usize = 4 << 20;
 
 impl SequentialReader {
-    /// The whole file.
     pub fn open(path: &Path) -> io::Result<SequentialReader> {
-        SequentialReader::open_span(path, 0, u64::MAX)
-    }
-
-    /// Bytes `start..end` of the file (fewer if the file ends first).
-    pub fn open_span(path: &Path, start: u64, end: u64) -> io::Result<SequentialReader> {
         let file = DirectFile::open_read(path)?;
-        let start = start.min(end);
         let (tx, pieces) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::spawn(move || {
-            let align = ALIGN as u64;
-            // A direct read starts at an aligned offset and is asked for whole aligned blocks.
-            let mut offset = start / align * align;
-            let mut skip = (start - offset) as usize;
-            let limit = end.checked_next_multiple_of(align).unwrap_or(end);
-            // Bounded by the span: every turn reads at least one byte or ends.
-            while offset < end {
+            let mut offset = 0u64;
+            // Bounded by the file's length: every turn reads at least one byte or ends.
+            loop {
                 let mut buf = AlignedBuf::new(SEQUENTIAL_CHUNK);
-                let read = match file.read_direct(&mut buf, offset, limit) {
+                let read = match file.read_direct(&mut buf, offset, u64::MAX) {
                     Ok(Some(n)) => Ok(n),
                     Ok(None) => {
-                        // Through the page cache, from the span's own first byte.
-                        offset += skip as u64;
-                        skip = 0;
-                        let (at, want) = (buf.start, buf.capacity.min((end - offset).try_into().unwrap_or(usize::MAX)));
+                        let (start, capacity) = (buf.start, buf.capacity);
                         loop {
-                            match file.buffered.read_at(&mut buf.raw[at..at + want], offset) {
+                            match file.buffered.read_at(&mut buf.raw[start..start + capacity], offset) {
                                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                                 other => break other,
                             }
@@ -316,13 +301,11 @@ impl SequentialReader {
                     Err(e) => Err(e),
                 };
                 match read {
-                    Ok(n) if n <= skip => return,
+                    Ok(0) => return,
                     Ok(n) => {
-                        // A direct read may run past the span's end, to the end of its last block.
-                        let n = (n as u64).min(end - offset) as usize;
                         buf.len = n;
                         offset += n as u64;
-                        if tx.send(Ok((buf, std::mem::take(&mut skip)))).is_err() {
+                        if tx.send(Ok(buf)).is_err() {
                             return;
                         }
                     }
@@ -337,44 +320,31 @@ impl SequentialReader {
     }
 }
 
-impl io::BufRead for SequentialReader {
-    /// The rest of the current piece: a caller that takes its input this way (a zstd decoder) copies nothing.
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        // Bounded: each turn takes a piece from the reading thread, which ends.
-        while self.current.as_ref().is_none_or(|c| self.taken >= c.len()) {
+impl io::Read for SequentialReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(current) = &self.current
+                && self.taken < current.len()
+            {
+                let n = out.len().min(current.len() - self.taken);
+                out[..n].copy_from_slice(&current.as_slice()[self.taken..self.taken + n]);
+                self.taken += n;
+                return Ok(n);
+            }
             // The piece is used up: the next one, or the end of the file when the reading thread has ended.
             self.current = None;
             self.taken = 0;
             match self.pieces.as_ref().and_then(|p| p.recv().ok()) {
-                Some(Ok((piece, skip))) => {
-                    self.current = Some(piece);
-                    self.taken = skip;
-                }
+                Some(Ok(piece)) => self.current = Some(piece),
                 Some(Err(e)) => {
                     // The reading thread has stopped: every later read fails too, never a false end of file.
                     self.failed = true;
                     return Err(e);
                 }
                 None if self.failed => return Err(io::Error::other("an earlier read of this file failed")),
-                None => return Ok(&[]),
+                None => return Ok(0),
             }
         }
-        let current = self.current.as_ref().expect("a piece with bytes left, from the loop above");
-        Ok(&current.as_slice()[self.taken..])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.taken += n;
-    }
-}
-
-impl io::Read for SequentialReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let rest = io::BufRead::fill_buf(self)?;
-        let n = out.len().min(rest.len());
-        out[..n].copy_from_slice(&rest[..n]);
-        io::BufRead::consume(self, n);
-        Ok(n)
     }
 }
 
@@ -473,46 +443,6 @@ mod tests {
             assert_eq!(back.len(), data.len());
             assert!(back == data, "the bytes of a {len}-byte file differ");
             assert_eq!(reader.read(&mut buf).unwrap(), 0, "the end of the file, asked again");
-        }
-    }
-
-    /// A span read through `SequentialReader`, whatever its ends' alignment, gives back exactly the span's bytes
-    /// (fewer when the file ends first), through `Read` and through `BufRead` alike.
-    #[test]
-    fn a_sequential_read_of_a_span_gives_back_exactly_the_span() {
-        use std::io::{BufRead as _, Read as _};
-        let dir = tempfile::tempdir_in(env!("OUT_DIR")).unwrap();
-        let mut rng = fastrand::Rng::with_seed(6);
-        let data: Vec<u8> = (0..(SEQUENTIAL_CHUNK + 3 * ALIGN + 17)).map(|_| rng.u8(..)).collect();
-        let path = dir.path().join("file");
-        std::fs::write(&path, &data).unwrap();
-        let len = data.len() as u64;
-        let spans = [
-            (0, len),
-            (1, 2),
-            (ALIGN as u64, 2 * ALIGN as u64),
-            (ALIGN as u64 - 3, SEQUENTIAL_CHUNK as u64 + 5),
-            (100, 100),
-            (len - 10, len + 5000),
-            (len + 1, len + 9),
-        ];
-        for (start, end) in spans {
-            let want = &data[(start.min(len) as usize)..(end.min(len) as usize)];
-            let mut back = Vec::new();
-            SequentialReader::open_span(&path, start, end).unwrap().read_to_end(&mut back).unwrap();
-            assert!(back == want, "span {start}..{end} through Read: {} bytes, {} expected", back.len(), want.len());
-            let mut reader = SequentialReader::open_span(&path, start, end).unwrap();
-            let mut back = Vec::new();
-            loop {
-                let rest = reader.fill_buf().unwrap();
-                if rest.is_empty() {
-                    break;
-                }
-                let n = rest.len().min(777);
-                back.extend_from_slice(&rest[..n]);
-                reader.consume(n);
-            }
-            assert!(back == want, "span {start}..{end} through BufRead: {} bytes, {} expected", back.len(), want.len());
         }
     }
 }
