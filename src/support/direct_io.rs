@@ -364,7 +364,6 @@ mod tests {
 
     use super::*;
 
-    /// Whatever mix of direct and buffered writes and reads a blob goes through, the bytes are the same.
     /// Whether the filesystem of `dir` takes O_DIRECT for an aligned read, asked of the kernel directly.
     fn filesystem_takes_o_direct(dir: &Path) -> bool {
         let probe = dir.join("o-direct-probe");
@@ -377,6 +376,7 @@ mod tests {
         file.read_at(&mut buf.raw[start..start + ALIGN], 0).is_ok_and(|n| n == ALIGN)
     }
 
+    /// Whatever mix of direct and buffered writes and reads a blob goes through, the bytes are the same.
     #[test]
     fn aligned_and_odd_spans_round_trip_through_both_paths() {
         // In the build's own directory (on disk), not TMPDIR, which is often a tmpfs that refuses O_DIRECT.
